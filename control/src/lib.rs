@@ -1,0 +1,6 @@
+//! skiff-control: everything that runs on a server: the Raft store, the API,
+//! (later) controllers and the scheduler.
+
+pub mod api;
+pub mod server;
+pub mod store;

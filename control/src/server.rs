@@ -1,0 +1,221 @@
+//! `skiff server`: open the data dir, start (or join) the Raft group, write the
+//! join token and kubeconfig, and serve the API until stopped.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::api::{self, ApiState, JoinRequest, JoinResponse};
+use crate::store::{ReplicaConfig, Store, StoreConfig, StoreError};
+
+/// Settings of one server process.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub api_addr: String,
+    pub peer_addr: String,
+    pub join: Option<String>,
+    pub token: Option<String>,
+    pub replica: ReplicaConfig,
+}
+
+/// Errors that stop a server from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("--join needs --token (the join-token of an existing server)")]
+    TokenRequired,
+    #[error("bind api address {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("join {url}: {reason}")]
+    Join { url: String, reason: String },
+    #[error("store stopped: {0}")]
+    Stopped(String),
+}
+
+fn file_err(path: &Path, reason: impl ToString) -> ServerError {
+    ServerError::File {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), ServerError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| file_err(&tmp, e))?;
+    f.write_all(contents.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| file_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| file_err(path, e))
+}
+
+/// The cluster token: given, stored in the data dir, or new (first server only).
+fn cluster_token(cfg: &ServerConfig) -> Result<String, ServerError> {
+    let path = cfg.data_dir.join("join-token");
+    let stored = match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let t = s.trim().to_string();
+            if t.is_empty() || !t.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(file_err(&path, "join token is empty or malformed"));
+            }
+            Some(t)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(file_err(&path, e)),
+    };
+    let token = match (&cfg.token, stored, &cfg.join) {
+        (Some(t), _, _) => t.clone(),
+        (None, Some(t), _) => t,
+        (None, None, Some(_)) => return Err(ServerError::TokenRequired),
+        (None, None, None) => {
+            use rand::Rng;
+            let mut rng = rand::rng();
+            (0..40)
+                .map(|_| {
+                    char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)])
+                })
+                .collect()
+        }
+    };
+    write_private(&path, &format!("{token}\n"))?;
+    Ok(token)
+}
+
+fn kubeconfig(api_addr: &str, token: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: http://{api_addr}\n\
+         users:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\n\
+         current-context: skiff\n"
+    )
+}
+
+async fn join(
+    url: &str,
+    token: &str,
+    node_id: u64,
+    peer_addr: &str,
+) -> Result<JoinResponse, ServerError> {
+    let endpoint = format!("{}/skiff/v0/join", url.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| ServerError::Join {
+            url: url.into(),
+            reason: e.to_string(),
+        })?;
+    let body = JoinRequest {
+        node_id,
+        peer_addr: peer_addr.to_string(),
+    };
+    let mut last = String::new();
+    for attempt in 0..30 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let res = client
+            .post(&endpoint)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await;
+        match res {
+            Ok(r) if r.status().is_success() => {
+                return r.json().await.map_err(|e| ServerError::Join {
+                    url: url.into(),
+                    reason: e.to_string(),
+                });
+            }
+            Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED => {
+                return Err(ServerError::Join {
+                    url: url.into(),
+                    reason: "the server refused the token".into(),
+                });
+            }
+            Ok(r) => last = format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+            Err(e) => last = e.to_string(),
+        }
+        tracing::warn!(attempt, error = %last, "join attempt failed; retrying");
+    }
+    Err(ServerError::Join {
+        url: url.into(),
+        reason: last,
+    })
+}
+
+/// Start everything and serve until a shutdown signal or a fatal store error.
+pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
+    if cfg.data_dir.exists() && !cfg.data_dir.is_dir() {
+        return Err(file_err(&cfg.data_dir, "data dir is not a directory"));
+    }
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| file_err(&cfg.data_dir, e))?;
+    let token = cluster_token(&cfg)?;
+    let fresh_id = loop {
+        let id: u64 = rand::random::<u64>() >> 1;
+        if id != 0 {
+            break id;
+        }
+    };
+    let store = Store::start(
+        StoreConfig {
+            data_dir: cfg.data_dir.clone(),
+            peer_addr: cfg.peer_addr.clone(),
+            cluster_token: token.clone(),
+            bootstrap: cfg.join.is_none(),
+            tick: Duration::from_millis(100),
+            replica: cfg.replica.clone(),
+        },
+        fresh_id,
+    )
+    .await?;
+    let id = store.id();
+    tracing::info!(node_id = id, data_dir = %cfg.data_dir.display(), peer_addr = %cfg.peer_addr, "store started");
+    if let Some(url) = &cfg.join
+        && store.status().voters.is_empty()
+    {
+        let resp = join(url, &token, id, &cfg.peer_addr).await?;
+        tracing::info!(members = ?resp.members, "joined cluster");
+    }
+    let listener = tokio::net::TcpListener::bind(&cfg.api_addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: cfg.api_addr.clone(),
+            source,
+        })?;
+    write_private(
+        &cfg.data_dir.join("kubeconfig"),
+        &kubeconfig(&cfg.api_addr, &token),
+    )?;
+    let app = api::router(ApiState {
+        store: store.clone(),
+        token,
+    });
+    tracing::info!(api_addr = %cfg.api_addr, "serving api");
+    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+    tokio::select! {
+        r = serve => r.map_err(|source| ServerError::Bind { addr: cfg.api_addr.clone(), source }),
+        reason = store.stopped() => Err(ServerError::Stopped(reason)),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}

@@ -1,0 +1,360 @@
+//! raft-rs `Storage` over sled: log entries, hard state, conf state and the
+//! metadata of the last snapshot.
+//!
+//! **Log keys are big-endian indexes, so key order is index order. The entry at the
+//! snapshot index is gone; its term is kept in the snapshot metadata.**
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+use super::error::StoreError;
+use super::state::{self, StateMachine};
+
+const HARD_STATE: &[u8] = b"hard_state";
+const CONF_STATE: &[u8] = b"conf_state";
+const SNAP_META: &[u8] = b"snapshot_meta";
+const NODE_ID: &[u8] = b"node_id";
+
+#[derive(Default, Clone)]
+struct Core {
+    hard: HardState,
+    conf: ConfState,
+    snap_index: u64,
+    snap_term: u64,
+    last_index: u64,
+}
+
+/// The Raft log and its metadata, persisted in sled.
+pub struct RaftStorage {
+    log: sled::Tree,
+    meta: sled::Tree,
+    db: sled::Db,
+    sm: StateMachine,
+    path: PathBuf,
+    core: Mutex<Core>,
+}
+
+fn idx_key(i: u64) -> [u8; 8] {
+    i.to_be_bytes()
+}
+
+fn other(e: impl std::fmt::Display) -> raft::Error {
+    raft::Error::Store(StorageError::Other(e.to_string().into()))
+}
+
+impl RaftStorage {
+    pub(crate) fn open(
+        db: &sled::Db,
+        path: &Path,
+        sm: StateMachine,
+    ) -> Result<RaftStorage, StoreError> {
+        let io = StoreError::io(path);
+        let log = db.open_tree("raft_log").map_err(io)?;
+        let meta = db.open_tree("raft_meta").map_err(StoreError::io(path))?;
+        let s = RaftStorage {
+            log,
+            meta,
+            db: db.clone(),
+            sm,
+            path: path.to_path_buf(),
+            core: Mutex::new(Core::default()),
+        };
+        let mut core = Core::default();
+        if let Some(b) = s.meta_get(HARD_STATE)? {
+            core.hard = s.parse("hard state", &b)?;
+        }
+        if let Some(b) = s.meta_get(CONF_STATE)? {
+            core.conf = s.parse("conf state", &b)?;
+        }
+        if let Some(b) = s.meta_get(SNAP_META)? {
+            let m: SnapshotMetadata = s.parse("snapshot metadata", &b)?;
+            core.snap_index = m.index;
+            core.snap_term = m.term;
+        }
+        core.last_index = match s.log.last().map_err(StoreError::io(path))? {
+            Some((k, _)) => u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| s.corrupt("log key is not 8 bytes"))?,
+            ),
+            None => core.snap_index,
+        };
+        if let Some((k, v)) = s.log.first().map_err(StoreError::io(path))? {
+            let e: Entry = s.parse("log entry", &v)?;
+            if k.as_ref() != idx_key(e.index) || e.index != core.snap_index + 1 {
+                return Err(s.corrupt(format!(
+                    "log starts at {} but the snapshot is at {}",
+                    e.index, core.snap_index
+                )));
+            }
+        }
+        if core.hard.commit < core.snap_index || core.hard.commit > core.last_index {
+            return Err(s.corrupt(format!(
+                "commit index {} outside the log [{}, {}]",
+                core.hard.commit, core.snap_index, core.last_index
+            )));
+        }
+        let applied = s.sm.applied()?;
+        if applied > core.hard.commit {
+            return Err(s.corrupt(format!(
+                "applied index {applied} is past the commit index {}",
+                core.hard.commit
+            )));
+        }
+        *s.core.lock().unwrap() = core;
+        Ok(s)
+    }
+
+    fn corrupt(&self, reason: impl Into<String>) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn meta_get(&self, k: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        self.meta.get(k).map_err(StoreError::io(&self.path))
+    }
+
+    fn parse<M: protobuf::Message>(&self, what: &str, b: &[u8]) -> Result<M, StoreError> {
+        M::parse_from_bytes(b).map_err(|e| self.corrupt(format!("{what}: {e}")))
+    }
+
+    /// The node id stored in this data dir, if any.
+    pub(crate) fn node_id(&self) -> Result<Option<u64>, StoreError> {
+        match self.meta_get(NODE_ID)? {
+            None => Ok(None),
+            Some(b) => Ok(Some(u64::from_be_bytes(
+                b.as_ref()
+                    .try_into()
+                    .map_err(|_| self.corrupt("node id is not 8 bytes"))?,
+            ))),
+        }
+    }
+
+    pub(crate) fn set_node_id(&self, id: u64) -> Result<(), StoreError> {
+        self.meta
+            .insert(NODE_ID, &id.to_be_bytes())
+            .map_err(StoreError::io(&self.path))?;
+        self.flush()
+    }
+
+    pub(crate) fn hard_state(&self) -> HardState {
+        self.core.lock().unwrap().hard.clone()
+    }
+
+    pub(crate) fn conf_state(&self) -> ConfState {
+        self.core.lock().unwrap().conf.clone()
+    }
+
+    pub(crate) fn snapshot_index(&self) -> u64 {
+        self.core.lock().unwrap().snap_index
+    }
+
+    /// Append entries, dropping any conflicting suffix of the log.
+    pub(crate) fn append(&self, entries: &[Entry]) -> Result<(), StoreError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let mut core = self.core.lock().unwrap();
+        let mut batch = sled::Batch::default();
+        let new_last = entries.last().map_or(first.index, |e| e.index);
+        for i in (new_last + 1)..=core.last_index {
+            batch.remove(&idx_key(i));
+        }
+        for e in entries {
+            let bytes = e
+                .write_to_bytes()
+                .map_err(|e| self.corrupt(e.to_string()))?;
+            batch.insert(&idx_key(e.index), bytes);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(StoreError::io(&self.path))?;
+        core.last_index = new_last;
+        Ok(())
+    }
+
+    pub(crate) fn set_hard_state(&self, hs: &HardState) -> Result<(), StoreError> {
+        let bytes = hs
+            .write_to_bytes()
+            .map_err(|e| self.corrupt(e.to_string()))?;
+        self.meta
+            .insert(HARD_STATE, bytes)
+            .map_err(StoreError::io(&self.path))?;
+        self.core.lock().unwrap().hard = hs.clone();
+        Ok(())
+    }
+
+    pub(crate) fn set_commit(&self, commit: u64) -> Result<(), StoreError> {
+        let mut hs = self.hard_state();
+        if hs.commit != commit {
+            hs.commit = commit;
+            self.set_hard_state(&hs)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn set_conf_state(&self, cs: &ConfState) -> Result<(), StoreError> {
+        let bytes = cs
+            .write_to_bytes()
+            .map_err(|e| self.corrupt(e.to_string()))?;
+        self.meta
+            .insert(CONF_STATE, bytes)
+            .map_err(StoreError::io(&self.path))?;
+        self.core.lock().unwrap().conf = cs.clone();
+        Ok(())
+    }
+
+    fn set_snap_meta(&self, core: &mut Core, index: u64, term: u64) -> Result<(), StoreError> {
+        let mut m = SnapshotMetadata::default();
+        m.index = index;
+        m.term = term;
+        let bytes = m
+            .write_to_bytes()
+            .map_err(|e| self.corrupt(e.to_string()))?;
+        self.meta
+            .insert(SNAP_META, bytes)
+            .map_err(StoreError::io(&self.path))?;
+        core.snap_index = index;
+        core.snap_term = term;
+        Ok(())
+    }
+
+    /// Make the first log position `index + 1` (bootstrap or a received snapshot):
+    /// the whole log goes.
+    pub(crate) fn reset_to(&self, index: u64, term: u64, cs: &ConfState) -> Result<(), StoreError> {
+        self.log.clear().map_err(StoreError::io(&self.path))?;
+        let mut core = self.core.lock().unwrap();
+        self.set_snap_meta(&mut core, index, term)?;
+        core.last_index = index;
+        drop(core);
+        self.set_conf_state(cs)?;
+        let mut hs = self.hard_state();
+        hs.term = hs.term.max(term);
+        hs.commit = hs.commit.max(index);
+        self.set_hard_state(&hs)
+    }
+
+    /// Drop log entries up to and including `index` (which must be applied).
+    pub(crate) fn compact(&self, index: u64) -> Result<(), StoreError> {
+        let term = raft::Storage::term(self, index)?;
+        let mut core = self.core.lock().unwrap();
+        if index <= core.snap_index {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for i in (core.snap_index + 1)..=index {
+            batch.remove(&idx_key(i));
+        }
+        // Metadata first: a crash between the two leaves extra entries, never a gap.
+        self.set_snap_meta(&mut core, index, term)?;
+        self.log
+            .apply_batch(batch)
+            .map_err(StoreError::io(&self.path))?;
+        Ok(())
+    }
+
+    /// Make everything written so far durable.
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(StoreError::io(&self.path))?;
+        Ok(())
+    }
+
+    pub(crate) fn state_machine(&self) -> &StateMachine {
+        &self.sm
+    }
+}
+
+impl raft::Storage for RaftStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let core = self.core.lock().unwrap();
+        Ok(RaftState::new(core.hard.clone(), core.conf.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let max = max_size.into().unwrap_or(u64::MAX);
+        let (snap_index, last) = {
+            let c = self.core.lock().unwrap();
+            (c.snap_index, c.last_index)
+        };
+        if low <= snap_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > last + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let mut out = Vec::new();
+        let mut size = 0u64;
+        for item in self.log.range(idx_key(low)..idx_key(high)) {
+            let (_, v) = item.map_err(other)?;
+            let e = Entry::parse_from_bytes(&v).map_err(other)?;
+            size += u64::from(e.compute_size());
+            if !out.is_empty() && size > max {
+                break;
+            }
+            out.push(e);
+        }
+        if out.len() as u64 != high - low && size <= max {
+            return Err(other(format!("log has a gap in [{low}, {high})")));
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let (snap_index, snap_term, last) = {
+            let c = self.core.lock().unwrap();
+            (c.snap_index, c.snap_term, c.last_index)
+        };
+        if idx == snap_index {
+            return Ok(snap_term);
+        }
+        if idx < snap_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > last {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let v = self
+            .log
+            .get(idx_key(idx))
+            .map_err(other)?
+            .ok_or_else(|| other(format!("log entry {idx} missing")))?;
+        Ok(Entry::parse_from_bytes(&v).map_err(other)?.term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.core.lock().unwrap().snap_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.core.lock().unwrap().last_index)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let data = self.sm.dump().map_err(other)?;
+        if data.applied < request_index {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let term = self.term(data.applied)?;
+        let mut snap = Snapshot::default();
+        snap.data = state::encode_snapshot(&data).into();
+        let m = snap.mut_metadata();
+        m.index = data.applied;
+        m.term = term;
+        m.set_conf_state(self.conf_state());
+        Ok(snap)
+    }
+}
