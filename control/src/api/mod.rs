@@ -197,8 +197,7 @@ async fn list(
         None => usize::MAX,
     };
     let (kvs, revision) = if q.get("consistency").map(String::as_str) == Some("local") {
-        let (kvs, _) = (s.store.list_local(prefix, limit)?, 0);
-        (kvs, s.store.status().applied)
+        (s.store.list_local(prefix, limit)?, s.store.status().applied)
     } else {
         s.store.list(prefix, None, limit).await?
     };

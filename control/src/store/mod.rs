@@ -8,6 +8,7 @@ pub mod command;
 mod driver;
 pub mod error;
 mod logger;
+mod manifest;
 pub mod replica;
 pub mod state;
 mod storage;
@@ -28,6 +29,7 @@ pub use watch::Watch;
 pub struct DataDir {
     pub path: PathBuf,
     db: sled::Db,
+    manifest: Option<PathBuf>,
 }
 
 impl DataDir {
@@ -61,7 +63,11 @@ impl DataDir {
                 });
             }
         };
-        Ok(DataDir { path: db_path, db })
+        Ok(DataDir {
+            path: db_path,
+            db,
+            manifest: Some(path.join("store.manifest")),
+        })
     }
 
     /// An in-memory data dir (tests and the in-process harness).
@@ -77,12 +83,17 @@ impl DataDir {
         Ok(DataDir {
             path: PathBuf::from("<temporary>"),
             db,
+            manifest: None,
         })
     }
 
     /// The Raft storage (and state machine) in this data dir.
     pub fn storage(&self) -> Result<RaftStorage, StoreError> {
         let sm = state::StateMachine::open(&self.db, &self.path)?;
-        RaftStorage::open(&self.db, &self.path, sm)
+        let manifest = match &self.manifest {
+            Some(p) => manifest::Manifest::at(p.clone()),
+            None => manifest::Manifest::none(),
+        };
+        RaftStorage::open(&self.db, &self.path, sm, manifest)
     }
 }

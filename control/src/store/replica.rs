@@ -103,8 +103,10 @@ impl Replica {
         if let (true, Some(addr)) = (blank, bootstrap) {
             // The cluster starts from a snapshot at index 1 that holds this voter, so
             // members that join later learn it from the snapshot they are sent.
-            let mut cs = ConfState::default();
-            cs.voters = vec![id];
+            let cs = ConfState {
+                voters: vec![id],
+                ..Default::default()
+            };
             storage.reset_to(1, 1, &cs)?;
             sm.set_peer(1, id, Some(addr))?;
             storage.flush()?;
@@ -171,6 +173,10 @@ impl Replica {
     pub fn tick(&mut self) {
         self.raw.tick();
         self.now += 1;
+        // Everything in the hard state was flushed by the last `on_ready`.
+        if let Err(e) = self.store().record_durable(self.id()) {
+            tracing::warn!(error = %e, "cannot update the durability watermark");
+        }
         let now = self.now;
         expire(&mut self.proposals, now);
         expire(&mut self.members, now);
@@ -324,6 +330,7 @@ impl Replica {
         out.extend(light.take_messages());
         self.apply(light.take_committed_entries(), &mut events, &mut acks)?;
         self.store().flush()?;
+        self.store().record_durable(self.id())?;
         self.raw.advance_apply();
 
         self.hub.publish(events);
@@ -402,7 +409,7 @@ impl Replica {
 
     fn apply_conf_change(&mut self, e: &Entry, acks: &mut Vec<Ack>) -> Result<(), StoreError> {
         let cc = if e.get_entry_type() == EntryType::EntryConfChange {
-            ConfChange::parse_from_bytes(&e.data).map(|c| raft_proto::ConfChangeI::into_v2(c))
+            ConfChange::parse_from_bytes(&e.data).map(raft_proto::ConfChangeI::into_v2)
         } else {
             ConfChangeV2::parse_from_bytes(&e.data)
         };

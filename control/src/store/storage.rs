@@ -12,6 +12,7 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 use super::error::StoreError;
+use super::manifest::Manifest;
 use super::state::{self, StateMachine};
 
 const HARD_STATE: &[u8] = b"hard_state";
@@ -35,6 +36,7 @@ pub struct RaftStorage {
     db: sled::Db,
     sm: StateMachine,
     path: PathBuf,
+    manifest: Manifest,
     core: Mutex<Core>,
 }
 
@@ -51,6 +53,7 @@ impl RaftStorage {
         db: &sled::Db,
         path: &Path,
         sm: StateMachine,
+        manifest: Manifest,
     ) -> Result<RaftStorage, StoreError> {
         let io = StoreError::io(path);
         let log = db.open_tree("raft_log").map_err(io)?;
@@ -61,6 +64,7 @@ impl RaftStorage {
             db: db.clone(),
             sm,
             path: path.to_path_buf(),
+            manifest,
             core: Mutex::new(Core::default()),
         };
         let mut core = Core::default();
@@ -98,6 +102,7 @@ impl RaftStorage {
                 core.hard.commit, core.snap_index, core.last_index
             )));
         }
+        s.manifest.verify(path, s.node_id()?, core.hard.commit)?;
         let applied = s.sm.applied()?;
         if applied > core.hard.commit {
             return Err(s.corrupt(format!(
@@ -140,7 +145,13 @@ impl RaftStorage {
         self.meta
             .insert(NODE_ID, &id.to_be_bytes())
             .map_err(StoreError::io(&self.path))?;
-        self.flush()
+        self.flush()?;
+        self.manifest.record(id, self.hard_state().commit, true)
+    }
+
+    /// Note (throttled) in the manifest that everything flushed so far is durable.
+    pub(crate) fn record_durable(&self, id: u64) -> Result<(), StoreError> {
+        self.manifest.record(id, self.hard_state().commit, false)
     }
 
     pub(crate) fn hard_state(&self) -> HardState {
@@ -211,9 +222,11 @@ impl RaftStorage {
     }
 
     fn set_snap_meta(&self, core: &mut Core, index: u64, term: u64) -> Result<(), StoreError> {
-        let mut m = SnapshotMetadata::default();
-        m.index = index;
-        m.term = term;
+        let m = SnapshotMetadata {
+            index,
+            term,
+            ..Default::default()
+        };
         let bytes = m
             .write_to_bytes()
             .map_err(|e| self.corrupt(e.to_string()))?;
@@ -349,8 +362,10 @@ impl raft::Storage for RaftStorage {
             ));
         }
         let term = self.term(data.applied)?;
-        let mut snap = Snapshot::default();
-        snap.data = state::encode_snapshot(&data).into();
+        let mut snap = Snapshot {
+            data: state::encode_snapshot(&data).into(),
+            ..Default::default()
+        };
         let m = snap.mut_metadata();
         m.index = data.applied;
         m.term = term;

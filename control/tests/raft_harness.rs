@@ -1,0 +1,276 @@
+//! Replicas over an in-memory network that drops, delays, reorders and partitions.
+//! Committed (acknowledged) writes must survive and replicas must converge.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use raft::eraftpb::Message;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use skiff_control::store::{DataDir, Op, Replica, ReplicaConfig, StoreError, Txn, TxnOutcome};
+
+type Acks = Arc<Mutex<Vec<(String, String, Result<TxnOutcome, StoreError>)>>>;
+
+struct Net {
+    rng: StdRng,
+    nodes: BTreeMap<u64, (Replica, DataDir)>,
+    in_flight: Vec<(u64, Message)>,
+    now: u64,
+    drop_rate: f64,
+    max_delay: u64,
+    isolated: BTreeSet<u64>,
+    acks: Acks,
+    next_key: u64,
+}
+
+impl Net {
+    fn new(n: u64, seed: u64) -> Net {
+        Net::with_config(n, seed, ReplicaConfig::default())
+    }
+
+    fn with_config(n: u64, seed: u64, cfg: ReplicaConfig) -> Net {
+        let mut net = Net {
+            rng: StdRng::seed_from_u64(seed),
+            nodes: BTreeMap::new(),
+            in_flight: Vec::new(),
+            now: 0,
+            drop_rate: 0.0,
+            max_delay: 0,
+            isolated: BTreeSet::new(),
+            acks: Arc::default(),
+            next_key: 0,
+        };
+        for id in 1..=n {
+            let dir = DataDir::temporary().unwrap();
+            let boot = (id == 1).then_some("mem:1");
+            let r = Replica::new(dir.storage().unwrap(), id, boot, cfg.clone()).unwrap();
+            net.nodes.insert(id, (r, dir));
+        }
+        net.node(1).campaign().unwrap();
+        net.run(20);
+        for id in 2..=n {
+            let done = Arc::new(Mutex::new(None));
+            let d = done.clone();
+            let leader = net.leader().expect("a leader");
+            net.node(leader).add_voter(
+                id,
+                format!("mem:{id}"),
+                Box::new(move |r| *d.lock().unwrap() = Some(r.is_ok())),
+            );
+            for _ in 0..100 {
+                net.run(1);
+                if done.lock().unwrap().is_some() {
+                    break;
+                }
+            }
+            assert_eq!(*done.lock().unwrap(), Some(true), "adding voter {id}");
+        }
+        net.run(30);
+        net
+    }
+
+    fn node(&mut self, id: u64) -> &mut Replica {
+        &mut self.nodes.get_mut(&id).unwrap().0
+    }
+
+    fn leader(&self) -> Option<u64> {
+        let mut leaders: Vec<u64> = self
+            .nodes
+            .values()
+            .filter(|(r, _)| r.status().role == "leader" && !self.isolated.contains(&r.id()))
+            .map(|(r, _)| r.id())
+            .collect();
+        leaders.sort();
+        leaders.pop()
+    }
+
+    /// One tick of every node, then deliver what is due.
+    fn run(&mut self, ticks: u64) {
+        for _ in 0..ticks {
+            self.now += 1;
+            let ids: Vec<u64> = self.nodes.keys().copied().collect();
+            for id in &ids {
+                self.node(*id).tick();
+            }
+            for _round in 0..4 {
+                for id in &ids {
+                    let msgs = self.node(*id).on_ready().unwrap();
+                    for m in msgs {
+                        if self.rng.random_bool(self.drop_rate) {
+                            continue;
+                        }
+                        let delay = if self.max_delay == 0 {
+                            0
+                        } else {
+                            self.rng.random_range(0..=self.max_delay)
+                        };
+                        self.in_flight.push((self.now + delay, m));
+                    }
+                }
+                // Deliver due messages in a shuffled order (reordering).
+                let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
+                    .into_iter()
+                    .partition(|(t, _)| *t <= self.now);
+                self.in_flight = later;
+                let mut due: Vec<Message> = due.into_iter().map(|(_, m)| m).collect();
+                for i in (1..due.len()).rev() {
+                    let j = self.rng.random_range(0..=i);
+                    due.swap(i, j);
+                }
+                for m in due {
+                    if self.isolated.contains(&m.from) || self.isolated.contains(&m.to) {
+                        continue;
+                    }
+                    if let Some((r, _)) = self.nodes.get_mut(&m.to) {
+                        r.step(m);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Propose a write of a fresh key through a random node.
+    fn write(&mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        let via = ids[self.rng.random_range(0..ids.len())];
+        self.write_via(via);
+    }
+
+    fn write_via(&mut self, via: u64) {
+        self.next_key += 1;
+        let key = format!("/k/{:06}", self.next_key);
+        let value = format!("v{}", self.next_key);
+        let acks = self.acks.clone();
+        let (k, v) = (key.clone(), value.clone());
+        self.node(via).propose(
+            Txn::single(Op::create(key, value.into_bytes())),
+            Box::new(move |r| acks.lock().unwrap().push((k, v, r))),
+        );
+    }
+
+    /// Heal everything and run until all replicas applied the same index.
+    fn settle(&mut self) {
+        self.drop_rate = 0.0;
+        self.max_delay = 0;
+        self.isolated.clear();
+        for _ in 0..200 {
+            self.run(5);
+            let applied: BTreeSet<(u64, u64)> = self
+                .nodes
+                .values()
+                .map(|(r, _)| (r.status().applied, r.status().commit))
+                .collect();
+            if applied.len() == 1 && self.leader().is_some() && self.in_flight.is_empty() {
+                return;
+            }
+        }
+        panic!("replicas did not converge");
+    }
+
+    fn check(&mut self) -> usize {
+        let acked: Vec<(String, String)> = self
+            .acks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, _, r)| r.is_ok())
+            .map(|(k, v, _)| (k.clone(), v.clone()))
+            .collect();
+        let digests: BTreeSet<u64> = self
+            .nodes
+            .values()
+            .map(|(r, _)| r.digest().unwrap())
+            .collect();
+        assert_eq!(digests.len(), 1, "replicas diverged");
+        for (r, _) in self.nodes.values() {
+            for (k, v) in &acked {
+                let got = r.get_local(k).unwrap().map(|kv| kv.value);
+                assert_eq!(
+                    got.as_deref(),
+                    Some(v.as_bytes()),
+                    "node {} lost {k}",
+                    r.id()
+                );
+            }
+        }
+        acked.len()
+    }
+}
+
+fn chaos(n: u64, seed: u64) {
+    let mut net = Net::new(n, seed);
+    net.drop_rate = 0.1;
+    net.max_delay = 3;
+    for round in 0..6 {
+        for _ in 0..40 {
+            net.write();
+            net.run(1);
+        }
+        if round % 2 == 1 {
+            // Partition the leader away for a while, keep writing to everyone.
+            if let Some(l) = net.leader() {
+                net.isolated.insert(l);
+            }
+            for _ in 0..40 {
+                net.write();
+                net.run(1);
+            }
+            net.run(30);
+            net.isolated.clear();
+        }
+    }
+    net.run(60); // let timeouts fire so every proposal has an outcome
+    net.settle();
+    let acked = net.check();
+    assert!(acked > 50, "too few writes committed: {acked}");
+    // The cluster still takes writes after all that.
+    let before = net.acks.lock().unwrap().len();
+    net.write();
+    net.run(20);
+    let acks = net.acks.lock().unwrap();
+    assert_eq!(acks.len(), before + 1);
+    assert!(
+        acks.last().unwrap().2.is_ok(),
+        "{:?}",
+        acks.last().unwrap().2
+    );
+}
+
+#[test]
+fn three_nodes_lossy_network() {
+    for seed in [1, 2, 3] {
+        chaos(3, seed);
+    }
+}
+
+#[test]
+fn five_nodes_lossy_network() {
+    for seed in [11, 12] {
+        chaos(5, seed);
+    }
+}
+
+#[test]
+fn lagging_node_catches_up_by_snapshot() {
+    let cfg = ReplicaConfig {
+        snapshot_threshold: 50,
+        ..ReplicaConfig::default()
+    };
+    let mut net = Net::with_config(3, 7, cfg);
+    net.isolated.insert(3);
+    let behind = net.node(3).status().applied;
+    for i in 0..200 {
+        net.write_via(1 + i % 2);
+        net.run(1);
+    }
+    net.run(10);
+    let leader = net.leader().unwrap();
+    let first = net.node(leader).status().first_index;
+    assert!(
+        first > behind + 1,
+        "the leader compacted past node 3 ({first} vs {behind})"
+    );
+    net.settle();
+    assert!(net.check() >= 190);
+    assert!(net.node(3).status().applied > first);
+}

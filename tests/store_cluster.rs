@@ -1,0 +1,352 @@
+//! Real `skiff server` processes on loopback: leader failover, catch-up (by log and
+//! by snapshot), crash safety under `kill -9`, and bad input.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use common::{Server, eventually};
+
+fn start_cluster(root: &std::path::Path, extra: &[&str]) -> Result<Vec<Server>> {
+    let mut first = Server::new(&root.join("s1"), extra);
+    first.start()?;
+    first.wait_ready(Duration::from_secs(10))?;
+    let token = first.token();
+    let join_url = format!("http://{}", first.api);
+    let mut servers = vec![first];
+    for i in 2..=3 {
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend(["--join", &join_url, "--token", &token]);
+        let mut s = Server::new(&root.join(format!("s{i}")), &args);
+        s.start()?;
+        s.wait_ready(Duration::from_secs(15))?;
+        servers.push(s);
+    }
+    let c = servers[0].client();
+    eventually(Duration::from_secs(10), || {
+        let st = c.status().ok()?;
+        (st["voters"].as_array()?.len() == 3).then_some(())
+    })
+    .context("three voters")?;
+    Ok(servers)
+}
+
+/// Writes fresh keys through the live servers until stopped; remembers the acked ones.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<BTreeMap<String, String>>>,
+    count: Arc<AtomicUsize>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(apis: Vec<String>, token: String, threads: usize, prefix: &str) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(BTreeMap::new()));
+        let count = Arc::new(AtomicUsize::new(0));
+        let handles = (0..threads)
+            .map(|t| {
+                let (stop, acked, count) = (stop.clone(), acked.clone(), count.clone());
+                let apis = apis.clone();
+                let token = token.clone();
+                let prefix = prefix.to_string();
+                std::thread::spawn(move || {
+                    let http = reqwest::blocking::Client::builder()
+                        .timeout(Duration::from_secs(3))
+                        .build()
+                        .unwrap();
+                    let mut n = 0u64;
+                    let mut at = t;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let key = format!("{prefix}{t:02}-{n:08}");
+                        let value = format!("value-{t}-{n}");
+                        let url = format!("http://{}/skiff/v0/kv{key}", apis[at % apis.len()]);
+                        let ok = http
+                            .put(url)
+                            .bearer_auth(&token)
+                            .body(value.clone())
+                            .send()
+                            .is_ok_and(|r| r.status().is_success());
+                        if ok {
+                            acked.lock().unwrap().insert(key, value);
+                            count.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            at += 1; // try another server next time
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                })
+            })
+            .collect();
+        Writer {
+            stop,
+            acked,
+            count,
+            handles,
+        }
+    }
+
+    fn acked_count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn finish(self) -> BTreeMap<String, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.handles {
+            h.join().unwrap();
+        }
+        Arc::try_unwrap(self.acked).unwrap().into_inner().unwrap()
+    }
+}
+
+fn wait_for_writes(w: &Writer, n: usize) -> Result<()> {
+    let base = w.acked_count();
+    eventually(Duration::from_secs(20), || {
+        (w.acked_count() >= base + n).then_some(())
+    })
+    .with_context(|| format!("{n} more writes"))
+}
+
+fn leader_index(servers: &[Server]) -> Result<usize> {
+    eventually(Duration::from_secs(10), || {
+        servers.iter().position(|s| {
+            s.child.is_some() && s.client().status().is_ok_and(|st| st["role"] == "leader")
+        })
+    })
+    .context("no leader")
+}
+
+fn assert_has_all(server: &Server, acked: &BTreeMap<String, String>, local: bool) -> Result<()> {
+    let have: BTreeMap<String, String> = server.client().list("/w/", local)?.into_iter().collect();
+    for (k, v) in acked {
+        if have.get(k) != Some(v) {
+            bail!("{} lost acknowledged write {k}", server.api);
+        }
+    }
+    Ok(())
+}
+
+fn failover(extra: &[&str], writes_while_down: usize, by_snapshot: bool) -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let mut servers = start_cluster(root.path(), extra)?;
+    let apis: Vec<String> = servers.iter().map(|s| s.api.clone()).collect();
+    let w = Writer::start(apis, servers[0].token(), 4, "/w/");
+    wait_for_writes(&w, 100)?;
+
+    let old = leader_index(&servers)?;
+    let old_id = servers[old].client().status()?["id"].clone();
+    servers[old].kill();
+    let killed_at = Instant::now();
+    let new = eventually(Duration::from_secs(10), || {
+        servers.iter().enumerate().find_map(|(i, s)| {
+            let st = s.child.as_ref().and(s.client().status().ok())?;
+            (st["role"] == "leader" && st["id"] != old_id).then_some(i)
+        })
+    })
+    .context("no new leader")?;
+    let elected = killed_at.elapsed();
+    assert!(
+        elected < Duration::from_secs(3),
+        "new leader after {elected:?}"
+    );
+    eprintln!("new leader {} after {elected:?}", servers[new].api);
+
+    wait_for_writes(&w, writes_while_down)?;
+    let acked = w.finish();
+    eprintln!("{} acknowledged writes", acked.len());
+    for s in servers.iter().filter(|s| s.child.is_some()) {
+        assert_has_all(s, &acked, false)?;
+    }
+
+    // The killed node restarts from its data dir and catches up.
+    let snapshots_before = servers[old].log().matches("installing snapshot").count();
+    servers[old].start()?;
+    servers[old].wait_ready(Duration::from_secs(15))?;
+    let commit = servers[new].client().status()?["commit"].as_u64().unwrap();
+    eventually(Duration::from_secs(20), || {
+        let st = servers[old].client().status().ok()?;
+        (st["applied"].as_u64()? >= commit).then_some(())
+    })
+    .context("restarted node caught up")?;
+    assert_has_all(&servers[old], &acked, true)?;
+    let st = servers[old].client().status()?;
+    assert_eq!(st["id"], old_id, "same node id after restart");
+    let snapshots = servers[old].log().matches("installing snapshot").count() - snapshots_before;
+    assert_eq!(
+        snapshots > 0,
+        by_snapshot,
+        "caught up by snapshot: {snapshots}"
+    );
+    Ok(())
+}
+
+#[test]
+fn leader_killed_new_leader_and_restart_catches_up_by_log() -> Result<()> {
+    failover(&[], 200, false)
+}
+
+#[test]
+fn leader_killed_restart_catches_up_by_snapshot() -> Result<()> {
+    // A tiny compaction threshold: while the old leader is down the others compact
+    // their logs past its position, so it can only catch up from a snapshot.
+    failover(&["--snapshot-threshold", "50"], 400, true)
+}
+
+#[test]
+fn kill_9_during_writes_loses_no_acknowledged_write() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let mut s = Server::new(&root.path().join("solo"), &[]);
+    let mut acked = BTreeMap::new();
+    for round in 0..20 {
+        s.start()?;
+        s.wait_ready(Duration::from_secs(10))?;
+        assert_has_all(&s, &acked, false).with_context(|| format!("round {round}"))?;
+        let w = Writer::start(
+            vec![s.api.clone()],
+            s.token(),
+            4,
+            &format!("/w/{round:02}/"),
+        );
+        wait_for_writes(&w, 20)?;
+        std::thread::sleep(Duration::from_millis(50 + (round * 37) % 200));
+        s.kill();
+        acked.extend(w.finish());
+    }
+    s.start()?;
+    s.wait_ready(Duration::from_secs(10))?;
+    assert_has_all(&s, &acked, false)?;
+    eprintln!("{} acknowledged writes survived 20 kills", acked.len());
+    Ok(())
+}
+
+fn run_to_exit(s: &Server) -> Result<(std::process::ExitStatus, String)> {
+    let mut child = s
+        .command()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err)?;
+            return Ok((status, err));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("server kept running on a damaged data dir");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn seeded_data_dir(root: &std::path::Path, name: &str) -> Result<Server> {
+    let mut s = Server::new(&root.join(name), &[]);
+    s.start()?;
+    s.wait_ready(Duration::from_secs(10))?;
+    for i in 0..50 {
+        s.client().create(&format!("/w/{i}"), "x")?;
+    }
+    // Let the durability watermark (rewritten at most every 500 ms) catch up.
+    std::thread::sleep(Duration::from_millis(1200));
+    s.kill();
+    Ok(s)
+}
+
+#[test]
+fn damaged_data_dir_is_a_clear_error() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    type Damage = fn(&std::path::Path) -> Result<std::path::PathBuf>;
+    let cases: Vec<(&str, Damage)> = vec![
+        ("garbage-db", |dir| {
+            let db = dir.join("store/db");
+            std::fs::write(&db, vec![0xA5u8; 4096])?;
+            Ok(dir.join("store"))
+        }),
+        ("truncated-db", |dir| {
+            let db = dir.join("store/db");
+            let len = std::fs::metadata(&db)?.len();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&db)?
+                .set_len(len / 3)?;
+            Ok(dir.join("store"))
+        }),
+        ("garbage-conf", |dir| {
+            std::fs::write(dir.join("store/conf"), b"\x00\x01garbage")?;
+            Ok(dir.join("store"))
+        }),
+        ("bad-token", |dir| {
+            std::fs::write(dir.join("join-token"), b"\xff\xfe not a token")?;
+            Ok(dir.join("join-token"))
+        }),
+        ("data-dir-is-a-file", |dir| {
+            std::fs::remove_dir_all(dir)?;
+            std::fs::write(dir, b"x")?;
+            Ok(dir.to_path_buf())
+        }),
+    ];
+    for (name, damage) in cases {
+        let s = seeded_data_dir(root.path(), name)?;
+        let named = damage(&s.dir)?;
+        let (status, stderr) = run_to_exit(&s)?;
+        assert!(!status.success(), "{name}: exit status {status}");
+        assert!(
+            !stderr.contains("panicked"),
+            "{name}: panicked instead of an error:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(&named.display().to_string()),
+            "{name}: error does not name {}:\n{stderr}",
+            named.display()
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn garbage_on_the_peer_port_is_rejected_and_the_node_keeps_serving() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let mut s = Server::new(&root.path().join("solo"), &[]);
+    s.start()?;
+    s.wait_ready(Duration::from_secs(10))?;
+    let c = s.client();
+    c.create("/w/before", "1")?;
+    let garbage: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect(),
+        // Right magic, wrong token.
+        [
+            &b"SKIFFRP1"[..],
+            &7u64.to_be_bytes(),
+            &[0, 3],
+            b"1:2",
+            &[0, 3],
+            b"bad",
+        ]
+        .concat(),
+        // Right magic, oversized address field.
+        [&b"SKIFFRP1"[..], &7u64.to_be_bytes(), &[0xff, 0xff]].concat(),
+    ];
+    for g in garbage {
+        let mut sock = std::net::TcpStream::connect(&s.peer)?;
+        sock.write_all(&g)?;
+        let _ = sock.shutdown(std::net::Shutdown::Write);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.create("/w/after", "2")?;
+    let keys: Vec<String> = c.list("/w/", false)?.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, vec!["/w/after", "/w/before"]);
+    let log = s.log();
+    assert!(
+        log.matches("rejected peer connection").count() >= 3,
+        "rejections are logged:\n{log}"
+    );
+    Ok(())
+}
