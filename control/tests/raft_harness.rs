@@ -94,7 +94,10 @@ impl Net {
             }
             for _round in 0..4 {
                 for id in &ids {
-                    let msgs = self.node(*id).on_ready().unwrap();
+                    let mut msgs = Vec::new();
+                    self.node(*id)
+                        .on_ready(&mut |batch| msgs.extend(batch))
+                        .unwrap();
                     for m in msgs {
                         if self.rng.random_bool(self.drop_rate) {
                             continue;

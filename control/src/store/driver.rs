@@ -38,6 +38,7 @@ enum Input {
     Read(Done<u64>),
     AddVoter(u64, String, Done<()>),
     Net(Inbound),
+    Shutdown,
 }
 
 /// Handle to a running store. Cheap to clone.
@@ -48,6 +49,7 @@ pub struct Store {
     hub: Arc<WatchHub>,
     status: Arc<RwLock<ReplicaStatus>>,
     stopped: watch::Receiver<Option<String>>,
+    listener: tokio::task::AbortHandle,
 }
 
 impl Store {
@@ -81,7 +83,7 @@ impl Store {
                 let _ = net_tx.send(Input::Net(m));
             },
         );
-        tokio::spawn(transport.clone().serve(listener));
+        let listener = tokio::spawn(transport.clone().serve(listener)).abort_handle();
         for (pid, addr) in replica.take_peer_updates() {
             transport.set_peer(pid, addr);
         }
@@ -93,13 +95,17 @@ impl Store {
             hub: replica.hub(),
             status: status.clone(),
             stopped,
+            listener,
         };
         let tick = cfg.tick;
         std::thread::Builder::new()
             .name(format!("raft-{id:x}"))
             .spawn(move || {
                 let err = run(&mut replica, rx, &transport, &status, tick);
-                tracing::error!(error = %err, "raft loop stopped");
+                match err {
+                    StoreError::Stopped => tracing::info!("raft loop stopped"),
+                    ref e => tracing::error!(error = %e, "raft loop failed"),
+                }
                 let _ = stop_tx.send(Some(err.to_string()));
             })
             .map_err(|e| StoreError::Invalid(format!("spawn raft thread: {e}")))?;
@@ -108,6 +114,12 @@ impl Store {
 
     pub fn id(&self) -> u64 {
         self.status.read().unwrap().id
+    }
+
+    /// Stop the Raft loop and the peer listener (the data dir stays as it is).
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Input::Shutdown);
+        self.listener.abort();
     }
 
     pub fn status(&self) -> ReplicaStatus {
@@ -211,9 +223,12 @@ fn run(
         let wait = next_tick.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
             Ok(input) => {
-                handle(replica, transport, input);
+                let mut stop = handle(replica, transport, input);
                 for more in rx.try_iter().take(8192) {
-                    handle(replica, transport, more);
+                    stop |= handle(replica, transport, more);
+                }
+                if stop {
+                    return StoreError::Stopped;
                 }
             }
             Err(std_mpsc::RecvTimeoutError::Timeout) => {}
@@ -226,9 +241,8 @@ fn run(
                 next_tick = Instant::now() + tick;
             }
         }
-        match replica.on_ready() {
-            Ok(msgs) => transport.send(msgs),
-            Err(e) => return e,
+        if let Err(e) = replica.on_ready(&mut |msgs| transport.send(msgs)) {
+            return e;
         }
         for (id, addr) in replica.take_peer_updates() {
             transport.set_peer(id, addr);
@@ -240,8 +254,10 @@ fn run(
     }
 }
 
-fn handle(replica: &mut Replica, transport: &Transport, input: Input) {
+/// Feed one input to the replica; true when the loop must stop.
+fn handle(replica: &mut Replica, transport: &Transport, input: Input) -> bool {
     match input {
+        Input::Shutdown => return true,
         Input::Txn(txn, done) => replica.propose(txn, done),
         Input::Read(done) => replica.read_index(done),
         Input::AddVoter(id, addr, done) => {
@@ -253,4 +269,5 @@ fn handle(replica: &mut Replica, transport: &Transport, input: Input) {
         Input::Net(Inbound::Snapshot { to, ok }) => replica.report_snapshot(to, ok),
         Input::Net(Inbound::PeerAddr(id, addr)) => transport.set_peer(id, Some(addr)),
     }
+    false
 }

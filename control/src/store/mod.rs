@@ -45,6 +45,7 @@ impl DataDir {
         let cfg = sled::Config::new()
             .path(&db_path)
             .cache_capacity(64 << 20)
+            .mode(sled::Mode::HighThroughput)
             .flush_every_ms(None);
         // sled can panic on some damaged files instead of returning an error.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cfg.open()));

@@ -24,6 +24,9 @@ use super::state::{self, Event, StateMachine};
 use super::storage::RaftStorage;
 use super::watch::WatchHub;
 
+/// Most log entries dropped by one compaction step.
+const COMPACT_CHUNK: u64 = 256;
+
 /// A completion callback: called exactly once with the outcome.
 pub type Done<T> = Box<dyn FnOnce(Result<T, StoreError>) + Send>;
 
@@ -173,7 +176,6 @@ impl Replica {
     pub fn tick(&mut self) {
         self.raw.tick();
         self.now += 1;
-        // Everything in the hard state was flushed by the last `on_ready`.
         if let Err(e) = self.store().record_durable(self.id()) {
             tracing::warn!(error = %e, "cannot update the durability watermark");
         }
@@ -292,19 +294,29 @@ impl Replica {
         std::mem::take(&mut self.peer_updates)
     }
 
-    /// Persist, apply and flush one `Ready`; return the messages to send.
-    pub fn on_ready(&mut self) -> Result<Vec<Message>, StoreError> {
+    /// Persist, apply and flush one `Ready`, handing messages to `send`: a leader's
+    /// appends go out before its own write (Raft allows it, and the fsyncs overlap);
+    /// every other message only after the entries and hard state it depends on are
+    /// flushed.
+    pub fn on_ready(&mut self, send: &mut dyn FnMut(Vec<Message>)) -> Result<(), StoreError> {
         if !self.raw.has_ready() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let span = tracing::trace_span!("raft_ready", id = self.id());
         let _guard = span.enter();
         let mut rd = self.raw.ready();
-        let mut out = rd.take_messages();
+        let early = rd.take_messages();
+        if !early.is_empty() {
+            send(early);
+        }
         let mut events = Vec::new();
         let mut acks: Vec<Ack> = Vec::new();
+        // Entries and term/vote need to be on disk before anyone hears of them; a
+        // commit-index move does not (committed entries are already durable here).
+        let mut sync = rd.must_sync();
         if !rd.snapshot().is_empty() {
             self.install_snapshot(rd.snapshot())?;
+            sync = true;
         }
         self.store().append(rd.entries())?;
         if let Some(hs) = rd.hs() {
@@ -322,15 +334,19 @@ impl Replica {
             }
         }
         self.apply(rd.take_committed_entries(), &mut events, &mut acks)?;
-        out.extend(rd.take_persisted_messages());
+        if sync {
+            self.store().flush()?;
+        }
+        let mut out = rd.take_persisted_messages();
         let mut light = self.raw.advance(rd);
         if let Some(commit) = light.commit_index() {
             self.store().set_commit(commit)?;
         }
         out.extend(light.take_messages());
         self.apply(light.take_committed_entries(), &mut events, &mut acks)?;
-        self.store().flush()?;
-        self.store().record_durable(self.id())?;
+        if !out.is_empty() {
+            send(out);
+        }
         self.raw.advance_apply();
 
         self.hub.publish(events);
@@ -345,11 +361,15 @@ impl Replica {
         for (_, p) in ready {
             (p.done)(Ok(applied));
         }
-        if applied.saturating_sub(self.store().snapshot_index()) > self.cfg.snapshot_threshold {
-            self.store().compact(applied)?;
-            tracing::debug!(applied, "compacted raft log");
+        // Keep about `snapshot_threshold` entries; drop older ones a chunk at a time so
+        // no single Ready pays for deleting the whole log.
+        let snap = self.store().snapshot_index();
+        if applied.saturating_sub(snap) > self.cfg.snapshot_threshold {
+            let to = (applied - self.cfg.snapshot_threshold).min(snap + COMPACT_CHUNK);
+            self.store().compact(to)?;
+            tracing::trace!(to, "compacted raft log");
         }
-        Ok(out)
+        Ok(())
     }
 
     fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), StoreError> {

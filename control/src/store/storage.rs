@@ -27,6 +27,8 @@ struct Core {
     snap_index: u64,
     snap_term: u64,
     last_index: u64,
+    /// The commit index as of the last flush.
+    durable_commit: u64,
 }
 
 /// The Raft log and its metadata, persisted in sled.
@@ -104,12 +106,17 @@ impl RaftStorage {
         }
         s.manifest.verify(path, s.node_id()?, core.hard.commit)?;
         let applied = s.sm.applied()?;
-        if applied > core.hard.commit {
+        if applied > core.last_index {
             return Err(s.corrupt(format!(
-                "applied index {applied} is past the commit index {}",
-                core.hard.commit
+                "applied index {applied} is past the end of the log {}",
+                core.last_index
             )));
         }
+        if applied > core.hard.commit {
+            // Commit moves are not flushed on their own; an applied entry was committed.
+            core.hard.commit = applied;
+        }
+        core.durable_commit = core.hard.commit;
         *s.core.lock().unwrap() = core;
         Ok(s)
     }
@@ -146,12 +153,14 @@ impl RaftStorage {
             .insert(NODE_ID, &id.to_be_bytes())
             .map_err(StoreError::io(&self.path))?;
         self.flush()?;
-        self.manifest.record(id, self.hard_state().commit, true)
+        let commit = self.core.lock().unwrap().durable_commit;
+        self.manifest.record(id, commit, true)
     }
 
     /// Note (throttled) in the manifest that everything flushed so far is durable.
     pub(crate) fn record_durable(&self, id: u64) -> Result<(), StoreError> {
-        self.manifest.record(id, self.hard_state().commit, false)
+        let commit = self.core.lock().unwrap().durable_commit;
+        self.manifest.record(id, commit, false)
     }
 
     pub(crate) fn hard_state(&self) -> HardState {
@@ -274,7 +283,10 @@ impl RaftStorage {
 
     /// Make everything written so far durable.
     pub(crate) fn flush(&self) -> Result<(), StoreError> {
+        let commit = self.core.lock().unwrap().hard.commit;
         self.db.flush().map_err(StoreError::io(&self.path))?;
+        let mut core = self.core.lock().unwrap();
+        core.durable_commit = core.durable_commit.max(commit);
         Ok(())
     }
 
