@@ -199,13 +199,18 @@ impl RaftStorage {
         Ok(())
     }
 
-    pub(crate) fn set_hard_state(&self, hs: &HardState) -> Result<(), StoreError> {
-        let bytes = hs
+    fn put_meta(&self, key: &[u8], m: &impl protobuf::Message) -> Result<(), StoreError> {
+        let bytes = m
             .write_to_bytes()
             .map_err(|e| self.corrupt(e.to_string()))?;
         self.meta
-            .insert(HARD_STATE, bytes)
+            .insert(key, bytes)
             .map_err(StoreError::io(&self.path))?;
+        Ok(())
+    }
+
+    pub(crate) fn set_hard_state(&self, hs: &HardState) -> Result<(), StoreError> {
+        self.put_meta(HARD_STATE, hs)?;
         self.core.lock().unwrap().hard = hs.clone();
         Ok(())
     }
@@ -220,12 +225,7 @@ impl RaftStorage {
     }
 
     pub(crate) fn set_conf_state(&self, cs: &ConfState) -> Result<(), StoreError> {
-        let bytes = cs
-            .write_to_bytes()
-            .map_err(|e| self.corrupt(e.to_string()))?;
-        self.meta
-            .insert(CONF_STATE, bytes)
-            .map_err(StoreError::io(&self.path))?;
+        self.put_meta(CONF_STATE, cs)?;
         self.core.lock().unwrap().conf = cs.clone();
         Ok(())
     }
@@ -236,12 +236,7 @@ impl RaftStorage {
             term,
             ..Default::default()
         };
-        let bytes = m
-            .write_to_bytes()
-            .map_err(|e| self.corrupt(e.to_string()))?;
-        self.meta
-            .insert(SNAP_META, bytes)
-            .map_err(StoreError::io(&self.path))?;
+        self.put_meta(SNAP_META, &m)?;
         core.snap_index = index;
         core.snap_term = term;
         Ok(())
