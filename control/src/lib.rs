@@ -2,5 +2,6 @@
 //! (later) controllers and the scheduler.
 
 pub mod api;
+pub mod model;
 pub mod server;
 pub mod store;

@@ -4,8 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::api::objects::WriteOptions;
+use crate::api::tls::{self, ClusterCa};
 use crate::api::{self, ApiState, JoinRequest, JoinResponse};
-use crate::store::{ReplicaConfig, Store, StoreConfig, StoreError};
+use crate::store::{ConflictKind, Op, ReplicaConfig, Store, StoreConfig, StoreError};
 
 /// Settings of one server process.
 #[derive(Debug, Clone)]
@@ -36,6 +38,10 @@ pub enum ServerError {
     Join { url: String, reason: String },
     #[error("store stopped: {0}")]
     Stopped(String),
+    #[error("tls: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("cluster bootstrap: {0}")]
+    Bootstrap(String),
 }
 
 fn file_err(path: &Path, reason: impl ToString) -> ServerError {
@@ -94,12 +100,87 @@ fn cluster_token(cfg: &ServerConfig) -> Result<String, ServerError> {
     Ok(token)
 }
 
-fn kubeconfig(api_addr: &str, token: &str) -> String {
+fn kubeconfig(api_addr: &str, ca_pem: &str, token: &str) -> String {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: http://{api_addr}\n\
-         users:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\n\
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: https://{api_addr}\n    certificate-authority-data: {ca}\n\
+         users:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\n    namespace: default\n\
          current-context: skiff\n"
     )
+}
+
+const CA_KEY: &str = "/skiff/cluster/ca";
+const ADMIN_TOKEN_KEY: &str = "/skiff/cluster/admin-token";
+
+fn random_token(len: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)]))
+        .collect()
+}
+
+/// Read a cluster-wide value from the store, creating it first if `create` is given
+/// and it is absent (the first server does that; others find it replicated).
+async fn cluster_value(
+    store: &Store,
+    key: &str,
+    create: Option<Vec<u8>>,
+) -> Result<Vec<u8>, ServerError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let attempt = async {
+            if let Some(kv) = store.get(key).await? {
+                return Ok::<_, StoreError>(Some(kv.value));
+            }
+            if let Some(v) = &create {
+                match store.write(Op::create(key, v.clone())).await {
+                    Ok(_) => return Ok(Some(v.clone())),
+                    Err(StoreError::Conflict {
+                        kind: ConflictKind::AlreadyExists,
+                        ..
+                    }) => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(None)
+        };
+        match attempt.await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(key, error = %e, "cluster value not ready"),
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(ServerError::Bootstrap(format!(
+                "{key} did not become available"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Namespaces every cluster has.
+async fn ensure_namespaces(state: &ApiState) {
+    let objects = &state.rest.objects;
+    let Some(t) = objects.registry.by_kind("v1", "Namespace").cloned() else {
+        return;
+    };
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let obj =
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        let wo = WriteOptions {
+            field_validation: api::objects::FieldValidation::Strict,
+            dry_run: false,
+            manager: "skiff".into(),
+            apply_fields: None,
+        };
+        match objects.create(&t, None, obj, &wo).await {
+            Ok(_) => tracing::info!(namespace = ns, "created namespace"),
+            Err(e) if e.reason == "AlreadyExists" => {}
+            Err(e) => tracing::warn!(namespace = ns, error = %e.message, "cannot create namespace"),
+        }
+    }
 }
 
 async fn join(
@@ -109,8 +190,10 @@ async fn join(
     peer_addr: &str,
 ) -> Result<JoinResponse, ServerError> {
     let endpoint = format!("{}/skiff/v0/join", url.trim_end_matches('/'));
+    // The joiner does not know the cluster CA yet; the token authenticates it.
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
+        .danger_accept_invalid_certs(true)
         .build()
         .map_err(|e| ServerError::Join {
             url: url.into(),
@@ -194,18 +277,41 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
             addr: cfg.api_addr.clone(),
             source,
         })?;
+    // Cluster-wide secrets live in the replicated store; the first server makes them.
+    let bootstrap = cfg.join.is_none();
+    let ca_json = cluster_value(
+        &store,
+        CA_KEY,
+        if bootstrap {
+            Some(serde_json::to_vec(&ClusterCa::generate()?).expect("json"))
+        } else {
+            None
+        },
+    )
+    .await?;
+    let ca: ClusterCa = serde_json::from_slice(&ca_json)
+        .map_err(|e| ServerError::Bootstrap(format!("stored cluster ca: {e}")))?;
+    let admin = cluster_value(
+        &store,
+        ADMIN_TOKEN_KEY,
+        bootstrap.then(|| random_token(48).into_bytes()),
+    )
+    .await?;
+    let admin_token = String::from_utf8_lossy(&admin).to_string();
+    let (chain, key) = ca.serving_cert(&tls::serving_hosts(&cfg.api_addr))?;
+    let tls_config = tls::server_config(&chain, &key)?;
+    write_private(&cfg.data_dir.join("ca.crt"), &ca.cert_pem)?;
     write_private(
         &cfg.data_dir.join("kubeconfig"),
-        &kubeconfig(&cfg.api_addr, &token),
+        &kubeconfig(&cfg.api_addr, &ca.cert_pem, &admin_token),
     )?;
-    let app = api::router(ApiState {
-        store: store.clone(),
-        token,
-    });
-    tracing::info!(api_addr = %cfg.api_addr, "serving api");
-    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+    let state = ApiState::new(store.clone(), token, admin_token, cfg.api_addr.clone());
+    ensure_namespaces(&state).await;
+    let app = api::router(state);
+    tracing::info!(api_addr = %cfg.api_addr, "serving api (https)");
     tokio::select! {
-        r = serve => r.map_err(|source| ServerError::Bind { addr: cfg.api_addr.clone(), source }),
+        () = tls::serve(listener, tls_config, app) => Ok(()),
+        () = shutdown_signal() => Ok(()),
         reason = store.stopped() => Err(ServerError::Stopped(reason)),
     }
 }

@@ -1,24 +1,69 @@
-//! The HTTP API on the API address. For now: health, cluster status, join, and a
-//! raw key-value view of the store for operators and tests. The Kubernetes REST
-//! API is built on the same router.
+//! The HTTPS API: health, version, discovery, OpenAPI, the Kubernetes REST API over
+//! every registered resource, and Skiff's own `/skiff/v0` endpoints (status, join,
+//! raw key-value view of the store).
+//!
+//! **Every request except the health endpoints needs a bearer token.**
+
+pub mod apply;
+pub mod body;
+pub mod discovery;
+pub mod fieldset;
+pub mod objects;
+pub mod openapi;
+pub mod patch;
+pub mod request;
+pub mod rest;
+pub mod selector;
+pub mod status;
+pub mod strategic;
+pub mod table;
+pub mod tls;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{ConflictKind, Expect, Op, Store, StoreError};
+use crate::model::Registry;
+use crate::store::{Expect, Op, Store};
 
 /// Shared state of the API handlers.
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Store,
+    /// The cluster join token (peers, joins and the `/skiff/v0` endpoints).
     pub token: String,
+    /// The admin bearer token of the Kubernetes API.
+    pub admin_token: String,
+    pub rest: rest::Rest,
+    pub openapi: Arc<openapi::OpenApi>,
+}
+
+impl ApiState {
+    pub fn new(store: Store, token: String, admin_token: String, server_addr: String) -> ApiState {
+        let registry = Arc::new(Registry::builtin());
+        let openapi = Arc::new(openapi::OpenApi::build(&registry));
+        ApiState {
+            rest: rest::Rest {
+                objects: objects::Objects {
+                    store: store.clone(),
+                    registry,
+                },
+                server_addr,
+            },
+            store,
+            token,
+            admin_token,
+            openapi,
+        }
+    }
 }
 
 /// Body of `POST /skiff/v0/join`.
@@ -34,78 +79,32 @@ pub struct JoinResponse {
     pub members: std::collections::BTreeMap<u64, String>,
 }
 
-/// An error answered as JSON with an HTTP code.
-#[derive(Debug)]
-pub struct ApiError {
-    code: StatusCode,
-    reason: &'static str,
-    message: String,
-}
+use status::{ApiError, ApiResult};
 
-impl ApiError {
-    fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            code,
-            reason,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> ApiError {
-        let (code, reason) = match &e {
-            StoreError::Conflict {
-                kind: ConflictKind::NotFound,
-                ..
-            } => (StatusCode::NOT_FOUND, "NotFound"),
-            StoreError::Conflict {
-                kind: ConflictKind::AlreadyExists,
-                ..
-            } => (StatusCode::CONFLICT, "AlreadyExists"),
-            StoreError::Conflict { .. } => (StatusCode::CONFLICT, "Conflict"),
-            StoreError::NoLeader | StoreError::Stopped => {
-                (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
-            }
-            StoreError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
-            StoreError::Expired { .. } => (StatusCode::GONE, "Expired"),
-            StoreError::Invalid(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
-        };
-        ApiError::new(code, reason, e.to_string())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code.as_u16(),
-        });
-        (self.code, Json(body)).into_response()
-    }
-}
-
-type ApiResult<T> = Result<T, ApiError>;
-
-fn authorize(state: &ApiState, headers: &HeaderMap) -> ApiResult<()> {
-    let ok = headers
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t == state.token);
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "a valid bearer token is required",
-        ))
+        .map(str::trim)
+}
+
+fn authorize(state: &ApiState, headers: &HeaderMap) -> ApiResult<()> {
+    match bearer(headers) {
+        Some(t) if t == state.token || t == state.admin_token => Ok(()),
+        _ => Err(ApiError::unauthorized()),
+    }
+}
+
+/// Refuse anonymous or wrong tokens on everything but health checks.
+async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if matches!(path, "/healthz" | "/livez" | "/readyz") || path.starts_with("/skiff/v0/") {
+        return next.run(req).await;
+    }
+    match bearer(req.headers()) {
+        Some(t) if t == s.admin_token => next.run(req).await,
+        _ => ApiError::unauthorized().into_response(),
     }
 }
 
@@ -115,6 +114,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/livez", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/version", get(version))
+        .route("/openapi/v3", get(openapi_index))
+        .route("/openapi/v3/{*gv}", get(openapi_doc))
+        .route("/api", any(kube))
+        .route("/api/{*rest}", any(kube))
+        .route("/apis", any(kube))
+        .route("/apis/{*rest}", any(kube))
         .route("/skiff/v0/status", get(status))
         .route("/skiff/v0/join", post(join))
         .route("/skiff/v0/kv", get(list))
@@ -122,7 +128,43 @@ pub fn router(state: ApiState) -> Router {
             "/skiff/v0/kv/{*key}",
             get(kv_get).put(kv_put).delete(kv_delete),
         )
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
         .with_state(state)
+}
+
+async fn not_found(req: Request) -> Response {
+    ApiError::no_route(req.uri().path()).into_response()
+}
+
+async fn version() -> Response {
+    rest::json_response(StatusCode::OK, &discovery::version())
+}
+
+async fn openapi_index(State(s): State<ApiState>) -> Response {
+    rest::json_response(StatusCode::OK, &s.openapi.index())
+}
+
+async fn openapi_doc(State(s): State<ApiState>, Path(gv): Path<String>) -> Response {
+    match s.openapi.document(gv.trim_matches('/')) {
+        Some(doc) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            doc.to_vec(),
+        )
+            .into_response(),
+        None => ApiError::no_route(&format!("/openapi/v3/{gv}")).into_response(),
+    }
+}
+
+async fn kube(State(s): State<ApiState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    s.rest
+        .handle(parts.method, &path, parts.uri.query(), parts.headers, body)
+        .await
 }
 
 async fn healthz() -> &'static str {
@@ -150,9 +192,7 @@ async fn join(
 ) -> ApiResult<Json<JoinResponse>> {
     authorize(&s, &headers)?;
     if req.node_id == 0 || req.peer_addr.parse::<std::net::SocketAddr>().is_err() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
+        return Err(ApiError::bad_request(
             "join needs a non-zero node_id and a peer_addr of the form IP:PORT",
         ));
     }
@@ -191,9 +231,7 @@ async fn list(
     authorize(&s, &headers)?;
     let prefix = q.get("prefix").map_or("/", |p| p.as_str());
     let limit = match q.get("limit") {
-        Some(l) => l
-            .parse()
-            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "BadRequest", "bad limit"))?,
+        Some(l) => l.parse().map_err(|_| ApiError::bad_request("bad limit"))?,
         None => usize::MAX,
     };
     let (kvs, revision) = if q.get("consistency").map(String::as_str) == Some("local") {
@@ -238,11 +276,7 @@ fn expect_of(q: &HashMap<String, String>) -> ApiResult<Expect> {
         Some("absent") => Ok(Expect::Absent),
         Some("present") => Ok(Expect::Present),
         Some(rev) => rev.parse().map(Expect::Revision).map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "expect must be any, absent, present or a revision",
-            )
+            ApiError::bad_request("expect must be any, absent, present or a revision")
         }),
     }
 }

@@ -1,0 +1,80 @@
+//! Request bodies: size limit, media type, JSON or YAML into a JSON value.
+
+use axum::body::Body;
+use axum::http::HeaderMap;
+use serde_json::Value;
+
+use super::status::{ApiError, ApiResult};
+
+/// Largest request body accepted (as the Kubernetes API server: 3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+pub async fn read(body: Body) -> ApiResult<bytes::Bytes> {
+    axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| ApiError::too_large(MAX_BODY))
+}
+
+/// The media type of the request, without parameters.
+pub fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Parse a YAML document into JSON. Aliases are bounded by the parser (a "billion
+/// laughs" document fails fast instead of expanding).
+pub fn yaml(bytes: &[u8]) -> ApiResult<Value> {
+    serde_norway::from_slice::<Value>(bytes)
+        .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
+}
+
+pub fn json(bytes: &[u8]) -> ApiResult<Value> {
+    serde_json::from_slice::<Value>(bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body of the request could not be decoded as JSON: {e}"
+        ))
+    })
+}
+
+/// Decode an object body of a create or update.
+pub fn object(headers: &HeaderMap, bytes: &[u8]) -> ApiResult<Value> {
+    let ct = content_type(headers);
+    let v = match ct.as_str() {
+        "application/json" | "" | "*/*" => json(bytes)?,
+        "application/yaml" | "application/x-yaml" | "text/yaml" => yaml(bytes)?,
+        other => return Err(ApiError::unsupported_media(other)),
+    };
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "the body of the request must be a JSON object",
+        ));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn billion_laughs_is_rejected_quickly() {
+        let mut doc = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        let mut prev = 'a';
+        for c in 'b'..='i' {
+            doc.push_str(&format!("{c}: &{c} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+            prev = c;
+        }
+        let t = std::time::Instant::now();
+        assert!(yaml(doc.as_bytes()).is_err());
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,113 @@
+//! Discovery documents: `/api`, `/apis`, `/apis/{group}`, `/api/v1`,
+//! `/apis/{group}/{version}` and `/version`.
+
+use serde_json::{Value, json};
+
+use crate::model::Registry;
+use crate::model::registry::VERBS;
+
+pub fn version() -> Value {
+    json!({
+        "major": "1",
+        "minor": "37",
+        "gitVersion": format!("v1.37.0-skiff.{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "skiff",
+        "gitTreeState": "clean",
+        "buildDate": "2026-11-23T00:00:00Z",
+        "goVersion": "n/a (rust)",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH }),
+    })
+}
+
+pub fn api_versions(server_addr: &str) -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_addr}],
+    })
+}
+
+fn group_doc(name: &str, versions: &[&str]) -> Value {
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+        .collect();
+    json!({
+        "kind": "APIGroup",
+        "apiVersion": "v1",
+        "name": name,
+        "versions": vs,
+        "preferredVersion": vs[0],
+    })
+}
+
+pub fn api_group_list(reg: &Registry) -> Value {
+    let groups: Vec<Value> = reg
+        .groups()
+        .into_iter()
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, vs)| group_doc(g, &vs))
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+pub fn api_group(reg: &Registry, group: &str) -> Option<Value> {
+    reg.groups()
+        .into_iter()
+        .find(|(g, _)| *g == group && !g.is_empty())
+        .map(|(g, vs)| group_doc(g, &vs))
+}
+
+pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value> {
+    let mut resources = Vec::new();
+    for t in reg.in_group_version(group, version) {
+        resources.push(json!({
+            "name": t.plural,
+            "singularName": t.singular,
+            "namespaced": t.namespaced,
+            "kind": t.kind,
+            "verbs": VERBS,
+            "shortNames": t.short_names,
+            "categories": t.categories,
+        }));
+        for sub in t.subresources {
+            let (kind, verbs): (&str, &[&str]) = match *sub {
+                "status" => (t.kind, &["get", "patch", "update"]),
+                "scale" => ("Scale", &["get", "patch", "update"]),
+                "binding" => ("Binding", &["create"]),
+                "eviction" => ("Eviction", &["create"]),
+                "log" => ("Pod", &["get"]),
+                "exec" => ("PodExecOptions", &["create", "get"]),
+                "finalize" => ("Namespace", &["update"]),
+                _ => (t.kind, &["get"]),
+            };
+            let mut r = json!({
+                "name": format!("{}/{sub}", t.plural),
+                "singularName": "",
+                "namespaced": t.namespaced,
+                "kind": kind,
+                "verbs": verbs,
+            });
+            if *sub == "scale" {
+                r["group"] = json!("autoscaling");
+                r["version"] = json!("v1");
+            }
+            resources.push(r);
+        }
+    }
+    if resources.is_empty() {
+        return None;
+    }
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": gv,
+        "resources": resources,
+    }))
+}

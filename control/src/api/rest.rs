@@ -1,0 +1,484 @@
+//! The generic REST handler for `/api/...` and `/apis/...`: discovery, and every
+//! verb on every registered resource type.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::model::ResourceType;
+use crate::store::{EventKind, StoreError};
+
+use super::objects::{FieldValidation, Objects, WriteOptions, Written, decode_stored};
+use super::request::{self, ResourceRef, Target};
+use super::selector::{FieldSelector, LabelSelector};
+use super::status::{ApiError, ApiResult};
+use super::table::{self, Include};
+use super::{body, discovery, patch};
+
+/// State of the REST handler.
+#[derive(Clone)]
+pub struct Rest {
+    pub objects: Objects,
+    pub server_addr: String,
+}
+
+pub fn json_response(code: StatusCode, v: &Value) -> Response {
+    let mut r = (code, serde_json::to_vec(v).unwrap_or_default()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn written(w: Written) -> Response {
+    let mut r = json_response(w.code, &w.object);
+    for warning in w.warnings {
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{}\"", warning.replace('"', "\\\"")))
+        {
+            r.headers_mut().append("warning", v);
+        }
+    }
+    r
+}
+
+struct Query {
+    map: HashMap<String, String>,
+}
+
+impl Query {
+    fn get(&self, k: &str) -> Option<&str> {
+        self.map.get(k).map(String::as_str)
+    }
+    fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("true" | "1"))
+    }
+    fn dry_run(&self) -> ApiResult<bool> {
+        match self.get("dryRun") {
+            None | Some("") => Ok(false),
+            Some("All") => Ok(true),
+            Some(o) => Err(ApiError::bad_request(format!(
+                "unsupported dryRun value {o:?}"
+            ))),
+        }
+    }
+    fn field_validation(&self) -> ApiResult<FieldValidation> {
+        FieldValidation::parse(self.get("fieldValidation"))
+    }
+    /// `fieldManager`, or the client's user agent up to the first '/'.
+    fn manager(&self, headers: &HeaderMap) -> String {
+        self.get("fieldManager")
+            .filter(|m| !m.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                headers
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|ua| ua.split('/').next())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("unknown")
+                    .to_string()
+            })
+    }
+    fn write_options(&self, headers: &HeaderMap) -> ApiResult<WriteOptions> {
+        Ok(WriteOptions {
+            field_validation: self.field_validation()?,
+            dry_run: self.dry_run()?,
+            manager: self.manager(headers),
+            apply_fields: None,
+        })
+    }
+    fn labels(&self) -> ApiResult<LabelSelector> {
+        LabelSelector::parse(self.get("labelSelector").unwrap_or(""))
+    }
+    fn fields(&self) -> ApiResult<FieldSelector> {
+        FieldSelector::parse(self.get("fieldSelector").unwrap_or(""))
+    }
+}
+
+impl Rest {
+    /// Entry point for every request under `/api` and `/apis`.
+    pub async fn handle(
+        &self,
+        method: Method,
+        path: &str,
+        raw_query: Option<&str>,
+        headers: HeaderMap,
+        body: Body,
+    ) -> Response {
+        match self.dispatch(method, path, raw_query, headers, body).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        method: Method,
+        path: &str,
+        raw_query: Option<&str>,
+        headers: HeaderMap,
+        body: Body,
+    ) -> ApiResult<Response> {
+        let reg = self.objects.registry.clone();
+        let target = request::parse(path, &reg)?;
+        let q = Query {
+            map: request::query_map(raw_query),
+        };
+        let r = match target {
+            Target::Root { legacy: true } => {
+                json_response(StatusCode::OK, &discovery::api_versions(&self.server_addr))
+            }
+            Target::Root { legacy: false } => {
+                json_response(StatusCode::OK, &discovery::api_group_list(&reg))
+            }
+            Target::Group(g) => json_response(
+                StatusCode::OK,
+                &discovery::api_group(&reg, &g).ok_or_else(|| ApiError::no_route(path))?,
+            ),
+            Target::GroupVersion { group, version } => json_response(
+                StatusCode::OK,
+                &discovery::resource_list(&reg, &group, &version)
+                    .ok_or_else(|| ApiError::no_route(path))?,
+            ),
+            Target::Resource(r) => {
+                let t = r.resource_type(&reg)?.clone();
+                self.resource(method, &t, &r, &q, &headers, body).await?
+            }
+        };
+        Ok(r)
+    }
+
+    async fn resource(
+        &self,
+        method: Method,
+        t: &ResourceType,
+        r: &ResourceRef,
+        q: &Query,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> ApiResult<Response> {
+        if t.namespaced && r.name.is_some() && r.namespace.is_none() {
+            return Err(ApiError::no_route(&format!(
+                "{} without a namespace",
+                t.plural
+            )));
+        }
+        if let Some(sub) = &r.sub
+            && !t.has_subresource(sub)
+        {
+            return Err(ApiError::no_route(&format!("{}/{sub}", t.plural)));
+        }
+        let ns = if t.namespaced {
+            r.namespace.as_deref()
+        } else {
+            None
+        };
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json");
+        let as_table = table::wants_table(accept);
+        let o = &self.objects;
+        match (&method, r.name.as_deref(), r.sub.as_deref()) {
+            (&Method::GET, None, None) if q.flag("watch") => {
+                self.watch(t, ns, None, q, as_table).await
+            }
+            (&Method::GET, None, None) => {
+                let limit = q
+                    .get("limit")
+                    .and_then(|l| l.parse().ok())
+                    .filter(|&l: &usize| l > 0);
+                let (items, rev, cont) = o
+                    .list(t, ns, &q.labels()?, &q.fields()?, limit, q.get("continue"))
+                    .await?;
+                if as_table {
+                    let include = Include::parse(q.get("includeObject"));
+                    let tb = table::table(t, &items, &rev.to_string(), cont.as_deref(), include);
+                    return Ok(json_response(StatusCode::OK, &tb));
+                }
+                let mut md = json!({"resourceVersion": rev.to_string()});
+                if let Some(c) = cont {
+                    md["continue"] = json!(c);
+                }
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"kind": t.list_kind, "apiVersion": t.api_version(), "metadata": md, "items": items}),
+                ))
+            }
+            (&Method::GET, Some(name), None | Some("status")) => {
+                if q.flag("watch") {
+                    return self.watch(t, ns, Some(name), q, as_table).await;
+                }
+                let obj = o.get(t, ns, name).await?;
+                if as_table {
+                    let rv = obj
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    let include = Include::parse(q.get("includeObject"));
+                    return Ok(json_response(
+                        StatusCode::OK,
+                        &table::table(t, &[obj], &rv, None, include),
+                    ));
+                }
+                Ok(json_response(StatusCode::OK, &obj))
+            }
+            (&Method::GET, Some(name), Some("scale")) => {
+                let obj = o.get(t, ns, name).await?;
+                Ok(json_response(StatusCode::OK, &patch::scale_of(&obj)))
+            }
+            (&Method::POST, None, None) => {
+                let bytes = body::read(body).await?;
+                let obj = body::object(headers, &bytes)?;
+                let w = o.create(t, ns, obj, &q.write_options(headers)?).await?;
+                Ok(written(w))
+            }
+            (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
+                let bytes = body::read(body).await?;
+                let obj = body::object(headers, &bytes)?;
+                let w = o
+                    .update(t, ns, name, obj, sub, &q.write_options(headers)?)
+                    .await?;
+                Ok(written(w))
+            }
+            (&Method::PUT, Some(name), Some("scale")) => {
+                let bytes = body::read(body).await?;
+                let scale = body::object(headers, &bytes)?;
+                let w =
+                    patch::set_scale(o, t, ns, name, &scale, &q.write_options(headers)?).await?;
+                Ok(written(w))
+            }
+            (&Method::PATCH, Some(name), sub) => {
+                let bytes = body::read(body).await?;
+                let ct = body::content_type(headers);
+                let opts = patch::PatchOptions {
+                    field_validation: q.field_validation()?,
+                    dry_run: q.dry_run()?,
+                    field_manager: if ct.starts_with("application/apply-patch") {
+                        q.get("fieldManager").map(str::to_string)
+                    } else {
+                        Some(q.manager(headers))
+                    },
+                    force: q.flag("force"),
+                };
+                let w = patch::patch(o, t, ns, name, sub, &ct, &bytes, &opts).await?;
+                Ok(written(w))
+            }
+            (&Method::DELETE, Some(name), None) => {
+                let bytes = body::read(body).await?;
+                let (uid, rv) = delete_preconditions(&bytes)?;
+                let obj = o
+                    .delete(t, ns, name, uid.as_deref(), rv, q.dry_run()?)
+                    .await?;
+                Ok(json_response(StatusCode::OK, &obj))
+            }
+            (&Method::DELETE, None, None) => {
+                let (items, rev, _) = o
+                    .list(t, ns, &q.labels()?, &q.fields()?, None, None)
+                    .await?;
+                let dry = q.dry_run()?;
+                let mut deleted = Vec::new();
+                for item in items {
+                    let name = item
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    let item_ns = item
+                        .pointer("/metadata/namespace")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    match o
+                        .delete(t, item_ns.as_deref(), &name, None, None, dry)
+                        .await
+                    {
+                        Ok(v) => deleted.push(v),
+                        Err(e) if e.code == StatusCode::NOT_FOUND => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"kind": t.list_kind, "apiVersion": t.api_version(), "metadata": {"resourceVersion": rev.to_string()}, "items": deleted}),
+                ))
+            }
+            (m, _, sub) => Err(ApiError::method_not_allowed(&format!(
+                "{m} {}{}",
+                t.plural,
+                sub.map(|s| format!("/{s}")).unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// Stream watch events as newline-delimited JSON.
+    async fn watch(
+        &self,
+        t: &ResourceType,
+        ns: Option<&str>,
+        name: Option<&str>,
+        q: &Query,
+        as_table: bool,
+    ) -> ApiResult<Response> {
+        let labels = q.labels()?;
+        let mut fields = q.fields()?;
+        if let Some(n) = name {
+            fields = FieldSelector::parse(&format!("metadata.name={n}"))?;
+        }
+        let store = self.objects.store.clone();
+        let prefix = t.ns_prefix(ns);
+        let rv = q
+            .get("resourceVersion")
+            .filter(|s| !s.is_empty() && *s != "0");
+        let bookmarks = q.flag("allowWatchBookmarks");
+        let timeout = q
+            .get("timeoutSeconds")
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(1800);
+        let include = Include::parse(q.get("includeObject"));
+        let (initial, from) = match rv {
+            Some(rv) => {
+                let from: u64 = rv.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
+                })?;
+                (Vec::new(), from)
+            }
+            None => {
+                let (items, rev, _) = self
+                    .objects
+                    .list(t, ns, &labels, &fields, None, None)
+                    .await?;
+                (items, rev)
+            }
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+        let t = t.clone();
+        let watch = store.watch(&prefix, from);
+        tokio::spawn(async move {
+            let mut first = true;
+            let mut emit = |kind: &str, obj: Value| -> Bytes {
+                let object = if as_table {
+                    let rv = obj
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    let mut tb = table::table(&t, &[obj], &rv, None, include);
+                    if !first {
+                        tb["columnDefinitions"] = json!([]);
+                    }
+                    first = false;
+                    tb
+                } else {
+                    obj
+                };
+                let mut line = serde_json::to_vec(&json!({"type": kind, "object": object}))
+                    .unwrap_or_default();
+                line.push(b'\n');
+                Bytes::from(line)
+            };
+            let mut w = match watch {
+                Ok(w) => w,
+                Err(e) => {
+                    let st =
+                        ApiError::gone(format!("too old resource version: {from} ({e})")).status();
+                    let _ = tx.send(emit("ERROR", st)).await;
+                    return;
+                }
+            };
+            for obj in initial {
+                if tx.send(emit("ADDED", obj)).await.is_err() {
+                    return;
+                }
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+            let mut last_rev = from;
+            loop {
+                let next = tokio::time::timeout(Duration::from_secs(5), w.next());
+                let ev = tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => return,
+                    _ = tx.closed() => return,
+                    r = next => r,
+                };
+                let ev = match ev {
+                    Err(_) => {
+                        if bookmarks {
+                            let bm = json!({"kind": t.kind, "apiVersion": t.api_version(), "metadata": {"resourceVersion": store.status().applied.max(last_rev).to_string()}});
+                            let mut line =
+                                serde_json::to_vec(&json!({"type": "BOOKMARK", "object": bm}))
+                                    .unwrap_or_default();
+                            line.push(b'\n');
+                            if tx.send(Bytes::from(line)).await.is_err() {
+                                return;
+                            }
+                        }
+                        continue;
+                    }
+                    Ok(Err(StoreError::Expired { .. })) => {
+                        let st = ApiError::gone("the watch fell behind; list again").status();
+                        let _ = tx.send(emit("ERROR", st)).await;
+                        return;
+                    }
+                    Ok(Err(_)) => return,
+                    Ok(Ok(ev)) => ev,
+                };
+                last_rev = ev.revision;
+                let new = decode_stored(&ev.kv).ok();
+                let old = ev.prev.as_ref().and_then(|p| decode_stored(p).ok());
+                let matches = |v: &Option<Value>| {
+                    v.as_ref()
+                        .is_some_and(|v| labels.matches(v) && fields.matches(v))
+                };
+                let (kind, obj) = match ev.kind {
+                    EventKind::Delete => {
+                        if !matches(&new) {
+                            continue;
+                        }
+                        ("DELETED", new)
+                    }
+                    EventKind::Put => match (matches(&old), matches(&new)) {
+                        (true, true) => ("MODIFIED", new),
+                        (false, true) => ("ADDED", new),
+                        (true, false) => ("DELETED", new),
+                        (false, false) => continue,
+                    },
+                };
+                let Some(obj) = obj else { continue };
+                if tx.send(emit(kind, obj)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+        });
+        let mut resp = Response::new(Body::from_stream(stream));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(resp)
+    }
+}
+
+fn delete_preconditions(bytes: &[u8]) -> ApiResult<(Option<String>, Option<u64>)> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok((None, None));
+    }
+    let v = body::json(bytes)?;
+    let uid = v
+        .pointer("/preconditions/uid")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let rv = v
+        .pointer("/preconditions/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok());
+    Ok((uid, rv))
+}

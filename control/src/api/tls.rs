@@ -1,0 +1,200 @@
+//! The cluster CA, per-server serving certificates (rcgen) and the HTTPS listener
+//! (rustls with the ring provider, HTTP/1.1 and HTTP/2 through hyper).
+//!
+//! **The CA is created once per cluster and kept in the replicated store; every
+//! server signs its own serving certificate with it, so one CA bundle in a
+//! kubeconfig trusts every server.**
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+/// Errors of certificate handling and the TLS listener.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("generate {what}: {source}")]
+    Generate {
+        what: &'static str,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("tls configuration: {0}")]
+    Config(#[from] rustls::Error),
+    #[error("read pem: {0}")]
+    Pem(String),
+}
+
+/// The cluster CA as stored in the replicated store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterCa {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+fn rcgen_err(what: &'static str) -> impl FnOnce(rcgen::Error) -> TlsError {
+    move |source| TlsError::Generate { what, source }
+}
+
+/// The CA's parameters; the same every time, so a server can rebuild the issuer
+/// from the stored key.
+fn ca_params() -> Result<CertificateParams, TlsError> {
+    let mut params =
+        CertificateParams::new(Vec::<String>::new()).map_err(rcgen_err("ca params"))?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "skiff-ca");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+    Ok(params)
+}
+
+impl ClusterCa {
+    /// A new self-signed cluster CA.
+    pub fn generate() -> Result<ClusterCa, TlsError> {
+        let key = KeyPair::generate().map_err(rcgen_err("ca key"))?;
+        let cert = ca_params()?
+            .self_signed(&key)
+            .map_err(rcgen_err("ca certificate"))?;
+        Ok(ClusterCa {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// A serving certificate for `hosts` (DNS names or IPs) signed by this CA.
+    /// Returns (certificate chain PEM, key PEM).
+    pub fn serving_cert(&self, hosts: &[String]) -> Result<(String, String), TlsError> {
+        let ca_key = KeyPair::from_pem(&self.key_pem).map_err(rcgen_err("parse ca key"))?;
+        let issuer = Issuer::new(ca_params()?, ca_key);
+        let key = KeyPair::generate().map_err(rcgen_err("serving key"))?;
+        let mut params =
+            CertificateParams::new(hosts.to_vec()).map_err(rcgen_err("serving params"))?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "skiff-apiserver");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_after = rcgen::date_time_ymd(2035, 1, 1);
+        let cert = params
+            .signed_by(&key, &issuer)
+            .map_err(rcgen_err("serving certificate"))?;
+        Ok((
+            format!("{}{}", cert.pem(), self.cert_pem),
+            key.serialize_pem(),
+        ))
+    }
+}
+
+/// The names a server's certificate covers: localhost, loopback, and its API host.
+pub fn serving_hosts(api_addr: &str) -> Vec<String> {
+    let mut hosts = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+        "kubernetes".to_string(),
+        "kubernetes.default".to_string(),
+        "kubernetes.default.svc".to_string(),
+    ];
+    if let Ok(sa) = api_addr.parse::<std::net::SocketAddr>() {
+        let ip: IpAddr = sa.ip();
+        if !ip.is_unspecified() && !hosts.contains(&ip.to_string()) {
+            hosts.push(ip.to_string());
+        }
+    }
+    hosts
+}
+
+/// Install the ring crypto provider once per process.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A rustls server configuration for the given PEM chain and key (h2 and http/1.1).
+pub fn server_config(
+    chain_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    install_crypto_provider();
+    let certs: Vec<_> = rustls_pemfile::certs(&mut chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pem(e.to_string()))?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+        .map_err(|e| TlsError::Pem(e.to_string()))?
+        .ok_or_else(|| TlsError::Pem("no private key".into()))?;
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Serve `app` over TLS on `listener` until the future is dropped.
+pub async fn serve(listener: TcpListener, cfg: Arc<rustls::ServerConfig>, app: Router) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "api accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, error = %e, "tls handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                .await
+            {
+                tracing::debug!(%remote, error = %e, "api connection ended");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_signs_a_serving_cert_that_rustls_accepts() {
+        let ca = ClusterCa::generate().unwrap();
+        let (chain, key) = ca.serving_cert(&serving_hosts("127.0.0.1:6443")).unwrap();
+        assert!(chain.matches("BEGIN CERTIFICATE").count() == 2);
+        server_config(&chain, &key).unwrap();
+    }
+}

@@ -1,0 +1,262 @@
+//! Defaulting, as the Kubernetes API server applies it before storing an object
+//! (k8s-openapi applies none). Only fields a user of kubectl would see defaulted.
+
+use serde_json::{Map, Value, json};
+
+fn obj<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+    let m = v.as_object_mut().expect("object");
+    let e = m.entry(key.to_string()).or_insert_with(|| json!({}));
+    if !e.is_object() {
+        *e = json!({});
+    }
+    e.as_object_mut().expect("object")
+}
+
+fn set(m: &mut Map<String, Value>, key: &str, v: Value) {
+    if m.get(key).is_none_or(Value::is_null) {
+        m.insert(key.to_string(), v);
+    }
+}
+
+/// Apply the defaults of `kind` (group-qualified by `api_version`) in place.
+pub fn apply(api_version: &str, kind: &str, v: &mut Value) {
+    if !v.is_object() {
+        return;
+    }
+    match (api_version, kind) {
+        ("v1", "Pod") => {
+            pod_spec(obj(v, "spec"));
+            let status = obj(v, "status");
+            set(status, "phase", json!("Pending"));
+            let qos = qos_class(v.get("spec"));
+            set(obj(v, "status"), "qosClass", json!(qos));
+        }
+        ("v1", "Namespace") => {
+            set(obj(v, "spec"), "finalizers", json!(["kubernetes"]));
+            set(obj(v, "status"), "phase", json!("Active"));
+        }
+        ("v1", "Service") => service(obj(v, "spec")),
+        ("v1", "Secret") => set(v.as_object_mut().expect("object"), "type", json!("Opaque")),
+        ("v1", "PersistentVolumeClaim") => {
+            set(obj(v, "spec"), "volumeMode", json!("Filesystem"));
+            set(obj(v, "status"), "phase", json!("Pending"));
+        }
+        ("v1", "PersistentVolume") => {
+            let spec = obj(v, "spec");
+            set(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
+            set(spec, "volumeMode", json!("Filesystem"));
+            set(obj(v, "status"), "phase", json!("Pending"));
+        }
+        ("apps/v1", "Deployment") => {
+            let spec = obj(v, "spec");
+            set(spec, "replicas", json!(1));
+            set(spec, "revisionHistoryLimit", json!(10));
+            set(spec, "progressDeadlineSeconds", json!(600));
+            let strategy = spec
+                .entry("strategy")
+                .or_insert_with(|| json!({}))
+                .as_object_mut();
+            if let Some(s) = strategy {
+                set(s, "type", json!("RollingUpdate"));
+                if s.get("type") == Some(&json!("RollingUpdate")) {
+                    let ru = s
+                        .entry("rollingUpdate")
+                        .or_insert_with(|| json!({}))
+                        .as_object_mut();
+                    if let Some(ru) = ru {
+                        set(ru, "maxUnavailable", json!("25%"));
+                        set(ru, "maxSurge", json!("25%"));
+                    }
+                }
+            }
+            template(spec);
+        }
+        ("apps/v1", "ReplicaSet") => {
+            let spec = obj(v, "spec");
+            set(spec, "replicas", json!(1));
+            template(spec);
+        }
+        ("apps/v1", "StatefulSet") => {
+            let spec = obj(v, "spec");
+            set(spec, "replicas", json!(1));
+            set(spec, "podManagementPolicy", json!("OrderedReady"));
+            set(spec, "revisionHistoryLimit", json!(10));
+            set(
+                spec,
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+            );
+            template(spec);
+        }
+        ("apps/v1", "DaemonSet") => {
+            let spec = obj(v, "spec");
+            set(spec, "revisionHistoryLimit", json!(10));
+            set(
+                spec,
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+            );
+            template(spec);
+        }
+        ("batch/v1", "Job") => {
+            let spec = obj(v, "spec");
+            job_spec(spec);
+        }
+        ("batch/v1", "CronJob") => {
+            let spec = obj(v, "spec");
+            set(spec, "concurrencyPolicy", json!("Allow"));
+            set(spec, "suspend", json!(false));
+            set(spec, "successfulJobsHistoryLimit", json!(3));
+            set(spec, "failedJobsHistoryLimit", json!(1));
+            if let Some(jt) = spec.get_mut("jobTemplate").and_then(Value::as_object_mut) {
+                let js = jt.entry("spec").or_insert_with(|| json!({}));
+                if let Some(js) = js.as_object_mut() {
+                    job_spec(js);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn job_spec(spec: &mut Map<String, Value>) {
+    set(spec, "parallelism", json!(1));
+    set(spec, "backoffLimit", json!(6));
+    set(spec, "completionMode", json!("NonIndexed"));
+    set(spec, "suspend", json!(false));
+    if spec.get("completions").is_none_or(Value::is_null) {
+        spec.insert("completions".into(), json!(1));
+    }
+    template(spec);
+}
+
+fn template(spec: &mut Map<String, Value>) {
+    if let Some(t) = spec.get_mut("template").and_then(Value::as_object_mut) {
+        let ps = t.entry("spec").or_insert_with(|| json!({}));
+        if let Some(ps) = ps.as_object_mut() {
+            pod_spec(ps);
+        }
+    }
+}
+
+fn pod_spec(spec: &mut Map<String, Value>) {
+    set(spec, "restartPolicy", json!("Always"));
+    set(spec, "terminationGracePeriodSeconds", json!(30));
+    set(spec, "dnsPolicy", json!("ClusterFirst"));
+    set(spec, "schedulerName", json!("default-scheduler"));
+    set(spec, "securityContext", json!({}));
+    set(spec, "enableServiceLinks", json!(true));
+    set(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+    set(spec, "priority", json!(0));
+    for list in ["containers", "initContainers"] {
+        if let Some(Value::Array(cs)) = spec.get_mut(list) {
+            for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                container(c);
+            }
+        }
+    }
+}
+
+fn container(c: &mut Map<String, Value>) {
+    let image = c.get("image").and_then(Value::as_str).unwrap_or_default();
+    let tag = image.rsplit('/').next().unwrap_or(image);
+    let latest = !image.contains('@') && (!tag.contains(':') || tag.ends_with(":latest"));
+    set(
+        c,
+        "imagePullPolicy",
+        json!(if latest { "Always" } else { "IfNotPresent" }),
+    );
+    set(c, "terminationMessagePath", json!("/dev/termination-log"));
+    set(c, "terminationMessagePolicy", json!("File"));
+    set(c, "resources", json!({}));
+    if let Some(Value::Array(ports)) = c.get_mut("ports") {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            set(p, "protocol", json!("TCP"));
+        }
+    }
+}
+
+fn service(spec: &mut Map<String, Value>) {
+    set(spec, "type", json!("ClusterIP"));
+    set(spec, "sessionAffinity", json!("None"));
+    set(spec, "ipFamilies", json!(["IPv4"]));
+    set(spec, "ipFamilyPolicy", json!("SingleStack"));
+    set(spec, "internalTrafficPolicy", json!("Cluster"));
+    if let Some(Value::Array(ports)) = spec.get_mut("ports") {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            set(p, "protocol", json!("TCP"));
+            if let Some(port) = p.get("port").cloned() {
+                set(p, "targetPort", port);
+            }
+        }
+    }
+}
+
+/// The pod's QoS class from its containers' requests and limits.
+fn qos_class(spec: Option<&Value>) -> &'static str {
+    let containers: Vec<&Value> = spec
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in &containers {
+        let r = c.get("resources");
+        let req = r.and_then(|r| r.get("requests")).and_then(Value::as_object);
+        let lim = r.and_then(|r| r.get("limits")).and_then(Value::as_object);
+        if req.is_some_and(|m| !m.is_empty()) || lim.is_some_and(|m| !m.is_empty()) {
+            any = true;
+        }
+        for res in ["cpu", "memory"] {
+            let l = lim.and_then(|m| m.get(res));
+            let q = req.and_then(|m| m.get(res)).or(l);
+            if l.is_none() || q != l {
+                guaranteed = false;
+            }
+        }
+    }
+    if guaranteed {
+        "Guaranteed"
+    } else if any {
+        "Burstable"
+    } else {
+        "BestEffort"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_defaults() {
+        let mut pod = json!({"spec": {"containers": [
+            {"name": "a", "image": "x/y"},
+            {"name": "b", "image": "x/y:v1", "ports": [{"containerPort": 80}]}
+        ]}});
+        apply("v1", "Pod", &mut pod);
+        assert_eq!(pod["spec"]["restartPolicy"], "Always");
+        assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(
+            pod["spec"]["containers"][1]["imagePullPolicy"],
+            "IfNotPresent"
+        );
+        assert_eq!(pod["spec"]["containers"][1]["ports"][0]["protocol"], "TCP");
+        assert_eq!(pod["status"]["phase"], "Pending");
+        assert_eq!(pod["status"]["qosClass"], "BestEffort");
+    }
+
+    #[test]
+    fn deployment_and_service_defaults() {
+        let mut d = json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "i:1"}]}}}});
+        apply("apps/v1", "Deployment", &mut d);
+        assert_eq!(d["spec"]["replicas"], 1);
+        assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+        assert_eq!(d["spec"]["template"]["spec"]["dnsPolicy"], "ClusterFirst");
+        let mut s = json!({"spec": {"ports": [{"port": 80}]}});
+        apply("v1", "Service", &mut s);
+        assert_eq!(s["spec"]["ports"][0]["targetPort"], 80);
+        assert_eq!(s["spec"]["type"], "ClusterIP");
+    }
+}
