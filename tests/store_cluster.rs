@@ -17,7 +17,7 @@ fn start_cluster(root: &std::path::Path, extra: &[&str]) -> Result<Vec<Server>> 
     first.start()?;
     first.wait_ready(Duration::from_secs(10))?;
     let token = first.token();
-    let join_url = format!("http://{}", first.api);
+    let join_url = first.url();
     let mut servers = vec![first];
     for i in 2..=3 {
         let mut args: Vec<&str> = extra.to_vec();
@@ -58,6 +58,7 @@ impl Writer {
                 std::thread::spawn(move || {
                     let http = reqwest::blocking::Client::builder()
                         .timeout(Duration::from_secs(3))
+                        .danger_accept_invalid_certs(true)
                         .build()
                         .unwrap();
                     let mut n = 0u64;
@@ -66,7 +67,7 @@ impl Writer {
                         n += 1;
                         let key = format!("{prefix}{t:02}-{n:08}");
                         let value = format!("value-{t}-{n}");
-                        let url = format!("http://{}/skiff/v0/kv{key}", apis[at % apis.len()]);
+                        let url = format!("https://{}/skiff/v0/kv{key}", apis[at % apis.len()]);
                         let ok = http
                             .put(url)
                             .bearer_auth(&token)

@@ -97,24 +97,46 @@ impl Server {
             .to_string()
     }
 
+    /// An HTTPS client that trusts this server's cluster CA.
+    pub fn http(&self) -> reqwest::blocking::Client {
+        let mut b = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10));
+        match std::fs::read(self.dir.join("ca.crt")) {
+            Ok(pem) => {
+                b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+            }
+            Err(_) => b = b.danger_accept_invalid_certs(true),
+        }
+        b.build().unwrap()
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.api)
+    }
+
     pub fn client(&self) -> Client {
         Client {
-            base: format!("http://{}", self.api),
+            base: self.url(),
             token: self.token(),
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap(),
+            http: self.http(),
         }
+    }
+
+    /// The kubeconfig this server wrote.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
     }
 
     /// Wait for `/readyz` (a leader is known and this node is a voter).
     pub fn wait_ready(&self, within: Duration) -> Result<()> {
         let deadline = Instant::now() + within;
-        let http = reqwest::blocking::Client::new();
+        let http = reqwest::blocking::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(2))
+            .build()?;
         while Instant::now() < deadline {
-            if let Ok(r) = http.get(format!("http://{}/readyz", self.api)).send()
+            if let Ok(r) = http.get(format!("https://{}/readyz", self.api)).send()
                 && r.status().is_success()
+                && self.dir.join("kubeconfig").exists()
             {
                 return Ok(());
             }

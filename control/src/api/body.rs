@@ -9,10 +9,31 @@ use super::status::{ApiError, ApiResult};
 /// Largest request body accepted (as the Kubernetes API server: 3 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
-pub async fn read(body: Body) -> ApiResult<bytes::Bytes> {
-    axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| ApiError::too_large(MAX_BODY))
+/// Past this, an oversized body is not even drained: the connection is dropped.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Read a body of at most [`MAX_BODY`] bytes. A larger one is drained (not kept) so
+/// the client gets a clean 413 instead of a reset connection.
+pub async fn read(mut body: Body) -> ApiResult<bytes::Bytes> {
+    use http_body_util::BodyExt;
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total <= MAX_BODY {
+                buf.extend_from_slice(&data);
+            } else if total > DRAIN_LIMIT {
+                return Err(ApiError::too_large(MAX_BODY));
+            }
+        }
+    }
+    if total > MAX_BODY {
+        return Err(ApiError::too_large(MAX_BODY));
+    }
+    Ok(buf.freeze())
 }
 
 /// The media type of the request, without parameters.

@@ -115,6 +115,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/livez", get(healthz))
         .route("/readyz", get(readyz))
         .route("/version", get(version))
+        .route("/openapi/v2", get(openapi_v2))
         .route("/openapi/v3", get(openapi_index))
         .route("/openapi/v3/{*gv}", get(openapi_doc))
         .route("/api", any(kube))
@@ -142,6 +143,20 @@ async fn not_found(req: Request) -> Response {
 
 async fn version() -> Response {
     rest::json_response(StatusCode::OK, &discovery::version())
+}
+
+/// OpenAPI v2 is answered with an empty (valid) protobuf document: kubectl only
+/// falls back to it for kinds the v3 documents do not describe, and an empty
+/// document lets it report those as unknown kinds instead of failing validation.
+async fn openapi_v2() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+        )],
+        Vec::<u8>::new(),
+    )
+        .into_response()
 }
 
 async fn openapi_index(State(s): State<ApiState>) -> Response {

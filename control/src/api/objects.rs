@@ -221,6 +221,7 @@ impl Objects {
                 ));
             }
         }
+        causes.extend(self.registry.check_schema(t, &obj));
         if !causes.is_empty() {
             return Err(ApiError::invalid(t.kind, &name, causes));
         }
@@ -280,15 +281,12 @@ impl Objects {
             self.namespace_ready(ns.unwrap_or("default")).await?;
         }
         let name = name_of(&obj);
+        // A created object starts from its default status, whatever the client sent.
         if t.has_subresource("status")
-            && !matches!(
-                t.kind,
-                "Pod" | "Namespace" | "PersistentVolumeClaim" | "PersistentVolume"
-            )
+            && let Some(o) = obj.as_object_mut()
         {
-            if let Some(o) = obj.as_object_mut() {
-                o.remove("status");
-            }
+            o.remove("status");
+            defaults::apply(&t.api_version(), t.kind, &mut obj);
         }
         let m = meta_mut(&mut obj);
         m.insert("uid".into(), json!(new_uid()));

@@ -204,6 +204,35 @@ fn paths_for(t: &ResourceType, paths: &mut Map<String, Value>) {
     }
 }
 
+/// Mark list fields with the strategic-merge-patch metadata kubectl reads
+/// (`x-kubernetes-patch-merge-key`, `x-kubernetes-patch-strategy`), from the same
+/// table the server merges with.
+fn add_patch_extensions(schemas: &mut Map<String, Value>) {
+    for (name, schema) in schemas.iter_mut() {
+        let parent = if name.ends_with(".Container") || name.ends_with(".EphemeralContainer") {
+            "containers"
+        } else {
+            ""
+        };
+        let Some(Value::Object(props)) = schema.get_mut("properties") else {
+            continue;
+        };
+        for (field, prop) in props.iter_mut() {
+            let Value::Object(p) = prop else { continue };
+            let is_array = p.get("type") == Some(&json!("array"));
+            if !is_array {
+                continue;
+            }
+            if let Some(key) = super::strategic::merge_key(parent, field) {
+                p.insert("x-kubernetes-patch-merge-key".into(), json!(key));
+                p.insert("x-kubernetes-patch-strategy".into(), json!("merge"));
+            } else if field == "finalizers" {
+                p.insert("x-kubernetes-patch-strategy".into(), json!("merge"));
+            }
+        }
+    }
+}
+
 impl OpenApi {
     pub fn build(reg: &Registry) -> OpenApi {
         let mut docs = BTreeMap::new();
@@ -220,6 +249,7 @@ impl OpenApi {
                 generator.subschema_for::<k8s_openapi::api::autoscaling::v1::Scale>();
                 generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>();
                 let mut schemas = generator.take_definitions(true);
+                add_patch_extensions(&mut schemas);
                 for t in &types {
                     if let Some(Value::Object(s)) = schemas.get_mut(&t.schema_name) {
                         s.insert("x-kubernetes-group-version-kind".into(), json!([gvk(t)]));
@@ -323,5 +353,11 @@ mod tests {
         assert!(pod["properties"]["spec"].is_object());
         let s = serde_json::to_string(&doc).unwrap();
         assert!(!s.contains("#/$defs"), "refs point into components");
+        let containers =
+            &doc["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
+        assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
+        let ports =
+            &doc["components"]["schemas"]["io.k8s.api.core.v1.Container"]["properties"]["ports"];
+        assert_eq!(ports["x-kubernetes-patch-merge-key"], "containerPort");
     }
 }

@@ -342,7 +342,16 @@ impl Rest {
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(1800);
         let include = Include::parse(q.get("includeObject"));
+        // Streaming list: initial ADDED events, then a bookmark that marks their end.
+        let send_initial = q.flag("sendInitialEvents");
         let (initial, from) = match rv {
+            Some(_) if send_initial => {
+                let (items, rev, _) = self
+                    .objects
+                    .list(t, ns, &labels, &fields, None, None)
+                    .await?;
+                (items, rev)
+            }
             Some(rv) => {
                 let from: u64 = rv.parse().map_err(|_| {
                     ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
@@ -394,6 +403,17 @@ impl Rest {
             };
             for obj in initial {
                 if tx.send(emit("ADDED", obj)).await.is_err() {
+                    return;
+                }
+            }
+            if send_initial {
+                let bm = json!({"kind": t.kind, "apiVersion": t.api_version(), "metadata": {
+                    "resourceVersion": from.to_string(),
+                    "annotations": {"k8s.io/initial-events-end": "true"}}});
+                let mut line = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": bm}))
+                    .unwrap_or_default();
+                line.push(b'\n');
+                if tx.send(Bytes::from(line)).await.is_err() {
                     return;
                 }
             }

@@ -143,6 +143,8 @@ const SCALE: &[&str] = &["status", "scale"];
 pub struct Registry {
     types: Vec<ResourceType>,
     by_path: BTreeMap<(String, String, String), usize>,
+    /// JSON schemas of every type (and what they reference), by schema name.
+    definitions: serde_json::Map<String, Value>,
 }
 
 impl Registry {
@@ -196,7 +198,29 @@ impl Registry {
                 )
             })
             .collect();
-        Registry { types, by_path }
+        let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+        for t in &types {
+            (t.schema)(&mut generator);
+        }
+        let definitions = generator.take_definitions(true);
+        Registry {
+            types,
+            by_path,
+            definitions,
+        }
+    }
+
+    /// The JSON schemas of the served types, by schema name.
+    pub fn definitions(&self) -> &serde_json::Map<String, Value> {
+        &self.definitions
+    }
+
+    /// Check an object against its type's schema (required fields, types, enums).
+    pub fn check_schema(&self, t: &ResourceType, obj: &Value) -> Vec<Cause> {
+        let root = serde_json::json!({"$ref": format!("#/components/schemas/{}", t.schema_name)});
+        let mut causes = Vec::new();
+        validate::schema(obj, &root, &self.definitions, "", &mut causes);
+        causes
     }
 
     pub fn all(&self) -> &[ResourceType] {

@@ -265,10 +265,32 @@ mod tests {
     #[test]
     fn typed_decode_reports_paths() {
         use k8s_openapi::api::core::v1::Pod;
-        let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {}});
-        let err = decode_typed::<Pod>(&pod).unwrap_err();
+        let reg = crate::model::Registry::builtin();
+        let t = reg.by_kind("v1", "Pod").unwrap();
+        let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"image": "x"}], "restartPolicy": 5}});
+        let mut causes = Vec::new();
+        schema(
+            &pod,
+            &serde_json::json!({"$ref": format!("#/components/schemas/{}", t.schema_name)}),
+            reg.definitions(),
+            "",
+            &mut causes,
+        );
+        let fields: Vec<(&str, &str)> = causes
+            .iter()
+            .map(|c| (c.field.as_str(), c.reason))
+            .collect();
+        assert!(
+            fields.contains(&("spec.containers[0].name", "FieldValueRequired")),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&("spec.restartPolicy", "FieldValueTypeInvalid")),
+            "{fields:?}"
+        );
+        let bad = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": "nope"}});
+        let err = decode_typed::<Pod>(&bad).unwrap_err();
         assert_eq!(err[0].field, "spec.containers");
-        assert_eq!(err[0].reason, "FieldValueRequired");
         let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
             "spec": {"containers": [{"name": "c", "image": "i", "bogus": 1}], "extra": true}});
         let typed = decode_typed::<Pod>(&pod).unwrap();
@@ -279,5 +301,122 @@ mod tests {
                 "spec.extra".to_string()
             ]
         );
+    }
+}
+
+/// Check `v` against the JSON schema `schema` (with `$ref`s into `defs`): types,
+/// required properties, enums. k8s-openapi's decoders default missing required
+/// lists, so required fields are checked here from the published schema.
+pub fn schema(
+    v: &Value,
+    schema: &Value,
+    defs: &Map<String, Value>,
+    path: &str,
+    out: &mut Vec<Cause>,
+) {
+    let schema = resolve(schema, defs);
+    if v.is_null() {
+        return;
+    }
+    if let Some(Value::Array(all)) = schema.get("allOf") {
+        for s in all {
+            self::schema(v, s, defs, path, out);
+        }
+    }
+    let ty = schema.get("type").and_then(Value::as_str);
+    let type_ok = match ty {
+        Some("object") => v.is_object(),
+        Some("array") => v.is_array(),
+        Some("string") => v.is_string(),
+        Some("integer") => v.is_i64() || v.is_u64(),
+        Some("number") => v.is_number(),
+        Some("boolean") => v.is_boolean(),
+        _ => true,
+    };
+    if !type_ok {
+        let want = ty.unwrap_or("value");
+        out.push(Cause::new(
+            "FieldValueTypeInvalid",
+            path,
+            format!(
+                "Invalid value: {}: {path} in body must be of type {want}",
+                short(v)
+            ),
+        ));
+        return;
+    }
+    if let Some(Value::Array(options)) = schema.get("enum")
+        && !options.contains(v)
+    {
+        let list: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+        out.push(Cause::new(
+            "FieldValueNotSupported",
+            path,
+            format!(
+                "Unsupported value: {}: supported values: {}",
+                short(v),
+                list.join(", ")
+            ),
+        ));
+    }
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::Array(req)) = schema.get("required") {
+                for r in req.iter().filter_map(Value::as_str) {
+                    if m.get(r).is_none_or(Value::is_null) {
+                        out.push(Cause::required(&join(path, r)));
+                    }
+                }
+            }
+            let props = schema.get("properties").and_then(Value::as_object);
+            let extra = schema.get("additionalProperties");
+            for (k, child) in m {
+                let sub = props
+                    .and_then(|p| p.get(k))
+                    .or(extra.filter(|e| e.is_object()));
+                if let Some(sub) = sub {
+                    self::schema(child, sub, defs, &join(path, k), out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    self::schema(item, item_schema, defs, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn resolve<'a>(schema: &'a Value, defs: &'a Map<String, Value>) -> &'a Value {
+    let mut s = schema;
+    for _ in 0..16 {
+        match s.get("$ref").and_then(Value::as_str) {
+            Some(r) => match r.rsplit('/').next().and_then(|name| defs.get(name)) {
+                Some(next) => s = next,
+                None => return s,
+            },
+            None => return s,
+        }
+    }
+    s
+}
+
+fn join(path: &str, k: &str) -> String {
+    if path.is_empty() {
+        k.to_string()
+    } else {
+        format!("{path}.{k}")
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 64 {
+        format!("{}...", &s[..64])
+    } else {
+        s
     }
 }
