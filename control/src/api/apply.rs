@@ -201,10 +201,7 @@ pub async fn server_side_apply(
                 continue;
             }
             for e in &others {
-                if e.manager != manager
-                    && e.fields.contains(p)
-                    && fieldset::get(&current, p) != fieldset::get(&config, p)
-                {
+                if e.fields.contains(p) && fieldset::get(&current, p) != fieldset::get(&config, p) {
                     conflicts.push((e.manager.clone(), e.api_version.clone(), p.clone()));
                 }
             }
@@ -232,8 +229,12 @@ pub async fn server_side_apply(
                 Some(json!({"name": name, "kind": t.plural, "group": t.group, "causes": causes}));
             return Err(err);
         }
-        // Forced: the other managers lose the applied fields.
-        for e in entries.iter_mut().filter(|e| e.manager != manager) {
+        // Forced: the other managers (an Update by the same name is another one) lose
+        // the applied fields.
+        for e in entries
+            .iter_mut()
+            .filter(|e| !(e.manager == manager && e.operation == "Apply"))
+        {
             e.fields.retain(|p| !applied.contains(p));
         }
         let previous = entries

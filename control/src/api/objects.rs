@@ -485,11 +485,13 @@ impl Objects {
         if dry_run {
             return Ok(obj);
         }
+        let mut expect_rev = Some(current.mod_revision);
         if t.group.is_empty() && t.kind == "Namespace" {
             self.terminate_namespace(name, &current).await?;
+            expect_rev = None; // we just rewrote it as Terminating
         }
         self.store
-            .write(Op::delete(key, Some(current.mod_revision)))
+            .write(Op::delete(key, expect_rev))
             .await
             .map_err(|e| ApiError::from_store(e, &qualified(t), name))?;
         Ok(obj)

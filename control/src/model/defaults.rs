@@ -36,7 +36,22 @@ pub fn apply(api_version: &str, kind: &str, v: &mut Value) {
             set(obj(v, "status"), "phase", json!("Active"));
         }
         ("v1", "Service") => service(obj(v, "spec")),
-        ("v1", "Secret") => set(v.as_object_mut().expect("object"), "type", json!("Opaque")),
+        ("v1", "Secret") => {
+            let m = v.as_object_mut().expect("object");
+            set(m, "type", json!("Opaque"));
+            // stringData is write-only: it lands in data, base64-encoded.
+            if let Some(Value::Object(sd)) = m.remove("stringData") {
+                use base64::Engine;
+                let data = m.entry("data").or_insert_with(|| json!({}));
+                if let Some(d) = data.as_object_mut() {
+                    for (k, val) in sd {
+                        let raw = val.as_str().unwrap_or_default();
+                        let enc = base64::engine::general_purpose::STANDARD.encode(raw);
+                        d.insert(k, json!(enc));
+                    }
+                }
+            }
+        }
         ("v1", "PersistentVolumeClaim") => {
             set(obj(v, "spec"), "volumeMode", json!("Filesystem"));
             set(obj(v, "status"), "phase", json!("Pending"));
