@@ -241,8 +241,14 @@ fn run(
                 next_tick = Instant::now() + tick;
             }
         }
-        if let Err(e) = replica.on_ready(&mut |msgs| transport.send(msgs)) {
-            return e;
+        // A Ready can make the next one (a read issued once the leader committed).
+        for _ in 0..4 {
+            if let Err(e) = replica.on_ready(&mut |msgs| transport.send(msgs)) {
+                return e;
+            }
+            if !replica.has_ready() {
+                break;
+            }
         }
         for (id, addr) in replica.take_peer_updates() {
             transport.set_peer(id, addr);

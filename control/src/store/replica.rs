@@ -87,6 +87,9 @@ pub struct Replica {
     proposals: HashMap<u64, Pending<TxnOutcome>>,
     members: HashMap<u64, Pending<()>>,
     reads_sent: HashMap<u64, Pending<u64>>,
+    /// Reads asked of a leader that has not committed in its term yet (raft-rs
+    /// would drop them); issued once it has.
+    reads_deferred: Vec<(u64, Pending<u64>)>,
     reads_ready: Vec<(u64, Pending<u64>)>,
     peers: BTreeMap<u64, String>,
     peer_updates: Vec<(u64, Option<String>)>,
@@ -127,7 +130,12 @@ impl Replica {
             ..Default::default()
         };
         rcfg.validate()?;
-        let raw = RawNode::new(&rcfg, storage, &raft_logger(id))?;
+        let mut raw = RawNode::new(&rcfg, storage, &raft_logger(id))?;
+        // The only voter need not wait an election timeout to lead.
+        let voters: Vec<u64> = raw.raft.prs().conf().voters().ids().iter().collect();
+        if voters == [id] {
+            raw.campaign()?;
+        }
         let peers = sm.peers()?;
         let peer_updates = peers.iter().map(|(i, a)| (*i, Some(a.clone()))).collect();
         Ok(Replica {
@@ -141,6 +149,7 @@ impl Replica {
             proposals: HashMap::new(),
             members: HashMap::new(),
             reads_sent: HashMap::new(),
+            reads_deferred: Vec::new(),
             reads_ready: Vec::new(),
             peers,
             peer_updates,
@@ -183,6 +192,13 @@ impl Replica {
         expire(&mut self.proposals, now);
         expire(&mut self.members, now);
         expire(&mut self.reads_sent, now);
+        let (late, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_deferred)
+            .into_iter()
+            .partition(|(_, p)| p.deadline < now);
+        self.reads_deferred = keep;
+        for (_, p) in late {
+            (p.done)(Err(StoreError::Timeout));
+        }
         let (late, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_ready)
             .into_iter()
             .partition(|(_, p)| p.deadline < now);
@@ -280,9 +296,26 @@ impl Replica {
             return done(Err(StoreError::NoLeader));
         }
         let seq = self.next_seq();
-        self.raw.read_index(seq.to_be_bytes().to_vec());
         let deadline = self.deadline();
-        self.reads_sent.insert(seq, Pending { deadline, done });
+        let p = Pending { deadline, done };
+        if self.raw.raft.state == StateRole::Leader && !self.raw.raft.commit_to_current_term() {
+            self.reads_deferred.push((seq, p));
+            return;
+        }
+        self.raw.read_index(seq.to_be_bytes().to_vec());
+        self.reads_sent.insert(seq, p);
+    }
+
+    fn issue_deferred_reads(&mut self) {
+        if self.reads_deferred.is_empty()
+            || (self.raw.raft.state == StateRole::Leader && !self.raw.raft.commit_to_current_term())
+        {
+            return;
+        }
+        for (seq, p) in std::mem::take(&mut self.reads_deferred) {
+            self.raw.read_index(seq.to_be_bytes().to_vec());
+            self.reads_sent.insert(seq, p);
+        }
     }
 
     pub fn has_ready(&self) -> bool {
@@ -299,6 +332,7 @@ impl Replica {
     /// every other message only after the entries and hard state it depends on are
     /// flushed.
     pub fn on_ready(&mut self, send: &mut dyn FnMut(Vec<Message>)) -> Result<(), StoreError> {
+        self.issue_deferred_reads();
         if !self.raw.has_ready() {
             return Ok(());
         }

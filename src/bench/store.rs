@@ -1,8 +1,6 @@
-//! `skiff bench`: benchmarks that measure and report, side by side with a peer,
-//! never asserting on time.
+//! `skiff bench store`: the Raft store with fsync on, 1 and 3 voters, etcd as peer.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -10,69 +8,32 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use skiff_control::store::{Op, ReplicaConfig, Store, StoreConfig};
 
-#[derive(clap::Args)]
-pub struct BenchArgs {
-    #[command(subcommand)]
-    what: What,
-}
-
-#[derive(clap::Subcommand)]
-enum What {
-    /// Write throughput and latency of the Raft store (fsync on), with etcd as the peer.
-    Store(StoreBench),
-}
+use super::etcd::etcd_check_perf;
+use super::{Stats, free_port};
 
 #[derive(clap::Args)]
-struct StoreBench {
+pub struct StoreBench {
     /// Cluster sizes to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,3")]
-    nodes: Vec<usize>,
+    pub nodes: Vec<usize>,
     /// Writes in flight at once.
     #[arg(long, value_delimiter = ',', default_value = "1,64")]
-    inflight: Vec<usize>,
+    pub inflight: Vec<usize>,
     /// Writes per run with many in flight.
     #[arg(long, default_value_t = 20_000)]
-    writes: usize,
+    pub writes: usize,
     /// Writes per run with one in flight.
     #[arg(long, default_value_t = 1_000)]
-    serial_writes: usize,
+    pub serial_writes: usize,
     /// Bytes per value.
     #[arg(long, default_value_t = 256)]
-    value_size: usize,
+    pub value_size: usize,
     /// Also run `etcdctl check perf` against a local etcd of the same size.
     #[arg(long, default_value = "etcd", value_parser = ["etcd", "none"])]
-    peer: String,
+    pub peer: String,
     /// The `etcdctl check perf` load profile.
     #[arg(long, default_value = "l")]
-    etcd_load: String,
-}
-
-pub async fn run(a: BenchArgs) -> Result<()> {
-    match a.what {
-        What::Store(b) => store(b).await,
-    }
-}
-
-struct Stats {
-    writes: usize,
-    elapsed: Duration,
-    lat: Vec<Duration>,
-}
-
-impl Stats {
-    fn pct(&self, p: f64) -> f64 {
-        let i = ((self.lat.len() as f64 * p).ceil() as usize).clamp(1, self.lat.len()) - 1;
-        self.lat[i].as_secs_f64() * 1000.0
-    }
-    fn per_sec(&self) -> f64 {
-        self.writes as f64 / self.elapsed.as_secs_f64()
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    pub etcd_load: String,
 }
 
 async fn start_cluster(root: &Path, n: usize) -> Result<Vec<Store>> {
@@ -154,7 +115,7 @@ async fn load(
     })
 }
 
-async fn store(b: StoreBench) -> Result<()> {
+pub async fn run(b: StoreBench) -> Result<()> {
     println!(
         "# skiff bench store: {} B values, fsync on (sled flush per Ready)",
         b.value_size
@@ -219,113 +180,4 @@ async fn store(b: StoreBench) -> Result<()> {
         }
     }
     Ok(())
-}
-
-struct EtcdPerf {
-    throughput: f64,
-    slowest: f64,
-    stddev: f64,
-}
-
-struct Etcd(Vec<Child>);
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn etcd_check_perf(n: usize, load: &str) -> Result<EtcdPerf> {
-    let root = tempfile::tempdir()?;
-    let ports: Vec<(u16, u16)> = (0..n)
-        .map(|_| Ok((free_port()?, free_port()?)))
-        .collect::<Result<_>>()?;
-    let initial: Vec<String> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (_, p))| format!("e{i}=http://127.0.0.1:{p}"))
-        .collect();
-    let mut procs = Etcd(Vec::new());
-    for (i, (client, peer)) in ports.iter().enumerate() {
-        let child = Command::new("etcd")
-            .args(["--name", &format!("e{i}")])
-            .arg("--data-dir")
-            .arg(root.path().join(format!("e{i}")))
-            .args([
-                "--listen-client-urls",
-                &format!("http://127.0.0.1:{client}"),
-            ])
-            .args([
-                "--advertise-client-urls",
-                &format!("http://127.0.0.1:{client}"),
-            ])
-            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-            .args([
-                "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{peer}"),
-            ])
-            .args(["--initial-cluster", &initial.join(",")])
-            .args(["--initial-cluster-token", "skiff-bench"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start etcd (apt-get install etcd-server etcd-client)")?;
-        procs.0.push(child);
-    }
-    let endpoints: Vec<String> = ports
-        .iter()
-        .map(|(c, _)| format!("127.0.0.1:{c}"))
-        .collect();
-    let endpoints = endpoints.join(",");
-    let mut healthy = false;
-    for _ in 0..100 {
-        let ok = Command::new("etcdctl")
-            .args(["--endpoints", &endpoints, "endpoint", "health"])
-            .env("ETCDCTL_API", "3")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            healthy = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if !healthy {
-        bail!("etcd did not become healthy");
-    }
-    let out = Command::new("etcdctl")
-        .args(["--endpoints", &endpoints, "check", "perf", "--load", load])
-        .env("ETCDCTL_API", "3")
-        .output()
-        .context("run etcdctl check perf")?;
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    // "PASS: Throughput is 150 writes/s" or "FAIL: Throughput too low: 5902 writes/s".
-    let num_after = |needle: &str| -> Option<f64> {
-        let line = text.lines().find(|l| l.contains(needle))?;
-        let rest = &line[line.find(needle)? + needle.len()..];
-        let tok: String = rest
-            .chars()
-            .skip_while(|c| !c.is_ascii_digit())
-            .take_while(|c| c.is_ascii_digit() || *c == '.')
-            .collect();
-        tok.parse().ok()
-    };
-    match (
-        num_after("Throughput"),
-        num_after("Slowest request"),
-        num_after("Stddev"),
-    ) {
-        (Some(throughput), Some(slowest), Some(stddev)) => Ok(EtcdPerf {
-            throughput,
-            slowest,
-            stddev,
-        }),
-        _ => bail!("could not parse etcdctl output: {text}"),
-    }
 }

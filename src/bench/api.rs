@@ -1,0 +1,327 @@
+//! `skiff bench api`: a real `skiff server` process over HTTPS: start-up time, idle
+//! memory, ConfigMap creates with many clients, list latency over many objects,
+//! memory per open watch; etcd's HTTP/JSON gateway as the peer for writes.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+
+use super::etcd::start_etcd;
+use super::{Stats, free_port};
+
+#[derive(clap::Args)]
+pub struct ApiBench {
+    /// ConfigMaps to create (1 KiB of data each).
+    #[arg(long, default_value_t = 20_000)]
+    pub creates: usize,
+    /// Concurrent clients for the creates.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Objects in the namespace whose list is timed.
+    #[arg(long, default_value_t = 10_000)]
+    pub list_objects: usize,
+    /// Watches held open at once.
+    #[arg(long, default_value_t = 1_000)]
+    pub watches: usize,
+    /// Also put the same number of 1 KiB values into a local etcd.
+    #[arg(long, default_value = "etcd", value_parser = ["etcd", "none"])]
+    pub peer: String,
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    token: String,
+    ca: Vec<u8>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .map(|v| v.trim().trim_end_matches(" kB").trim().to_string())
+            })
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn start_server() -> Result<(Server, Duration)> {
+    let dir = tempfile::tempdir()?;
+    let data: PathBuf = dir.path().join("data");
+    let api = format!("127.0.0.1:{}", free_port()?);
+    let log = std::fs::File::create(dir.path().join("server.log"))?;
+    let t0 = Instant::now();
+    let child = Command::new(std::env::current_exe()?)
+        .arg("server")
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "--api-addr",
+            &api,
+            "--peer-addr",
+            &format!("127.0.0.1:{}", free_port()?),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    let probe = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_millis(500))
+        .build()?;
+    let url = format!("https://{api}");
+    let started = loop {
+        if probe
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break t0.elapsed();
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            bail!("server did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let kubeconfig = std::fs::read_to_string(data.join("kubeconfig"))?;
+    let token = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .context("token in kubeconfig")?
+        .to_string();
+    let ca = std::fs::read(data.join("ca.crt"))?;
+    Ok((
+        Server {
+            child,
+            url,
+            token,
+            ca,
+            _dir: dir,
+        },
+        started,
+    ))
+}
+
+fn client(s: &Server, http2: bool) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&s.ca)?)
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256);
+    if !http2 {
+        b = b.http1_only();
+    }
+    Ok(b.build()?)
+}
+
+async fn load<F, Fut>(n: usize, concurrency: usize, op: F) -> Result<Stats>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (op, next) = (op.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, anyhow::Error>(lat);
+                }
+                let t = Instant::now();
+                op(i).await?;
+                lat.push(t.elapsed());
+            }
+        }));
+    }
+    let mut lat = Vec::with_capacity(n);
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let elapsed = start.elapsed();
+    lat.sort();
+    Ok(Stats {
+        writes: n,
+        elapsed,
+        lat,
+    })
+}
+
+async fn create_namespace(c: &reqwest::Client, s: &Server, name: &str) -> Result<()> {
+    let r = c
+        .post(format!("{}/api/v1/namespaces", s.url))
+        .bearer_auth(&s.token)
+        .json(&serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("create namespace: {}", r.text().await?);
+    }
+    Ok(())
+}
+
+pub async fn run(b: ApiBench) -> Result<()> {
+    skiff_control::api::tls::install_crypto_provider();
+    let (server, started) = start_server().await?;
+    let pid = server.child.id();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = rss_kib(pid);
+    println!(
+        "# skiff bench api: one `skiff server` process over HTTPS (TLS 1.3, HTTP/1.1 clients)"
+    );
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| start → /readyz ok | {:.0} ms |",
+        started.as_secs_f64() * 1000.0
+    );
+    println!("| idle RSS | {:.1} MiB |", idle as f64 / 1024.0);
+
+    let c = Arc::new(client(&server, false)?);
+    let s = Arc::new(server);
+    create_namespace(&c, &s, "bench").await?;
+    let before = rss_kib(pid);
+    let mut held = Vec::new();
+    let per_conn = 100;
+    let clients: Vec<reqwest::Client> = (0..b.watches.div_ceil(per_conn))
+        .map(|_| client(&s, true))
+        .collect::<Result<_>>()?;
+    for i in 0..b.watches {
+        let r = clients[i / per_conn]
+            .get(format!(
+                "{}/api/v1/namespaces/bench/configmaps?watch=true&resourceVersion=1000000000&timeoutSeconds=600",
+                s.url
+            ))
+            .bearer_auth(&s.token)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("watch: {}", r.status());
+        }
+        held.push(r);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kib(pid);
+    println!(
+        "| {} open watches | +{:.1} MiB RSS ({:.1} KiB each) |",
+        b.watches,
+        after.saturating_sub(before) as f64 / 1024.0,
+        after.saturating_sub(before) as f64 / b.watches.max(1) as f64
+    );
+    drop(held);
+    let value = "x".repeat(1024);
+    let creates = b.creates.max(b.list_objects);
+    let (c2, s2) = (c.clone(), s.clone());
+    let st = load(creates, b.concurrency, move |i| {
+        let (c, s, value) = (c2.clone(), s2.clone(), value.clone());
+        async move {
+            let r = c
+                .post(format!("{}/api/v1/namespaces/bench/configmaps", s.url))
+                .bearer_auth(&s.token)
+                .header("Content-Type", "application/json")
+                .body(format!(
+                    r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"cm-{i:06}"}},"data":{{"v":"{value}"}}}}"#
+                ))
+                .send()
+                .await?;
+            if r.status().as_u16() != 201 {
+                bail!("create: {} {}", r.status(), r.text().await?);
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    println!(
+        "| creates ({} × 1 KiB ConfigMaps, {} clients) | {:.0} /s, p50 {:.2} ms, p99 {:.2} ms |",
+        st.writes,
+        b.concurrency,
+        st.per_sec(),
+        st.pct(0.5),
+        st.pct(0.99)
+    );
+    let mut lists = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = c
+            .get(format!("{}/api/v1/namespaces/bench/configmaps", s.url))
+            .bearer_auth(&s.token)
+            .send()
+            .await?;
+        let v: serde_json::Value = r.json().await?;
+        lists.push(t.elapsed());
+        let n = v["items"].as_array().map_or(0, Vec::len);
+        if n < b.list_objects {
+            bail!("list returned {n} items");
+        }
+    }
+    lists.sort();
+    println!(
+        "| list of {} objects (JSON, full) | p50 {:.0} ms, max {:.0} ms |",
+        creates,
+        lists[2].as_secs_f64() * 1000.0,
+        lists[4].as_secs_f64() * 1000.0
+    );
+
+    println!(
+        "| RSS after all of the above | {:.1} MiB |",
+        rss_kib(pid) as f64 / 1024.0
+    );
+    if b.peer == "etcd" {
+        let (_etcd, endpoints, _root) = start_etcd(1)?;
+        let endpoint = endpoints.split(',').next().unwrap_or_default().to_string();
+        let ec = Arc::new(reqwest::Client::builder().http1_only().build()?);
+        let value = base64::engine::general_purpose::STANDARD.encode("x".repeat(1024));
+        let url = Arc::new(format!("http://{endpoint}/v3/kv/put"));
+        let pst = load(b.creates, b.concurrency, move |i| {
+            let (ec, url, value) = (ec.clone(), url.clone(), value.clone());
+            async move {
+                let key =
+                    base64::engine::general_purpose::STANDARD.encode(format!("/bench/cm-{i:06}"));
+                let r = ec
+                    .post(url.as_str())
+                    .body(format!(r#"{{"key":"{key}","value":"{value}"}}"#))
+                    .send()
+                    .await?;
+                if !r.status().is_success() {
+                    bail!("etcd put: {}", r.status());
+                }
+                Ok(())
+            }
+        })
+        .await?;
+        println!(
+            "| peer: etcd 3.4 HTTP/JSON gateway puts ({} × 1 KiB, {} clients, plain HTTP) | {:.0} /s, p50 {:.2} ms, p99 {:.2} ms |",
+            pst.writes,
+            b.concurrency,
+            pst.per_sec(),
+            pst.pct(0.5),
+            pst.pct(0.99)
+        );
+        println!(
+            "| ratio skiff creates / etcd puts | {:.2} |",
+            st.per_sec() / pst.per_sec()
+        );
+    }
+    Ok(())
+}
