@@ -49,6 +49,9 @@ struct ServerArgs {
     /// Compact the Raft log after this many applied entries.
     #[arg(long, default_value_t = 10_000, hide = true)]
     snapshot_threshold: u64,
+    /// Events kept for watches that resume from a resourceVersion.
+    #[arg(long, default_value_t = 10_000, hide = true)]
+    watch_history: usize,
 }
 
 fn main() -> std::process::ExitCode {
@@ -82,6 +85,7 @@ fn main() -> std::process::ExitCode {
                     token: a.token,
                     replica: ReplicaConfig {
                         snapshot_threshold: a.snapshot_threshold,
+                        watch_capacity: a.watch_history,
                         ..ReplicaConfig::default()
                     },
                 };
