@@ -523,3 +523,98 @@ fn bad_input_gets_the_right_status_and_stores_nothing() -> Result<()> {
     assert_eq!(s.k(&["get", "cm,pods", "-o", "name"]).trim(), "");
     Ok(())
 }
+
+#[test]
+fn typed_create_commands_send_protobuf_and_work() -> Result<()> {
+    let (_root, s) = single_server()?;
+    s.k(&["create", "namespace", "team-a"]);
+    s.k(&[
+        "create",
+        "configmap",
+        "c1",
+        "-n",
+        "team-a",
+        "--from-literal=a=1",
+        "--from-literal=b=2",
+    ]);
+    s.k(&[
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        "team-a",
+        "--image=acc/hello:v1",
+        "--replicas=3",
+        "--port=8080",
+    ]);
+    s.k(&[
+        "create",
+        "secret",
+        "generic",
+        "s1",
+        "-n",
+        "team-a",
+        "--from-literal=pw=x",
+    ]);
+    s.k(&[
+        "create",
+        "service",
+        "clusterip",
+        "svc1",
+        "-n",
+        "team-a",
+        "--tcp=80:8080",
+    ]);
+    s.k(&["create", "serviceaccount", "sa1", "-n", "team-a"]);
+    s.k(&[
+        "create",
+        "role",
+        "r1",
+        "-n",
+        "team-a",
+        "--verb=get",
+        "--resource=pods",
+    ]);
+    s.k(&["create", "job", "j1", "-n", "team-a", "--image=acc/job:v1"]);
+    assert_eq!(
+        s.k(&[
+            "get",
+            "cm",
+            "c1",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.data.a}{.data.b}"
+        ]),
+        "12"
+    );
+    let d: serde_json::Value =
+        serde_json::from_str(&s.k(&["get", "deploy", "web", "-n", "team-a", "-o", "json"]))?;
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
+        8080
+    );
+    assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+    assert!(
+        d["spec"]["template"]["metadata"]
+            .get("creationTimestamp")
+            .is_none(),
+        "{d}"
+    );
+    let svc = s.k(&["get", "svc", "svc1", "-n", "team-a"]);
+    assert!(svc.contains("80/TCP"), "{svc}");
+    assert_eq!(
+        s.k(&[
+            "get",
+            "secret",
+            "s1",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.data.pw}"
+        ]),
+        "eA=="
+    );
+    Ok(())
+}

@@ -65,11 +65,16 @@ pub fn json(bytes: &[u8]) -> ApiResult<Value> {
 }
 
 /// Decode an object body of a create or update.
-pub fn object(headers: &HeaderMap, bytes: &[u8]) -> ApiResult<Value> {
+pub fn object(
+    headers: &HeaderMap,
+    bytes: &[u8],
+    registry: &crate::model::Registry,
+) -> ApiResult<Value> {
     let ct = content_type(headers);
     let v = match ct.as_str() {
         "application/json" | "" | "*/*" => json(bytes)?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => yaml(bytes)?,
+        super::protobuf::MEDIA_TYPE => super::protobuf::decode(bytes, registry)?,
         other => return Err(ApiError::unsupported_media(other)),
     };
     if !v.is_object() {

@@ -11,6 +11,7 @@ pub mod fieldset;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod request;
 pub mod rest;
 pub mod selector;

@@ -236,13 +236,13 @@ impl Rest {
             }
             (&Method::POST, None, None) => {
                 let bytes = body::read(body).await?;
-                let obj = body::object(headers, &bytes)?;
+                let obj = body::object(headers, &bytes, &self.objects.registry)?;
                 let w = o.create(t, ns, obj, &q.write_options(headers)?).await?;
                 Ok(written(w))
             }
             (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
                 let bytes = body::read(body).await?;
-                let obj = body::object(headers, &bytes)?;
+                let obj = body::object(headers, &bytes, &self.objects.registry)?;
                 let w = o
                     .update(t, ns, name, obj, sub, &q.write_options(headers)?)
                     .await?;
@@ -250,7 +250,7 @@ impl Rest {
             }
             (&Method::PUT, Some(name), Some("scale")) => {
                 let bytes = body::read(body).await?;
-                let scale = body::object(headers, &bytes)?;
+                let scale = body::object(headers, &bytes, &self.objects.registry)?;
                 let w =
                     patch::set_scale(o, t, ns, name, &scale, &q.write_options(headers)?).await?;
                 Ok(written(w))
