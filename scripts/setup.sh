@@ -34,3 +34,8 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: cargo is missing: install the Rust toolchain (rustup) first" >&2
     exit 1
 fi
+# Example Wasm components are built for wasm32-wasip2.
+if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    echo "setup: rustup target add wasm32-wasip2" >&2
+    rustup target add wasm32-wasip2
+fi

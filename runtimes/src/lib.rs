@@ -1,4 +1,51 @@
-//! skiff-runtimes: the `Runtime` trait and its Wasm (wasmtime) and OCI (containerd)
-//! backends.
+//! skiff-runtimes: the runtimes that run a pod's containers. Today: the Wasm
+//! runtime (wasmtime, in-process); the OCI runtime (containerd) comes later.
 //!
-//! Empty until the runtimes land; the control plane must never depend on this crate.
+//! **The control plane never depends on this crate.** Errors say whether an
+//! image is "not mine" (so the agent can pick another runtime) or broken.
+
+pub mod wasm;
+
+use std::time::Duration;
+
+/// What to run, independent of Kubernetes types (the agent translates a pod's
+/// container into this).
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    /// The container's name (becomes `argv[0]`).
+    pub name: String,
+    /// Arguments after `argv[0]`.
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// Upper bound on guest linear memory, in bytes.
+    pub memory_limit: Option<u64>,
+    /// Longest a command may run, or a request may take (wall clock).
+    pub timeout: Option<Duration>,
+}
+
+/// How a command container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// It returned or called `exit(code)`.
+    Code(i32),
+    /// It tried to grow memory past its limit.
+    OutOfMemory,
+    /// It ran past its timeout.
+    TimedOut,
+    /// It trapped (a bug in the guest).
+    Trapped(String),
+}
+
+impl Exit {
+    /// The Kubernetes-style reason and exit code for a terminated state.
+    pub fn reason_and_code(&self) -> (&'static str, i32) {
+        match self {
+            Exit::Code(0) => ("Completed", 0),
+            Exit::Code(c) => ("Error", *c),
+            Exit::OutOfMemory => ("OOMKilled", 137),
+            Exit::TimedOut => ("DeadlineExceeded", 137),
+            Exit::Trapped(_) => ("Error", 134),
+        }
+    }
+}

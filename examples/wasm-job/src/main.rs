@@ -1,0 +1,36 @@
+//! wasm-job: a `wasi:cli/command` component.
+//!
+//! Prints a greeting, its arguments and `$JOB_NAME`, writes a line to stderr, then
+//! exits with the code given as `--exit N` (default 0). `--alloc-mb N` allocates
+//! N MiB first; `--spin` loops forever.
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let name = std::env::var("JOB_NAME").unwrap_or_else(|_| "wasm-job".into());
+    println!("hello from {name}");
+    println!("args: {}", args.join(" "));
+    eprintln!("this line goes to stderr");
+    let mut code = 0;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--exit" => code = it.next().and_then(|v| v.parse().ok()).unwrap_or(1),
+            "--alloc-mb" => {
+                let mb: usize = it.next().and_then(|v| v.parse().ok()).unwrap_or(1);
+                let mut keep: Vec<Vec<u8>> = Vec::new();
+                for _ in 0..mb {
+                    keep.push(vec![1u8; 1 << 20]);
+                }
+                println!("allocated {} MiB", keep.len());
+            }
+            "--spin" => {
+                let mut x: u64 = 1;
+                while x != 0 {
+                    x = x.wrapping_mul(3).wrapping_add(1) | 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    std::process::exit(code);
+}

@@ -1,0 +1,89 @@
+//! `wasi:cli/command` components: run `wasi:cli/run` with args and env, stdout and
+//! stderr to files, and report how it ended.
+
+use std::fs::File;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::cli::OutputFile;
+use wasmtime_wasi::p2::bindings::CommandPre;
+
+use crate::{ContainerSpec, Exit};
+
+use super::state::{GuestState, is_oom, is_timeout, new_store};
+use super::{WasmError, WasmRuntime};
+
+/// The instance name of an import the linker lacks, from wasmtime's message.
+pub(crate) fn missing_import(e: &wasmtime::Error) -> Option<String> {
+    let msg = format!("{e:#}");
+    let start = msg.find("import")?;
+    let rest = &msg[start..];
+    let a = rest.find('`')?;
+    let b = rest[a + 1..].find('`')?;
+    Some(rest[a + 1..a + 1 + b].to_string())
+}
+
+/// Prepare a linker with WASI p2 for `component`, mapping a missing import to a
+/// clear error.
+pub(crate) fn linker(rt: &WasmRuntime, http: bool) -> Result<Linker<GuestState>, WasmError> {
+    let mut linker = Linker::new(rt.engine());
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(WasmError::engine)?;
+    if http {
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(WasmError::engine)?;
+    }
+    Ok(linker)
+}
+
+pub(crate) fn pre_error(e: wasmtime::Error) -> WasmError {
+    match missing_import(&e) {
+        Some(import) if format!("{e:#}").contains("matching implementation was not found") => {
+            WasmError::UnsupportedImport { import }
+        }
+        _ => WasmError::UnsupportedWorld {
+            reason: format!("{e:#}"),
+        },
+    }
+}
+
+/// Run a command component to completion. stdout/stderr go to the given files.
+pub async fn run_command(
+    rt: &WasmRuntime,
+    component: &Component,
+    spec: &ContainerSpec,
+    stdout: File,
+    stderr: File,
+) -> Result<Exit, WasmError> {
+    let linker = linker(rt, false)?;
+    let pre = linker.instantiate_pre(component).map_err(pre_error)?;
+    let pre = CommandPre::new(pre).map_err(pre_error)?;
+    let mut args = vec![spec.name.clone()];
+    args.extend(spec.args.iter().cloned());
+    let wasi = WasiCtx::builder()
+        .args(&args)
+        .envs(&spec.env)
+        .stdout(OutputFile::new(stdout))
+        .stderr(OutputFile::new(stderr))
+        .build();
+    let mut store = new_store(rt.engine(), spec, wasi);
+    let outcome = async {
+        let cmd = pre.instantiate_async(&mut store).await?;
+        cmd.wasi_cli_run().call_run(&mut store).await
+    }
+    .await;
+    Ok(match outcome {
+        Ok(Ok(())) => Exit::Code(0),
+        Ok(Err(())) => Exit::Code(1),
+        Err(e) => {
+            if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                Exit::Code(exit.0)
+            } else if is_timeout(&e) {
+                Exit::TimedOut
+            } else if is_oom(&e) {
+                Exit::OutOfMemory
+            } else {
+                Exit::Trapped(format!("{e:#}"))
+            }
+        }
+    })
+}

@@ -1,0 +1,167 @@
+//! `wasi:http/proxy` components: a pre-instantiated component serves HTTP on a
+//! listener, one fresh instance per request (pooling makes that cheap), so an
+//! idle pod holds no instance.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use wasmtime::component::Component;
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::cli::OutputFile;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::ContainerSpec;
+
+use super::command::{linker, pre_error};
+use super::state::{GuestState, is_oom, is_timeout, new_store};
+use super::{WasmError, WasmRuntime};
+
+/// Counters a pod's HTTP app keeps (for events and metrics).
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    pub requests: AtomicU64,
+    pub failures: AtomicU64,
+    pub out_of_memory: AtomicU64,
+    pub timeouts: AtomicU64,
+}
+
+/// One pod's HTTP component, ready to serve.
+#[derive(Clone)]
+pub struct HttpApp {
+    pre: ProxyPre<GuestState>,
+    rt: WasmRuntime,
+    spec: Arc<ContainerSpec>,
+    log: Arc<std::fs::File>,
+    pub stats: Arc<HttpStats>,
+}
+
+impl HttpApp {
+    /// Prepare `component` (pre-instantiated once) with the pod's spec; the guest's
+    /// stdout and stderr go to `log`.
+    pub fn new(
+        rt: &WasmRuntime,
+        component: &Component,
+        spec: ContainerSpec,
+        log: std::fs::File,
+    ) -> Result<HttpApp, WasmError> {
+        let linker = linker(rt, true)?;
+        let pre = linker.instantiate_pre(component).map_err(pre_error)?;
+        let pre = ProxyPre::new(pre).map_err(pre_error)?;
+        Ok(HttpApp {
+            pre,
+            rt: rt.clone(),
+            spec: Arc::new(spec),
+            log: Arc::new(log),
+            stats: Arc::default(),
+        })
+    }
+
+    fn wasi(&self) -> Result<WasiCtx, std::io::Error> {
+        let mut args = vec![self.spec.name.clone()];
+        args.extend(self.spec.args.iter().cloned());
+        let out = self.log.try_clone()?;
+        let err = self.log.try_clone()?;
+        Ok(WasiCtx::builder()
+            .args(&args)
+            .envs(&self.spec.env)
+            .stdout(OutputFile::new(out))
+            .stderr(OutputFile::new(err))
+            .build())
+    }
+
+    /// Handle one request in a fresh instance. Guest failures become 500s.
+    pub async fn handle(
+        &self,
+        req: hyper::Request<Incoming>,
+    ) -> hyper::Response<HyperOutgoingBody> {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        match self.try_handle(req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                let (why, counter) = if is_oom(&e) {
+                    (
+                        "the component ran out of memory",
+                        Some(&self.stats.out_of_memory),
+                    )
+                } else if is_timeout(&e) {
+                    (
+                        "the component ran past its time limit",
+                        Some(&self.stats.timeouts),
+                    )
+                } else {
+                    ("the component failed", None)
+                };
+                if let Some(c) = counter {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::warn!(container = %self.spec.name, error = %format!("{e:#}"), "{why}");
+                error_response(500, why)
+            }
+        }
+    }
+
+    async fn try_handle(
+        &self,
+        req: hyper::Request<Incoming>,
+    ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
+        let mut store = new_store(self.rt.engine(), &self.spec, self.wasi()?);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, req)?;
+        let out = store.data_mut().http().new_response_outparam(sender)?;
+        let pre = self.pre.clone();
+        let task = tokio::task::spawn(async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
+        });
+        match receiver.await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => match task.await {
+                Ok(Ok(())) => Err(wasmtime::format_err!("the component never set a response")),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+
+    /// Serve HTTP/1.1 on `listener` until it fails or the future is dropped.
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        loop {
+            let (sock, _) = listener.accept().await?;
+            let app = self.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let app = app.clone();
+                    async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .http1_only()
+                    .serve_connection(TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    }
+}
+
+fn error_response(code: u16, text: &str) -> hyper::Response<HyperOutgoingBody> {
+    use http_body_util::BodyExt;
+    let body = http_body_util::Full::new(bytes::Bytes::from(format!("{text}\n")))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut r = hyper::Response::new(body);
+    *r.status_mut() =
+        hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    r
+}
