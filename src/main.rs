@@ -7,6 +7,7 @@ use skiff_control::server::{self, ServerConfig};
 use skiff_control::store::ReplicaConfig;
 
 mod bench;
+mod image;
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +28,8 @@ enum Command {
     Version,
     /// Benchmarks (store throughput and latency).
     Bench(bench::BenchArgs),
+    /// Images in the cluster's own store (import an OCI layout tarball).
+    Image(image::ImageArgs),
 }
 
 #[derive(clap::Args)]
@@ -92,6 +95,7 @@ fn main() -> std::process::ExitCode {
                 server::run(cfg).await.map_err(Into::into)
             }
             Command::Bench(b) => bench::run(b).await,
+            Command::Image(i) => image::run(i).await,
         }
     });
     match result {

@@ -2,6 +2,7 @@
 //! (later) controllers and the scheduler.
 
 pub mod api;
+pub mod images;
 pub mod model;
 pub mod server;
 pub mod store;

@@ -12,6 +12,7 @@ pub mod objects;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod registry;
 pub mod request;
 pub mod rest;
 pub mod selector;
@@ -45,6 +46,8 @@ pub struct ApiState {
     pub admin_token: String,
     pub rest: rest::Rest,
     pub openapi: Arc<openapi::OpenApi>,
+    pub images: crate::images::Images,
+    pub uploads: registry::Uploads,
 }
 
 impl ApiState {
@@ -59,6 +62,8 @@ impl ApiState {
                 },
                 server_addr,
             },
+            images: crate::images::Images::new(store.clone()),
+            uploads: registry::Uploads::default(),
             store,
             token,
             admin_token,
@@ -123,6 +128,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/{*rest}", any(kube))
         .route("/apis", any(kube))
         .route("/apis/{*rest}", any(kube))
+        .route("/v2", any(oci))
+        .route("/v2/", any(oci))
+        .route("/v2/{*rest}", any(oci))
         .route("/skiff/v0/status", get(status))
         .route("/skiff/v0/join", post(join))
         .route("/skiff/v0/kv", get(list))
@@ -173,6 +181,20 @@ async fn openapi_doc(State(s): State<ApiState>, Path(gv): Path<String>) -> Respo
             .into_response(),
         None => ApiError::no_route(&format!("/openapi/v3/{gv}")).into_response(),
     }
+}
+
+async fn oci(State(s): State<ApiState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    registry::handle(
+        &s.images,
+        &s.uploads,
+        parts.method,
+        parts.uri.path(),
+        parts.uri.query(),
+        &parts.headers,
+        body,
+    )
+    .await
 }
 
 async fn kube(State(s): State<ApiState>, req: Request) -> Response {
