@@ -4,5 +4,6 @@
 pub mod api;
 pub mod images;
 pub mod model;
+pub mod scheduler;
 pub mod server;
 pub mod store;

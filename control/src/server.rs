@@ -160,6 +160,30 @@ async fn cluster_value(
     }
 }
 
+/// RuntimeClasses every cluster has: `wasm` (handler `wasmtime`) and `runc`.
+async fn ensure_runtime_classes(state: &ApiState) {
+    let objects = &state.rest.objects;
+    let Some(t) = objects
+        .registry
+        .by_kind("node.k8s.io/v1", "RuntimeClass")
+        .cloned()
+    else {
+        return;
+    };
+    for (name, handler) in [("wasm", "wasmtime"), ("runc", "runc")] {
+        let obj = serde_json::json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": name}, "handler": handler});
+        let wo = WriteOptions {
+            field_validation: api::objects::FieldValidation::Strict,
+            dry_run: false,
+            manager: "skiff".into(),
+            apply_fields: None,
+        };
+        match objects.create(&t, None, obj, &wo).await {
+            Ok(_) | Err(_) => {}
+        }
+    }
+}
+
 /// Namespaces every cluster has.
 async fn ensure_namespaces(state: &ApiState) {
     let objects = &state.rest.objects;
@@ -307,6 +331,8 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
     )?;
     let state = ApiState::new(store.clone(), token, admin_token, cfg.api_addr.clone());
     ensure_namespaces(&state).await;
+    ensure_runtime_classes(&state).await;
+    tokio::spawn(crate::scheduler::run(state.rest.objects.clone()));
     let app = api::router(state);
     tracing::info!(api_addr = %cfg.api_addr, "serving api (https)");
     tokio::select! {

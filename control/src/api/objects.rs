@@ -455,6 +455,56 @@ impl Objects {
         })
     }
 
+    /// `pods/binding`: put a pending pod on a node (sets `spec.nodeName` and
+    /// `PodScheduled=True`). A pod already bound is a 409.
+    pub async fn bind(&self, ns: &str, name: &str, node: &str) -> ApiResult<Value> {
+        let t = self
+            .registry
+            .by_kind("v1", "Pod")
+            .cloned()
+            .ok_or_else(|| ApiError::internal("pods are not registered"))?;
+        let key = t.key(Some(ns), name);
+        let current = self
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| ApiError::not_found("pods", name))?;
+        let mut pod = decode_stored(&current)?;
+        let bound = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !bound.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{bound}\""
+                ),
+            ));
+        }
+        pod["spec"]["nodeName"] = json!(node);
+        let mut conds: Vec<Value> = pod
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.get("type") != Some(&json!("PodScheduled")))
+            .collect();
+        conds.push(
+            json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": now_rfc3339()}),
+        );
+        pod["status"]["conditions"] = Value::Array(conds);
+        let rev = self
+            .store
+            .write(Op::update(key, encode_stored(&pod), current.mod_revision))
+            .await
+            .map_err(|e| ApiError::from_store(e, "pods", name))?;
+        meta_mut(&mut pod).insert("resourceVersion".into(), json!(rev.to_string()));
+        Ok(pod)
+    }
+
     /// Delete one object; a namespace takes everything in it along.
     pub async fn delete(
         &self,

@@ -240,6 +240,20 @@ impl Rest {
                 let w = o.create(t, ns, obj, &q.write_options(headers)?).await?;
                 Ok(written(w))
             }
+            (&Method::POST, Some(name), Some("binding")) => {
+                let bytes = body::read(body).await?;
+                let b = body::object(headers, &bytes, &self.objects.registry)?;
+                let node = b
+                    .pointer("/target/name")
+                    .and_then(Value::as_str)
+                    .filter(|n| !n.is_empty())
+                    .ok_or_else(|| ApiError::bad_request("a Binding needs target.name"))?;
+                o.bind(ns.unwrap_or("default"), name, node).await?;
+                Ok(json_response(
+                    StatusCode::CREATED,
+                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                ))
+            }
             (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
                 let bytes = body::read(body).await?;
                 let obj = body::object(headers, &bytes, &self.objects.registry)?;

@@ -1,0 +1,480 @@
+//! The scheduler: filter nodes (ready, schedulable, resources, nodeSelector,
+//! required node affinity, taints and tolerations, the runtime the pod needs),
+//! score the rest (least allocated plus spread) and bind through `pods/binding`.
+//! Pods that fit nowhere get `PodScheduled=False` and a `FailedScheduling` event
+//! that says why, node by node.
+//!
+//! **Filtering and scoring are pure functions of the pod and the nodes' state;
+//! the loop around them is level-triggered and only runs on the Raft leader.**
+
+pub mod quantity;
+mod run;
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+pub use run::run;
+
+/// Label a node carries for each runtime handler it offers
+/// (`runtime.skiff.dev/wasmtime: "true"`). A node with no such label does not
+/// restrict runtimes.
+pub const RUNTIME_LABEL_PREFIX: &str = "runtime.skiff.dev/";
+
+/// What the scheduler knows about a node.
+#[derive(Debug, Clone, Default)]
+pub struct NodeInfo {
+    pub name: String,
+    pub ready: bool,
+    pub unschedulable: bool,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<(String, String, String)>,
+    /// Allocatable cpu (cores), memory (bytes), pods.
+    pub cpu: f64,
+    pub memory: f64,
+    pub pods: f64,
+    /// Already requested by pods bound to it.
+    pub used_cpu: f64,
+    pub used_memory: f64,
+    pub used_pods: f64,
+}
+
+/// What the scheduler needs of a pod.
+#[derive(Debug, Clone, Default)]
+pub struct PodNeeds {
+    pub cpu: f64,
+    pub memory: f64,
+    pub node_selector: BTreeMap<String, String>,
+    /// Required node affinity: OR of terms, each an AND of (key, operator, values).
+    pub affinity: Vec<Vec<(String, String, Vec<String>)>>,
+    pub tolerations: Vec<(String, String, String, String)>,
+    /// The runtime handler (from the pod's RuntimeClass), if any.
+    pub handler: Option<String>,
+}
+
+fn s(v: &Value, p: &str) -> String {
+    v.pointer(p)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn qty(v: Option<&Value>) -> f64 {
+    v.and_then(Value::as_str)
+        .and_then(quantity::parse)
+        .unwrap_or(0.0)
+}
+
+/// The cpu and memory a pod requests (requests, else limits), summed over its containers.
+pub fn pod_requests(pod: &Value) -> (f64, f64) {
+    let mut cpu = 0.0;
+    let mut mem = 0.0;
+    for c in pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let r = c.pointer("/resources/requests");
+        let l = c.pointer("/resources/limits");
+        cpu += r
+            .and_then(|r| r.get("cpu"))
+            .or(l.and_then(|l| l.get("cpu")))
+            .map_or(0.0, |q| qty(Some(q)));
+        mem += r
+            .and_then(|r| r.get("memory"))
+            .or(l.and_then(|l| l.get("memory")))
+            .map_or(0.0, |q| qty(Some(q)));
+    }
+    (cpu, mem)
+}
+
+impl NodeInfo {
+    pub fn from_node(node: &Value) -> NodeInfo {
+        let ready = node
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True")
+            });
+        let alloc = |k: &str| {
+            node.pointer(&format!("/status/allocatable/{k}"))
+                .or(node.pointer(&format!("/status/capacity/{k}")))
+        };
+        NodeInfo {
+            name: s(node, "/metadata/name"),
+            ready,
+            unschedulable: node.pointer("/spec/unschedulable") == Some(&Value::Bool(true)),
+            labels: string_map(node.pointer("/metadata/labels")),
+            taints: node
+                .pointer("/spec/taints")
+                .and_then(Value::as_array)
+                .map(|ts| {
+                    ts.iter()
+                        .map(|t| (s(t, "/key"), s(t, "/value"), s(t, "/effect")))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            cpu: qty(alloc("cpu")),
+            memory: qty(alloc("memory")),
+            pods: alloc("pods").map_or(110.0, |q| qty(Some(q))),
+            ..NodeInfo::default()
+        }
+    }
+
+    /// Count a pod bound to this node.
+    pub fn add(&mut self, pod: &Value) {
+        let (c, m) = pod_requests(pod);
+        self.used_cpu += c;
+        self.used_memory += m;
+        self.used_pods += 1.0;
+    }
+}
+
+impl PodNeeds {
+    pub fn from_pod(
+        pod: &Value,
+        handler: Option<String>,
+        class_scheduling: Option<&Value>,
+    ) -> PodNeeds {
+        let (cpu, memory) = pod_requests(pod);
+        let mut node_selector = string_map(pod.pointer("/spec/nodeSelector"));
+        let mut tolerations: Vec<(String, String, String, String)> = pod
+            .pointer("/spec/tolerations")
+            .and_then(Value::as_array)
+            .map(|ts| {
+                ts.iter()
+                    .map(|t| {
+                        (
+                            s(t, "/key"),
+                            s(t, "/operator"),
+                            s(t, "/value"),
+                            s(t, "/effect"),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(sched) = class_scheduling {
+            node_selector.extend(string_map(sched.get("nodeSelector")));
+            for t in sched
+                .get("tolerations")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                tolerations.push((
+                    s(t, "/key"),
+                    s(t, "/operator"),
+                    s(t, "/value"),
+                    s(t, "/effect"),
+                ));
+            }
+        }
+        let affinity = pod
+            .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+            .and_then(Value::as_array)
+            .map(|terms| {
+                terms
+                    .iter()
+                    .map(|t| {
+                        t.get("matchExpressions")
+                            .and_then(Value::as_array)
+                            .map(|es| {
+                                es.iter()
+                                    .map(|e| {
+                                        let vals = e
+                                            .get("values")
+                                            .and_then(Value::as_array)
+                                            .map(|v| v.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                                            .unwrap_or_default();
+                                        (s(e, "/key"), s(e, "/operator"), vals)
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        PodNeeds {
+            cpu,
+            memory,
+            node_selector,
+            affinity,
+            tolerations,
+            handler,
+        }
+    }
+}
+
+fn tolerates(tols: &[(String, String, String, String)], taint: &(String, String, String)) -> bool {
+    tols.iter().any(|(key, op, value, effect)| {
+        let effect_ok = effect.is_empty() || effect == &taint.2;
+        let key_ok = (key.is_empty() && op == "Exists") || key == &taint.0;
+        let value_ok = op == "Exists" || value == &taint.1;
+        effect_ok && key_ok && value_ok
+    })
+}
+
+fn expr_matches(
+    labels: &BTreeMap<String, String>,
+    (key, op, vals): &(String, String, Vec<String>),
+) -> bool {
+    let v = labels.get(key);
+    match op.as_str() {
+        "In" => v.is_some_and(|v| vals.contains(v)),
+        "NotIn" => v.is_none_or(|v| !vals.contains(v)),
+        "Exists" => v.is_some(),
+        "DoesNotExist" => v.is_none(),
+        "Gt" | "Lt" => {
+            let (Some(a), Some(b)) = (
+                v.and_then(|v| v.parse::<i64>().ok()),
+                vals.first().and_then(|x| x.parse::<i64>().ok()),
+            ) else {
+                return false;
+            };
+            if op == "Gt" { a > b } else { a < b }
+        }
+        _ => false,
+    }
+}
+
+/// Why a pod cannot go on a node, or Ok.
+pub fn filter(pod: &PodNeeds, node: &NodeInfo) -> Result<(), String> {
+    if !node.ready {
+        return Err("node(s) were not ready".into());
+    }
+    if node.unschedulable {
+        return Err("node(s) were unschedulable".into());
+    }
+    for (k, v) in &pod.node_selector {
+        if node.labels.get(k) != Some(v) {
+            return Err("node(s) didn't match Pod's node affinity/selector".into());
+        }
+    }
+    if !pod.affinity.is_empty()
+        && !pod
+            .affinity
+            .iter()
+            .any(|term| term.iter().all(|e| expr_matches(&node.labels, e)))
+    {
+        return Err("node(s) didn't match Pod's node affinity/selector".into());
+    }
+    for t in &node.taints {
+        if (t.2 == "NoSchedule" || t.2 == "NoExecute") && !tolerates(&pod.tolerations, t) {
+            return Err(format!(
+                "node(s) had untolerated taint {{{}: {}}}",
+                t.0, t.1
+            ));
+        }
+    }
+    if let Some(h) = &pod.handler {
+        let offers: Vec<&str> = node
+            .labels
+            .iter()
+            .filter(|(k, v)| k.starts_with(RUNTIME_LABEL_PREFIX) && v.as_str() == "true")
+            .map(|(k, _)| &k[RUNTIME_LABEL_PREFIX.len()..])
+            .collect();
+        if !offers.is_empty() && !offers.contains(&h.as_str()) {
+            return Err(format!("node(s) do not offer runtime handler {h:?}"));
+        }
+    }
+    if node.used_pods + 1.0 > node.pods {
+        return Err("Too many pods".into());
+    }
+    if pod.cpu > 0.0 && node.used_cpu + pod.cpu > node.cpu {
+        return Err("Insufficient cpu".into());
+    }
+    if pod.memory > 0.0 && node.used_memory + pod.memory > node.memory {
+        return Err("Insufficient memory".into());
+    }
+    Ok(())
+}
+
+/// Higher is better: the free fraction left after placing the pod (least
+/// allocated), plus a spread term favouring nodes with fewer pods.
+pub fn score(pod: &PodNeeds, node: &NodeInfo) -> f64 {
+    let free = |cap: f64, used: f64, want: f64| {
+        if cap > 0.0 {
+            ((cap - used - want) / cap).max(0.0)
+        } else {
+            0.0
+        }
+    };
+    let least = (free(node.cpu, node.used_cpu, pod.cpu)
+        + free(node.memory, node.used_memory, pod.memory))
+        / 2.0;
+    let spread = 1.0 / (1.0 + node.used_pods);
+    least * 100.0 + spread * 50.0
+}
+
+/// The best node for the pod, or the reasons, grouped, as Kubernetes words them.
+pub fn pick(pod: &PodNeeds, nodes: &[NodeInfo]) -> Result<String, String> {
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut best: Option<(f64, &NodeInfo)> = None;
+    for n in nodes {
+        match filter(pod, n) {
+            Ok(()) => {
+                let sc = score(pod, n);
+                if best.is_none_or(|(b, bn)| sc > b || (sc == b && n.name < bn.name)) {
+                    best = Some((sc, n));
+                }
+            }
+            Err(r) => *reasons.entry(r).or_default() += 1,
+        }
+    }
+    match best {
+        Some((_, n)) => Ok(n.name.clone()),
+        None => {
+            let parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+            let detail = if parts.is_empty() {
+                String::new()
+            } else {
+                format!(" {}.", parts.join(", "))
+            };
+            Err(format!("0/{} nodes are available:{detail}", nodes.len()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(name: &str, extra: Value) -> NodeInfo {
+        let mut n = json!({"metadata": {"name": name, "labels": {}}, "spec": {},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}], "allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"}}});
+        json_patch::merge(&mut n, &extra);
+        NodeInfo::from_node(&n)
+    }
+
+    fn pod(spec: Value) -> PodNeeds {
+        let p = json!({"spec": spec});
+        PodNeeds::from_pod(&p, None, None)
+    }
+
+    #[test]
+    fn filter_table() {
+        let base = json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}]});
+        let cases: Vec<(&str, Value, Value, Result<(), &str>)> = vec![
+            ("fits", json!({}), base.clone(), Ok(())),
+            (
+                "not ready",
+                json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
+                base.clone(),
+                Err("node(s) were not ready"),
+            ),
+            (
+                "cordoned",
+                json!({"spec": {"unschedulable": true}}),
+                base.clone(),
+                Err("node(s) were unschedulable"),
+            ),
+            (
+                "selector miss",
+                json!({}),
+                json!({"containers": [], "nodeSelector": {"disk": "ssd"}}),
+                Err("node(s) didn't match Pod's node affinity/selector"),
+            ),
+            (
+                "selector hit",
+                json!({"metadata": {"labels": {"disk": "ssd"}}}),
+                json!({"containers": [], "nodeSelector": {"disk": "ssd"}}),
+                Ok(()),
+            ),
+            (
+                "too much cpu",
+                json!({}),
+                json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "3"}}}]}),
+                Err("Insufficient cpu"),
+            ),
+            (
+                "too much memory",
+                json!({}),
+                json!({"containers": [{"name": "c", "resources": {"limits": {"memory": "5Gi"}}}]}),
+                Err("Insufficient memory"),
+            ),
+            (
+                "taint",
+                json!({"spec": {"taints": [{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]}}),
+                base.clone(),
+                Err("node(s) had untolerated taint {gpu: yes}"),
+            ),
+            (
+                "tolerated",
+                json!({"spec": {"taints": [{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]}}),
+                json!({"containers": [], "tolerations": [{"key": "gpu", "operator": "Equal", "value": "yes", "effect": "NoSchedule"}]}),
+                Ok(()),
+            ),
+            (
+                "tolerate all",
+                json!({"spec": {"taints": [{"key": "x", "effect": "NoExecute"}]}}),
+                json!({"containers": [], "tolerations": [{"operator": "Exists"}]}),
+                Ok(()),
+            ),
+            (
+                "affinity in",
+                json!({"metadata": {"labels": {"zone": "a"}}}),
+                json!({"containers": [], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}]}}}}),
+                Ok(()),
+            ),
+            (
+                "affinity notin",
+                json!({"metadata": {"labels": {"zone": "a"}}}),
+                json!({"containers": [], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}]}}}}),
+                Err("node(s) didn't match Pod's node affinity/selector"),
+            ),
+        ];
+        for (what, n, p, want) in cases {
+            let got = filter(&pod(p), &node("n", n));
+            assert_eq!(got, want.map_err(str::to_string), "{what}");
+        }
+    }
+
+    #[test]
+    fn runtime_handler_and_scoring() {
+        let wasm_only = node(
+            "w",
+            json!({"metadata": {"labels": {"runtime.skiff.dev/wasmtime": "true"}}}),
+        );
+        let mut p = pod(json!({"containers": []}));
+        p.handler = Some("runc".into());
+        assert!(filter(&p, &wasm_only).unwrap_err().contains("runc"));
+        p.handler = Some("wasmtime".into());
+        assert!(filter(&p, &wasm_only).is_ok());
+        // Spread: the emptier node wins; ties go to the smaller name.
+        let mut busy = node("a", json!({}));
+        busy.used_pods = 3.0;
+        let idle = node("b", json!({}));
+        assert_eq!(pick(&p, &[busy.clone(), idle.clone()]).unwrap(), "b");
+        assert_eq!(
+            pick(&p, &[node("z", json!({})), node("y", json!({}))]).unwrap(),
+            "y"
+        );
+        let none = pick(
+            &p,
+            &[
+                node("x", json!({"spec": {"unschedulable": true}})),
+                node("q", json!({"status": {"conditions": []}})),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(
+            none,
+            "0/2 nodes are available: 1 node(s) were not ready, 1 node(s) were unschedulable."
+        );
+    }
+}
