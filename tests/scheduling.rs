@@ -55,6 +55,23 @@ fn pods_land_on_nodes_that_fit_and_the_rest_say_why() -> Result<()> {
     );
     node(&s, dir, "wasm-node", "wasmtime");
     node(&s, dir, "oci-node", "runc");
+    // The control plane gives every node its own /24 of the cluster CIDR.
+    s.k(&[
+        "wait",
+        "--for=jsonpath={.spec.podCIDR}",
+        "node/wasm-node",
+        "node/oci-node",
+        "--timeout=20s",
+    ]);
+    let cidrs = s.k(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.podCIDR}{\"\\n\"}{end}",
+    ]);
+    let mut cidrs: Vec<&str> = cidrs.lines().collect();
+    cidrs.sort();
+    assert_eq!(cidrs, ["10.88.0.0/24", "10.88.1.0/24"]);
 
     pod(&s, dir, "w", "  runtimeClassName: wasm\n");
     pod(&s, dir, "o", "  runtimeClassName: runc\n");
@@ -113,6 +130,23 @@ fn pods_land_on_nodes_that_fit_and_the_rest_say_why() -> Result<()> {
             "{p}: {desc}"
         );
     }
+    // A node whose Lease stopped being renewed turns Unknown and unreachable.
+    node(&s, dir, "gone", "wasmtime");
+    let lease = dir.join("lease.yaml");
+    std::fs::write(
+        &lease,
+        "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: gone\n  namespace: kube-node-lease\nspec:\n  holderIdentity: gone\n  leaseDurationSeconds: 40\n  renewTime: \"2020-01-01T00:00:00.000000Z\"\n",
+    )?;
+    s.k(&["apply", "-f", lease.to_str().unwrap()]);
+    wait(&s, "node/gone", "condition=Ready=Unknown");
+    s.k(&[
+        "wait",
+        "--for=jsonpath={.spec.taints[0].key}=node.kubernetes.io/unreachable",
+        "node/gone",
+        "--timeout=20s",
+    ]);
+    assert!(s.k(&["get", "node", "gone"]).contains("NotReady"));
+
     // A label that makes the node fit lets the picky pod in.
     s.k(&["label", "node", "oci-node", "disk=ssd"]);
     wait(&s, "pod/picky", "jsonpath={.spec.nodeName}=oci-node");

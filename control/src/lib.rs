@@ -2,6 +2,7 @@
 //! (later) controllers and the scheduler.
 
 pub mod api;
+pub mod controllers;
 pub mod images;
 pub mod model;
 pub mod scheduler;

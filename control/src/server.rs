@@ -333,6 +333,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
     ensure_namespaces(&state).await;
     ensure_runtime_classes(&state).await;
     tokio::spawn(crate::scheduler::run(state.rest.objects.clone()));
+    tokio::spawn(crate::controllers::nodes::run(state.rest.objects.clone()));
     let app = api::router(state);
     tracing::info!(api_addr = %cfg.api_addr, "serving api (https)");
     tokio::select! {

@@ -1,0 +1,3 @@
+//! Controllers: level-triggered loops that run on the Raft leader.
+
+pub mod nodes;
