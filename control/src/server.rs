@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::api::objects::WriteOptions;
 use crate::api::tls::{self, ClusterCa};
 use crate::api::{self, ApiState, JoinRequest, JoinResponse};
 use crate::store::{ConflictKind, Op, ReplicaConfig, Store, StoreConfig, StoreError};
@@ -160,51 +159,41 @@ async fn cluster_value(
     }
 }
 
-/// RuntimeClasses every cluster has: `wasm` (handler `wasmtime`) and `runc`.
-async fn ensure_runtime_classes(state: &ApiState) {
+/// Create objects every cluster has, unless they exist.
+async fn ensure_objects(
+    state: &ApiState,
+    api_version: &str,
+    kind: &str,
+    objs: Vec<serde_json::Value>,
+) {
     let objects = &state.rest.objects;
-    let Some(t) = objects
-        .registry
-        .by_kind("node.k8s.io/v1", "RuntimeClass")
-        .cloned()
-    else {
+    let Some(t) = objects.registry.by_kind(api_version, kind).cloned() else {
         return;
     };
-    for (name, handler) in [("wasm", "wasmtime"), ("runc", "runc")] {
-        let obj = serde_json::json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": name}, "handler": handler});
-        let wo = WriteOptions {
-            field_validation: api::objects::FieldValidation::Strict,
-            dry_run: false,
-            manager: "skiff".into(),
-            apply_fields: None,
-        };
+    let wo = crate::controllers::support::writer("skiff");
+    for obj in objs {
+        let name = obj.pointer("/metadata/name").cloned().unwrap_or_default();
         match objects.create(&t, None, obj, &wo).await {
-            Ok(_) | Err(_) => {}
+            Ok(_) => tracing::info!(kind, %name, "created"),
+            Err(e) if e.reason == "AlreadyExists" => {}
+            Err(e) => tracing::warn!(kind, %name, error = %e.message, "cannot create"),
         }
     }
 }
 
-/// Namespaces every cluster has.
-async fn ensure_namespaces(state: &ApiState) {
-    let objects = &state.rest.objects;
-    let Some(t) = objects.registry.by_kind("v1", "Namespace").cloned() else {
-        return;
-    };
-    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        let obj =
-            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        let wo = WriteOptions {
-            field_validation: api::objects::FieldValidation::Strict,
-            dry_run: false,
-            manager: "skiff".into(),
-            apply_fields: None,
-        };
-        match objects.create(&t, None, obj, &wo).await {
-            Ok(_) => tracing::info!(namespace = ns, "created namespace"),
-            Err(e) if e.reason == "AlreadyExists" => {}
-            Err(e) => tracing::warn!(namespace = ns, error = %e.message, "cannot create namespace"),
-        }
-    }
+/// Namespaces and RuntimeClasses (`wasm` with handler `wasmtime`, `runc`) every
+/// cluster has.
+async fn ensure_defaults(state: &ApiState) {
+    let namespaces = ["default", "kube-system", "kube-public", "kube-node-lease"]
+        .iter()
+        .map(|ns| serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+        .collect();
+    ensure_objects(state, "v1", "Namespace", namespaces).await;
+    let classes = [("wasm", "wasmtime"), ("runc", "runc")]
+        .iter()
+        .map(|(name, handler)| serde_json::json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": name}, "handler": handler}))
+        .collect();
+    ensure_objects(state, "node.k8s.io/v1", "RuntimeClass", classes).await;
 }
 
 async fn join(
@@ -330,8 +319,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
         &kubeconfig(&cfg.api_addr, &ca.cert_pem, &admin_token),
     )?;
     let state = ApiState::new(store.clone(), token, admin_token, cfg.api_addr.clone());
-    ensure_namespaces(&state).await;
-    ensure_runtime_classes(&state).await;
+    ensure_defaults(&state).await;
     tokio::spawn(crate::scheduler::run(state.rest.objects.clone()));
     tokio::spawn(crate::controllers::nodes::run(state.rest.objects.clone()));
     let app = api::router(state);

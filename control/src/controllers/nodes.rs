@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::api::objects::{FieldValidation, Objects, WriteOptions, now_rfc3339};
-use crate::api::selector::{FieldSelector, LabelSelector};
+use crate::api::objects::{Objects, WriteOptions, now_rfc3339};
 use crate::api::status::ApiResult;
+
+use super::support::{leader_loop, list_all, s, writer};
 
 /// The cluster CIDR's /24s: 10.88.<n>.0/24.
 pub const CLUSTER_PREFIX: &str = "10.88";
@@ -20,16 +21,7 @@ pub const CLUSTER_PREFIX: &str = "10.88";
 pub const GRACE: Duration = Duration::from_secs(40);
 
 fn wo() -> WriteOptions {
-    WriteOptions {
-        field_validation: FieldValidation::Ignore,
-        dry_run: false,
-        manager: "node-controller".into(),
-        apply_fields: None,
-    }
-}
-
-fn s<'a>(v: &'a Value, p: &str) -> &'a str {
-    v.pointer(p).and_then(Value::as_str).unwrap_or_default()
+    writer("node-controller")
 }
 
 /// The lowest free /24 index, given the ones in use.
@@ -49,43 +41,21 @@ fn index_of(cidr: &str) -> Option<u8> {
 
 /// Run the node controllers until the process ends.
 pub async fn run(objects: Objects) {
-    loop {
-        if objects.store.status().role == "leader"
-            && let Err(e) = pass(&objects).await
-        {
-            tracing::debug!(error = %e.message, "node controller pass failed");
-        }
-        let from = objects.store.status().applied;
-        let mut w = objects.store.watch("/core/nodes/", from).ok();
-        let wait = async {
-            match w.as_mut() {
-                Some(w) => {
-                    let _ = w.next().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = wait => {},
-            () = tokio::time::sleep(Duration::from_secs(5)) => {},
-        }
-    }
+    leader_loop(
+        objects,
+        "nodes",
+        &["/core/nodes/"],
+        Duration::from_secs(5),
+        |o| async move { pass(&o).await },
+    )
+    .await;
 }
 
 async fn pass(o: &Objects) -> ApiResult<()> {
     let Some(nt) = o.registry.by_kind("v1", "Node").cloned() else {
         return Ok(());
     };
-    let (nodes, _, _) = o
-        .list(
-            &nt,
-            None,
-            &LabelSelector::default(),
-            &FieldSelector::default(),
-            None,
-            None,
-        )
-        .await?;
+    let nodes = list_all(o, "v1", "Node").await?;
     let mut used: BTreeSet<u8> = nodes
         .iter()
         .filter_map(|n| index_of(s(n, "/spec/podCIDR")))

@@ -5,77 +5,28 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::api::objects::{FieldValidation, Objects, WriteOptions, new_uid, now_rfc3339};
-use crate::api::selector::{FieldSelector, LabelSelector};
+use crate::api::objects::{Objects, WriteOptions, new_uid, now_rfc3339};
 use crate::api::status::ApiResult;
+use crate::controllers::support::{leader_loop, list_all, s, writer};
 
 use super::{NodeInfo, PodNeeds, pick};
 
 const NAME: &str = "default-scheduler";
 
 fn wo() -> WriteOptions {
-    WriteOptions {
-        field_validation: FieldValidation::Ignore,
-        dry_run: false,
-        manager: NAME.into(),
-        apply_fields: None,
-    }
+    writer(NAME)
 }
 
 /// Run the scheduler until the process ends.
 pub async fn run(objects: Objects) {
-    loop {
-        let leader = objects.store.status().role == "leader";
-        if leader && let Err(e) = pass(&objects).await {
-            tracing::debug!(error = %e.message, "scheduling pass failed");
-        }
-        // Wake on any pod or node change, or after a second.
-        let from = objects.store.status().applied;
-        let mut pods = objects.store.watch("/core/pods/", from).ok();
-        let mut nodes = objects.store.watch("/core/nodes/", from).ok();
-        let wait_pods = async {
-            match pods.as_mut() {
-                Some(w) => {
-                    let _ = w.next().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        let wait_nodes = async {
-            match nodes.as_mut() {
-                Some(w) => {
-                    let _ = w.next().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = wait_pods => {},
-            () = wait_nodes => {},
-            () = tokio::time::sleep(Duration::from_secs(1)) => {},
-        }
-    }
-}
-
-async fn list_all(o: &Objects, api_version: &str, kind: &str) -> ApiResult<Vec<Value>> {
-    let Some(t) = o.registry.by_kind(api_version, kind).cloned() else {
-        return Ok(Vec::new());
-    };
-    let (items, _, _) = o
-        .list(
-            &t,
-            None,
-            &LabelSelector::default(),
-            &FieldSelector::default(),
-            None,
-            None,
-        )
-        .await?;
-    Ok(items)
-}
-
-fn s<'a>(v: &'a Value, p: &str) -> &'a str {
-    v.pointer(p).and_then(Value::as_str).unwrap_or_default()
+    leader_loop(
+        objects,
+        "scheduler",
+        &["/core/pods/", "/core/nodes/"],
+        Duration::from_secs(1),
+        |o| async move { pass(&o).await },
+    )
+    .await;
 }
 
 /// One pass: place every pending pod that fits, explain the ones that do not.
