@@ -26,10 +26,31 @@ enum Command {
     Server(ServerArgs),
     /// Print the version.
     Version,
+    /// Run a node agent only (registers a Node and heartbeats).
+    Agent(AgentArgs),
     /// Benchmarks (store throughput and latency).
     Bench(bench::BenchArgs),
     /// Images in the cluster's own store (import an OCI layout tarball).
     Image(image::ImageArgs),
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// Kubeconfig of the cluster to join as a node.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// Name of this node (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+}
+
+fn agent_config(kubeconfig: PathBuf, node_name: Option<String>) -> skiff_node::agent::AgentConfig {
+    skiff_node::agent::AgentConfig {
+        kubeconfig,
+        node_name: node_name.unwrap_or_else(skiff_node::agent::hostname),
+        runtimes: vec!["wasmtime".into()],
+        heartbeat: std::time::Duration::from_secs(10),
+    }
 }
 
 #[derive(clap::Args)]
@@ -52,6 +73,12 @@ struct ServerArgs {
     /// Compact the Raft log after this many applied entries.
     #[arg(long, default_value_t = 10_000, hide = true)]
     snapshot_threshold: u64,
+    /// Do not run the embedded node agent.
+    #[arg(long)]
+    disable_agent: bool,
+    /// Name of the embedded node agent's Node (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
     /// Events kept for watches that resume from a resourceVersion.
     #[arg(long, default_value_t = 10_000, hide = true)]
     watch_history: usize,
@@ -79,7 +106,26 @@ fn main() -> std::process::ExitCode {
                 println!("skiff {}", env!("CARGO_PKG_VERSION"));
                 Ok(())
             }
+            Command::Agent(a) => {
+                skiff_control::api::tls::install_crypto_provider();
+                skiff_node::agent::run(agent_config(a.kubeconfig, a.node_name))
+                    .await
+                    .map_err(Into::into)
+            }
             Command::Server(a) => {
+                if !a.disable_agent {
+                    // The embedded agent joins once the server has written its kubeconfig.
+                    let cfg = agent_config(a.data_dir.join("kubeconfig"), a.node_name.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            match skiff_node::agent::run(cfg.clone()).await {
+                                Ok(()) => return,
+                                Err(e) => tracing::debug!(error = %e, "embedded agent: retrying"),
+                            }
+                        }
+                    });
+                }
                 let cfg = ServerConfig {
                     data_dir: a.data_dir,
                     api_addr: a.api_addr,

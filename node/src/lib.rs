@@ -1,6 +1,7 @@
-//! skiff-node: the node agent (pod workers, pod network, service proxy).
-//!
-//! Empty until the agent lands (issue "Node agent, scheduler and Wasm pods"); the crate
-//! exists now so the dependency direction `skiff -> skiff-node -> skiff-runtimes` is fixed.
+//! skiff-node: the node agent. Today it registers its Node (capacity, runtimes,
+//! system info) and heartbeats through a Lease; pod workers, the pod network and
+//! the service proxy come next.
+
+pub mod agent;
 
 pub use skiff_runtimes as runtimes;
