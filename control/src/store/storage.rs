@@ -89,6 +89,24 @@ impl RaftStorage {
             ),
             None => core.snap_index,
         };
+        // A crash during compaction can leave entries the snapshot already covers
+        // (the metadata is written first): drop them. A gap is corruption.
+        let mut stale = sled::Batch::default();
+        let mut any_stale = false;
+        for item in s.log.range(..idx_key(core.snap_index + 1)) {
+            let (k, _) = item.map_err(StoreError::io(path))?;
+            stale.remove(k);
+            any_stale = true;
+        }
+        if any_stale {
+            s.log.apply_batch(stale).map_err(StoreError::io(path))?;
+            s.db.flush().map_err(StoreError::io(path))?;
+            tracing::info!(
+                snapshot = core.snap_index,
+                "dropped log entries left by an interrupted compaction"
+            );
+        }
+        core.last_index = core.last_index.max(core.snap_index);
         if let Some((k, v)) = s.log.first().map_err(StoreError::io(path))? {
             let e: Entry = s.parse("log entry", &v)?;
             if k.as_ref() != idx_key(e.index) || e.index != core.snap_index + 1 {
@@ -378,5 +396,42 @@ impl raft::Storage for RaftStorage {
         m.term = term;
         m.set_conf_state(self.conf_state());
         Ok(snap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage as _;
+
+    #[test]
+    fn reopen_after_interrupted_compaction_drops_covered_entries() {
+        let dir = crate::store::DataDir::temporary().unwrap();
+        let st = dir.storage().unwrap();
+        let entries: Vec<Entry> = (1..=10)
+            .map(|i| {
+                let mut e = Entry::default();
+                e.index = i;
+                e.term = 1;
+                e
+            })
+            .collect();
+        st.append(&entries).unwrap();
+        let mut hs = HardState::default();
+        hs.commit = 10;
+        hs.term = 1;
+        st.set_hard_state(&hs).unwrap();
+        // The metadata of a compaction to 5 is written, the deletions are not.
+        {
+            let mut core = st.core.lock().unwrap();
+            st.set_snap_meta(&mut core, 5, 1).unwrap();
+        }
+        let reopened = dir.storage().unwrap();
+        assert_eq!(reopened.first_index().unwrap(), 6);
+        assert_eq!(reopened.last_index().unwrap(), 10);
+        let got = reopened
+            .entries(6, 11, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(got.len(), 5);
     }
 }
