@@ -410,7 +410,12 @@ impl Replica {
         let meta = snap.get_metadata();
         let data = state::decode_snapshot(&snap.data)?;
         tracing::info!(index = meta.index, term = meta.term, "installing snapshot");
-        self.sm.restore(&data)?;
+        let meta_bytes =
+            protobuf::Message::write_to_bytes(meta).map_err(|e| StoreError::Decode {
+                what: "snapshot metadata",
+                reason: e.to_string(),
+            })?;
+        self.sm.restore(&data, &meta_bytes)?;
         self.store()
             .reset_to(meta.index, meta.term, meta.get_conf_state())?;
         self.hub.reset(meta.index);

@@ -15,6 +15,10 @@ use super::error::StoreError;
 const KV_PREFIX: u8 = b'k';
 const PEER_PREFIX: u8 = b'p';
 const APPLIED_KEY: &[u8] = b"m:applied";
+/// Metadata (protobuf `SnapshotMetadata`) of the last snapshot installed, written
+/// in the same batch as its data, so an install cut short by a crash can be
+/// completed on the Raft side when the node restarts.
+const SNAPSHOT_KEY: &[u8] = b"m:snapshot";
 
 /// A change seen by watchers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,7 +267,7 @@ impl StateMachine {
     }
 
     /// Replace the whole state with a snapshot's.
-    pub(crate) fn restore(&self, data: &SnapshotData) -> Result<(), StoreError> {
+    pub(crate) fn restore(&self, data: &SnapshotData, meta: &[u8]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for item in self.tree.iter().keys() {
             batch.remove(item.map_err(StoreError::io(&self.path))?);
@@ -275,9 +279,19 @@ impl StateMachine {
             batch.insert(peer_key(*id), addr.as_bytes());
         }
         batch.insert(APPLIED_KEY, &data.applied.to_be_bytes());
+        batch.insert(SNAPSHOT_KEY, meta);
         self.tree
             .apply_batch(batch)
             .map_err(StoreError::io(&self.path))
+    }
+
+    /// The metadata of the last installed snapshot, if any.
+    pub(crate) fn installed_snapshot(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .tree
+            .get(SNAPSHOT_KEY)
+            .map_err(StoreError::io(&self.path))?
+            .map(|v| v.to_vec()))
     }
 
     /// A digest of the key space and applied index, equal on replicas that agree.

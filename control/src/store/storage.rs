@@ -124,6 +124,20 @@ impl RaftStorage {
         }
         s.manifest.verify(path, s.node_id()?, core.hard.commit)?;
         let applied = s.sm.applied()?;
+        if applied > core.last_index
+            && let Some(bytes) = s.sm.installed_snapshot()?
+        {
+            // The state machine took a snapshot but the crash came before the log
+            // was reset to it: finish the install.
+            let m: SnapshotMetadata = s.parse("installed snapshot metadata", &bytes)?;
+            if m.index == applied {
+                *s.core.lock().unwrap() = core.clone();
+                s.reset_to(m.index, m.term, m.get_conf_state())?;
+                s.flush()?;
+                tracing::info!(index = m.index, "completed an interrupted snapshot install");
+                core = s.core.lock().unwrap().clone();
+            }
+        }
         if applied > core.last_index {
             return Err(s.corrupt(format!(
                 "applied index {applied} is past the end of the log {}",
@@ -403,6 +417,30 @@ impl raft::Storage for RaftStorage {
 mod tests {
     use super::*;
     use raft::Storage as _;
+
+    #[test]
+    fn reopen_after_interrupted_snapshot_install_completes_it() {
+        let dir = crate::store::DataDir::temporary().unwrap();
+        let st = dir.storage().unwrap();
+        let data = crate::store::state::SnapshotData {
+            applied: 50,
+            kvs: Vec::new(),
+            peers: Default::default(),
+        };
+        let mut meta = SnapshotMetadata::default();
+        meta.index = 50;
+        meta.term = 3;
+        meta.mut_conf_state().voters = vec![1, 2, 3];
+        // The state machine is restored; the crash comes before the log is reset.
+        st.sm
+            .restore(&data, &meta.write_to_bytes().unwrap())
+            .unwrap();
+        let reopened = dir.storage().unwrap();
+        assert_eq!(reopened.first_index().unwrap(), 51);
+        assert_eq!(reopened.term(50).unwrap(), 3);
+        assert_eq!(reopened.conf_state().voters, vec![1, 2, 3]);
+        assert_eq!(reopened.hard_state().commit, 50);
+    }
 
     #[test]
     fn reopen_after_interrupted_compaction_drops_covered_entries() {
