@@ -5,14 +5,13 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 
 use super::etcd::start_etcd;
-use super::{Stats, free_port};
+use super::{free_port, load};
 
 #[derive(clap::Args)]
 pub struct ApiBench {
@@ -128,43 +127,6 @@ fn client(s: &Server, http2: bool) -> Result<reqwest::Client> {
         b = b.http1_only();
     }
     Ok(b.build()?)
-}
-
-async fn load<F, Fut>(n: usize, concurrency: usize, op: F) -> Result<Stats>
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<()>> + Send,
-{
-    let op = Arc::new(op);
-    let next = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (op, next) = (op.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    return Ok::<_, anyhow::Error>(lat);
-                }
-                let t = Instant::now();
-                op(i).await?;
-                lat.push(t.elapsed());
-            }
-        }));
-    }
-    let mut lat = Vec::with_capacity(n);
-    for t in tasks {
-        lat.extend(t.await??);
-    }
-    let elapsed = start.elapsed();
-    lat.sort();
-    Ok(Stats {
-        writes: n,
-        elapsed,
-        lat,
-    })
 }
 
 async fn create_namespace(c: &reqwest::Client, s: &Server, name: &str) -> Result<()> {

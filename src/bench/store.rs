@@ -2,14 +2,13 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use skiff_control::store::{Op, ReplicaConfig, Store, StoreConfig};
 
 use super::etcd::etcd_check_perf;
-use super::{Stats, free_port};
+use super::{Stats, free_port, load};
 
 #[derive(clap::Args)]
 pub struct StoreBench {
@@ -73,46 +72,26 @@ async fn wait_leader(s: &Store) -> Result<()> {
     bail!("no leader")
 }
 
-async fn load(
+async fn write_load(
     store: &Store,
     inflight: usize,
     writes: usize,
     value_size: usize,
     tag: &str,
 ) -> Result<Stats> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let value = vec![b'x'; value_size];
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..inflight {
-        let (store, next, value) = (store.clone(), next.clone(), value.clone());
-        let tag = tag.to_string();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= writes {
-                    return Ok::<_, anyhow::Error>(lat);
-                }
-                let t = Instant::now();
-                store
-                    .write(Op::create(format!("/bench/{tag}/{i:08}"), value.clone()))
-                    .await?;
-                lat.push(t.elapsed());
-            }
-        }));
-    }
-    let mut lat = Vec::with_capacity(writes);
-    for t in tasks {
-        lat.extend(t.await??);
-    }
-    let elapsed = start.elapsed();
-    lat.sort();
-    Ok(Stats {
-        writes,
-        elapsed,
-        lat,
+    let (store, value, tag) = (
+        store.clone(),
+        Arc::new(vec![b'x'; value_size]),
+        tag.to_string(),
+    );
+    load(writes, inflight, move |i| {
+        let (store, value, key) = (store.clone(), value.clone(), format!("/bench/{tag}/{i:08}"));
+        async move {
+            store.write(Op::create(key, value.to_vec())).await?;
+            Ok(())
+        }
     })
+    .await
 }
 
 pub async fn run(b: StoreBench) -> Result<()> {
@@ -133,7 +112,7 @@ pub async fn run(b: StoreBench) -> Result<()> {
             .clone();
         for &c in &b.inflight {
             let writes = if c == 1 { b.serial_writes } else { b.writes };
-            let s = load(&leader, c, writes, b.value_size, &format!("{n}-{c}")).await?;
+            let s = write_load(&leader, c, writes, b.value_size, &format!("{n}-{c}")).await?;
             println!(
                 "| skiff | {n} | {c} | {} | {:.0} | {:.2} | {:.2} | {:.2} |",
                 s.writes,
