@@ -334,16 +334,28 @@ fn get_formats_selectors_describe_label_annotate_edit_scale_wait() -> Result<()>
 #[test]
 fn get_watch_prints_later_changes() -> Result<()> {
     let (root, s) = single_server()?;
-    let cache = s.dir.with_extension("watchcache");
-    let mut child = std::process::Command::new(common::kubectl_path())
-        .arg("--kubeconfig")
-        .arg(s.kubeconfig())
-        .arg("--cache-dir")
-        .arg(&cache)
-        .args(["get", "cm", "-w", "--request-timeout=8s"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
+    let watch = |name: &str, args: &[&str]| {
+        std::process::Command::new(common::kubectl_path())
+            .arg("--kubeconfig")
+            .arg(s.kubeconfig())
+            .arg("--cache-dir")
+            .arg(s.dir.with_extension(name))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+    };
+    let collect = |mut child: std::process::Child| -> Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while child.try_wait()?.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let mut out = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut out)?;
+        Ok(out)
+    };
+    let list = watch("w1", &["get", "cm", "-w", "--request-timeout=8s"])?;
     std::thread::sleep(Duration::from_millis(1500));
     let cm = write(
         root.path(),
@@ -351,15 +363,29 @@ fn get_watch_prints_later_changes() -> Result<()> {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\ndata:\n  a: \"1\"\n",
     );
     s.k(&["create", "-f", &cm]);
+    // Watching one object: its current state first, then its later changes.
+    let one = watch(
+        "w2",
+        &[
+            "get",
+            "cm",
+            "watched",
+            "-w",
+            "-o",
+            "name",
+            "--request-timeout=6s",
+        ],
+    )?;
+    std::thread::sleep(Duration::from_millis(1500));
     s.k(&["label", "cm", "watched", "x=y"]);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while child.try_wait()?.is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out)?;
+    let out = collect(list)?;
     assert!(out.matches("watched").count() >= 2, "watch output:\n{out}");
+    let out = collect(one)?;
+    assert_eq!(
+        out.lines().filter(|l| *l == "configmap/watched").count(),
+        2,
+        "single-object watch:\n{out}"
+    );
     Ok(())
 }
 
