@@ -10,7 +10,7 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 
 use crate::{ContainerSpec, Exit};
 
-use super::state::{GuestState, is_oom, is_timeout, new_store};
+use super::state::{GuestState, is_timeout, new_store};
 use super::{WasmError, WasmRuntime};
 
 /// The instance name of an import the linker lacks, from wasmtime's message.
@@ -66,6 +66,7 @@ pub async fn run_command(
         .stderr(OutputFile::new(stderr))
         .build();
     let mut store = new_store(rt.engine(), spec, wasi);
+    let oom = store.data().limits.hit.clone();
     let outcome = async {
         let cmd = pre.instantiate_async(&mut store).await?;
         cmd.wasi_cli_run().call_run(&mut store).await
@@ -79,7 +80,7 @@ pub async fn run_command(
                 Exit::Code(exit.0)
             } else if is_timeout(&e) {
                 Exit::TimedOut
-            } else if is_oom(&e) {
+            } else if oom.load(std::sync::atomic::Ordering::Relaxed) {
                 Exit::OutOfMemory
             } else {
                 Exit::Trapped(format!("{e:#}"))

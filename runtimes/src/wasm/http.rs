@@ -18,7 +18,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::ContainerSpec;
 
 use super::command::{linker, pre_error};
-use super::state::{GuestState, is_oom, is_timeout, new_store};
+use super::state::{GuestState, is_timeout, new_store};
 use super::{WasmError, WasmRuntime};
 
 /// Counters a pod's HTTP app keeps (for events and metrics).
@@ -80,11 +80,12 @@ impl HttpApp {
         req: hyper::Request<Incoming>,
     ) -> hyper::Response<HyperOutgoingBody> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        match self.try_handle(req).await {
+        let oom = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        match self.try_handle(req, oom.clone()).await {
             Ok(resp) => resp,
             Err(e) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                let (why, counter) = if is_oom(&e) {
+                let (why, counter) = if oom.load(Ordering::Relaxed) {
                     (
                         "the component ran out of memory",
                         Some(&self.stats.out_of_memory),
@@ -109,8 +110,10 @@ impl HttpApp {
     async fn try_handle(
         &self,
         req: hyper::Request<Incoming>,
+        oom: Arc<std::sync::atomic::AtomicBool>,
     ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
         let mut store = new_store(self.rt.engine(), &self.spec, self.wasi()?);
+        store.data_mut().limits.hit = oom;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store
             .data_mut()

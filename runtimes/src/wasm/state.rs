@@ -1,7 +1,10 @@
 //! The per-store state of a guest: WASI contexts and resource limits.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -9,11 +12,46 @@ use crate::ContainerSpec;
 
 use super::EPOCH_TICK;
 
+/// Caps a guest's linear memory and remembers when it refused growth, so an
+/// out-of-memory end is known for sure rather than guessed from a message.
+pub(crate) struct MemoryLimit {
+    max: Option<usize>,
+    pub hit: Arc<AtomicBool>,
+}
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        match self.max {
+            Some(max) if desired > max => {
+                self.hit.store(true, Ordering::Relaxed);
+                Err(wasmtime::format_err!(
+                    "memory limit of {max} bytes reached (wanted {desired})"
+                ))
+            }
+            _ => Ok(true),
+        }
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
 pub(crate) struct GuestState {
     pub wasi: WasiCtx,
     pub http: WasiHttpCtx,
     pub table: ResourceTable,
-    pub limits: StoreLimits,
+    pub limits: MemoryLimit,
 }
 
 impl WasiView for GuestState {
@@ -41,17 +79,19 @@ pub(crate) fn new_store(
     spec: &ContainerSpec,
     wasi: WasiCtx,
 ) -> Store<GuestState> {
-    let mut limits = StoreLimitsBuilder::new().trap_on_grow_failure(true);
-    if let Some(m) = spec.memory_limit {
-        limits = limits.memory_size(usize::try_from(m).unwrap_or(usize::MAX));
-    }
+    let limits = MemoryLimit {
+        max: spec
+            .memory_limit
+            .map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
+        hit: Arc::default(),
+    };
     let mut store = Store::new(
         engine,
         GuestState {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            limits: limits.build(),
+            limits,
         },
     );
     store.limiter(|s| &mut s.limits);
@@ -68,14 +108,6 @@ pub(crate) fn new_store(
         }
     }
     store
-}
-
-/// Is this error the memory limit?
-pub(crate) fn is_oom(e: &wasmtime::Error) -> bool {
-    let s = format!("{e:#}");
-    s.contains("memory")
-        && (s.contains("grow") || s.contains("limit") || s.contains("out of bounds memory"))
-        || e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::AllocationTooLarge)
 }
 
 /// Is this error the epoch deadline (timeout)?
