@@ -272,22 +272,21 @@ impl Objects {
         &self,
         t: &ResourceType,
         ns: Option<&str>,
-        obj: Value,
+        mut obj: Value,
         wo: &WriteOptions,
     ) -> ApiResult<Written> {
         let dry_run = wo.dry_run;
-        let (mut obj, warnings) = self.admit(t, ns, obj, wo.field_validation)?;
-        if t.namespaced {
-            self.namespace_ready(ns.unwrap_or("default")).await?;
-        }
-        let name = name_of(&obj);
         // A created object starts from its default status, whatever the client sent.
         if t.has_subresource("status")
             && let Some(o) = obj.as_object_mut()
         {
             o.remove("status");
-            defaults::apply(&t.api_version(), t.kind, &mut obj);
         }
+        let (mut obj, warnings) = self.admit(t, ns, obj, wo.field_validation)?;
+        if t.namespaced {
+            self.namespace_ready(ns.unwrap_or("default")).await?;
+        }
+        let name = name_of(&obj);
         let m = meta_mut(&mut obj);
         m.insert("uid".into(), json!(new_uid()));
         m.insert("creationTimestamp".into(), json!(now_rfc3339()));
