@@ -1,5 +1,8 @@
 //! `skiff image import FILE.tar`: push an OCI layout tarball into the cluster's
 //! image store through its `/v2/` endpoint, and print the references.
+//! `skiff image pack COMPONENT.wasm --name REF -o FILE.tar`: wrap a Wasm
+//! component as an OCI artifact (`application/wasm` layer, wasm config) in an
+//! OCI layout tarball.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -20,6 +23,20 @@ pub struct ImageArgs {
 enum What {
     /// Import an OCI image layout tarball; prints each image's reference.
     Import(ImportArgs),
+    /// Pack a Wasm component as an OCI artifact in an OCI layout tarball.
+    Pack(PackArgs),
+}
+
+#[derive(clap::Args)]
+struct PackArgs {
+    /// The component (`.wasm`).
+    component: PathBuf,
+    /// The image's reference (`org.opencontainers.image.ref.name`), e.g. `acc/hello:v1`.
+    #[arg(long)]
+    name: String,
+    /// Where to write the tarball.
+    #[arg(short, long)]
+    output: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -37,7 +54,55 @@ struct ImportArgs {
 pub async fn run(a: ImageArgs) -> Result<()> {
     match a.what {
         What::Import(i) => import(i).await,
+        What::Pack(p) => pack(p),
     }
+}
+
+/// Write an OCI layout tarball holding `component` as a Wasm artifact.
+fn pack(a: PackArgs) -> Result<()> {
+    let wasm =
+        std::fs::read(&a.component).with_context(|| format!("read {}", a.component.display()))?;
+    if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
+        bail!("{} is not a Wasm binary", a.component.display());
+    }
+    Reference::parse(&a.name)?;
+    let config = br#"{"architecture":"wasm","os":"wasip2"}"#.to_vec();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.wasm.config.v0+json",
+        "config": {"mediaType": "application/vnd.wasm.config.v0+json", "digest": digest_of(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/wasm", "digest": digest_of(&wasm), "size": wasm.len()}],
+    }))?;
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest_of(&manifest), "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": a.name}}],
+    }))?;
+    let file = std::fs::File::create(&a.output)
+        .with_context(|| format!("create {}", a.output.display()))?;
+    let mut t = tar::Builder::new(file);
+    let mut add = |p: &str, data: &[u8]| -> Result<()> {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        t.append_data(&mut h, p, data)?;
+        Ok(())
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    add("index.json", &index)?;
+    for b in [&config, &manifest, &wasm] {
+        let d = digest_of(b);
+        add(
+            &format!("blobs/sha256/{}", d.trim_start_matches("sha256:")),
+            b,
+        )?;
+    }
+    t.into_inner()?;
+    println!("{}", a.output.display());
+    Ok(())
 }
 
 struct Target {

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use skiff_control::controllers::nodes::PodCidrs;
 use skiff_control::server::{self, ServerConfig};
 use skiff_control::store::ReplicaConfig;
 
@@ -36,20 +37,61 @@ enum Command {
 
 #[derive(clap::Args)]
 struct AgentArgs {
-    /// Kubeconfig of the cluster to join as a node.
-    #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: PathBuf,
+    /// URL of the API server to join (https://HOST:6443).
+    #[arg(long)]
+    server: String,
+    /// The cluster's join token (`<data-dir>/join-token` on a server).
+    #[arg(long, env = "SKIFF_TOKEN")]
+    token: String,
+    /// Where the agent keeps images, compiled components and logs.
+    #[arg(long, default_value = "./skiff-agent", env = "SKIFF_AGENT_DIR")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// Settings of a node agent, embedded or standalone.
+#[derive(clap::Args, Clone)]
+struct NodeArgs {
     /// Name of this node (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
+    /// Name of the pod bridge.
+    #[arg(long, default_value = "skiff0")]
+    bridge: String,
+    /// This node's address: pods see it as hostIP, the API server reaches the
+    /// agent (logs) here.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: std::net::IpAddr,
+    /// Port of the agent's API (0: any free port; the Node publishes it).
+    #[arg(long, default_value_t = 0)]
+    agent_port: u16,
+    /// Do not put pod threads into per-pod cgroups.
+    #[arg(long)]
+    no_cgroups: bool,
+    /// First container restart back-off in milliseconds (doubles up to 5 min).
+    #[arg(long, default_value_t = 1000, hide = true)]
+    restart_backoff_ms: u64,
 }
 
-fn agent_config(kubeconfig: PathBuf, node_name: Option<String>) -> skiff_node::agent::AgentConfig {
+fn agent_config(
+    server: String,
+    token: String,
+    data_dir: PathBuf,
+    n: NodeArgs,
+) -> skiff_node::agent::AgentConfig {
     skiff_node::agent::AgentConfig {
-        kubeconfig,
-        node_name: node_name.unwrap_or_else(skiff_node::agent::hostname),
+        server,
+        token,
+        node_name: n.node_name.unwrap_or_else(skiff_node::agent::hostname),
         runtimes: vec!["wasmtime".into()],
         heartbeat: std::time::Duration::from_secs(10),
+        data_dir,
+        bridge: n.bridge,
+        address: n.node_ip,
+        port: n.agent_port,
+        cgroups: !n.no_cgroups,
+        backoff: std::time::Duration::from_millis(n.restart_backoff_ms),
     }
 }
 
@@ -76,12 +118,42 @@ struct ServerArgs {
     /// Do not run the embedded node agent.
     #[arg(long)]
     disable_agent: bool,
-    /// Name of the embedded node agent's Node (default: the host name).
-    #[arg(long)]
-    node_name: Option<String>,
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Pod addresses of the cluster; each node gets a block of it.
+    #[arg(long, default_value = "10.88.0.0/16")]
+    cluster_cidr: String,
+    /// Size of each node's block of the cluster CIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
     /// Events kept for watches that resume from a resourceVersion.
     #[arg(long, default_value_t = 10_000, hide = true)]
     watch_history: usize,
+}
+
+/// The embedded agent joins this server once it has written its join token,
+/// and starts over if it fails.
+fn spawn_embedded_agent(a: &ServerArgs) {
+    let server = format!("https://{}", a.api_addr);
+    let (data_dir, node) = (a.data_dir.clone(), a.node.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let Ok(token) = std::fs::read_to_string(data_dir.join("join-token")) else {
+                continue;
+            };
+            let cfg = agent_config(
+                server.clone(),
+                token.trim().to_string(),
+                data_dir.join("agent"),
+                node.clone(),
+            );
+            match skiff_node::agent::run(cfg).await {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(error = %e, "embedded agent stopped; restarting"),
+            }
+        }
+    });
 }
 
 fn main() -> std::process::ExitCode {
@@ -108,23 +180,15 @@ fn main() -> std::process::ExitCode {
             }
             Command::Agent(a) => {
                 skiff_control::api::tls::install_crypto_provider();
-                skiff_node::agent::run(agent_config(a.kubeconfig, a.node_name))
+                skiff_node::agent::run(agent_config(a.server, a.token, a.data_dir, a.node))
                     .await
                     .map_err(Into::into)
             }
             Command::Server(a) => {
+                let pod_cidrs = PodCidrs::new(&a.cluster_cidr, a.node_cidr_mask_size)
+                    .map_err(anyhow::Error::msg)?;
                 if !a.disable_agent {
-                    // The embedded agent joins once the server has written its kubeconfig.
-                    let cfg = agent_config(a.data_dir.join("kubeconfig"), a.node_name.clone());
-                    tokio::spawn(async move {
-                        loop {
-                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                            match skiff_node::agent::run(cfg.clone()).await {
-                                Ok(()) => return,
-                                Err(e) => tracing::debug!(error = %e, "embedded agent: retrying"),
-                            }
-                        }
-                    });
+                    spawn_embedded_agent(&a);
                 }
                 let cfg = ServerConfig {
                     data_dir: a.data_dir,
@@ -137,6 +201,7 @@ fn main() -> std::process::ExitCode {
                         watch_capacity: a.watch_history,
                         ..ReplicaConfig::default()
                     },
+                    pod_cidrs,
                 };
                 server::run(cfg).await.map_err(Into::into)
             }

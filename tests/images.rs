@@ -7,80 +7,16 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use common::digest;
 use common::single_server;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-
-fn digest(b: &[u8]) -> String {
-    format!(
-        "sha256:{}",
-        Sha256::digest(b)
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect::<String>()
-    )
-}
 
 fn hello_wasm() -> Vec<u8> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = root.join("target/wasm");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let ok = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
-        .arg(root.join("examples/hello-wasm/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "build examples/hello-wasm");
-    std::fs::read(target.join("wasm32-wasip2/release/hello_wasm.wasm")).unwrap()
+    std::fs::read(common::example_wasm("hello-wasm", "hello_wasm.wasm")).unwrap()
 }
 
-/// An OCI image layout tarball holding one Wasm artifact named `name`.
 fn wasm_layout(dir: &Path, wasm: &[u8], name: &str) -> PathBuf {
-    let config = br#"{"architecture":"wasm","os":"wasip2"}"#.to_vec();
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "artifactType": "application/vnd.wasm.config.v0+json",
-        "config": {"mediaType": "application/vnd.wasm.config.v0+json", "digest": digest(&config), "size": config.len()},
-        "layers": [{"mediaType": "application/wasm", "digest": digest(wasm), "size": wasm.len()}],
-    }))
-    .unwrap();
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(&manifest), "size": manifest.len(),
-            "annotations": {"org.opencontainers.image.ref.name": name}}],
-    }))
-    .unwrap();
-    let path = dir.join("image.tar");
-    let mut t = tar::Builder::new(std::fs::File::create(&path).unwrap());
-    let mut add = |p: &str, data: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        t.append_data(&mut h, p, data).unwrap();
-    };
-    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-    add("index.json", &index);
-    for b in [&config, &manifest, &wasm.to_vec()] {
-        let d = digest(b);
-        add(
-            &format!("blobs/sha256/{}", d.trim_start_matches("sha256:")),
-            b,
-        );
-    }
-    t.finish().unwrap();
-    path
+    common::oci_layout(dir, wasm, "application/wasm", name)
 }
 
 #[test]

@@ -100,7 +100,8 @@ fn pods_land_on_nodes_that_fit_and_the_rest_say_why() -> Result<()> {
     // Pods that fit nowhere: a condition and an event naming the cause.
     pod(&s, dir, "picky", "  nodeSelector:\n    disk: ssd\n");
     pod(&s, dir, "hungry", "");
-    s.k(&["delete", "pod", "hungry"]);
+    // No agent runs on these nodes to confirm a graceful stop: force it.
+    s.k(&["delete", "pod", "hungry", "--grace-period=0", "--force"]);
     let hungry = dir.join("hungry2.yaml");
     std::fs::write(
         &hungry,

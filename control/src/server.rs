@@ -17,7 +17,14 @@ pub struct ServerConfig {
     pub join: Option<String>,
     pub token: Option<String>,
     pub replica: ReplicaConfig,
+    /// The cluster CIDR and the block size each node gets.
+    pub pod_cidrs: crate::controllers::nodes::PodCidrs,
 }
+
+/// The Service CIDR: ClusterIPs come from here.
+pub const SERVICE_CIDR: &str = "10.96.0.0/16";
+/// Where agents read the cluster's network settings.
+pub const CLUSTER_CONFIG: (&str, &str) = ("kube-system", "skiff-cluster");
 
 /// Errors that stop a server from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +180,11 @@ async fn ensure_objects(
     let wo = crate::controllers::support::writer("skiff");
     for obj in objs {
         let name = obj.pointer("/metadata/name").cloned().unwrap_or_default();
-        match objects.create(&t, None, obj, &wo).await {
+        let ns = obj
+            .pointer("/metadata/namespace")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string);
+        match objects.create(&t, ns.as_deref(), obj, &wo).await {
             Ok(_) => tracing::info!(kind, %name, "created"),
             Err(e) if e.reason == "AlreadyExists" => {}
             Err(e) => tracing::warn!(kind, %name, error = %e.message, "cannot create"),
@@ -181,9 +192,10 @@ async fn ensure_objects(
     }
 }
 
-/// Namespaces and RuntimeClasses (`wasm` with handler `wasmtime`, `runc`) every
-/// cluster has.
-async fn ensure_defaults(state: &ApiState) {
+/// Namespaces, RuntimeClasses (`wasm` with handler `wasmtime`, `runc`) and the
+/// network settings agents read (ConfigMap `kube-system/skiff-cluster`) every
+/// cluster has. The first server's settings stay.
+async fn ensure_defaults(state: &ApiState, cfg: &ServerConfig) {
     let namespaces = ["default", "kube-system", "kube-public", "kube-node-lease"]
         .iter()
         .map(|ns| serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
@@ -194,6 +206,11 @@ async fn ensure_defaults(state: &ApiState) {
         .map(|(name, handler)| serde_json::json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": name}, "handler": handler}))
         .collect();
     ensure_objects(state, "node.k8s.io/v1", "RuntimeClass", classes).await;
+    let (ns, name) = CLUSTER_CONFIG;
+    let config = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": ns},
+        "data": {"clusterCIDR": cfg.pod_cidrs.cluster(), "serviceCIDR": SERVICE_CIDR}});
+    ensure_objects(state, "v1", "ConfigMap", vec![config]).await;
 }
 
 async fn join(
@@ -318,10 +335,14 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
         &cfg.data_dir.join("kubeconfig"),
         &kubeconfig(&cfg.api_addr, &ca.cert_pem, &admin_token),
     )?;
-    let state = ApiState::new(store.clone(), token, admin_token, cfg.api_addr.clone());
-    ensure_defaults(&state).await;
+    let mut state = ApiState::new(store.clone(), token, admin_token, cfg.api_addr.clone());
+    state.ca_pem = ca.cert_pem.clone();
+    ensure_defaults(&state, &cfg).await;
     tokio::spawn(crate::scheduler::run(state.rest.objects.clone()));
-    tokio::spawn(crate::controllers::nodes::run(state.rest.objects.clone()));
+    tokio::spawn(crate::controllers::nodes::run(
+        state.rest.objects.clone(),
+        cfg.pod_cidrs,
+    ));
     let app = api::router(state);
     tracing::info!(api_addr = %cfg.api_addr, "serving api (https)");
     tokio::select! {

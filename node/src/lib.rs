@@ -1,7 +1,10 @@
-//! skiff-node: the node agent. Today it registers its Node (capacity, runtimes,
-//! system info) and heartbeats through a Lease; pod workers, the pod network and
-//! the service proxy come next.
+//! skiff-node: the node agent. It registers its Node, heartbeats through a
+//! Lease, builds the pod network (bridge, veth, a namespace per pod), and runs
+//! every pod bound to it as Wasm components in per-pod sandboxes.
 
 pub mod agent;
+pub mod cgroup;
+pub mod net;
+pub mod pod;
 
 pub use skiff_runtimes as runtimes;

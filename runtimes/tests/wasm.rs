@@ -4,36 +4,17 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use skiff_runtimes::wasm::{HttpApp, WasmError, WasmRuntime, run_command};
 use skiff_runtimes::{ContainerSpec, Exit};
 
+#[path = "../../tests/common/examples.rs"]
+mod examples;
+
 /// Build an example component and return its bytes.
 fn example(name: &str, file: &str) -> Vec<u8> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = root.join("target/wasm");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
-        .arg(root.join(format!("examples/{name}/Cargo.toml")))
-        .arg("--target-dir")
-        .arg(&target)
-        .status()
-        .expect("cargo runs");
-    assert!(
-        status.success(),
-        "building examples/{name} for wasm32-wasip2 (rustup target add wasm32-wasip2)"
-    );
-    std::fs::read(target.join(format!("wasm32-wasip2/release/{file}"))).unwrap()
+    std::fs::read(examples::example_wasm(name, file)).unwrap()
 }
 
 fn runtime() -> (tempfile::TempDir, WasmRuntime) {

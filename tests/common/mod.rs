@@ -9,6 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+mod examples;
+#[allow(unused_imports)]
+pub use examples::example_wasm;
 use serde_json::Value;
 
 /// A port nobody listens on right now, below the kernel's ephemeral range so that a
@@ -36,7 +40,23 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server without a node agent (tests of the control plane).
     pub fn new(dir: &Path, extra: &[&str]) -> Server {
+        let mut extra: Vec<&str> = extra.to_vec();
+        extra.push("--disable-agent");
+        Server::raw(dir, &extra)
+    }
+
+    /// A server whose embedded agent runs pods on the test's own slice of the
+    /// host network (`net`).
+    pub fn with_node(dir: &Path, net: &TestNet, extra: &[&str]) -> Server {
+        let mut args = net.server_args(0);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Server::raw(dir, &args)
+    }
+
+    fn raw(dir: &Path, extra: &[&str]) -> Server {
         Server {
             dir: dir.to_path_buf(),
             api: format!("127.0.0.1:{}", free_port()),
@@ -267,11 +287,293 @@ impl Server {
         }
     }
 
+    /// `kubectl apply -f` of a manifest given as text.
+    pub fn apply(&self, yaml: &str) -> String {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let f = self.dir.with_extension(format!(
+            "manifest{}.yaml",
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&f, yaml).unwrap();
+        self.k(&["apply", "-f", f.to_str().unwrap()])
+    }
+
+    /// An object as JSON (`kubectl get -o json`).
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.k(&a)).unwrap()
+    }
+
     /// kubectl that must succeed; returns stdout.
     pub fn k(&self, args: &[&str]) -> String {
         let r = self.kubectl(args);
         assert!(r.ok, "kubectl {args:?} failed:\n{}\n{}", r.stdout, r.stderr);
         r.stdout
+    }
+}
+
+/// A test's slice of the host network: a /24 of 10.88.0.0/16 claimed through a
+/// lock file, and per node a unique name and bridge. On drop it removes what
+/// the test's agents left behind: namespaces, bridges, the unreachable route of
+/// its CIDR and the pods' cgroups (the shared Service CIDR route stays; it only
+/// ever blocks traffic).
+pub struct TestNet {
+    pub octet: u8,
+    pub tag: String,
+    lock: PathBuf,
+}
+
+const CIDR_LOCKS: &str = "/tmp/skiff-test-cidrs";
+
+impl TestNet {
+    pub fn claim() -> TestNet {
+        std::fs::create_dir_all(CIDR_LOCKS).unwrap();
+        let start = std::process::id() as usize;
+        for i in 0..150usize {
+            let octet = 100 + ((start + i * 7) % 150) as u8;
+            let lock = PathBuf::from(format!("{CIDR_LOCKS}/{octet}"));
+            if let Ok(pid) = std::fs::read_to_string(&lock)
+                && !Path::new(&format!("/proc/{}", pid.trim())).exists()
+            {
+                let _ = std::fs::remove_file(&lock);
+            }
+            let claimed = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&lock);
+            if let Ok(mut f) = claimed {
+                use std::io::Write;
+                let _ = write!(f, "{}", std::process::id());
+                return TestNet {
+                    octet,
+                    tag: format!("t{octet}"),
+                    lock,
+                };
+            }
+        }
+        panic!("no free test CIDR under 10.88.100-249");
+    }
+
+    pub fn cluster_cidr(&self) -> String {
+        format!("10.88.{}.0/24", self.octet)
+    }
+
+    /// Node `i` of this test: its name and bridge.
+    pub fn node(&self, i: usize) -> (String, String) {
+        (
+            format!("{}n{i}", self.tag),
+            format!("skt{}n{i}", self.octet),
+        )
+    }
+
+    /// Flags for a server whose embedded agent is node `i`.
+    pub fn server_args(&self, i: usize) -> Vec<String> {
+        let (node, bridge) = self.node(i);
+        [
+            "--node-name",
+            &node,
+            "--bridge",
+            &bridge,
+            "--cluster-cidr",
+            &self.cluster_cidr(),
+            "--node-cidr-mask-size",
+            "26",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Namespaces on the host that belong to node `i`.
+    pub fn namespaces(&self, i: usize) -> Vec<String> {
+        let prefix = format!("skiff-{}-", self.node(i).0);
+        std::fs::read_dir("/run/netns")
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.starts_with(&prefix))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn cleanup(&self) {
+        for i in 0..4 {
+            let (node, bridge) = self.node(i);
+            for ns in self.namespaces(i) {
+                let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+            }
+            let _ = Command::new("ip")
+                .args(["link", "del", &bridge])
+                .stderr(Stdio::null())
+                .status();
+            for c in ["cpu", "cpuacct", "unified"] {
+                let dir = PathBuf::from(format!("/sys/fs/cgroup/{c}/skiff/{node}"));
+                if let Ok(d) = std::fs::read_dir(&dir) {
+                    for e in d.flatten() {
+                        if e.path().is_dir() {
+                            let _ = std::fs::remove_dir(e.path());
+                        }
+                    }
+                }
+                let _ = std::fs::remove_dir(&dir);
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["route", "del", "unreachable", &self.cluster_cidr()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        self.cleanup();
+        let _ = std::fs::remove_file(&self.lock);
+    }
+}
+
+/// Run a command in a network namespace; its stdout, or an error with stderr.
+pub fn in_netns(ns: &str, cmd: &[&str]) -> Result<String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd)
+        .output()?;
+    if !out.status.success() {
+        bail!("{cmd:?} in {ns}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// A client namespace of the test joined to `bridge` with address `ip/prefix`
+/// and a default route via `gateway`; removed on drop.
+pub struct ClientNs {
+    pub name: String,
+}
+
+impl ClientNs {
+    pub fn new(name: &str, bridge: &str, ip: &str, prefix: u8, gateway: &str) -> Result<ClientNs> {
+        let run = |args: &[&str]| -> Result<()> {
+            let out = Command::new("ip").args(args).output()?;
+            if !out.status.success() {
+                bail!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(())
+        };
+        let c = ClientNs { name: name.into() };
+        let (host, peer) = (format!("{name}h"), format!("{name}p"));
+        run(&["netns", "add", name])?;
+        run(&["link", "add", &host, "type", "veth", "peer", "name", &peer])?;
+        run(&["link", "set", &peer, "netns", name])?;
+        run(&["link", "set", &host, "master", bridge, "up"])?;
+        let addr = format!("{ip}/{prefix}");
+        run(&["-n", name, "addr", "add", &addr, "dev", &peer])?;
+        run(&["-n", name, "link", "set", &peer, "up"])?;
+        run(&["-n", name, "link", "set", "lo", "up"])?;
+        run(&["-n", name, "route", "add", "default", "via", gateway])?;
+        Ok(c)
+    }
+}
+
+impl Drop for ClientNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &format!("{}h", self.name)])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn digest(b: &[u8]) -> String {
+    use sha2::Digest;
+    format!(
+        "sha256:{}",
+        sha2::Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    )
+}
+
+/// An OCI image layout tarball holding one artifact named `name` whose only
+/// layer is `layer` of type `media_type` (with the Wasm config).
+pub fn oci_layout(dir: &Path, layer: &[u8], media_type: &str, name: &str) -> PathBuf {
+    use serde_json::json;
+    let config = br#"{"architecture":"wasm","os":"wasip2"}"#.to_vec();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.wasm.config.v0+json",
+        "config": {"mediaType": "application/vnd.wasm.config.v0+json", "digest": digest(&config), "size": config.len()},
+        "layers": [{"mediaType": media_type, "digest": digest(layer), "size": layer.len()}],
+    }))
+    .unwrap();
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(&manifest), "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": name}}],
+    }))
+    .unwrap();
+    let path = dir.join(format!("{}.tar", name.replace(['/', ':'], "_")));
+    let mut t = tar::Builder::new(std::fs::File::create(&path).unwrap());
+    let mut add = |p: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        t.append_data(&mut h, p, data).unwrap();
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json", &index);
+    for b in [&config, &manifest, &layer.to_vec()] {
+        let d = digest(b);
+        add(
+            &format!("blobs/sha256/{}", d.trim_start_matches("sha256:")),
+            b,
+        );
+    }
+    t.finish().unwrap();
+    path
+}
+
+impl Server {
+    /// Pack a component as image `name` and import it into this cluster.
+    pub fn import_wasm(&self, wasm: &Path, name: &str) -> Result<String> {
+        let tar = self
+            .dir
+            .with_extension(format!("{}.tar", name.replace(['/', ':'], "_")));
+        let skiff = env!("CARGO_BIN_EXE_skiff");
+        let out = Command::new(skiff)
+            .args(["image", "pack"])
+            .arg(wasm)
+            .args(["--name", name, "-o"])
+            .arg(&tar)
+            .output()?;
+        if !out.status.success() {
+            bail!("pack: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        self.import_tar(&tar)
+    }
+
+    /// Import an OCI layout tarball into this cluster.
+    pub fn import_tar(&self, tar: &Path) -> Result<String> {
+        let skiff = env!("CARGO_BIN_EXE_skiff");
+        let out = Command::new(skiff)
+            .args(["image", "import"])
+            .arg(tar)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .output()?;
+        if !out.status.success() {
+            bail!("import: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 }
 

@@ -11,6 +11,7 @@ pub mod fieldset;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
+pub mod podlog;
 pub mod protobuf;
 pub mod registry;
 pub mod request;
@@ -48,6 +49,8 @@ pub struct ApiState {
     pub openapi: Arc<openapi::OpenApi>,
     pub images: crate::images::Images,
     pub uploads: registry::Uploads,
+    /// The cluster CA certificate (PEM) agents bootstrap with.
+    pub ca_pem: String,
 }
 
 impl ApiState {
@@ -61,7 +64,9 @@ impl ApiState {
                     registry,
                 },
                 server_addr,
+                agent_token: token.clone(),
             },
+            ca_pem: String::new(),
             images: crate::images::Images::new(store.clone()),
             uploads: registry::Uploads::default(),
             store,
@@ -133,6 +138,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v2/{*rest}", any(oci))
         .route("/skiff/v0/status", get(status))
         .route("/skiff/v0/join", post(join))
+        .route("/skiff/v0/agent", get(agent_bootstrap))
         .route("/skiff/v0/kv", get(list))
         .route(
             "/skiff/v0/kv/{*key}",
@@ -239,6 +245,13 @@ async fn join(
     Ok(Json(JoinResponse {
         members: s.store.status().peers,
     }))
+}
+
+/// A node agent that shows the join token gets the cluster CA and API
+/// credentials.
+async fn agent_bootstrap(State(s): State<ApiState>, headers: HeaderMap) -> ApiResult<Response> {
+    authorize(&s, &headers)?;
+    Ok(Json(serde_json::json!({"caCert": s.ca_pem, "token": s.admin_token})).into_response())
 }
 
 fn key_of(path: &str) -> String {

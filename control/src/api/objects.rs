@@ -64,6 +64,16 @@ pub struct Written {
     pub warnings: Vec<String>,
 }
 
+/// What a delete request asks for besides the object.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    pub uid: Option<String>,
+    pub resource_version: Option<u64>,
+    pub dry_run: bool,
+    /// `gracePeriodSeconds`; `None` means the object's own default.
+    pub grace: Option<i64>,
+}
+
 pub fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -387,6 +397,7 @@ impl Objects {
             "uid",
             "creationTimestamp",
             "deletionTimestamp",
+            "deletionGracePeriodSeconds",
             "generation",
         ] {
             let m = meta_mut(&mut new);
@@ -510,10 +521,10 @@ impl Objects {
         t: &ResourceType,
         ns: Option<&str>,
         name: &str,
-        precondition_uid: Option<&str>,
-        precondition_rv: Option<u64>,
-        dry_run: bool,
+        opts: &DeleteOptions,
     ) -> ApiResult<Value> {
+        let (precondition_uid, precondition_rv, dry_run) =
+            (opts.uid.as_deref(), opts.resource_version, opts.dry_run);
         let key = t.key(ns, name);
         let current = self
             .store
@@ -534,6 +545,12 @@ impl Objects {
         if dry_run {
             return Ok(obj);
         }
+        if t.group.is_empty()
+            && t.kind == "Pod"
+            && let Some(marked) = self.mark_pod_deleted(t, &current, &obj, opts.grace).await?
+        {
+            return Ok(marked);
+        }
         let mut expect_rev = Some(current.mod_revision);
         if t.group.is_empty() && t.kind == "Namespace" {
             self.terminate_namespace(name, &current).await?;
@@ -544,6 +561,74 @@ impl Objects {
             .await
             .map_err(|e| ApiError::from_store(e, &qualified(t), name))?;
         Ok(obj)
+    }
+
+    /// Graceful pod deletion: a pod running on a node that exists gets a
+    /// `deletionTimestamp` (now + grace) and stays until that node's agent has
+    /// stopped it and deletes it with grace 0. Returns the marked pod, or `None`
+    /// when the pod should go at once (unbound, finished, grace 0, node gone).
+    async fn mark_pod_deleted(
+        &self,
+        t: &ResourceType,
+        current: &KeyValue,
+        pod: &Value,
+        grace: Option<i64>,
+    ) -> ApiResult<Option<Value>> {
+        let node = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let phase = pod
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let grace = grace
+            .or_else(|| {
+                pod.pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+            })
+            .unwrap_or(30);
+        if node.is_empty() || matches!(phase, "Succeeded" | "Failed") || grace <= 0 {
+            return Ok(None);
+        }
+        let node_exists = match self.registry.by_kind("v1", "Node") {
+            Some(nt) => self.store.get(&nt.key(None, node)).await?.is_some(),
+            None => false,
+        };
+        if !node_exists {
+            return Ok(None);
+        }
+        if pod
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|v| !v.is_null())
+        {
+            return Ok(Some(pod.clone()));
+        }
+        let mut marked = pod.clone();
+        let at = jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_secs(grace))
+            .unwrap_or_else(|_| jiff::Timestamp::now())
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        let m = meta_mut(&mut marked);
+        m.insert("deletionTimestamp".into(), json!(at));
+        m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        let name = m
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let rev = self
+            .store
+            .write(Op::update(
+                current.key.clone(),
+                encode_stored(&marked),
+                current.mod_revision,
+            ))
+            .await
+            .map_err(|e| ApiError::from_store(e, &qualified(t), &name))?;
+        meta_mut(&mut marked).insert("resourceVersion".into(), json!(rev.to_string()));
+        Ok(Some(marked))
     }
 
     /// Mark a namespace Terminating, then delete every object in it.

@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 use crate::model::ResourceType;
 use crate::store::{EventKind, StoreError};
 
-use super::objects::{FieldValidation, Objects, WriteOptions, Written, decode_stored};
+use super::objects::{
+    DeleteOptions, FieldValidation, Objects, WriteOptions, Written, decode_stored,
+};
 use super::request::{self, ResourceRef, Target};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{ApiError, ApiResult};
@@ -25,6 +27,8 @@ use super::{body, discovery, patch};
 pub struct Rest {
     pub objects: Objects,
     pub server_addr: String,
+    /// What the API server shows node agents (the join token).
+    pub agent_token: String,
 }
 
 pub fn json_response(code: StatusCode, v: &Value) -> Response {
@@ -230,6 +234,10 @@ impl Rest {
                 }
                 Ok(json_response(StatusCode::OK, &obj))
             }
+            (&Method::GET, Some(name), Some("log")) if t.kind == "Pod" => {
+                super::podlog::pod_log(o, &self.agent_token, ns.unwrap_or("default"), name, &q.map)
+                    .await
+            }
             (&Method::GET, Some(name), Some("scale")) => {
                 let obj = o.get(t, ns, name).await?;
                 Ok(json_response(StatusCode::OK, &patch::scale_of(&obj)))
@@ -287,17 +295,19 @@ impl Rest {
             }
             (&Method::DELETE, Some(name), None) => {
                 let bytes = body::read(body).await?;
-                let (uid, rv) = delete_preconditions(&bytes)?;
-                let obj = o
-                    .delete(t, ns, name, uid.as_deref(), rv, q.dry_run()?)
-                    .await?;
+                let opts = delete_options(&bytes, q)?;
+                let obj = o.delete(t, ns, name, &opts).await?;
                 Ok(json_response(StatusCode::OK, &obj))
             }
             (&Method::DELETE, None, None) => {
                 let (items, rev, _) = o
                     .list(t, ns, &q.labels()?, &q.fields()?, None, None)
                     .await?;
-                let dry = q.dry_run()?;
+                let opts = DeleteOptions {
+                    dry_run: q.dry_run()?,
+                    grace: q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()),
+                    ..DeleteOptions::default()
+                };
                 let mut deleted = Vec::new();
                 for item in items {
                     let name = item
@@ -309,10 +319,7 @@ impl Rest {
                         .pointer("/metadata/namespace")
                         .and_then(Value::as_str)
                         .map(str::to_string);
-                    match o
-                        .delete(t, item_ns.as_deref(), &name, None, None, dry)
-                        .await
-                    {
+                    match o.delete(t, item_ns.as_deref(), &name, &opts).await {
                         Ok(v) => deleted.push(v),
                         Err(e) if e.code == StatusCode::NOT_FOUND => {}
                         Err(e) => return Err(e),
@@ -501,18 +508,32 @@ impl Rest {
     }
 }
 
-fn delete_preconditions(bytes: &[u8]) -> ApiResult<(Option<String>, Option<u64>)> {
+fn delete_options(bytes: &[u8], q: &Query) -> ApiResult<DeleteOptions> {
+    let mut opts = DeleteOptions {
+        dry_run: q.dry_run()?,
+        grace: q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()),
+        ..DeleteOptions::default()
+    };
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok((None, None));
+        return Ok(opts);
     }
     let v = body::json(bytes)?;
-    let uid = v
+    opts.uid = v
         .pointer("/preconditions/uid")
         .and_then(Value::as_str)
         .map(str::to_string);
-    let rv = v
+    opts.resource_version = v
         .pointer("/preconditions/resourceVersion")
         .and_then(Value::as_str)
         .and_then(|s| s.parse().ok());
-    Ok((uid, rv))
+    if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
+        opts.grace = Some(g);
+    }
+    if v.get("dryRun")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.iter().any(|d| d == "All"))
+    {
+        opts.dry_run = true;
+    }
+    Ok(opts)
 }

@@ -1,4 +1,5 @@
-//! Node controllers: pod CIDR allocation (one /24 of the cluster CIDR per node)
+//! Node controllers: pod CIDR allocation (one block of the cluster CIDR per node,
+//! /24 by default)
 //! and lifecycle (a node whose Lease stopped being renewed turns `Ready=Unknown`
 //! and gets the `unreachable` taint).
 //!
@@ -6,6 +7,7 @@
 //! Only nodes that heartbeat through a Lease are judged by it.**
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -15,8 +17,6 @@ use crate::api::status::ApiResult;
 
 use super::support::{leader_loop, list_all, s, writer};
 
-/// The cluster CIDR's /24s: 10.88.<n>.0/24.
-pub const CLUSTER_PREFIX: &str = "10.88";
 /// How long a Lease may go unrenewed before its node is Unknown.
 pub const GRACE: Duration = Duration::from_secs(40);
 
@@ -24,46 +24,110 @@ fn wo() -> WriteOptions {
     writer("node-controller")
 }
 
-/// The lowest free /24 index, given the ones in use.
-pub fn next_cidr(used: &BTreeSet<u8>) -> Option<String> {
-    (0..=255u8)
-        .find(|i| !used.contains(i))
-        .map(|i| format!("{CLUSTER_PREFIX}.{i}.0/24"))
+/// The cluster CIDR and the size of the block each node gets from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodCidrs {
+    base: u32,
+    prefix: u8,
+    node_prefix: u8,
 }
 
-fn index_of(cidr: &str) -> Option<u8> {
-    cidr.strip_prefix(&format!("{CLUSTER_PREFIX}."))?
-        .split('.')
-        .next()?
-        .parse()
-        .ok()
+impl Default for PodCidrs {
+    fn default() -> Self {
+        PodCidrs::new("10.88.0.0/16", 24).expect("the default cluster CIDR is valid")
+    }
+}
+
+impl PodCidrs {
+    /// `cluster` like `10.88.0.0/16`; each node gets a `/node_prefix` of it.
+    pub fn new(cluster: &str, node_prefix: u8) -> Result<PodCidrs, String> {
+        let (addr, len) = cluster
+            .split_once('/')
+            .ok_or_else(|| format!("cluster CIDR {cluster:?}: expected ADDRESS/PREFIX"))?;
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|e| format!("cluster CIDR {cluster:?}: {e}"))?;
+        let prefix: u8 = len
+            .parse()
+            .ok()
+            .filter(|p| *p <= 30)
+            .ok_or_else(|| format!("cluster CIDR {cluster:?}: prefix must be 0..=30"))?;
+        if node_prefix < prefix || node_prefix > 30 {
+            return Err(format!(
+                "node CIDR mask /{node_prefix} must be between the cluster's /{prefix} and /30"
+            ));
+        }
+        let base = u32::from(addr) & mask(prefix);
+        Ok(PodCidrs {
+            base,
+            prefix,
+            node_prefix,
+        })
+    }
+
+    /// The cluster CIDR in text form.
+    pub fn cluster(&self) -> String {
+        format!("{}/{}", Ipv4Addr::from(self.base), self.prefix)
+    }
+
+    fn blocks(&self) -> u64 {
+        1u64 << (self.node_prefix - self.prefix)
+    }
+
+    fn block(&self, i: u64) -> String {
+        let start = self.base + ((i as u32) << (32 - self.node_prefix));
+        format!("{}/{}", Ipv4Addr::from(start), self.node_prefix)
+    }
+
+    /// The index of a node CIDR in this cluster CIDR, if it is one of its blocks.
+    fn index_of(&self, cidr: &str) -> Option<u64> {
+        let (addr, len) = cidr.split_once('/')?;
+        let addr = u32::from(addr.parse::<Ipv4Addr>().ok()?);
+        (len.parse::<u8>().ok()? == self.node_prefix && addr & mask(self.prefix) == self.base)
+            .then(|| u64::from((addr - self.base) >> (32 - self.node_prefix)))
+    }
+
+    /// The lowest free block, given the ones in use.
+    pub fn next(&self, used: &BTreeSet<u64>) -> Option<String> {
+        (0..self.blocks())
+            .find(|i| !used.contains(i))
+            .map(|i| self.block(i))
+    }
+}
+
+fn mask(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    }
 }
 
 /// Run the node controllers until the process ends.
-pub async fn run(objects: Objects) {
+pub async fn run(objects: Objects, cidrs: PodCidrs) {
     leader_loop(
         objects,
         "nodes",
         &["/core/nodes/"],
         Duration::from_secs(5),
-        |o| async move { pass(&o).await },
+        move |o| async move { pass(&o, cidrs).await },
     )
     .await;
 }
 
-async fn pass(o: &Objects) -> ApiResult<()> {
+async fn pass(o: &Objects, cidrs: PodCidrs) -> ApiResult<()> {
     let Some(nt) = o.registry.by_kind("v1", "Node").cloned() else {
         return Ok(());
     };
     let nodes = list_all(o, "v1", "Node").await?;
-    let mut used: BTreeSet<u8> = nodes
+    let mut used: BTreeSet<u64> = nodes
         .iter()
-        .filter_map(|n| index_of(s(n, "/spec/podCIDR")))
+        .filter_map(|n| cidrs.index_of(s(n, "/spec/podCIDR")))
         .collect();
     for n in &nodes {
         let name = s(n, "/metadata/name");
         if s(n, "/spec/podCIDR").is_empty() {
-            let Some(cidr) = next_cidr(&used) else {
+            let Some(cidr) = cidrs.next(&used) else {
                 tracing::warn!(node = name, "cluster CIDR exhausted");
                 continue;
             };
@@ -71,7 +135,7 @@ async fn pass(o: &Objects) -> ApiResult<()> {
             new["spec"]["podCIDR"] = json!(cidr);
             new["spec"]["podCIDRs"] = json!([cidr]);
             if o.update(&nt, None, name, new, None, &wo()).await.is_ok()
-                && let Some(i) = index_of(&cidr)
+                && let Some(i) = cidrs.index_of(&cidr)
             {
                 used.insert(i);
                 tracing::info!(node = name, cidr, "allocated pod CIDR");
@@ -150,13 +214,23 @@ mod tests {
 
     #[test]
     fn cidrs_table() {
-        assert_eq!(next_cidr(&BTreeSet::new()).unwrap(), "10.88.0.0/24");
-        assert_eq!(
-            next_cidr(&BTreeSet::from([0, 1, 3])).unwrap(),
-            "10.88.2.0/24"
-        );
-        assert_eq!(next_cidr(&(0..=255).collect()), None);
-        assert_eq!(index_of("10.88.7.0/24"), Some(7));
-        assert_eq!(index_of("10.99.7.0/24"), None);
+        let c = PodCidrs::default();
+        assert_eq!(c.next(&BTreeSet::new()).unwrap(), "10.88.0.0/24");
+        assert_eq!(c.next(&BTreeSet::from([0, 1, 3])).unwrap(), "10.88.2.0/24");
+        assert_eq!(c.next(&(0..=255).collect()), None);
+        assert_eq!(c.index_of("10.88.7.0/24"), Some(7));
+        assert_eq!(c.index_of("10.99.7.0/24"), None);
+        let small = PodCidrs::new("10.88.130.0/24", 26).unwrap();
+        assert_eq!(small.next(&BTreeSet::from([0])).unwrap(), "10.88.130.64/26");
+        assert_eq!(small.index_of("10.88.130.192/26"), Some(3));
+        assert_eq!(small.cluster(), "10.88.130.0/24");
+        for (cluster, node) in [
+            ("10.88.0.0", 24),
+            ("10.88.0.0/16", 12),
+            ("x/16", 24),
+            ("10.0.0.0/16", 31),
+        ] {
+            assert!(PodCidrs::new(cluster, node).is_err(), "{cluster} /{node}");
+        }
     }
 }

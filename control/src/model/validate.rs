@@ -226,83 +226,6 @@ pub fn metadata(meta: &Map<String, Value>) -> Vec<Cause> {
     causes
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_table() {
-        let cases: &[(&str, bool, bool, bool)] = &[
-            // name, label, subdomain, 1035
-            ("web", true, true, true),
-            ("web-1", true, true, true),
-            ("1web", true, true, false),
-            ("Web", false, false, false),
-            ("a.b", false, true, false),
-            ("-a", false, false, false),
-            ("a-", false, false, false),
-            ("", false, false, false),
-        ];
-        for (n, l, s, d) in cases {
-            assert_eq!(dns1123_label(n).is_ok(), *l, "label {n}");
-            assert_eq!(dns1123_subdomain(n).is_ok(), *s, "subdomain {n}");
-            assert_eq!(dns1035_label(n).is_ok(), *d, "1035 {n}");
-        }
-        assert!(dns1123_label(&"a".repeat(64)).is_err());
-        assert!(dns1123_subdomain(&"a".repeat(254)).is_err());
-        assert!(path_segment_name("system:viewer").is_ok());
-    }
-
-    #[test]
-    fn labels_table() {
-        let meta = serde_json::json!({
-            "labels": {"app": "web", "example.com/tier": "db", "bad key!": "x", "ok": "-bad"}
-        });
-        let causes = metadata(meta.as_object().unwrap());
-        assert_eq!(causes.len(), 2, "{causes:?}");
-    }
-
-    #[test]
-    fn typed_decode_reports_paths() {
-        use k8s_openapi::api::core::v1::Pod;
-        let reg = crate::model::Registry::builtin();
-        let t = reg.by_kind("v1", "Pod").unwrap();
-        let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"image": "x"}], "restartPolicy": 5}});
-        let mut causes = Vec::new();
-        schema(
-            &pod,
-            &serde_json::json!({"$ref": format!("#/components/schemas/{}", t.schema_name)}),
-            reg.definitions(),
-            "",
-            &mut causes,
-        );
-        let fields: Vec<(&str, &str)> = causes
-            .iter()
-            .map(|c| (c.field.as_str(), c.reason))
-            .collect();
-        assert!(
-            fields.contains(&("spec.containers[0].name", "FieldValueRequired")),
-            "{fields:?}"
-        );
-        assert!(
-            fields.contains(&("spec.restartPolicy", "FieldValueTypeInvalid")),
-            "{fields:?}"
-        );
-        let bad = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": "nope"}});
-        let err = decode_typed::<Pod>(&bad).unwrap_err();
-        assert_eq!(err[0].field, "spec.containers");
-        let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-            "spec": {"containers": [{"name": "c", "image": "i", "bogus": 1}], "extra": true}});
-        let typed = decode_typed::<Pod>(&pod).unwrap();
-        assert_eq!(
-            unknown_fields(&pod, &typed),
-            vec![
-                "spec.containers[0].bogus".to_string(),
-                "spec.extra".to_string()
-            ]
-        );
-    }
-}
 
 /// Check `v` against the JSON schema `schema` (with `$ref`s into `defs`): types,
 /// required properties, enums. k8s-openapi's decoders default missing required
@@ -418,5 +341,83 @@ fn short(v: &Value) -> String {
         format!("{}...", &s[..64])
     } else {
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_table() {
+        let cases: &[(&str, bool, bool, bool)] = &[
+            // name, label, subdomain, 1035
+            ("web", true, true, true),
+            ("web-1", true, true, true),
+            ("1web", true, true, false),
+            ("Web", false, false, false),
+            ("a.b", false, true, false),
+            ("-a", false, false, false),
+            ("a-", false, false, false),
+            ("", false, false, false),
+        ];
+        for (n, l, s, d) in cases {
+            assert_eq!(dns1123_label(n).is_ok(), *l, "label {n}");
+            assert_eq!(dns1123_subdomain(n).is_ok(), *s, "subdomain {n}");
+            assert_eq!(dns1035_label(n).is_ok(), *d, "1035 {n}");
+        }
+        assert!(dns1123_label(&"a".repeat(64)).is_err());
+        assert!(dns1123_subdomain(&"a".repeat(254)).is_err());
+        assert!(path_segment_name("system:viewer").is_ok());
+    }
+
+    #[test]
+    fn labels_table() {
+        let meta = serde_json::json!({
+            "labels": {"app": "web", "example.com/tier": "db", "bad key!": "x", "ok": "-bad"}
+        });
+        let causes = metadata(meta.as_object().unwrap());
+        assert_eq!(causes.len(), 2, "{causes:?}");
+    }
+
+    #[test]
+    fn typed_decode_reports_paths() {
+        use k8s_openapi::api::core::v1::Pod;
+        let reg = crate::model::Registry::builtin();
+        let t = reg.by_kind("v1", "Pod").unwrap();
+        let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"image": "x"}], "restartPolicy": 5}});
+        let mut causes = Vec::new();
+        schema(
+            &pod,
+            &serde_json::json!({"$ref": format!("#/components/schemas/{}", t.schema_name)}),
+            reg.definitions(),
+            "",
+            &mut causes,
+        );
+        let fields: Vec<(&str, &str)> = causes
+            .iter()
+            .map(|c| (c.field.as_str(), c.reason))
+            .collect();
+        assert!(
+            fields.contains(&("spec.containers[0].name", "FieldValueRequired")),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&("spec.restartPolicy", "FieldValueTypeInvalid")),
+            "{fields:?}"
+        );
+        let bad = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": "nope"}});
+        let err = decode_typed::<Pod>(&bad).unwrap_err();
+        assert_eq!(err[0].field, "spec.containers");
+        let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "i", "bogus": 1}], "extra": true}});
+        let typed = decode_typed::<Pod>(&pod).unwrap();
+        assert_eq!(
+            unknown_fields(&pod, &typed),
+            vec![
+                "spec.containers[0].bogus".to_string(),
+                "spec.extra".to_string()
+            ]
+        );
     }
 }

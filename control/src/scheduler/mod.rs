@@ -7,7 +7,7 @@
 //! **Filtering and scoring are pure functions of the pod and the nodes' state;
 //! the loop around them is level-triggered and only runs on the Raft leader.**
 
-pub mod quantity;
+pub use skiff_common::quantity;
 mod run;
 
 use std::collections::BTreeMap;

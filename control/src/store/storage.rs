@@ -427,9 +427,11 @@ mod tests {
             kvs: Vec::new(),
             peers: Default::default(),
         };
-        let mut meta = SnapshotMetadata::default();
-        meta.index = 50;
-        meta.term = 3;
+        let mut meta = SnapshotMetadata {
+            index: 50,
+            term: 3,
+            ..Default::default()
+        };
         meta.mut_conf_state().voters = vec![1, 2, 3];
         // The state machine is restored; the crash comes before the log is reset.
         st.sm
@@ -447,17 +449,18 @@ mod tests {
         let dir = crate::store::DataDir::temporary().unwrap();
         let st = dir.storage().unwrap();
         let entries: Vec<Entry> = (1..=10)
-            .map(|i| {
-                let mut e = Entry::default();
-                e.index = i;
-                e.term = 1;
-                e
+            .map(|i| Entry {
+                index: i,
+                term: 1,
+                ..Default::default()
             })
             .collect();
         st.append(&entries).unwrap();
-        let mut hs = HardState::default();
-        hs.commit = 10;
-        hs.term = 1;
+        let hs = HardState {
+            commit: 10,
+            term: 1,
+            ..Default::default()
+        };
         st.set_hard_state(&hs).unwrap();
         // The metadata of a compaction to 5 is written, the deletions are not.
         {

@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use command::run_command;
 pub use error::WasmError;
 pub use http::HttpApp;
+pub use wasmtime::component::Component;
 
 /// How often the epoch advances: the granularity of timeouts.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -53,6 +53,47 @@ pub fn classify(bytes: &[u8]) -> Result<BinaryKind, WasmError> {
         _ => Err(WasmError::NotMine {
             reason: format!("unknown wasm version/layer {:?}", &bytes[4..8]),
         }),
+    }
+}
+
+/// What a component is for, from the interfaces it exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    /// Exports `wasi:http/incoming-handler`: served per request.
+    Http,
+    /// Exports `wasi:cli/run`: runs to an exit code.
+    Command,
+}
+
+/// The world a component targets: an error names an import Skiff does not
+/// provide, or what the component exports instead of a world Skiff runs.
+pub fn world(rt: &WasmRuntime, component: &Component) -> Result<World, WasmError> {
+    command::linker(rt, true)?
+        .instantiate_pre(component)
+        .map_err(command::pre_error)?;
+    let names: Vec<String> = component
+        .component_type()
+        .exports(rt.engine())
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if names
+        .iter()
+        .any(|n| n.starts_with("wasi:http/incoming-handler@"))
+    {
+        Ok(World::Http)
+    } else if names.iter().any(|n| n.starts_with("wasi:cli/run@")) {
+        Ok(World::Command)
+    } else {
+        Err(WasmError::UnsupportedWorld {
+            reason: format!(
+                "it exports {}",
+                if names.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        })
     }
 }
 

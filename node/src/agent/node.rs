@@ -1,38 +1,19 @@
-//! Node registration and heartbeat, through the Kubernetes API with kube-rs.
+//! Node registration and heartbeat: the Node object (capacity, runtimes, system
+//! info, addresses, the agent's endpoint) and its Lease.
 //!
-//! **The Node's Ready condition tells the truth: until this agent runs pods it
-//! reports `Ready=False` (reason `PodWorkersUnavailable`), so nothing is
-//! scheduled onto it.**
+//! **The Node's Ready condition tells the truth: it turns True only once the pod
+//! network is in place and pod workers run.**
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use serde_json::json;
 
-/// Errors of the agent.
-#[derive(Debug, thiserror::Error)]
-pub enum AgentError {
-    #[error("kubeconfig {path}: {reason}")]
-    Kubeconfig { path: PathBuf, reason: String },
-    #[error("api: {0}")]
-    Api(#[from] kube::Error),
-}
-
-/// How to run the agent.
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    pub kubeconfig: PathBuf,
-    pub node_name: String,
-    /// Runtime handlers this node offers (`wasmtime`, `runc`).
-    pub runtimes: Vec<String>,
-    pub heartbeat: Duration,
-}
+use super::{AgentConfig, AgentError};
 
 /// This host's name.
 pub fn hostname() -> String {
@@ -76,7 +57,7 @@ fn now() -> MicroTime {
 }
 
 /// The Node's status as this agent can honestly report it.
-fn status(cfg: &AgentConfig) -> serde_json::Value {
+fn status(cfg: &AgentConfig, ready: bool, port: u16) -> serde_json::Value {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mem = format!("{}Ki", memory_kib());
     let ts = jiff::Timestamp::now()
@@ -85,12 +66,18 @@ fn status(cfg: &AgentConfig) -> serde_json::Value {
     json!({"status": {
         "capacity": {"cpu": cpus.to_string(), "memory": mem, "pods": "110"},
         "allocatable": {"cpu": cpus.to_string(), "memory": mem, "pods": "110"},
-        "conditions": [{
-            "type": "Ready", "status": "False", "reason": "PodWorkersUnavailable",
-            "message": "the skiff agent registers and heartbeats but does not run pods yet",
-            "lastHeartbeatTime": ts, "lastTransitionTime": ts,
+        "conditions": [if ready {
+            json!({"type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "skiff agent is posting ready status",
+                "lastHeartbeatTime": ts, "lastTransitionTime": ts})
+        } else {
+            json!({"type": "Ready", "status": "False", "reason": "NetworkNotReady",
+                "message": "waiting for a pod CIDR and the pod network",
+                "lastHeartbeatTime": ts, "lastTransitionTime": ts})
         }],
-        "addresses": [{"type": "Hostname", "address": cfg.node_name}],
+        "addresses": [{"type": "InternalIP", "address": cfg.address.to_string()},
+                      {"type": "Hostname", "address": cfg.node_name}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
         "nodeInfo": {
             "machineID": "", "systemUUID": "", "bootID": "",
             "kernelVersion": kernel(), "osImage": os_image(),
@@ -101,23 +88,9 @@ fn status(cfg: &AgentConfig) -> serde_json::Value {
     }})
 }
 
-async fn client(cfg: &AgentConfig) -> Result<Client, AgentError> {
-    let bad = |reason: String| AgentError::Kubeconfig {
-        path: cfg.kubeconfig.clone(),
-        reason,
-    };
-    let kc = Kubeconfig::read_from(&cfg.kubeconfig).map_err(|e| bad(e.to_string()))?;
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| bad(e.to_string()))?;
-    Ok(Client::try_from(config)?)
-}
-
-/// Register the Node and keep its Lease and status fresh until the task ends.
-pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
-    let client = client(&cfg).await?;
+/// Create the Node (labels: hostname, os, the runtimes offered) if it is new.
+pub async fn register(client: &Client, cfg: &AgentConfig) -> Result<(), AgentError> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
     let mut labels = std::collections::BTreeMap::new();
     labels.insert("kubernetes.io/hostname".to_string(), cfg.node_name.clone());
     labels.insert("kubernetes.io/os".to_string(), "linux".to_string());
@@ -137,16 +110,46 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => return Err(e.into()),
     }
+    Ok(())
+}
+
+/// Post the Node's status.
+pub async fn post_status(
+    client: &Client,
+    cfg: &AgentConfig,
+    ready: bool,
+    port: u16,
+) -> Result<(), AgentError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .patch_status(
+            &cfg.node_name,
+            &PatchParams::default(),
+            &Patch::Merge(status(cfg, ready, port)),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Wait until the control plane gave this node a pod CIDR.
+pub async fn pod_cidr(client: &Client, cfg: &AgentConfig) -> Result<String, AgentError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    loop {
+        let n = nodes.get(&cfg.node_name).await?;
+        if let Some(c) = n.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty()) {
+            return Ok(c);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Keep the Lease (every `heartbeat`) and the status (every third beat) fresh.
+pub async fn heartbeat(client: Client, cfg: AgentConfig, port: u16) -> Result<(), AgentError> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let mut ticks: u64 = 0;
     loop {
         if ticks.is_multiple_of(3) {
-            nodes
-                .patch_status(
-                    &cfg.node_name,
-                    &PatchParams::default(),
-                    &Patch::Merge(status(&cfg)),
-                )
-                .await?;
+            post_status(&client, &cfg, true, port).await?;
         }
         renew(&leases, &cfg).await?;
         ticks += 1;

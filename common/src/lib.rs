@@ -1,0 +1,4 @@
+//! skiff-common: small, dependency-free pieces both the control plane and the
+//! node agent need, so neither has to link the other.
+
+pub mod quantity;

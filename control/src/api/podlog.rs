@@ -1,0 +1,135 @@
+//! `pods/{name}/log`: find the pod's node and container, then stream the
+//! container's log from that node's agent (its address and port are in the
+//! Node's status), as the API server proxies to the kubelet.
+//!
+//! **Errors a client can fix (no node yet, unknown or unspecified container)
+//! are answered here with a Status; the agent is only asked for real logs.**
+
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::objects::Objects;
+use super::status::{ApiError, ApiResult};
+use std::collections::HashMap;
+
+fn unavailable(message: String) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        message,
+    )
+}
+
+fn s<'a>(v: &'a Value, p: &str) -> &'a str {
+    v.pointer(p).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The container a log request means: the named one, or the only one.
+fn container(pod: &Value, name: &str, asked: Option<&str>) -> ApiResult<String> {
+    let names: Vec<&str> = ["/spec/containers", "/spec/initContainers"]
+        .iter()
+        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .collect();
+    match asked {
+        Some(c) if names.contains(&c) => Ok(c.to_string()),
+        Some(c) => Err(ApiError::bad_request(format!(
+            "container {c} is not valid for pod {name}"
+        ))),
+        None => match s(pod, "/spec/containers/0/name") {
+            only if pod.pointer("/spec/containers/1").is_none() && !only.is_empty() => {
+                Ok(only.to_string())
+            }
+            _ => Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                names.join(" ")
+            ))),
+        },
+    }
+}
+
+/// Stream a container's log from its node's agent.
+pub async fn pod_log(
+    objects: &Objects,
+    agent_token: &str,
+    ns: &str,
+    name: &str,
+    q: &HashMap<String, String>,
+) -> ApiResult<Response> {
+    let pods = objects
+        .registry
+        .by_kind("v1", "Pod")
+        .cloned()
+        .ok_or_else(|| ApiError::internal("no pod type"))?;
+    let nodes = objects
+        .registry
+        .by_kind("v1", "Node")
+        .cloned()
+        .ok_or_else(|| ApiError::internal("no node type"))?;
+    let pod = objects.get(&pods, Some(ns), name).await?;
+    let c = container(&pod, name, q.get("container").map(String::as_str))?;
+    let node_name = s(&pod, "/spec/nodeName");
+    if node_name.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "pod {name} is not scheduled to a node yet, so it has no logs"
+        )));
+    }
+    let node = objects.get(&nodes, None, node_name).await?;
+    let addr = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().find(|a| s(a, "/type") == "InternalIP"))
+        .map(|a| s(a, "/address").to_string())
+        .unwrap_or_default();
+    let port = node
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    if addr.is_empty() || port == 0 {
+        return Err(unavailable(format!(
+            "node {node_name} publishes no agent endpoint"
+        )));
+    }
+    let host = if addr.contains(':') {
+        format!("[{addr}]")
+    } else {
+        addr
+    };
+    let mut url = format!("http://{host}:{port}/containerLogs/{ns}/{name}/{c}");
+    let params: Vec<String> = [
+        "follow",
+        "previous",
+        "tailLines",
+        "limitBytes",
+        "timestamps",
+    ]
+    .iter()
+    .filter_map(|k| q.get(*k).map(|v| format!("{k}={v}")))
+    .collect();
+    if !params.is_empty() {
+        url = format!("{url}?{}", params.join("&"));
+    }
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(agent_token)
+        .send()
+        .await
+        .map_err(|e| unavailable(format!("node {node_name}: {e}")))?;
+    let code = resp.status();
+    if code == reqwest::StatusCode::BAD_REQUEST || code == reqwest::StatusCode::NOT_FOUND {
+        let msg = resp.text().await.unwrap_or_default();
+        return Err(if code == reqwest::StatusCode::NOT_FOUND {
+            ApiError::new(StatusCode::NOT_FOUND, "NotFound", msg.trim().to_string())
+        } else {
+            ApiError::bad_request(msg.trim().to_string())
+        });
+    }
+    if !code.is_success() {
+        return Err(unavailable(format!("node {node_name} answered {code}")));
+    }
+    let body = Body::from_stream(resp.bytes_stream());
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], body).into_response())
+}

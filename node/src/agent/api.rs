@@ -1,0 +1,143 @@
+//! The agent's own HTTP API, which the API server calls on behalf of clients:
+//! `GET /containerLogs/{namespace}/{pod}/{container}` with `follow`, `previous`,
+//! `tailLines` and `limitBytes`, as the kubelet serves it.
+//!
+//! **Only callers presenting the cluster's join token are served.**
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::pods::Pods;
+use crate::pod::logs::{self, LogDir};
+
+#[derive(Clone)]
+struct AgentApi {
+    token: String,
+    logs: LogDir,
+    pods: Pods,
+}
+
+/// Serve the agent API on `listener` until it fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    token: String,
+    logs: LogDir,
+    pods: Pods,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
+        .with_state(AgentApi { token, logs, pods });
+    axum::serve(listener, app).await
+}
+
+fn text(code: StatusCode, msg: String) -> Response {
+    (code, [(header::CONTENT_TYPE, "text/plain")], msg).into_response()
+}
+
+async fn container_logs(
+    State(s): State<AgentApi>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let authorized = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t.trim() == s.token);
+    if !authorized {
+        return text(StatusCode::UNAUTHORIZED, "unauthorized".into());
+    }
+    let Some(uid) = s.pods.uid(&ns, &pod) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("pod {ns}/{pod} is not on this node"),
+        );
+    };
+    let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
+    let attempts = s.logs.attempts(&ns, &pod, &uid, &container);
+    let previous = flag("previous");
+    let pick = if previous {
+        attempts.len().checked_sub(2).map(|i| attempts[i].clone())
+    } else {
+        attempts.last().cloned()
+    };
+    let Some((attempt, path)) = pick else {
+        if previous {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("previous terminated container \"{container}\" in pod \"{pod}\" not found"),
+            );
+        }
+        return text(StatusCode::OK, String::new());
+    };
+    let mut bytes = logs::read(&path);
+    if let Some(n) = q.get("tailLines").and_then(|n| n.parse::<usize>().ok()) {
+        bytes = logs::tail(&bytes, n).to_vec();
+    }
+    let limit = q.get("limitBytes").and_then(|n| n.parse::<usize>().ok());
+    if let Some(l) = limit {
+        bytes.truncate(l);
+    }
+    if !flag("follow") || previous {
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain")],
+            bytes,
+        )
+            .into_response();
+    }
+    // Follow: what is there, then what is appended, until this run of the
+    // container is superseded or the pod leaves the node.
+    let start = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let state = (
+        s,
+        ns,
+        pod,
+        container,
+        uid,
+        attempt,
+        path,
+        start,
+        Some(bytes),
+    );
+    let stream = futures::stream::unfold(state, |mut st| async move {
+        if let Some(first) = st.8.take() {
+            return Some((Ok::<_, std::io::Error>(first), st));
+        }
+        loop {
+            let (s, ns, pod, container, uid, attempt, path, offset) =
+                (&st.0, &st.1, &st.2, &st.3, &st.4, st.5, &st.6, st.7);
+            let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            if len > offset {
+                let all = logs::read(path);
+                let chunk = all.get(offset as usize..).unwrap_or_default().to_vec();
+                st.7 = all.len() as u64;
+                return Some((Ok(chunk), st));
+            }
+            let newer = s
+                .logs
+                .attempts(ns, pod, uid, container)
+                .last()
+                .is_some_and(|(n, _)| *n > attempt);
+            if newer || s.pods.uid(ns, pod).as_deref() != Some(uid.as_str()) {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}

@@ -1,0 +1,186 @@
+//! The node agent: bootstrap credentials with the join token, register the Node,
+//! set up the pod network, run a worker per pod bound here, serve container logs
+//! to the API server, and heartbeat.
+//!
+//! **The agent installs the unreachable routes for the cluster and Service CIDRs
+//! before it runs any pod, and reports Ready only after that.**
+
+mod api;
+mod node;
+mod pods;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde::Deserialize;
+
+use crate::net::{Cidr, NetConfig, NetError, PodNetwork};
+use crate::pod::{NodeCtx, events::Recorder, image::Images, logs::LogDir};
+
+pub use node::hostname;
+
+/// Errors of the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("bootstrap with {server}: {reason}")]
+    Bootstrap { server: String, reason: String },
+    #[error("api: {0}")]
+    Api(#[from] kube::Error),
+    #[error("pod network: {0}")]
+    Net(#[from] NetError),
+    #[error("wasm runtime: {0}")]
+    Wasm(#[from] skiff_runtimes::wasm::WasmError),
+    #[error("images: {0}")]
+    Images(#[from] crate::pod::image::ImageError),
+    #[error("cluster config: {0}")]
+    Config(String),
+    #[error("agent api on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// How to run the agent.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The API server's URL.
+    pub server: String,
+    /// The cluster's join token.
+    pub token: String,
+    pub node_name: String,
+    /// Runtime handlers this node offers (`wasmtime`).
+    pub runtimes: Vec<String>,
+    pub heartbeat: Duration,
+    /// Where images, compiled components, logs and address records live.
+    pub data_dir: PathBuf,
+    /// The pod bridge's name.
+    pub bridge: String,
+    /// This node's address: the agent's API listens here, pods see it as hostIP.
+    pub address: IpAddr,
+    /// The agent API's port (0: any free port, published in the Node).
+    pub port: u16,
+    /// Put pod threads into per-pod cgroups.
+    pub cgroups: bool,
+    /// First restart back-off (doubles up to five minutes).
+    pub backoff: Duration,
+}
+
+/// What `/skiff/v0/agent` hands an agent that shows the join token.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Bootstrap {
+    ca_cert: String,
+    token: String,
+}
+
+/// Trade the join token for the cluster CA and API credentials. The first
+/// request cannot verify the server (it does not know the CA yet); the token
+/// proves the server to be ours only in that it accepts it.
+async fn bootstrap(cfg: &AgentConfig) -> Result<Client, AgentError> {
+    let bad = |reason: String| AgentError::Bootstrap {
+        server: cfg.server.clone(),
+        reason,
+    };
+    let http = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
+    let resp = http
+        .get(format!(
+            "{}/skiff/v0/agent",
+            cfg.server.trim_end_matches('/')
+        ))
+        .bearer_auth(&cfg.token)
+        .send()
+        .await
+        .map_err(|e| bad(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(bad(format!("the server answered {}", resp.status())));
+    }
+    let b: Bootstrap = resp.json().await.map_err(|e| bad(e.to_string()))?;
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "skiff",
+        "clusters": [{"name": "skiff", "cluster": {"server": cfg.server,
+            "certificate-authority-data": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b.ca_cert.as_bytes())}}],
+        "users": [{"name": "agent", "user": {"token": b.token}}],
+        "contexts": [{"name": "skiff", "context": {"cluster": "skiff", "user": "agent"}}],
+    });
+    let kc: Kubeconfig = serde_json::from_value(kubeconfig).map_err(|e| bad(e.to_string()))?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(Client::try_from(config)?)
+}
+
+/// The cluster and Service CIDRs from `kube-system/skiff-cluster`.
+async fn cluster_cidrs(client: &Client) -> Result<(Cidr, Cidr), AgentError> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+    let cm = api.get("skiff-cluster").await?;
+    let data = cm.data.unwrap_or_default();
+    let get = |k: &str| -> Result<Cidr, AgentError> {
+        data.get(k)
+            .ok_or_else(|| AgentError::Config(format!("kube-system/skiff-cluster has no {k}")))?
+            .parse()
+            .map_err(|e: NetError| AgentError::Config(e.to_string()))
+    };
+    Ok((get("clusterCIDR")?, get("serviceCIDR")?))
+}
+
+/// Run the agent until it fails.
+pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
+    let client = bootstrap(&cfg).await?;
+    node::register(&client, &cfg).await?;
+    let listener = tokio::net::TcpListener::bind((cfg.address, cfg.port))
+        .await
+        .map_err(|source| AgentError::Listen {
+            addr: format!("{}:{}", cfg.address, cfg.port),
+            source,
+        })?;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(cfg.port);
+    node::post_status(&client, &cfg, false, port).await?;
+    let node_cidr: Cidr = node::pod_cidr(&client, &cfg)
+        .await?
+        .parse()
+        .map_err(|e: NetError| AgentError::Config(e.to_string()))?;
+    let (cluster_cidr, service_cidr) = cluster_cidrs(&client).await?;
+    let net = PodNetwork::prepare(NetConfig {
+        bridge: cfg.bridge.clone(),
+        node_cidr,
+        cluster_cidr,
+        service_cidr,
+        state_dir: cfg.data_dir.join("ipam"),
+        netns_prefix: format!("skiff-{}-", cfg.node_name),
+    })
+    .await?;
+    let wasm = skiff_runtimes::wasm::WasmRuntime::new(&cfg.data_dir.join("compiled"))?;
+    let logs = LogDir(cfg.data_dir.join("logs"));
+    let ctx = Arc::new(NodeCtx {
+        client: client.clone(),
+        node: cfg.node_name.clone(),
+        host_ip: cfg.address.to_string(),
+        net,
+        wasm,
+        images: Images::new(client.clone(), cfg.data_dir.join("images"))?,
+        logs: logs.clone(),
+        events: Recorder::new(client.clone(), cfg.node_name.clone()),
+        cgroups: cfg.cgroups,
+        backoff_initial: cfg.backoff,
+        backoff_max: Duration::from_secs(300),
+    });
+    let pods = pods::Pods::default();
+    let server = api::serve(listener, cfg.token.clone(), logs, pods.clone());
+    tracing::info!(node = %cfg.node_name, port, "agent ready");
+    tokio::select! {
+        r = node::heartbeat(client.clone(), cfg.clone(), port) => r,
+        r = pods::watch(ctx, pods) => r,
+        r = server => r.map_err(|source| AgentError::Listen { addr: format!("{}:{port}", cfg.address), source }),
+    }
+}

@@ -1,0 +1,121 @@
+//! Per-pod cgroups for CPU: the threads that run a pod's guest code join the
+//! pod's cgroup, so the kernel accounts (and, with `limits.cpu`, throttles) that
+//! pod's CPU time. The host's mode is detected: cgroup v1 puts threads in the
+//! `cpu,cpuacct` hierarchy; v2 uses a threaded subtree under the agent's cgroup.
+//!
+//! **A pod's cgroup is removed only after its threads have ended.**
+
+use cgroups_rs::CgroupPid;
+use cgroups_rs::fs::cpu::CpuController;
+use cgroups_rs::fs::cpuacct::CpuAcctController;
+use cgroups_rs::fs::{Cgroup, hierarchies};
+
+/// CFS period used for `limits.cpu`.
+const PERIOD_US: u64 = 100_000;
+
+/// Errors of the pod cgroups.
+#[derive(Debug, thiserror::Error)]
+#[error("cgroup {path}: {reason}")]
+pub struct CgroupError {
+    pub path: String,
+    pub reason: String,
+}
+
+/// One pod's CPU cgroup.
+#[derive(Clone)]
+pub struct PodCgroup {
+    cg: std::sync::Arc<Cgroup>,
+    path: String,
+    v2: bool,
+}
+
+impl std::fmt::Debug for PodCgroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodCgroup")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl PodCgroup {
+    /// Create (or adopt) `skiff/<node>/pod<uid>`, with a CFS quota when the pod
+    /// has a CPU limit (in millicores).
+    pub fn create(
+        node: &str,
+        uid: &str,
+        cpu_millis: Option<u64>,
+    ) -> Result<PodCgroup, CgroupError> {
+        let path = format!("skiff/{node}/pod{uid}");
+        let hier = hierarchies::auto();
+        let v2 = hier.v2();
+        let err = |reason: String| CgroupError {
+            path: path.clone(),
+            reason,
+        };
+        let cg = if v2 {
+            let cg = Cgroup::new(hier, &path).map_err(|e| err(e.to_string()))?;
+            cg.set_cgroup_type("threaded")
+                .map_err(|e| err(format!("make threaded: {e}")))?;
+            cg
+        } else {
+            Cgroup::new_with_specified_controllers(
+                hier,
+                &path,
+                Some(vec!["cpu".to_string(), "cpuacct".to_string()]),
+            )
+            .map_err(|e| err(e.to_string()))?
+        };
+        if let Some(m) = cpu_millis.filter(|m| *m > 0)
+            && let Some(cpu) = cg.controller_of::<CpuController>()
+        {
+            let quota = (m * PERIOD_US / 1000).max(1000) as i64;
+            cpu.set_cfs_quota_and_period(Some(quota), Some(PERIOD_US))
+                .map_err(|e| err(format!("cpu quota: {e}")))?;
+        }
+        Ok(PodCgroup {
+            cg: std::sync::Arc::new(cg),
+            path,
+            v2,
+        })
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Move the calling thread into this cgroup.
+    pub fn join_current_thread(&self) -> Result<(), CgroupError> {
+        let tid = nix::unistd::gettid().as_raw() as u64;
+        self.cg
+            .add_task(CgroupPid::from(tid))
+            .map_err(|e| CgroupError {
+                path: self.path.clone(),
+                reason: format!("add thread {tid}: {e}"),
+            })
+    }
+
+    /// CPU time the pod's threads used, in nanoseconds.
+    pub fn usage_ns(&self) -> Option<u64> {
+        if self.v2 {
+            let stat = self.cg.controller_of::<CpuController>()?.cpu().stat;
+            stat.lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|us| us * 1000)
+        } else {
+            Some(
+                self.cg
+                    .controller_of::<CpuAcctController>()?
+                    .cpuacct()
+                    .usage,
+            )
+        }
+    }
+
+    /// Remove the cgroup (its threads must have ended).
+    pub fn delete(&self) {
+        if let Err(e) = self.cg.delete() {
+            tracing::warn!(cgroup = %self.path, error = %e, "cannot remove pod cgroup");
+        }
+    }
+}

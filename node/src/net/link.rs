@@ -1,0 +1,221 @@
+//! rtnetlink operations: links, addresses and routes, on the host or (through a
+//! connection opened inside it) in a pod's namespace.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::route::RouteType;
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use super::{Cidr, NetError};
+
+const EEXIST: i32 = 17;
+const ENODEV: i32 = 19;
+const ESRCH: i32 = 3;
+
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => Some(m.raw_code().abs()),
+        _ => None,
+    }
+}
+
+fn nl(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetError {
+    let op = op.into();
+    move |e| NetError::Netlink {
+        op,
+        reason: e.to_string(),
+    }
+}
+
+/// Treat "already exists" as done.
+fn exists_ok(r: Result<(), rtnetlink::Error>, op: &str) -> Result<(), NetError> {
+    match r {
+        Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
+        r => r.map_err(nl(op)),
+    }
+}
+
+/// Treat "no such thing" as done.
+fn missing_ok(r: Result<(), rtnetlink::Error>, op: &str) -> Result<(), NetError> {
+    match r {
+        Err(e) if matches!(errno(&e), Some(ENODEV | ESRCH)) => Ok(()),
+        r => r.map_err(nl(op)),
+    }
+}
+
+/// A connection to the kernel in the calling thread's network namespace.
+pub fn connect() -> Result<Handle, NetError> {
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| NetError::Netlink {
+        op: "open netlink socket".into(),
+        reason: e.to_string(),
+    })?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+/// The index of the link `name`, if it exists.
+pub async fn index(h: &Handle, name: &str) -> Result<Option<u32>, NetError> {
+    match h
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await
+    {
+        Ok(Some(m)) => Ok(Some(m.header.index)),
+        Ok(None) => Ok(None),
+        Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
+        Err(e) => Err(nl(format!("look up link {name}"))(e)),
+    }
+}
+
+/// `ip route replace unreachable CIDR`.
+pub async fn unreachable(h: &Handle, cidr: Cidr) -> Result<(), NetError> {
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(cidr.base, cidr.prefix)
+        .kind(RouteType::Unreachable)
+        .build();
+    h.route()
+        .add(route)
+        .replace()
+        .execute()
+        .await
+        .map_err(nl(format!("route unreachable {cidr}")))
+}
+
+/// The bridge `name`, up, with `gateway/prefix` on it (created if missing).
+pub async fn bridge(
+    h: &Handle,
+    name: &str,
+    gateway: Ipv4Addr,
+    prefix: u8,
+) -> Result<u32, NetError> {
+    if index(h, name).await?.is_none() {
+        exists_ok(
+            h.link().add(LinkBridge::new(name).build()).execute().await,
+            &format!("add bridge {name}"),
+        )?;
+    }
+    let idx = index(h, name)
+        .await?
+        .ok_or_else(|| NetError::Config(format!("bridge {name} vanished")))?;
+    exists_ok(
+        h.address()
+            .add(idx, IpAddr::V4(gateway), prefix)
+            .execute()
+            .await,
+        &format!("address {gateway}/{prefix} on {name}"),
+    )?;
+    h.link()
+        .set(LinkUnspec::new_with_index(idx).up().build())
+        .execute()
+        .await
+        .map_err(nl(format!("set {name} up")))?;
+    Ok(idx)
+}
+
+/// Delete the link `name` if it exists.
+pub async fn delete(h: &Handle, name: &str) -> Result<(), NetError> {
+    match index(h, name).await? {
+        Some(idx) => missing_ok(
+            h.link().del(idx).execute().await,
+            &format!("delete link {name}"),
+        ),
+        None => Ok(()),
+    }
+}
+
+/// A veth pair `host`/`peer`: `host` on the bridge and up, `peer` moved into the
+/// namespace behind `netns_fd`.
+pub async fn veth(
+    h: &Handle,
+    host: &str,
+    peer: &str,
+    bridge: u32,
+    netns_fd: std::os::fd::RawFd,
+) -> Result<(), NetError> {
+    delete(h, host).await?;
+    h.link()
+        .add(LinkVeth::new(host, peer).build())
+        .execute()
+        .await
+        .map_err(nl(format!("add veth {host}")))?;
+    let peer_idx = index(h, peer)
+        .await?
+        .ok_or_else(|| NetError::Config(format!("veth peer {peer} vanished")))?;
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(peer_idx)
+                .setns_by_fd(netns_fd)
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(nl(format!("move {peer} into the pod namespace")))?;
+    let host_idx = index(h, host)
+        .await?
+        .ok_or_else(|| NetError::Config(format!("veth {host} vanished")))?;
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(host_idx)
+                .controller(bridge)
+                .up()
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(nl(format!("attach {host} to the bridge")))
+}
+
+/// Inside a pod namespace: `lo` up, `peer` renamed `eth0` with `ip/prefix`, up,
+/// default route via `gateway`.
+pub async fn configure_pod(
+    h: &Handle,
+    peer: &str,
+    ip: Ipv4Addr,
+    prefix: u8,
+    gateway: Ipv4Addr,
+) -> Result<(), NetError> {
+    if let Some(lo) = index(h, "lo").await? {
+        h.link()
+            .set(LinkUnspec::new_with_index(lo).up().build())
+            .execute()
+            .await
+            .map_err(nl("set lo up"))?;
+    }
+    let idx = match index(h, peer).await? {
+        Some(i) => {
+            h.link()
+                .set(
+                    LinkUnspec::new_with_index(i)
+                        .name("eth0".to_string())
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(nl("rename eth0"))?;
+            i
+        }
+        None => index(h, "eth0")
+            .await?
+            .ok_or_else(|| NetError::Config("the pod namespace has no interface".into()))?,
+    };
+    exists_ok(
+        h.address().add(idx, IpAddr::V4(ip), prefix).execute().await,
+        &format!("address {ip}/{prefix} on eth0"),
+    )?;
+    h.link()
+        .set(LinkUnspec::new_with_index(idx).up().build())
+        .execute()
+        .await
+        .map_err(nl("set eth0 up"))?;
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .gateway(gateway)
+        .build();
+    exists_ok(
+        h.route().add(route).execute().await,
+        &format!("default route via {gateway}"),
+    )
+}

@@ -1,0 +1,464 @@
+//! One container of a Wasm pod, from image to exit: pull, compile (cached),
+//! run as an HTTP app or a command inside the pod's sandbox, and restart by the
+//! pod's `restartPolicy` with capped exponential back-off.
+//!
+//! **Every failure becomes a Waiting or Terminated state with a reason and a
+//! message naming the cause, and an event; nothing here panics the agent.**
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::Value;
+use skiff_runtimes::wasm::{HttpApp, World, run_command, world};
+use skiff_runtimes::{ContainerSpec, Exit};
+use tokio::sync::watch;
+
+use super::events::Subject;
+use super::status::{Ended, PodView, State, now};
+use super::{NodeCtx, PodInfo};
+
+/// Port a Wasm HTTP container listens on when it declares none.
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
+/// Longest a request may take unless the pod says otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Resolve once the pod is told to stop.
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// What one container needs to run.
+pub struct Runner {
+    pub ctx: Arc<NodeCtx>,
+    pub pod: Arc<PodInfo>,
+    pub index: usize,
+    pub spec: Value,
+    pub view: watch::Sender<PodView>,
+    pub sandbox: tokio::runtime::Handle,
+    pub stop: watch::Receiver<bool>,
+}
+
+enum Outcome {
+    /// The container ended this way.
+    Ended(Ended),
+    /// Could not start: (reason, message); retried with back-off.
+    Failed(&'static str, String),
+    /// The pod is stopping.
+    Stopped,
+}
+
+impl Runner {
+    fn name(&self) -> String {
+        self.spec
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    }
+
+    fn subject(&self) -> Subject {
+        Subject {
+            namespace: self.pod.namespace.clone(),
+            name: self.pod.name.clone(),
+            uid: self.pod.uid.clone(),
+            container: Some(self.name()),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut super::status::ContainerState)) {
+        let i = self.index;
+        self.view.send_modify(|v| {
+            if let Some(c) = v.containers.get_mut(i) {
+                f(c);
+            }
+        });
+    }
+
+    fn set_waiting(&self, reason: &str, message: Option<String>) {
+        let reason = reason.to_string();
+        self.update(|c| {
+            c.state = State::Waiting { reason, message };
+        });
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Sleep, or return false early when the pod stops.
+    async fn wait(&mut self, d: Duration) -> bool {
+        let mut stop = self.stop.clone();
+        let stopped = tokio::select! {
+            _ = tokio::time::sleep(d) => false,
+            _ = stopped(&mut stop) => true,
+        };
+        !stopped && !self.stopping()
+    }
+
+    /// Run the container until the pod stops or it is done for good.
+    pub async fn run(mut self) {
+        let mut failures: u32 = 0;
+        loop {
+            if self.stopping() {
+                return;
+            }
+            let outcome = self.attempt().await;
+            let restarts = self.view.borrow().containers[self.index].restarts;
+            let (delay, waiting) = match outcome {
+                Outcome::Stopped => return,
+                Outcome::Failed(reason, message) => {
+                    failures += 1;
+                    self.ctx
+                        .events
+                        .record(&self.subject(), true, "Failed", &message)
+                        .await;
+                    self.set_waiting(reason, Some(message.clone()));
+                    let backoff_reason = if reason == "ErrImagePull" {
+                        "ImagePullBackOff"
+                    } else {
+                        reason
+                    };
+                    let d = self.ctx.backoff(failures - 1);
+                    // Show the error first, then the back-off.
+                    if !self.wait(Duration::from_millis(500).min(d)).await {
+                        return;
+                    }
+                    (
+                        d,
+                        Some((
+                            backoff_reason,
+                            format!("Back-off {}s: {message}", d.as_secs().max(1)),
+                        )),
+                    )
+                }
+                Outcome::Ended(e) => {
+                    failures = 0;
+                    let again = match self.pod.restart_policy.as_str() {
+                        "Never" => false,
+                        "OnFailure" => e.exit_code != 0,
+                        _ => true,
+                    };
+                    if !again {
+                        self.update(|c| {
+                            c.state = State::Terminated(e);
+                            c.done = true;
+                        });
+                        return;
+                    }
+                    let d = self.ctx.backoff(restarts);
+                    let msg = format!(
+                        "back-off {}s restarting failed container={} pod={}_{}({})",
+                        d.as_secs().max(1),
+                        self.name(),
+                        self.pod.name,
+                        self.pod.namespace,
+                        self.pod.uid
+                    );
+                    self.update(|c| {
+                        c.last = Some(e);
+                        c.restarts += 1;
+                    });
+                    self.ctx
+                        .events
+                        .record(
+                            &self.subject(),
+                            true,
+                            "BackOff",
+                            "Back-off restarting failed container",
+                        )
+                        .await;
+                    (d, Some(("CrashLoopBackOff", msg)))
+                }
+            };
+            if let Some((reason, message)) = waiting {
+                self.set_waiting(reason, Some(message));
+            }
+            if !self.wait(delay).await {
+                return;
+            }
+        }
+    }
+
+    fn container_spec(&self) -> ContainerSpec {
+        let strings = |key: &str| -> Vec<String> {
+            self.spec
+                .get(key)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let command = strings("command");
+        let (argv0, mut args) = match command.split_first() {
+            Some((first, rest)) => (first.clone(), rest.to_vec()),
+            None => (self.name(), Vec::new()),
+        };
+        args.extend(strings("args"));
+        let env = self
+            .spec
+            .get("env")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| {
+                        let n = e.get("name")?.as_str()?;
+                        let v = e.get("value").and_then(Value::as_str).unwrap_or("");
+                        Some((n.to_string(), v.to_string()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let memory_limit = self
+            .spec
+            .pointer("/resources/limits/memory")
+            .and_then(Value::as_str)
+            .and_then(super::quantity)
+            .map(|b| b as u64);
+        ContainerSpec {
+            name: argv0,
+            args,
+            env,
+            memory_limit,
+            timeout: None,
+        }
+    }
+
+    fn ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .spec
+            .get("ports")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter(|p| p.get("protocol").and_then(Value::as_str).unwrap_or("TCP") == "TCP")
+                    .filter_map(|p| p.get("containerPort")?.as_u64())
+                    .filter_map(|p| u16::try_from(p).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ports.is_empty() {
+            ports.push(DEFAULT_HTTP_PORT);
+        }
+        ports
+    }
+
+    /// One run: pull, load, start, and wait for the end or the stop.
+    async fn attempt(&mut self) -> Outcome {
+        let image = self
+            .spec
+            .get("image")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let policy = self
+            .spec
+            .get("imagePullPolicy")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let pulled = match self.ctx.images.pull(&image, policy.as_deref()).await {
+            Ok(p) => p,
+            Err(e @ super::image::ImageError::NotWasm { .. }) => {
+                return Outcome::Failed("CreateContainerError", e.to_string());
+            }
+            Err(e) => return Outcome::Failed("ErrImagePull", e.to_string()),
+        };
+        self.update(|c| c.image_id = pulled.image_id.clone());
+        let wasm = self.ctx.wasm.clone();
+        let (digest, bytes) = (pulled.layer_digest.clone(), pulled.bytes.clone());
+        let loaded = tokio::task::spawn_blocking(move || {
+            let c = wasm.load(&digest, &bytes)?;
+            let w = world(&wasm, &c)?;
+            Ok::<_, skiff_runtimes::wasm::WasmError>((c, w))
+        })
+        .await;
+        let (component, kind) = match loaded {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => return Outcome::Failed("CreateContainerError", e.to_string()),
+            Err(e) => return Outcome::Failed("CreateContainerError", format!("compile: {e}")),
+        };
+        let restarts = self.view.borrow().containers[self.index].restarts;
+        let log = match self.ctx.logs.open(
+            &self.pod.namespace,
+            &self.pod.name,
+            &self.pod.uid,
+            &self.name(),
+            restarts,
+        ) {
+            Ok(f) => f,
+            Err(e) => {
+                return Outcome::Failed("CreateContainerError", format!("open log file: {e}"));
+            }
+        };
+        let mut spec = self.container_spec();
+        match kind {
+            World::Http => {
+                spec.timeout = Some(self.pod.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT));
+                self.serve(&component, spec, log).await
+            }
+            World::Command => {
+                spec.timeout = self.pod.active_deadline;
+                self.command(component, spec, log).await
+            }
+        }
+    }
+
+    /// Mark the container running (and ready) and record the event.
+    async fn started(&self) -> String {
+        let at = now();
+        let a = at.clone();
+        self.update(|c| {
+            c.state = State::Running {
+                started_at: a,
+                ready: true,
+            };
+        });
+        self.ctx
+            .events
+            .record(
+                &self.subject(),
+                false,
+                "Started",
+                &format!("Started container {}", self.name()),
+            )
+            .await;
+        at
+    }
+
+    async fn serve(
+        &mut self,
+        component: &skiff_runtimes::wasm::Component,
+        spec: ContainerSpec,
+        log: std::fs::File,
+    ) -> Outcome {
+        let memory = spec.memory_limit;
+        let app = match HttpApp::new(&self.ctx.wasm, component, spec, log) {
+            Ok(a) => a,
+            Err(e) => return Outcome::Failed("CreateContainerError", e.to_string()),
+        };
+        let ports = self.ports();
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+        let served = app.clone();
+        let task = self.sandbox.spawn(async move {
+            let mut listeners = Vec::new();
+            for p in &ports {
+                match tokio::net::TcpListener::bind(("0.0.0.0", *p)).await {
+                    Ok(l) => listeners.push(l),
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("listen on port {p}: {e}")));
+                        return format!("listen on port {p}: {e}");
+                    }
+                }
+            }
+            let _ = tx.send(Ok(()));
+            let mut set = tokio::task::JoinSet::new();
+            for l in listeners {
+                set.spawn(served.clone().serve(l));
+            }
+            match set.join_next().await {
+                Some(Ok(Err(e))) => format!("accept: {e}"),
+                _ => "the server stopped".to_string(),
+            }
+        });
+        match rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Outcome::Failed("RunContainerError", e),
+            Err(_) => {
+                return Outcome::Failed("RunContainerError", "the pod sandbox stopped".into());
+            }
+        }
+        let started_at = self.started().await;
+        let (mut oom_seen, mut timeouts_seen) = (0, 0);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut stop = self.stop.clone();
+        let mut task = task;
+        loop {
+            tokio::select! {
+                _ = stopped(&mut stop) => {
+                    task.abort();
+                    return Outcome::Stopped;
+                }
+                r = &mut task => {
+                    let why = r.unwrap_or_else(|e| format!("server task: {e}"));
+                    return Outcome::Ended(Ended { exit_code: 1, reason: "Error".into(), message: Some(why), started_at, finished_at: now() });
+                }
+                _ = tick.tick() => {
+                    let oom = app.stats.out_of_memory.load(Ordering::Relaxed);
+                    if oom > oom_seen {
+                        oom_seen = oom;
+                        let limit = memory.map(|m| format!(" of {m} bytes")).unwrap_or_default();
+                        self.ctx.events.record(&self.subject(), true, "OOMKilling",
+                            &format!("a request to container {} was stopped at its memory limit{limit} ({oom} so far); the container keeps serving", self.name())).await;
+                    }
+                    let t = app.stats.timeouts.load(Ordering::Relaxed);
+                    if t > timeouts_seen {
+                        timeouts_seen = t;
+                        self.ctx.events.record(&self.subject(), true, "RequestTimeout",
+                            &format!("a request to container {} ran past its time limit and was stopped ({t} so far)", self.name())).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn command(
+        &mut self,
+        component: skiff_runtimes::wasm::Component,
+        spec: ContainerSpec,
+        log: std::fs::File,
+    ) -> Outcome {
+        let err = match log.try_clone() {
+            Ok(f) => f,
+            Err(e) => return Outcome::Failed("CreateContainerError", format!("log file: {e}")),
+        };
+        let rt = self.ctx.wasm.clone();
+        let task = self
+            .sandbox
+            .spawn(async move { run_command(&rt, &component, &spec, log, err).await });
+        let started_at = self.started().await;
+        let mut stop = self.stop.clone();
+        let mut task = task;
+        let result = tokio::select! {
+            _ = stopped(&mut stop) => {
+                task.abort();
+                return Outcome::Stopped;
+            }
+            r = &mut task => r,
+        };
+        let exit = match result {
+            Ok(Ok(exit)) => exit,
+            Ok(Err(e)) => return Outcome::Failed("CreateContainerError", e.to_string()),
+            Err(e) => Exit::Trapped(format!("the command task ended: {e}")),
+        };
+        let (reason, code) = exit.reason_and_code();
+        let message = match &exit {
+            Exit::Trapped(t) => Some(t.clone()),
+            Exit::OutOfMemory => {
+                Some("the component tried to grow memory past limits.memory".into())
+            }
+            Exit::TimedOut => Some("the pod ran past activeDeadlineSeconds".into()),
+            Exit::Code(_) => None,
+        };
+        if exit == Exit::OutOfMemory {
+            self.ctx
+                .events
+                .record(
+                    &self.subject(),
+                    true,
+                    "OOMKilled",
+                    &format!("container {} stopped at its memory limit", self.name()),
+                )
+                .await;
+        }
+        Outcome::Ended(Ended {
+            exit_code: code,
+            reason: reason.into(),
+            message,
+            started_at,
+            finished_at: now(),
+        })
+    }
+}

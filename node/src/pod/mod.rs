@@ -1,0 +1,401 @@
+//! Pods on this node: one worker per pod drives it from bound to deleted —
+//! network attachment, sandbox threads, one runner per container, status and
+//! events — and cleans up everything it made.
+//!
+//! **A worker writes the pod's whole status from what it observed; when the pod
+//! is deleted it stops the containers, removes the namespace, veth, address and
+//! cgroup, and only then lets the API forget the pod.**
+
+pub mod container;
+pub mod events;
+pub mod image;
+pub mod logs;
+pub mod sandbox;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::node::v1::RuntimeClass;
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use serde_json::{Value, json};
+use skiff_runtimes::wasm::WasmRuntime;
+use tokio::sync::watch;
+
+use crate::cgroup::PodCgroup;
+use crate::net::PodNetwork;
+use events::{Recorder, Subject};
+use status::{ContainerState, PodView, Transitions, now, qos_class};
+
+/// The runtime handler this agent serves.
+pub const WASM_HANDLER: &str = "wasmtime";
+
+/// Everything pod workers share on one node.
+pub struct NodeCtx {
+    pub client: Client,
+    pub node: String,
+    pub host_ip: String,
+    pub net: PodNetwork,
+    pub wasm: WasmRuntime,
+    pub images: image::Images,
+    pub logs: logs::LogDir,
+    pub events: Recorder,
+    /// Put pod threads into per-pod cgroups.
+    pub cgroups: bool,
+    /// First restart delay; doubles up to `backoff_max`.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+impl NodeCtx {
+    /// The delay before restart number `n + 1`.
+    pub fn backoff(&self, n: u32) -> Duration {
+        self.backoff_initial
+            .saturating_mul(1u32 << n.min(16))
+            .min(self.backoff_max)
+    }
+}
+
+/// What a worker knows of its pod that does not change.
+#[derive(Debug, Clone)]
+pub struct PodInfo {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub restart_policy: String,
+    pub request_timeout: Option<Duration>,
+    pub active_deadline: Option<Duration>,
+}
+
+pub use skiff_common::quantity::parse as quantity;
+
+/// `"2s"`, `"500ms"`, `"1m"` → a duration.
+pub fn duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if let Some(ms) = s.strip_suffix("ms") {
+        return ms.parse().ok().map(Duration::from_millis);
+    }
+    if let Some(sec) = s.strip_suffix('s') {
+        return sec.parse::<f64>().ok().map(Duration::from_secs_f64);
+    }
+    if let Some(min) = s.strip_suffix('m') {
+        return min
+            .parse::<f64>()
+            .ok()
+            .map(|m| Duration::from_secs_f64(m * 60.0));
+    }
+    None
+}
+
+fn str_at<'a>(v: &'a Value, p: &str) -> &'a str {
+    v.pointer(p).and_then(Value::as_str).unwrap_or("")
+}
+
+impl PodInfo {
+    pub fn of(pod: &Value) -> PodInfo {
+        PodInfo {
+            namespace: str_at(pod, "/metadata/namespace").to_string(),
+            name: str_at(pod, "/metadata/name").to_string(),
+            uid: str_at(pod, "/metadata/uid").to_string(),
+            restart_policy: match str_at(pod, "/spec/restartPolicy") {
+                "" => "Always".to_string(),
+                p => p.to_string(),
+            },
+            request_timeout: pod
+                .pointer("/metadata/annotations/skiff.dev~1request-timeout")
+                .and_then(Value::as_str)
+                .and_then(duration),
+            active_deadline: pod
+                .pointer("/spec/activeDeadlineSeconds")
+                .and_then(Value::as_u64)
+                .map(Duration::from_secs),
+        }
+    }
+
+    fn subject(&self) -> Subject {
+        Subject {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+            container: None,
+        }
+    }
+}
+
+/// Whether the API marked the pod for deletion (or it is gone).
+fn deleting(pod: &Option<Value>) -> bool {
+    match pod {
+        None => true,
+        Some(p) => p
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|t| !t.is_null()),
+    }
+}
+
+/// Pod threads: the CPU limit rounded up, else up to two.
+fn threads(spec: &Value) -> usize {
+    let host = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let limit: f64 = spec
+        .get("containers")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c.pointer("/resources/limits/cpu")?.as_str())
+                .filter_map(quantity)
+                .sum()
+        })
+        .unwrap_or(0.0);
+    if limit > 0.0 {
+        (limit.ceil() as usize).clamp(1, host)
+    } else {
+        host.min(2)
+    }
+}
+
+fn cpu_millis(spec: &Value) -> Option<u64> {
+    let cs = spec.get("containers")?.as_array()?;
+    let mut total = 0.0;
+    for c in cs {
+        total += quantity(c.pointer("/resources/limits/cpu")?.as_str()?)?;
+    }
+    Some((total * 1000.0).round() as u64)
+}
+
+/// Write the pod's status whenever its view changes, until the view's sender
+/// is dropped.
+async fn write_status(api: Api<Pod>, name: String, mut rx: watch::Receiver<PodView>) {
+    let mut transitions = Transitions::default();
+    let mut last = Value::Null;
+    loop {
+        let view = rx.borrow_and_update().clone();
+        let s = view.status(&mut transitions);
+        if s != last {
+            match api
+                .patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": s})),
+                )
+                .await
+            {
+                Ok(_) => last = s,
+                Err(kube::Error::Api(e)) if e.code == 404 => return,
+                Err(e) => {
+                    tracing::debug!(pod = %name, error = %e, "status write failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The reason a pod cannot run on this node's Wasm runtime, if any.
+async fn runtime_problem(ctx: &NodeCtx, spec: &Value) -> Option<String> {
+    let class = spec.get("runtimeClassName").and_then(Value::as_str)?;
+    let api: Api<RuntimeClass> = Api::all(ctx.client.clone());
+    match api.get_opt(class).await {
+        Ok(Some(rc)) if rc.handler == WASM_HANDLER => None,
+        Ok(Some(rc)) => Some(format!(
+            "RuntimeClass {class:?} needs handler {:?}, which this node does not offer (it runs {WASM_HANDLER:?})",
+            rc.handler
+        )),
+        Ok(None) => Some(format!("RuntimeClass {class:?} not found")),
+        Err(e) => Some(format!("cannot read RuntimeClass {class:?}: {e}")),
+    }
+}
+
+/// Drive one pod from bound to deleted. `pod` carries the latest object
+/// (`None` once it is gone from the API).
+pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
+    let Some(first) = pod.borrow().clone() else {
+        return;
+    };
+    let info = Arc::new(PodInfo::of(&first));
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &info.namespace);
+    let spec = first.get("spec").cloned().unwrap_or(Value::Null);
+    let containers: Vec<Value> = spec
+        .get("containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let phase = str_at(&first, "/status/phase").to_string();
+    let view = PodView {
+        uid: info.uid.clone(),
+        host_ip: ctx.host_ip.clone(),
+        pod_ip: None,
+        start_time: first
+            .pointer("/status/startTime")
+            .and_then(Value::as_str)
+            .map_or_else(now, str::to_string),
+        qos: qos_class(&spec),
+        containers: containers
+            .iter()
+            .map(|c| ContainerState::new(str_at(c, "/name"), str_at(c, "/image")))
+            .collect(),
+        sandbox_error: None,
+    };
+    let (view_tx, view_rx) = watch::channel(view);
+    let finished = matches!(phase.as_str(), "Succeeded" | "Failed");
+    if !finished {
+        let writer = tokio::spawn(write_status(api.clone(), info.name.clone(), view_rx));
+        let started = start(&ctx, &info, &spec, &containers, &view_tx, &mut pod).await;
+        if let Some(started) = started {
+            // Run until the pod is deleted or every container is done for good.
+            let mut done = view_tx.subscribe();
+            tokio::select! {
+                _ = pod.wait_for(deleting) => {}
+                _ = done.wait_for(|v| !v.containers.is_empty() && v.containers.iter().all(|c| c.done)) => {}
+            }
+            stop(started).await;
+        }
+        drop(view_tx);
+        let _ = writer.await;
+    }
+    // A finished pod keeps its status (and its logs) until it is deleted.
+    if let Err(e) = ctx.net.detach(&info.uid).await {
+        tracing::warn!(error = %e, "pod network clean-up failed");
+    }
+    let _ = pod.wait_for(deleting).await;
+    ctx.logs.remove(&info.namespace, &info.name, &info.uid);
+    if pod.borrow().is_some() {
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(info.uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        if let Err(e) = api.delete(&info.name, &dp).await {
+            tracing::debug!(error = %e, "final pod delete");
+        }
+    }
+    tracing::info!(pod = %format!("{}/{}", info.namespace, info.name), "pod cleaned up");
+}
+
+/// Stop the containers, then the pod's threads, then remove its cgroup.
+async fn stop((stop_tx, runners, sandbox, cgroup): Started) {
+    let _ = stop_tx.send(true);
+    for r in runners {
+        let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
+    }
+    sandbox.stop().await;
+    if let Some(cg) = cgroup {
+        cg.delete();
+    }
+}
+
+type Started = (
+    watch::Sender<bool>,
+    Vec<tokio::task::JoinHandle<()>>,
+    sandbox::Sandbox,
+    Option<PodCgroup>,
+);
+
+/// Attach the network, start the sandbox and the container runners. Returns
+/// `None` when the pod was deleted before it could start.
+async fn start(
+    ctx: &Arc<NodeCtx>,
+    info: &Arc<PodInfo>,
+    spec: &Value,
+    containers: &[Value],
+    view: &watch::Sender<PodView>,
+    pod: &mut watch::Receiver<Option<Value>>,
+) -> Option<Started> {
+    let mut failures = 0u32;
+    loop {
+        if deleting(&pod.borrow()) {
+            return None;
+        }
+        match prepare(ctx, info, spec).await {
+            Ok((ip, sandbox, cgroup)) => {
+                view.send_modify(|v| {
+                    v.pod_ip = Some(ip);
+                    v.sandbox_error = None;
+                });
+                let (stop_tx, stop_rx) = watch::channel(false);
+                let runners = containers
+                    .iter()
+                    .enumerate()
+                    .map(|(index, c)| {
+                        let r = container::Runner {
+                            ctx: ctx.clone(),
+                            pod: info.clone(),
+                            index,
+                            spec: c.clone(),
+                            view: view.clone(),
+                            sandbox: sandbox.handle(),
+                            stop: stop_rx.clone(),
+                        };
+                        tokio::spawn(r.run())
+                    })
+                    .collect();
+                return Some((stop_tx, runners, sandbox, cgroup));
+            }
+            Err((reason, message)) => {
+                ctx.events
+                    .record(&info.subject(), true, reason, &message)
+                    .await;
+                view.send_modify(|v| {
+                    for c in &mut v.containers {
+                        c.state = status::State::Waiting {
+                            reason: if reason == "FailedCreatePodSandBox" {
+                                "ContainerCreating".into()
+                            } else {
+                                reason.into()
+                            },
+                            message: Some(message.clone()),
+                        };
+                    }
+                });
+                let delay = ctx.backoff(failures).max(Duration::from_secs(1));
+                failures += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = pod.wait_for(deleting) => return None,
+                }
+            }
+        }
+    }
+}
+
+async fn prepare(
+    ctx: &NodeCtx,
+    info: &PodInfo,
+    spec: &Value,
+) -> Result<(String, sandbox::Sandbox, Option<PodCgroup>), (&'static str, String)> {
+    if let Some(problem) = runtime_problem(ctx, spec).await {
+        return Err(("CreateContainerConfigError", problem));
+    }
+    let attached = ctx
+        .net
+        .attach(&info.uid)
+        .await
+        .map_err(|e| ("FailedCreatePodSandBox", format!("pod network: {e}")))?;
+    let cgroup = if ctx.cgroups {
+        match PodCgroup::create(&ctx.node, &info.uid, cpu_millis(spec)) {
+            Ok(cg) => Some(cg),
+            Err(e) => {
+                tracing::warn!(error = %e, "no cgroup for this pod; its CPU is accounted to the agent");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let sandbox = sandbox::Sandbox::start(
+        &info.name,
+        attached.netns.clone(),
+        cgroup.clone(),
+        threads(spec),
+    )
+    .await
+    .map_err(|e| ("FailedCreatePodSandBox", e.to_string()))?;
+    Ok((attached.ip.to_string(), sandbox, cgroup))
+}

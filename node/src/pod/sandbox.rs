@@ -1,0 +1,100 @@
+//! A pod's sandbox: the OS threads that run its guest code, all inside the pod's
+//! network namespace and (when the host allows) the pod's CPU cgroup. Sockets a
+//! guest opens, listening or outgoing, are therefore the pod's.
+//!
+//! **No thread of a sandbox runs guest code outside the pod's namespace: a thread
+//! that cannot enter it marks the sandbox broken and the pod does not start.**
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::cgroup::PodCgroup;
+use crate::net::netns;
+
+/// Errors of a sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("start pod threads: {0}")]
+    Threads(std::io::Error),
+    #[error("pod threads could not enter the pod's network namespace {0}")]
+    Netns(String),
+}
+
+/// The pod's threads.
+pub struct Sandbox {
+    rt: Option<tokio::runtime::Runtime>,
+    broken: Arc<AtomicBool>,
+    netns: PathBuf,
+}
+
+impl Sandbox {
+    /// Start `threads` worker threads in `netns` (and `cgroup`).
+    pub async fn start(
+        name: &str,
+        netns: PathBuf,
+        cgroup: Option<PodCgroup>,
+        threads: usize,
+    ) -> Result<Sandbox, SandboxError> {
+        let broken = Arc::new(AtomicBool::new(false));
+        let (ns, b) = (netns.clone(), broken.clone());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .max_blocking_threads(4)
+            .thread_name(format!("pod-{}", name.chars().take(10).collect::<String>()))
+            .enable_all()
+            .on_thread_start(move || {
+                if let Err(e) = netns::enter(&ns) {
+                    tracing::error!(error = %e, "pod thread cannot enter its namespace");
+                    b.store(true, Ordering::SeqCst);
+                    return;
+                }
+                if let Some(cg) = &cgroup
+                    && let Err(e) = cg.join_current_thread()
+                {
+                    tracing::warn!(error = %e, "pod thread not accounted to its cgroup");
+                }
+            })
+            .build()
+            .map_err(SandboxError::Threads)?;
+        let sb = Sandbox {
+            rt: Some(rt),
+            broken,
+            netns,
+        };
+        // Workers start with the runtime; run one task to be sure they did.
+        let _ = sb.handle().spawn(async {}).await;
+        sb.check()?;
+        Ok(sb)
+    }
+
+    /// Fail if any of the pod's threads is outside its namespace.
+    pub fn check(&self) -> Result<(), SandboxError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(SandboxError::Netns(self.netns.display().to_string()));
+        }
+        Ok(())
+    }
+
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.rt.as_ref().expect("sandbox runtime").handle().clone()
+    }
+
+    /// Stop every task of the pod and wait (briefly) for its threads to end.
+    pub async fn stop(mut self) {
+        if let Some(rt) = self.rt.take() {
+            let _ = tokio::task::spawn_blocking(move || {
+                rt.shutdown_timeout(std::time::Duration::from_secs(2))
+            })
+            .await;
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! A pod's observed state and the `PodStatus` the agent writes from it.
+//!
+//! **The status is computed from the containers' states every time, never
+//! patched piecemeal, so it is always self-consistent.**
+
+use serde_json::{Value, json};
+
+/// RFC 3339 "now", as the API stores times.
+pub fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// How a run of a container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    pub exit_code: i32,
+    pub reason: String,
+    pub message: Option<String>,
+    pub started_at: String,
+    pub finished_at: String,
+}
+
+/// One container's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Waiting {
+        reason: String,
+        message: Option<String>,
+    },
+    Running {
+        started_at: String,
+        ready: bool,
+    },
+    Terminated(Ended),
+}
+
+/// One container as the agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerState {
+    pub name: String,
+    pub image: String,
+    pub image_id: String,
+    pub state: State,
+    pub last: Option<Ended>,
+    pub restarts: u32,
+    /// Terminated and not going to run again.
+    pub done: bool,
+}
+
+impl ContainerState {
+    pub fn new(name: &str, image: &str) -> ContainerState {
+        ContainerState {
+            name: name.into(),
+            image: image.into(),
+            image_id: String::new(),
+            state: State::Waiting {
+                reason: "ContainerCreating".into(),
+                message: None,
+            },
+            last: None,
+            restarts: 0,
+            done: false,
+        }
+    }
+
+    fn ready(&self) -> bool {
+        matches!(self.state, State::Running { ready: true, .. })
+    }
+
+    fn json(&self, pod_uid: &str) -> Value {
+        let ended = |e: &Ended| {
+            let mut t = json!({"exitCode": e.exit_code, "reason": e.reason,
+                "startedAt": e.started_at, "finishedAt": e.finished_at,
+                "containerID": format!("wasm://{pod_uid}/{}", self.name)});
+            if let Some(m) = &e.message {
+                t["message"] = json!(m);
+            }
+            json!({"terminated": t})
+        };
+        let state = match &self.state {
+            State::Waiting { reason, message } => {
+                let mut w = json!({"reason": reason});
+                if let Some(m) = message {
+                    w["message"] = json!(m);
+                }
+                json!({"waiting": w})
+            }
+            State::Running { started_at, .. } => json!({"running": {"startedAt": started_at}}),
+            State::Terminated(e) => ended(e),
+        };
+        let mut c = json!({
+            "name": self.name, "image": self.image, "imageID": self.image_id,
+            "ready": self.ready(), "restartCount": self.restarts,
+            "started": matches!(self.state, State::Running { .. }),
+            "state": state,
+            "lastState": self.last.as_ref().map(ended).unwrap_or_else(|| json!({})),
+        });
+        if !matches!(self.state, State::Waiting { .. }) || self.last.is_some() {
+            c["containerID"] = json!(format!("wasm://{pod_uid}/{}", self.name));
+        }
+        c
+    }
+}
+
+/// Everything the status is computed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodView {
+    pub uid: String,
+    pub host_ip: String,
+    pub pod_ip: Option<String>,
+    pub start_time: String,
+    pub qos: &'static str,
+    pub containers: Vec<ContainerState>,
+    /// Set when the pod cannot start at all (sandbox failure).
+    pub sandbox_error: Option<(String, String)>,
+}
+
+impl PodView {
+    /// `Pending`, `Running`, `Succeeded` or `Failed`.
+    pub fn phase(&self) -> &'static str {
+        let cs = &self.containers;
+        if !cs.is_empty() && cs.iter().all(|c| c.done) {
+            let ok = cs
+                .iter()
+                .all(|c| matches!(&c.state, State::Terminated(e) if e.exit_code == 0));
+            return if ok { "Succeeded" } else { "Failed" };
+        }
+        let started = cs
+            .iter()
+            .all(|c| !matches!(c.state, State::Waiting { .. }) || c.last.is_some() || c.done);
+        if self.pod_ip.is_some() && started {
+            "Running"
+        } else {
+            "Pending"
+        }
+    }
+
+    /// The `status` object.
+    pub fn status(&self, transitions: &mut Transitions) -> Value {
+        let phase = self.phase();
+        let sandbox = self.pod_ip.is_some();
+        let ready =
+            !self.containers.is_empty() && self.containers.iter().all(ContainerState::ready);
+        let unready: Vec<&str> = self
+            .containers
+            .iter()
+            .filter(|c| !c.ready())
+            .map(|c| c.name.as_str())
+            .collect();
+        let mut cond = |ty: &str, ok: bool, reason: Option<&str>, message: Option<String>| {
+            let status = if ok { "True" } else { "False" };
+            let mut c = json!({"type": ty, "status": status,
+                "lastTransitionTime": transitions.at(ty, status), "lastProbeTime": Value::Null});
+            if let Some(r) = reason {
+                c["reason"] = json!(r);
+            }
+            if let Some(m) = message {
+                c["message"] = json!(m);
+            }
+            c
+        };
+        let done = matches!(phase, "Succeeded" | "Failed");
+        let not_ready_msg = (!unready.is_empty())
+            .then(|| format!("containers with unready status: [{}]", unready.join(" ")));
+        let not_ready_reason = if done {
+            "PodCompleted"
+        } else {
+            "ContainersNotReady"
+        };
+        let conditions = vec![
+            cond("PodReadyToStartContainers", sandbox && !done, None, None),
+            cond("Initialized", true, None, None),
+            cond(
+                "Ready",
+                ready,
+                (!ready).then_some(not_ready_reason),
+                not_ready_msg.clone(),
+            ),
+            cond(
+                "ContainersReady",
+                ready,
+                (!ready).then_some(not_ready_reason),
+                not_ready_msg,
+            ),
+            cond("PodScheduled", true, None, None),
+        ];
+        let mut s = json!({
+            "phase": phase,
+            "conditions": conditions,
+            "hostIP": self.host_ip,
+            "hostIPs": [{"ip": self.host_ip}],
+            "startTime": self.start_time,
+            "qosClass": self.qos,
+            "containerStatuses": self.containers.iter().map(|c| c.json(&self.uid)).collect::<Vec<_>>(),
+        });
+        if let Some(ip) = &self.pod_ip {
+            s["podIP"] = json!(ip);
+            s["podIPs"] = json!([{"ip": ip}]);
+        }
+        if let Some((reason, message)) = &self.sandbox_error {
+            s["reason"] = json!(reason);
+            s["message"] = json!(message);
+        }
+        s
+    }
+}
+
+/// When each condition last changed, so transitions keep their time.
+#[derive(Debug, Default)]
+pub struct Transitions(std::collections::HashMap<String, (String, String)>);
+
+impl Transitions {
+    fn at(&mut self, ty: &str, status: &str) -> String {
+        let e = self
+            .0
+            .entry(ty.to_string())
+            .or_insert_with(|| (status.to_string(), now()));
+        if e.0 != status {
+            *e = (status.to_string(), now());
+        }
+        e.1.clone()
+    }
+}
+
+/// The QoS class of a pod spec.
+pub fn qos_class(spec: &Value) -> &'static str {
+    let containers = spec
+        .get("containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let res = |c: &Value, kind: &str, r: &str| {
+        c.pointer(&format!("/resources/{kind}/{r}"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in &containers {
+        for r in ["cpu", "memory"] {
+            let (req, lim) = (res(c, "requests", r), res(c, "limits", r));
+            any |= req.is_some() || lim.is_some();
+            let req = req.or_else(|| lim.clone());
+            guaranteed &= lim.is_some() && req == lim;
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        _ => "Burstable",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(states: Vec<(State, bool)>) -> PodView {
+        PodView {
+            uid: "u".into(),
+            host_ip: "127.0.0.1".into(),
+            pod_ip: Some("10.88.0.2".into()),
+            start_time: now(),
+            qos: "BestEffort",
+            containers: states
+                .into_iter()
+                .map(|(state, done)| ContainerState {
+                    state,
+                    done,
+                    ..ContainerState::new("c", "i")
+                })
+                .collect(),
+            sandbox_error: None,
+        }
+    }
+
+    fn ended(code: i32) -> State {
+        State::Terminated(Ended {
+            exit_code: code,
+            reason: if code == 0 { "Completed" } else { "Error" }.into(),
+            message: None,
+            started_at: now(),
+            finished_at: now(),
+        })
+    }
+
+    #[test]
+    fn phase_table() {
+        let running = State::Running {
+            started_at: now(),
+            ready: true,
+        };
+        let waiting = State::Waiting {
+            reason: "ContainerCreating".into(),
+            message: None,
+        };
+        let cases = vec![
+            (vec![(waiting.clone(), false)], "Pending"),
+            (vec![(running.clone(), false)], "Running"),
+            (vec![(ended(0), true)], "Succeeded"),
+            (vec![(ended(1), true)], "Failed"),
+            (vec![(ended(0), true), (ended(2), true)], "Failed"),
+            (vec![(ended(1), false)], "Running"),
+            (vec![(running, false), (ended(0), true)], "Running"),
+        ];
+        for (states, want) in cases {
+            assert_eq!(view(states.clone()).phase(), want, "{states:?}");
+        }
+    }
+
+    #[test]
+    fn qos_table() {
+        let cases = [
+            (json!({"containers": [{}]}), "BestEffort"),
+            (
+                json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}),
+                "Guaranteed",
+            ),
+            (
+                json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]}),
+                "Burstable",
+            ),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(qos_class(&spec), want, "{spec}");
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Build the example Wasm components (release, wasm32-wasip2) into
+//! `target/wasm`. Shared by the end-to-end tests and the runtime's tests.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Build `examples/<crate_dir>` and return the path of its `file`.
+pub fn example_wasm(crate_dir: &str, file: &str) -> PathBuf {
+    let mut root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while !root.join("examples").is_dir() {
+        root = root.join("..");
+    }
+    let target = root.join("target/wasm");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let ok = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(root.join(format!("examples/{crate_dir}/Cargo.toml")))
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("cargo runs");
+    assert!(
+        ok.success(),
+        "building examples/{crate_dir} for wasm32-wasip2 (rustup target add wasm32-wasip2)"
+    );
+    target.join(format!("wasm32-wasip2/release/{file}"))
+}

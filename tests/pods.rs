@@ -1,0 +1,451 @@
+//! Wasm pods end to end with the real kubectl: HTTP components served on their
+//! own pod IP (from the host and from another network namespace), command
+//! components ending by exit code and restartPolicy, limits that stop runaway
+//! guests, clear reasons for bad input, and clean-up of namespaces and veths.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use common::{ClientNs, Server, TestNet, eventually, in_netns};
+use serde_json::Value;
+
+/// A one-node cluster on the test's own slice of the host network, with the
+/// example images imported. Fields drop in order: server first, then the net.
+struct Cluster {
+    s: Server,
+    net: TestNet,
+    _root: tempfile::TempDir,
+}
+
+fn cluster() -> Result<Cluster> {
+    let net = TestNet::claim();
+    let root = tempfile::tempdir()?;
+    let mut s = Server::with_node(&root.path().join("s"), &net, &[]);
+    s.start()?;
+    s.wait_ready(Duration::from_secs(30))?;
+    let node = net.node(0).0;
+    eventually(Duration::from_secs(30), || {
+        s.kubectl(&["get", "node", &node]).ok.then_some(())
+    })
+    .expect("the agent registers its node");
+    s.k(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("node/{node}"),
+        "--timeout=60s",
+    ]);
+    s.import_wasm(
+        &common::example_wasm("hello-wasm", "hello_wasm.wasm"),
+        "acc/hello:v1",
+    )?;
+    s.import_wasm(
+        &common::example_wasm("wasm-job", "wasm-job.wasm"),
+        "acc/job:v1",
+    )?;
+    Ok(Cluster {
+        s,
+        net,
+        _root: root,
+    })
+}
+
+fn http_pod(name: &str, extra_spec: &str, annotations: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  annotations: {{{annotations}}}
+spec:
+  runtimeClassName: wasm
+  containers:
+  - name: web
+    image: acc/hello:v1
+    env:
+    - name: GREETING
+      value: hello-from-{name}
+    ports:
+    - containerPort: 8080
+{extra_spec}"#
+    )
+}
+
+fn job_pod(name: &str, policy: &str, args: &str, resources: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  restartPolicy: {policy}
+  containers:
+  - name: main
+    image: acc/job:v1
+    args: [{args}]
+{resources}"#
+    )
+}
+
+fn get(url: &str) -> Result<(u16, String)> {
+    let r = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()?
+        .get(url)
+        .send()?;
+    Ok((r.status().as_u16(), r.text()?))
+}
+
+fn container_state(pod: &Value) -> Value {
+    pod["status"]["containerStatuses"][0].clone()
+}
+
+#[test]
+fn http_pod_serves_on_its_pod_ip_and_is_removed_cleanly() -> Result<()> {
+    let c = cluster()?;
+    let s = &c.s;
+    s.apply(&http_pod("web", "", ""));
+    s.k(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]);
+    let pod = s.json(&["pod", "web"]);
+    let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
+    let (node, bridge) = c.net.node(0);
+    assert!(ip.starts_with(&format!("10.88.{}.", c.net.octet)), "{ip}");
+    assert_eq!(pod["spec"]["nodeName"], node.as_str());
+    assert_eq!(pod["status"]["phase"], "Running");
+    assert_eq!(pod["status"]["hostIP"], "127.0.0.1");
+    for cond in ["PodScheduled", "Initialized", "ContainersReady", "Ready"] {
+        let found = pod["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == cond && c["status"] == "True");
+        assert!(found, "{cond} in {}", pod["status"]);
+    }
+    assert!(container_state(&pod)["state"]["running"]["startedAt"].is_string());
+    let wide = s.k(&["get", "pod", "web", "-o", "wide"]);
+    assert!(wide.contains(&ip) && wide.contains(&node), "{wide}");
+
+    // From the host, through the bridge.
+    let (code, body) = get(&format!("http://{ip}:8080/"))?;
+    assert_eq!(code, 200);
+    assert!(body.contains("hello-from-web"), "{body}");
+    // From another network namespace on the pod network.
+    let client_ip = format!("10.88.{}.60", c.net.octet);
+    let gw = format!("10.88.{}.1", c.net.octet);
+    let client = ClientNs::new(&format!("skc{}", c.net.octet), &bridge, &client_ip, 26, &gw)?;
+    let out = in_netns(
+        &client.name,
+        &["curl", "-s", "-m", "5", &format!("http://{ip}:8080/")],
+    )?;
+    assert!(out.contains("hello-from-web"), "{out}");
+    // The pod's own namespace holds the pod IP.
+    let ns = c.net.namespaces(0);
+    assert_eq!(ns.len(), 1, "{ns:?}");
+    let addrs = in_netns(&ns[0], &["ip", "-4", "addr", "show", "eth0"])?;
+    assert!(addrs.contains(&ip), "{addrs}");
+
+    let logs = s.k(&["logs", "web"]);
+    assert!(logs.contains("request /"), "{logs}");
+    let tail = s.k(&["logs", "web", "--tail", "1", "-c", "web"]);
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    let wrong = s.kubectl(&["logs", "web", "-c", "nope"]);
+    assert!(
+        !wrong.ok && wrong.stderr.contains("not valid"),
+        "{}",
+        wrong.stderr
+    );
+
+    let veths_before = host_veths();
+    s.k(&["delete", "pod", "web", "--timeout=30s"]);
+    assert!(
+        s.kubectl(&["get", "pod", "web"])
+            .stderr
+            .contains("NotFound")
+    );
+    assert!(c.net.namespaces(0).is_empty(), "namespace removed");
+    let veths_after = host_veths();
+    assert_eq!(
+        veths_after.len() + 1,
+        veths_before.len(),
+        "{veths_before:?} -> {veths_after:?}"
+    );
+    assert!(
+        get(&format!("http://{ip}:8080/")).is_err(),
+        "nothing answers on the old IP"
+    );
+    Ok(())
+}
+
+/// Host-side pod veths (`sk<hash>`) on this machine.
+fn host_veths() -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "type", "veth"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or("").to_string())
+        .filter(|n| n.starts_with("sk") && n.len() == 14)
+        .collect()
+}
+
+#[test]
+fn command_pods_end_by_exit_code_and_restart_by_policy() -> Result<()> {
+    let c = cluster()?;
+    let s = &c.s;
+    s.apply(&job_pod("ok", "Never", r#""--exit", "0""#, ""));
+    s.apply(&job_pod("fails", "Never", r#""--exit", "3""#, ""));
+    s.apply(&job_pod("again", "OnFailure", r#""--exit", "1""#, ""));
+    s.k(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Succeeded",
+        "pod/ok",
+        "--timeout=60s",
+    ]);
+    s.k(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Failed",
+        "pod/fails",
+        "--timeout=60s",
+    ]);
+    let ok = container_state(&s.json(&["pod", "ok"]));
+    assert_eq!(ok["state"]["terminated"]["exitCode"], 0);
+    assert_eq!(ok["state"]["terminated"]["reason"], "Completed");
+    let fails = container_state(&s.json(&["pod", "fails"]));
+    // Rust's std on wasip2 reports any failing exit as 1.
+    assert_ne!(fails["state"]["terminated"]["exitCode"], 0);
+    assert_eq!(fails["state"]["terminated"]["reason"], "Error");
+    assert_eq!(fails["restartCount"], 0);
+    let out = s.k(&["logs", "ok"]);
+    assert!(
+        out.contains("hello from wasm-job") && out.contains("--exit 0"),
+        "{out}"
+    );
+
+    let restarts = eventually(Duration::from_secs(60), || {
+        let st = container_state(&s.json(&["pod", "again"]));
+        (st["restartCount"].as_u64().unwrap_or(0) >= 3).then_some(st)
+    })
+    .expect("OnFailure restarts the failing container");
+    assert_eq!(restarts["lastState"]["terminated"]["reason"], "Error");
+    let pod = s.json(&["pod", "again"]);
+    assert_eq!(
+        pod["status"]["phase"], "Running",
+        "a restarting pod stays Running"
+    );
+    let waiting = eventually(Duration::from_secs(30), || {
+        let st = container_state(&s.json(&["pod", "again"]));
+        st["state"]["waiting"]["reason"]
+            .as_str()
+            .map(str::to_string)
+    });
+    assert_eq!(waiting.as_deref(), Some("CrashLoopBackOff"));
+    let prev = s.k(&["logs", "again", "--previous"]);
+    assert!(prev.contains("--exit 1"), "{prev}");
+    let events = s.k(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=again",
+    ]);
+    assert!(events.contains("BackOff"), "{events}");
+    // A finished pod gives its address back but keeps its status and logs.
+    assert_eq!(
+        c.net.namespaces(0).len(),
+        1,
+        "only the restarting pod holds a namespace"
+    );
+    Ok(())
+}
+
+#[test]
+fn limits_stop_runaway_guests_and_neighbours_keep_serving() -> Result<()> {
+    let c = cluster()?;
+    let s = &c.s;
+    let limited = "    resources:\n      limits:\n        memory: 64Mi\n        cpu: 500m\n";
+    s.apply(&http_pod(
+        "hog",
+        limited,
+        r#""skiff.dev/request-timeout": "2s""#,
+    ));
+    s.apply(&http_pod("neighbour", "", ""));
+    s.apply(&job_pod(
+        "oom",
+        "Never",
+        r#""--alloc-mb", "256""#,
+        "    resources:\n      limits:\n        memory: 64Mi\n",
+    ));
+    for p in ["hog", "neighbour"] {
+        s.k(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{p}"),
+            "--timeout=60s",
+        ]);
+    }
+    let ip = |p: &str| {
+        s.json(&["pod", p])["status"]["podIP"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (hog, neighbour) = (ip("hog"), ip("neighbour"));
+
+    let (code, body) = get(&format!("http://{hog}:8080/alloc?mb=200"))?;
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("memory"), "{body}");
+    assert_eq!(
+        get(&format!("http://{hog}:8080/"))?.0,
+        200,
+        "the pod keeps serving"
+    );
+    assert_eq!(get(&format!("http://{neighbour}:8080/"))?.0, 200);
+    let oom_event = eventually(Duration::from_secs(20), || {
+        let e = s.k(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=hog",
+        ]);
+        e.contains("OOMKilling").then_some(e)
+    });
+    assert!(oom_event.is_some(), "an event records the memory limit");
+
+    let t = std::time::Instant::now();
+    let (code, _) = get(&format!("http://{hog}:8080/spin"))?;
+    assert_eq!(code, 500);
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "cut off after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        get(&format!("http://{neighbour}:8080/"))?.0,
+        200,
+        "the node stays responsive"
+    );
+
+    // The pod's guest threads are accounted to its own cgroup.
+    let uid = s.json(&["pod", "hog"])["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let node = c.net.node(0).0;
+    let usage = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/cpuacct/skiff/{node}/pod{uid}/cpuacct.usage"
+    ))
+    .or_else(|_| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/skiff/{node}/pod{uid}/cpu.stat"))
+    })?;
+    let used: u64 = usage
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        used > 100_000_000,
+        "the spin shows in the pod's cgroup: {usage}"
+    );
+
+    s.k(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Failed",
+        "pod/oom",
+        "--timeout=60s",
+    ]);
+    let oom = container_state(&s.json(&["pod", "oom"]));
+    assert_eq!(oom["state"]["terminated"]["reason"], "OOMKilled", "{oom}");
+    Ok(())
+}
+
+#[test]
+fn bad_input_gets_a_waiting_reason_a_message_and_an_event() -> Result<()> {
+    let c = cluster()?;
+    let s = &c.s;
+    let dir = tempfile::tempdir()?;
+    let not_wasm = common::oci_layout(
+        dir.path(),
+        b"plain text",
+        "application/vnd.oci.image.layer.v1.tar",
+        "acc/text:v1",
+    );
+    s.import_tar(&not_wasm)?;
+    let weird = wat::parse_str(
+        r#"(component (import "wasi:teleport/beam@0.1.0" (instance (export "go" (func)))))"#,
+    )?;
+    let weird_path = dir.path().join("weird.wasm");
+    std::fs::write(&weird_path, weird)?;
+    s.import_wasm(&weird_path, "acc/weird:v1")?;
+    let pod = |name: &str, image: &str, rc: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{rc}  containers:\n  - name: main\n    image: {image}\n"
+        )
+    };
+    s.apply(&pod("text", "acc/text:v1", ""));
+    s.apply(&pod("weird", "acc/weird:v1", ""));
+    s.apply(&pod("missing", "acc/nothing:v9", ""));
+    s.apply(&pod(
+        "noclass",
+        "acc/hello:v1",
+        "  runtimeClassName: gvisor\n",
+    ));
+    let waiting = |name: &str, reasons: &[&str], needle: &str| {
+        let got = eventually(Duration::from_secs(30), || {
+            let st = container_state(&s.json(&["pod", name]));
+            let w = &st["state"]["waiting"];
+            let r = w["reason"].as_str().unwrap_or("");
+            let m = w["message"].as_str().unwrap_or("");
+            (reasons.contains(&r) && m.contains(needle)).then(|| format!("{r}: {m}"))
+        });
+        assert!(
+            got.is_some(),
+            "{name}: {}",
+            s.json(&["pod", name])["status"]
+        );
+        let events = s.k(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+        ]);
+        assert!(events.contains(needle), "{name} event: {events}");
+    };
+    waiting(
+        "text",
+        &["CreateContainerError"],
+        "not a Wasm component image",
+    );
+    waiting("weird", &["CreateContainerError"], "wasi:teleport/beam");
+    waiting(
+        "missing",
+        &["ErrImagePull", "ImagePullBackOff"],
+        "not found",
+    );
+    let unsched = eventually(Duration::from_secs(30), || {
+        let p = s.json(&["pod", "noclass"]);
+        p["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "PodScheduled" && c["status"] == "False")
+            .map(|c| c["message"].as_str().unwrap_or("").to_string())
+    })
+    .expect("an unknown RuntimeClass keeps the pod unscheduled");
+    assert!(unsched.contains("gvisor"), "{unsched}");
+    let events = s.k(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=noclass",
+    ]);
+    assert!(
+        events.contains("FailedScheduling") && events.contains("gvisor"),
+        "{events}"
+    );
+    // The agent and the API keep working.
+    s.apply(&http_pod("fine", "", ""));
+    s.k(&["wait", "--for=condition=Ready", "pod/fine", "--timeout=60s"]);
+    assert!(!s.log().contains("panicked"), "no panic in the server log");
+    Ok(())
+}
