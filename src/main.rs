@@ -66,6 +66,9 @@ struct NodeArgs {
     /// Port of the agent's API (0: any free port; the Node publishes it).
     #[arg(long, default_value_t = 0)]
     agent_port: u16,
+    /// Most pods this node takes (its `pods` capacity).
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
     /// Do not put pod threads into per-pod cgroups.
     #[arg(long)]
     no_cgroups: bool,
@@ -91,6 +94,7 @@ fn agent_config(
         address: n.node_ip,
         port: n.agent_port,
         cgroups: !n.no_cgroups,
+        max_pods: n.max_pods,
         backoff: std::time::Duration::from_millis(n.restart_backoff_ms),
     }
 }

@@ -3,6 +3,7 @@
 
 mod api;
 mod etcd;
+mod pods;
 mod store;
 
 use std::sync::Arc;
@@ -23,12 +24,15 @@ enum What {
     Store(store::StoreBench),
     /// The Kubernetes API over HTTPS: creates, lists, watches, start-up, idle memory.
     Api(api::ApiBench),
+    /// Wasm pods on an agent: HTTP vs `wasmtime serve`, pod start-up, density.
+    Pods(pods::PodsBench),
 }
 
 pub async fn run(a: BenchArgs) -> Result<()> {
     match a.what {
         What::Store(b) => store::run(b).await,
         What::Api(b) => api::run(b).await,
+        What::Pods(b) => pods::run(b).await,
     }
 }
 

@@ -52,9 +52,11 @@ impl PodCidrs {
             .ok()
             .filter(|p| *p <= 30)
             .ok_or_else(|| format!("cluster CIDR {cluster:?}: prefix must be 0..=30"))?;
-        if node_prefix < prefix || node_prefix > 30 {
+        // Strictly smaller than the cluster CIDR: a node's block is routed onto its
+        // bridge more specifically than the cluster's unreachable route.
+        if node_prefix <= prefix || node_prefix > 30 {
             return Err(format!(
-                "node CIDR mask /{node_prefix} must be between the cluster's /{prefix} and /30"
+                "node CIDR mask /{node_prefix} must be longer than the cluster's /{prefix} and at most /30"
             ));
         }
         let base = u32::from(addr) & mask(prefix);

@@ -226,7 +226,6 @@ pub fn metadata(meta: &Map<String, Value>) -> Vec<Cause> {
     causes
 }
 
-
 /// Check `v` against the JSON schema `schema` (with `$ref`s into `defs`): types,
 /// required properties, enums. k8s-openapi's decoders default missing required
 /// lists, so required fields are checked here from the published schema.

@@ -68,6 +68,8 @@ pub struct AgentConfig {
     pub port: u16,
     /// Put pod threads into per-pod cgroups.
     pub cgroups: bool,
+    /// Most pods this node takes.
+    pub max_pods: u32,
     /// First restart back-off (doubles up to five minutes).
     pub backoff: Duration,
 }

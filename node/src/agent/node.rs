@@ -64,8 +64,8 @@ fn status(cfg: &AgentConfig, ready: bool, port: u16) -> serde_json::Value {
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
     json!({"status": {
-        "capacity": {"cpu": cpus.to_string(), "memory": mem, "pods": "110"},
-        "allocatable": {"cpu": cpus.to_string(), "memory": mem, "pods": "110"},
+        "capacity": {"cpu": cpus.to_string(), "memory": mem, "pods": cfg.max_pods.to_string()},
+        "allocatable": {"cpu": cpus.to_string(), "memory": mem, "pods": cfg.max_pods.to_string()},
         "conditions": [if ready {
             json!({"type": "Ready", "status": "True", "reason": "KubeletReady",
                 "message": "skiff agent is posting ready status",

@@ -90,9 +90,11 @@ impl PodNetwork {
             .node_cidr
             .gateway()
             .ok_or_else(|| NetError::Config(format!("pod CIDR {} is too small", cfg.node_cidr)))?;
-        if !cfg.cluster_cidr.contains(cfg.node_cidr.base) {
+        if !cfg.cluster_cidr.contains(cfg.node_cidr.base)
+            || cfg.node_cidr.prefix <= cfg.cluster_cidr.prefix
+        {
             return Err(NetError::Config(format!(
-                "node CIDR {} is outside the cluster CIDR {}",
+                "node CIDR {} must be a smaller block inside the cluster CIDR {}",
                 cfg.node_cidr, cfg.cluster_cidr
             )));
         }

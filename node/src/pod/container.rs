@@ -248,6 +248,7 @@ impl Runner {
 
     /// One run: pull, load, start, and wait for the end or the stop.
     async fn attempt(&mut self) -> Outcome {
+        let t = std::time::Instant::now();
         let image = self
             .spec
             .get("image")
@@ -267,6 +268,7 @@ impl Runner {
             Err(e) => return Outcome::Failed("ErrImagePull", e.to_string()),
         };
         self.update(|c| c.image_id = pulled.image_id.clone());
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "image ready");
         let wasm = self.ctx.wasm.clone();
         let (digest, bytes) = (pulled.layer_digest.clone(), pulled.bytes.clone());
         let loaded = tokio::task::spawn_blocking(move || {
@@ -280,6 +282,7 @@ impl Runner {
             Ok(Err(e)) => return Outcome::Failed("CreateContainerError", e.to_string()),
             Err(e) => return Outcome::Failed("CreateContainerError", format!("compile: {e}")),
         };
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "component loaded");
         let restarts = self.view.borrow().containers[self.index].restarts;
         let log = match self.ctx.logs.open(
             &self.pod.namespace,

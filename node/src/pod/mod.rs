@@ -370,6 +370,7 @@ async fn prepare(
     info: &PodInfo,
     spec: &Value,
 ) -> Result<(String, sandbox::Sandbox, Option<PodCgroup>), (&'static str, String)> {
+    let t = std::time::Instant::now();
     if let Some(problem) = runtime_problem(ctx, spec).await {
         return Err(("CreateContainerConfigError", problem));
     }
@@ -378,6 +379,7 @@ async fn prepare(
         .attach(&info.uid)
         .await
         .map_err(|e| ("FailedCreatePodSandBox", format!("pod network: {e}")))?;
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "pod network attached");
     let cgroup = if ctx.cgroups {
         match PodCgroup::create(&ctx.node, &info.uid, cpu_millis(spec)) {
             Ok(cg) => Some(cg),

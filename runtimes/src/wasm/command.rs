@@ -23,16 +23,27 @@ pub(crate) fn missing_import(e: &wasmtime::Error) -> Option<String> {
     Some(rest[a + 1..a + 1 + b].to_string())
 }
 
-/// Prepare a linker with WASI p2 for `component`, mapping a missing import to a
-/// clear error.
-pub(crate) fn linker(rt: &WasmRuntime, http: bool) -> Result<Linker<GuestState>, WasmError> {
-    let mut linker = Linker::new(rt.engine());
+/// A linker with WASI p2 (and wasi:http when `http`).
+pub(crate) fn new_linker(
+    engine: &wasmtime::Engine,
+    http: bool,
+) -> Result<Linker<GuestState>, WasmError> {
+    let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(WasmError::engine)?;
     if http {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(WasmError::engine)?;
     }
     Ok(linker)
+}
+
+/// The runtime's shared linker (built once).
+pub(crate) fn linker(rt: &WasmRuntime, http: bool) -> Result<&Linker<GuestState>, WasmError> {
+    Ok(if http {
+        &rt.linkers.http
+    } else {
+        &rt.linkers.cli
+    })
 }
 
 pub(crate) fn pre_error(e: wasmtime::Error) -> WasmError {

@@ -97,12 +97,21 @@ pub fn world(rt: &WasmRuntime, component: &Component) -> Result<World, WasmError
     }
 }
 
+/// Linkers built once per runtime: WASI p2, and WASI p2 with wasi:http.
+pub(crate) struct Linkers {
+    pub cli: wasmtime::component::Linker<state::GuestState>,
+    pub http: wasmtime::component::Linker<state::GuestState>,
+}
+
 /// The per-agent Wasm runtime.
 #[derive(Clone)]
 pub struct WasmRuntime {
     engine: Engine,
     cache_dir: PathBuf,
     stop: Arc<AtomicBool>,
+    pub(crate) linkers: Arc<Linkers>,
+    /// Compiled components by digest, shared by every pod that runs them.
+    loaded: Arc<std::sync::Mutex<std::collections::HashMap<String, Component>>>,
 }
 
 impl Drop for WasmRuntime {
@@ -152,10 +161,16 @@ impl WasmRuntime {
                 }
             })
             .map_err(WasmError::Io)?;
+        let linkers = Arc::new(Linkers {
+            cli: command::new_linker(&engine, false)?,
+            http: command::new_linker(&engine, true)?,
+        });
         Ok(WasmRuntime {
             engine,
             cache_dir: cache_dir.to_path_buf(),
             stop,
+            linkers,
+            loaded: Arc::default(),
         })
     }
 
@@ -169,6 +184,18 @@ impl WasmRuntime {
         if classify(bytes)? == BinaryKind::CoreModule {
             return Err(WasmError::CoreModule);
         }
+        if let Some(c) = self.loaded.lock().expect("component cache").get(digest) {
+            return Ok(c.clone());
+        }
+        let c = self.load_uncached(digest, bytes)?;
+        self.loaded
+            .lock()
+            .expect("component cache")
+            .insert(digest.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn load_uncached(&self, digest: &str, bytes: &[u8]) -> Result<Component, WasmError> {
         let file = digest.replace([':', '/'], "_");
         let path = self.cache_dir.join(format!("{file}.cwasm"));
         if path.exists() {
