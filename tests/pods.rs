@@ -104,11 +104,10 @@ fn container_state(pod: &Value) -> Value {
 
 #[test]
 fn http_pod_serves_on_its_pod_ip_and_is_removed_cleanly() -> Result<()> {
-    let c = cluster()?;
-    let s = &c.s;
-    s.apply(&http_pod("web", "", ""));
-    s.k(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]);
-    let pod = s.json(&["pod", "web"]);
+    let mut c = cluster()?;
+    c.s.apply(&http_pod("web", "", ""));
+    c.s.k(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]);
+    let pod = c.s.json(&["pod", "web"]);
     let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
     let (node, bridge) = c.net.node(0);
     assert!(ip.starts_with(&format!("10.88.{}.", c.net.octet)), "{ip}");
@@ -124,7 +123,7 @@ fn http_pod_serves_on_its_pod_ip_and_is_removed_cleanly() -> Result<()> {
         assert!(found, "{cond} in {}", pod["status"]);
     }
     assert!(container_state(&pod)["state"]["running"]["startedAt"].is_string());
-    let wide = s.k(&["get", "pod", "web", "-o", "wide"]);
+    let wide = c.s.k(&["get", "pod", "web", "-o", "wide"]);
     assert!(wide.contains(&ip) && wide.contains(&node), "{wide}");
 
     // From the host, through the bridge.
@@ -146,21 +145,62 @@ fn http_pod_serves_on_its_pod_ip_and_is_removed_cleanly() -> Result<()> {
     let addrs = in_netns(&ns[0], &["ip", "-4", "addr", "show", "eth0"])?;
     assert!(addrs.contains(&ip), "{addrs}");
 
-    let logs = s.k(&["logs", "web"]);
+    let logs = c.s.k(&["logs", "web"]);
     assert!(logs.contains("request /"), "{logs}");
-    let tail = s.k(&["logs", "web", "--tail", "1", "-c", "web"]);
+    let tail = c.s.k(&["logs", "web", "--tail", "1", "-c", "web"]);
     assert_eq!(tail.lines().count(), 1, "{tail}");
-    let wrong = s.kubectl(&["logs", "web", "-c", "nope"]);
+    let wrong = c.s.kubectl(&["logs", "web", "-c", "nope"]);
     assert!(
         !wrong.ok && wrong.stderr.contains("not valid"),
         "{}",
         wrong.stderr
     );
 
-    let veths_before = host_veths();
-    s.k(&["delete", "pod", "web", "--timeout=30s"]);
+    // `kubectl logs -f` streams what comes later.
+    let mut follow = std::process::Command::new(common::kubectl_path())
+        .arg("--kubeconfig")
+        .arg(c.s.kubeconfig())
+        .args(["logs", "-f", "web"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    get(&format!("http://{ip}:8080/later"))?;
+    let streamed = {
+        use std::io::{BufRead, BufReader};
+        let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+        let mut got = String::new();
+        while let Some(Ok(l)) = lines.next() {
+            got.push_str(&l);
+            got.push('\n');
+            if l.contains("/later") {
+                break;
+            }
+        }
+        got
+    };
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(streamed.contains("request /later"), "{streamed}");
+
+    // The agent restarts (with its server) and adopts the pod: same IP, serving.
+    c.s.kill();
+    c.s.start()?;
+    c.s.wait_ready(Duration::from_secs(30))?;
+    let answered = eventually(Duration::from_secs(30), || {
+        get(&format!("http://{ip}:8080/"))
+            .ok()
+            .filter(|(code, _)| *code == 200)
+    });
     assert!(
-        s.kubectl(&["get", "pod", "web"])
+        answered.is_some(),
+        "the pod serves again after an agent restart"
+    );
+    assert_eq!(c.s.json(&["pod", "web"])["status"]["podIP"], ip.as_str());
+    assert_eq!(c.net.namespaces(0).len(), 1, "the namespace was adopted");
+
+    let veths_before = host_veths();
+    c.s.k(&["delete", "pod", "web", "--timeout=30s"]);
+    assert!(
+        c.s.kubectl(&["get", "pod", "web"])
             .stderr
             .contains("NotFound")
     );

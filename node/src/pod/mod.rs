@@ -236,7 +236,18 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
         qos: qos_class(&spec),
         containers: containers
             .iter()
-            .map(|c| ContainerState::new(str_at(c, "/name"), str_at(c, "/image")))
+            .map(|c| {
+                let name = str_at(c, "/name");
+                let mut st = ContainerState::new(name, str_at(c, "/image"));
+                // An agent restart keeps counting where the status left off.
+                st.restarts = first
+                    .pointer("/status/containerStatuses")
+                    .and_then(Value::as_array)
+                    .and_then(|cs| cs.iter().find(|s| s["name"] == name))
+                    .and_then(|s| s["restartCount"].as_u64())
+                    .unwrap_or(0) as u32;
+                st
+            })
             .collect(),
         sandbox_error: None,
     };
