@@ -70,6 +70,9 @@ async fn start_server() -> Result<(Server, Duration)> {
         .arg("server")
         .arg("--data-dir")
         .arg(&data)
+        // No node agent: it would build a pod network on the host, and the
+        // API figures are about the control plane.
+        .arg("--disable-agent")
         .args([
             "--api-addr",
             &api,
