@@ -66,6 +66,9 @@ struct NodeArgs {
     /// Port of the agent's API (0: any free port; the Node publishes it).
     #[arg(long, default_value_t = 0)]
     agent_port: u16,
+    /// Pod network namespaces kept built ahead of demand (fast pod starts).
+    #[arg(long, default_value_t = 8)]
+    warm_netns: usize,
     /// Most pods this node takes (its `pods` capacity).
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
@@ -95,6 +98,7 @@ fn agent_config(
         port: n.agent_port,
         cgroups: !n.no_cgroups,
         max_pods: n.max_pods,
+        warm_netns: n.warm_netns,
         backoff: std::time::Duration::from_millis(n.restart_backoff_ms),
     }
 }

@@ -27,6 +27,9 @@ pub struct PodsBench {
     /// Pods created at once for the start-up figures.
     #[arg(long, default_value_t = 100)]
     pub start_pods: usize,
+    /// Pods started one at a time (each waited for) before the burst.
+    #[arg(long, default_value_t = 20)]
+    pub one_by_one: usize,
     /// Idle pods for the density figures (includes the start-up pods).
     #[arg(long, default_value_t = 1000)]
     pub density_pods: usize,
@@ -279,7 +282,7 @@ pub async fn run(b: PodsBench) -> Result<()> {
         .lines()
         .find_map(|l| l.trim().strip_prefix("token: ").map(str::to_string))
         .context("token in kubeconfig")?;
-    let max_pods = (b.density_pods.max(b.start_pods) + 10).to_string();
+    let max_pods = (b.density_pods.max(b.start_pods) + b.one_by_one + 10).to_string();
     procs.children.push(
         Command::new(std::env::current_exe()?)
             .args([
@@ -388,6 +391,31 @@ pub async fn run(b: PodsBench) -> Result<()> {
     // Start-up: a burst of pods, bound → Ready and created → Ready as a client sees them.
     let seen = Arc::new(Mutex::new(Seen::default()));
     let watcher = watch(&api, seen.clone()).await?;
+    // One at a time first: the latency of a pod start without a queue.
+    let mut one_bind = Vec::new();
+    let mut one_create = Vec::new();
+    for i in 0..b.one_by_one {
+        let name = format!("one-{i}");
+        let t = Instant::now();
+        api.create_pod(&name).await?;
+        wait_for(Duration::from_secs(30), async || {
+            seen.lock().unwrap().ready.contains_key(&name).then_some(())
+        })
+        .await?;
+        let s = seen.lock().unwrap();
+        one_bind.push((s.ready[&name] - s.bound[&name]).as_secs_f64() * 1000.0);
+        one_create.push((s.ready[&name] - t).as_secs_f64() * 1000.0);
+    }
+    if b.one_by_one > 0 {
+        println!(
+            "start {} pods one at a time: bound→Ready p50 {:.1} ms p99 {:.1} ms; created→Ready p50 {:.1} ms p99 {:.1} ms",
+            b.one_by_one,
+            pct(&mut one_bind, 0.5),
+            pct(&mut one_bind, 0.99),
+            pct(&mut one_create, 0.5),
+            pct(&mut one_create, 0.99),
+        );
+    }
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let api = Arc::new(api);
     let t0 = Instant::now();
@@ -428,7 +456,7 @@ pub async fn run(b: PodsBench) -> Result<()> {
             .map(|n| (s.ready[n] - c[n]).as_secs_f64() * 1000.0)
             .collect();
         println!(
-            "start {} pods: bound→Ready p50 {:.1} ms p99 {:.1} ms; created→Ready p50 {:.1} ms p99 {:.1} ms; all Ready in {:.2} s",
+            "start {} pods at once: bound→Ready p50 {:.1} ms p99 {:.1} ms; created→Ready p50 {:.1} ms p99 {:.1} ms; all Ready in {:.2} s",
             b.start_pods,
             pct(&mut bind_ready, 0.5),
             pct(&mut bind_ready, 0.99),
@@ -467,7 +495,7 @@ pub async fn run(b: PodsBench) -> Result<()> {
             .filter(|p| ready(p))
             .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_string))
             .collect();
-        (ready.len() > b.density_pods).then_some(ready)
+        (ready.len() > b.density_pods + b.one_by_one).then_some(ready)
     })
     .await
     .context("density pods become Ready")?;
@@ -477,21 +505,30 @@ pub async fn run(b: PodsBench) -> Result<()> {
         .build()?;
     let ips = Arc::new(ips);
     let ok = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut tasks = Vec::new();
     for w in 0..16 {
-        let (ips, ok, http) = (ips.clone(), ok.clone(), http.clone());
+        let (ips, ok, http, failures) = (ips.clone(), ok.clone(), http.clone(), failures.clone());
         tasks.push(tokio::spawn(async move {
             for i in (w..ips.len()).step_by(16) {
-                if let Ok(r) = http.get(format!("http://{}:8080/", ips[i])).send().await
-                    && r.status().is_success()
-                {
-                    ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match http.get(format!("http://{}:8080/", ips[i])).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(r) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("{}: {}", ips[i], r.status())),
+                    Err(e) => failures.lock().unwrap().push(format!("{}: {e:?}", ips[i])),
                 }
             }
         }));
     }
     for t in tasks {
         t.await?;
+    }
+    for f in failures.lock().unwrap().iter().take(3) {
+        println!("  unanswered: {f}");
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     println!(

@@ -347,11 +347,14 @@ impl TestNet {
             if let Ok(mut f) = claimed {
                 use std::io::Write;
                 let _ = write!(f, "{}", std::process::id());
-                return TestNet {
+                let net = TestNet {
                     octet,
                     tag: format!("t{octet}"),
                     lock,
                 };
+                // A test killed before its drop left its pieces: remove them first.
+                net.cleanup();
+                return net;
             }
         }
         panic!("no free test CIDR under 10.88.100-249");
@@ -387,7 +390,12 @@ impl TestNet {
         .collect()
     }
 
-    /// Namespaces on the host that belong to node `i`.
+    /// The namespace of the pod with address `ip` on node `i`.
+    pub fn netns_of(&self, i: usize, ip: &str) -> String {
+        format!("skiff-{}-{}", self.node(i).0, ip.replace('.', "-"))
+    }
+
+    /// Namespaces on the host that belong to node `i` (pods' and warm ones).
     pub fn namespaces(&self, i: usize) -> Vec<String> {
         let prefix = format!("skiff-{}-", self.node(i).0);
         std::fs::read_dir("/run/netns")

@@ -70,6 +70,8 @@ pub struct AgentConfig {
     pub cgroups: bool,
     /// Most pods this node takes.
     pub max_pods: u32,
+    /// Pod namespaces kept built ahead of demand.
+    pub warm_netns: usize,
     /// First restart back-off (doubles up to five minutes).
     pub backoff: Duration,
 }
@@ -162,6 +164,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         netns_prefix: format!("skiff-{}-", cfg.node_name),
     })
     .await?;
+    let warm = net.clone().keep_warm(cfg.warm_netns);
     let wasm = skiff_runtimes::wasm::WasmRuntime::new(&cfg.data_dir.join("compiled"))?;
     let logs = LogDir(cfg.data_dir.join("logs"));
     let ctx = Arc::new(NodeCtx {
@@ -183,6 +186,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     tokio::select! {
         r = node::heartbeat(client.clone(), cfg.clone(), port) => r,
         r = pods::watch(ctx, pods) => r,
+        () = warm => Ok(()),
         r = server => r.map_err(|source| AgentError::Listen { addr: format!("{}:{port}", cfg.address), source }),
     }
 }

@@ -15,16 +15,23 @@ use super::{Cidr, NetError};
 pub struct Ipam {
     dir: PathBuf,
     cidr: Cidr,
+    /// Where the next search starts: addresses go round the range, so a freed
+    /// one is not handed out again at once.
+    next: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Ipam {
     pub fn new(dir: PathBuf, cidr: Cidr) -> Result<Ipam, NetError> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| NetError::io(format!("create {}", dir.display()), e))?;
-        Ok(Ipam { dir, cidr })
+        Ok(Ipam {
+            dir,
+            cidr,
+            next: std::sync::Arc::default(),
+        })
     }
 
-    fn file(&self, ip: Ipv4Addr) -> PathBuf {
+    pub(crate) fn file(&self, ip: Ipv4Addr) -> PathBuf {
         self.dir.join(ip.to_string())
     }
 
@@ -51,10 +58,20 @@ impl Ipam {
 
     /// The address of `owner`: the one it holds, or the lowest free one.
     pub fn allocate(&self, owner: &str) -> Result<Ipv4Addr, NetError> {
-        if let Some(ip) = self.held_by(owner) {
-            return Ok(ip);
+        match self.held_by(owner) {
+            Some(ip) => Ok(ip),
+            None => self.claim_new(owner),
         }
-        for i in self.cidr.pod_range() {
+    }
+
+    /// The lowest free address, recorded for `owner` (which may hold others).
+    pub fn claim_new(&self, owner: &str) -> Result<Ipv4Addr, NetError> {
+        use std::sync::atomic::Ordering;
+        let range = self.cidr.pod_range();
+        let len = range.end.saturating_sub(range.start);
+        let start = self.next.load(Ordering::Relaxed);
+        for k in 0..len {
+            let i = range.start + (start + k) % len;
             let Some(ip) = self.cidr.nth(i) else { break };
             match std::fs::OpenOptions::new()
                 .write(true)
@@ -64,6 +81,8 @@ impl Ipam {
                 Ok(mut f) => {
                     f.write_all(owner.as_bytes())
                         .map_err(|e| NetError::io("record pod address", e))?;
+                    self.next
+                        .store((i - range.start + 1) % len, Ordering::Relaxed);
                     return Ok(ip);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -71,6 +90,17 @@ impl Ipam {
             }
         }
         Err(NetError::Exhausted(self.cidr.to_string()))
+    }
+
+    /// Hand `ip` from `from` to `to` (atomically replacing the record); false if
+    /// `from` does not hold it.
+    pub fn reassign(&self, ip: Ipv4Addr, from: &str, to: &str) -> bool {
+        let file = self.file(ip);
+        if std::fs::read_to_string(&file).ok().as_deref() != Some(from) {
+            return false;
+        }
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, to).is_ok() && std::fs::rename(&tmp, &file).is_ok()
     }
 
     /// Give back whatever `owner` holds.
@@ -103,6 +133,12 @@ mod tests {
             Err(NetError::Exhausted(_))
         ));
         ipam.release("pod-a");
-        assert_eq!(ipam.allocate("pod-b").unwrap(), a);
+        assert_eq!(ipam.allocate("pod-b").unwrap(), a, "the only free one");
+        assert!(ipam.reassign(a, "pod-b", "pod-c"));
+        assert!(
+            !ipam.reassign(a, "pod-b", "pod-d"),
+            "only the holder hands it on"
+        );
+        assert_eq!(ipam.held_by("pod-c"), Some(a));
     }
 }

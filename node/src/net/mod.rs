@@ -15,6 +15,7 @@ pub mod netns;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use fnv::short_hash;
 
@@ -80,6 +81,8 @@ pub struct PodNetwork {
     ipam: Ipam,
     host: rtnetlink::Handle,
     bridge_index: u32,
+    /// Addresses whose namespace is built and waiting for a pod.
+    warm: Arc<std::sync::Mutex<Vec<Ipv4Addr>>>,
 }
 
 impl PodNetwork {
@@ -112,6 +115,7 @@ impl PodNetwork {
             ipam,
             host,
             bridge_index,
+            warm: Arc::default(),
         })
     }
 
@@ -119,33 +123,55 @@ impl PodNetwork {
         &self.cfg
     }
 
-    /// The namespace name of the pod with this uid.
-    pub fn netns_name(&self, uid: &str) -> String {
-        format!("{}{uid}", self.cfg.netns_prefix)
+    /// The namespace name of the pod address `ip`.
+    pub fn netns_name(&self, ip: Ipv4Addr) -> String {
+        format!(
+            "{}{}",
+            self.cfg.netns_prefix,
+            ip.to_string().replace('.', "-")
+        )
     }
 
-    /// The host-side and temporary pod-side veth names of a pod (≤ 15 bytes).
-    fn veth_names(&self, uid: &str) -> (String, String) {
-        let h = short_hash(&format!("{}/{uid}", self.cfg.netns_prefix));
+    /// The host-side and temporary pod-side veth names for `ip` (≤ 15 bytes).
+    fn veth_names(&self, ip: Ipv4Addr) -> (String, String) {
+        let h = short_hash(&format!("{}/{ip}", self.cfg.netns_prefix));
         (format!("sk{h}"), format!("sp{h}"))
     }
 
-    /// Give the pod with this uid its namespace, veth and address (or adopt what
-    /// it already has).
+    /// Give the pod with this uid its namespace, veth and address: the one it
+    /// already has (after a restart), a warm one, or a new one.
     pub async fn attach(&self, uid: &str) -> Result<Attachment, NetError> {
-        let name = self.netns_name(uid);
+        if let Some(ip) = self.ipam.held_by(uid) {
+            return self.plumb_or_undo(uid, ip).await;
+        }
+        let warm = self.warm.lock().expect("warm pool").pop();
+        if let Some(ip) = warm
+            && self.ipam.reassign(ip, WARM, uid)
+        {
+            return Ok(Attachment {
+                netns: netns::path(&self.netns_name(ip)),
+                ip,
+            });
+        }
         let ip = self.ipam.allocate(uid)?;
-        let result = self.plumb(uid, &name, ip).await;
+        self.plumb_or_undo(uid, ip).await
+    }
+
+    async fn plumb_or_undo(&self, owner: &str, ip: Ipv4Addr) -> Result<Attachment, NetError> {
+        let result = self.plumb(ip).await;
         if result.is_err() {
-            let _ = self.detach(uid).await;
+            let _ = self.remove(ip).await;
+            self.ipam.release(owner);
         }
         result
     }
 
-    async fn plumb(&self, uid: &str, name: &str, ip: Ipv4Addr) -> Result<Attachment, NetError> {
-        let path = netns::create(name)?;
-        let (host_end, pod_end) = self.veth_names(uid);
-        let configured = self.configured(&path, ip)?;
+    async fn plumb(&self, ip: Ipv4Addr) -> Result<Attachment, NetError> {
+        let n = self.netns_name(ip);
+        let path = blocking(move || netns::create(&n)).await?;
+        let (host_end, pod_end) = self.veth_names(ip);
+        let p = path.clone();
+        let configured = blocking(move || configured(&p, ip)).await?;
         if !configured || link::index(&self.host, &host_end).await?.is_none() {
             let ns = std::fs::File::open(&path)
                 .map_err(|e| NetError::io(format!("open {}", path.display()), e))?;
@@ -163,47 +189,103 @@ impl PodNetwork {
                 .gateway()
                 .unwrap_or(Ipv4Addr::UNSPECIFIED);
             let prefix = self.cfg.node_cidr.prefix;
-            netns::run_in(&path, move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_io()
-                    .build()
-                    .map_err(|e| NetError::io("netlink runtime", e))?;
-                rt.block_on(async {
-                    let h = link::connect()?;
-                    link::configure_pod(&h, &pod_end, ip, prefix, gateway).await
-                })
-            })??;
+            let p = path.clone();
+            blocking(move || {
+                netns::run_in(&p, move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_io()
+                        .build()
+                        .map_err(|e| NetError::io("netlink runtime", e))?;
+                    rt.block_on(async {
+                        let h = link::connect()?;
+                        link::configure_pod(&h, &pod_end, ip, prefix, gateway).await
+                    })
+                })?
+            })
+            .await?;
         }
         Ok(Attachment { netns: path, ip })
     }
 
-    /// Whether the namespace already has eth0 with `ip` (an agent restart).
-    fn configured(&self, path: &Path, ip: Ipv4Addr) -> Result<bool, NetError> {
-        netns::run_in(path, move || std::net::UdpSocket::bind((ip, 0)).is_ok())
+    /// Remove the veth and namespace of `ip`. Missing pieces are fine.
+    async fn remove(&self, ip: Ipv4Addr) -> Result<(), NetError> {
+        let (host_end, _) = self.veth_names(ip);
+        link::delete(&self.host, &host_end).await?;
+        let name = self.netns_name(ip);
+        blocking(move || netns::delete(&name)).await
     }
 
-    /// Remove the pod's veth, namespace and address. Missing pieces are fine.
+    /// Remove the pod's veth, namespace and address (whatever of it exists).
     pub async fn detach(&self, uid: &str) -> Result<(), NetError> {
-        let (host_end, _) = self.veth_names(uid);
-        link::delete(&self.host, &host_end).await?;
-        netns::delete(&self.netns_name(uid))?;
+        if let Some(ip) = self.ipam.held_by(uid) {
+            self.remove(ip).await?;
+        }
         self.ipam.release(uid);
         Ok(())
     }
 
     /// Pods with an address on record (for clean-up after a restart).
     pub fn recorded(&self) -> Vec<String> {
-        self.ipam.all().into_iter().map(|(_, o)| o).collect()
+        self.ipam
+            .all()
+            .into_iter()
+            .map(|(_, o)| o)
+            .filter(|o| o != WARM)
+            .collect()
+    }
+
+    /// Keep `n` namespaces wired and addressed ahead of demand, so a pod start
+    /// only claims one (creating a network namespace costs the kernel tens of
+    /// milliseconds). Warm ones left by an earlier run are rebuilt. Runs until
+    /// the task is dropped.
+    pub async fn keep_warm(self, n: usize) {
+        for (ip, owner) in self.ipam.all() {
+            if owner == WARM {
+                let _ = self.remove(ip).await;
+                let _ = std::fs::remove_file(self.ipam.file(ip));
+            }
+        }
+        loop {
+            while self.warm.lock().expect("warm pool").len() < n {
+                let made = match self.ipam.claim_new(WARM) {
+                    Ok(ip) => match self.plumb(ip).await {
+                        Ok(_) => Ok(ip),
+                        Err(e) => {
+                            let _ = self.remove(ip).await;
+                            let _ = std::fs::remove_file(self.ipam.file(ip));
+                            Err(e)
+                        }
+                    },
+                    Err(e) => Err(e),
+                };
+                match made {
+                    Ok(ip) => self.warm.lock().expect("warm pool").push(ip),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot warm a pod namespace");
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 }
 
-/// Open a listening TCP socket inside a namespace (it stays there).
-pub fn listen_in(
-    netns: &Path,
-    addr: std::net::SocketAddr,
-) -> Result<std::net::TcpListener, NetError> {
-    netns::run_in(netns, move || std::net::TcpListener::bind(addr))?
-        .map_err(|e| NetError::io(format!("listen on {addr}"), e))
+/// The owner of pre-built namespaces no pod has claimed yet.
+const WARM: &str = "warm";
+
+/// Whether the namespace already has eth0 with `ip` (an agent restart).
+fn configured(path: &Path, ip: Ipv4Addr) -> Result<bool, NetError> {
+    netns::run_in(path, move || std::net::UdpSocket::bind((ip, 0)).is_ok())
+}
+
+/// Run namespace work (which spawns and joins threads) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, NetError> + Send + 'static,
+) -> Result<T, NetError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| NetError::Config(format!("namespace task: {e}")))?
 }
 
 mod fnv {

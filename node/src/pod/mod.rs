@@ -392,7 +392,16 @@ async fn prepare(
         .map_err(|e| ("FailedCreatePodSandBox", format!("pod network: {e}")))?;
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "pod network attached");
     let cgroup = if ctx.cgroups {
-        match PodCgroup::create(&ctx.node, &info.uid, cpu_millis(spec)) {
+        let (node, uid, millis) = (ctx.node.clone(), info.uid.clone(), cpu_millis(spec));
+        let made = tokio::task::spawn_blocking(move || PodCgroup::create(&node, &uid, millis))
+            .await
+            .unwrap_or_else(|e| {
+                Err(crate::cgroup::CgroupError {
+                    path: String::new(),
+                    reason: e.to_string(),
+                })
+            });
+        match made {
             Ok(cg) => Some(cg),
             Err(e) => {
                 tracing::warn!(error = %e, "no cgroup for this pod; its CPU is accounted to the agent");
