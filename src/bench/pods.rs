@@ -27,6 +27,9 @@ pub struct PodsBench {
     /// Pods created at once for the start-up figures.
     #[arg(long, default_value_t = 100)]
     pub start_pods: usize,
+    /// Clients creating the burst of pods at once.
+    #[arg(long, default_value_t = 8)]
+    pub create_clients: usize,
     /// Pods started one at a time (each waited for) before the burst.
     #[arg(long, default_value_t = 20)]
     pub one_by_one: usize,
@@ -39,6 +42,12 @@ pub struct PodsBench {
     /// Open connections of the HTTP load.
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
+    /// The agent's warm pod namespaces (`skiff agent --warm-netns`).
+    #[arg(long, default_value_t = 8)]
+    pub warm_netns: usize,
+    /// Run the agent with `--no-cgroups`.
+    #[arg(long)]
+    pub no_cgroups: bool,
     /// The `wasmtime` binary for the peer (`wasmtime serve -S cli`); `none` skips it.
     #[arg(long, default_value = "wasmtime")]
     pub wasmtime: String,
@@ -342,7 +351,10 @@ pub async fn run(b: PodsBench) -> Result<()> {
         &[&tar, Path::new("--kubeconfig"), &kubeconfig],
     )?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("machine: {cpus} cpus; agent and load generator share them");
+    println!(
+        "machine: {cpus} cpus; agent and load generator share them; {} warm pod namespaces",
+        b.warm_netns
+    );
 
     // HTTP: the pod at its IP beside wasmtime serve, same component, same wrk.
     api.create_pod("web").await?;
@@ -420,11 +432,12 @@ pub async fn run(b: PodsBench) -> Result<()> {
     let api = Arc::new(api);
     let t0 = Instant::now();
     let mut tasks = Vec::new();
-    for w in 0..8 {
+    let clients = b.create_clients.max(1);
+    for w in 0..clients {
         let (api, created) = (api.clone(), created.clone());
         let n = b.start_pods;
         tasks.push(tokio::spawn(async move {
-            for i in (w..n).step_by(8) {
+            for i in (w..n).step_by(clients) {
                 let name = format!("start-{i}");
                 let t = Instant::now();
                 api.create_pod(&name).await?;
@@ -456,7 +469,7 @@ pub async fn run(b: PodsBench) -> Result<()> {
             .map(|n| (s.ready[n] - c[n]).as_secs_f64() * 1000.0)
             .collect();
         println!(
-            "start {} pods at once: bound→Ready p50 {:.1} ms p99 {:.1} ms; created→Ready p50 {:.1} ms p99 {:.1} ms; all Ready in {:.2} s",
+            "start {} pods at once ({clients} creating clients): bound→Ready p50 {:.1} ms p99 {:.1} ms; created→Ready p50 {:.1} ms p99 {:.1} ms; all Ready in {:.2} s",
             b.start_pods,
             pct(&mut bind_ready, 0.5),
             pct(&mut bind_ready, 0.99),

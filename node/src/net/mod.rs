@@ -102,6 +102,7 @@ impl PodNetwork {
             )));
         }
         let host = link::connect()?;
+        neighbour_room(cfg.node_cidr.size());
         link::unreachable(&host, cfg.cluster_cidr).await?;
         link::unreachable(&host, cfg.service_cidr).await?;
         let bridge_index = link::bridge(&host, &cfg.bridge, gateway, cfg.node_cidr.prefix).await?;
@@ -273,6 +274,37 @@ impl PodNetwork {
 
 /// The owner of pre-built namespaces no pod has claimed yet.
 const WARM: &str = "warm";
+
+/// Make room for every pod of the node on one bridge: in the host's neighbour
+/// (ARP) table (defaults: soft 512, hard 1024 entries), and in the per-CPU
+/// receive backlog (default 1000 packets), which a broadcast flooded to a
+/// thousand veths overflows, dropping ARP requests. Limits are only raised.
+fn neighbour_room(addresses: u64) {
+    for (knob, want) in [
+        ("ipv4/neigh/default/gc_thresh2", addresses + 512),
+        ("ipv4/neigh/default/gc_thresh3", 2 * addresses + 1024),
+        ("core/netdev_max_backlog", 2 * addresses + 1000),
+    ] {
+        let path = format!("/proc/sys/net/{knob}");
+        let current: u64 = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(u64::MAX);
+        if current < want {
+            match std::fs::write(&path, want.to_string()) {
+                Ok(()) => tracing::info!(
+                    knob,
+                    from = current,
+                    to = want,
+                    "raised the neighbour table limit"
+                ),
+                Err(e) => {
+                    tracing::warn!(knob, error = %e, "cannot raise the neighbour table limit")
+                }
+            }
+        }
+    }
+}
 
 /// Whether the namespace already has eth0 with `ip` (an agent restart).
 fn configured(path: &Path, ip: Ipv4Addr) -> Result<bool, NetError> {

@@ -58,6 +58,8 @@ pub struct Images {
     dir: PathBuf,
     /// Reference → manifest digest resolved before (for IfNotPresent/Never).
     known: Arc<Mutex<HashMap<String, Pulled>>>,
+    /// A lock per reference being pulled.
+    pulling: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// `(repository, tag-or-digest)` of a reference, for `/v2/<repo>/manifests/<ref>`.
@@ -94,6 +96,7 @@ impl Images {
             client,
             dir,
             known: Arc::default(),
+            pulling: Arc::default(),
         })
     }
 
@@ -113,6 +116,20 @@ impl Images {
                 });
             }
             _ => {}
+        }
+        // One pull per reference at a time; the others then find it cached.
+        let lock = self
+            .pulling
+            .lock()
+            .expect("pull locks")
+            .entry(image.to_string())
+            .or_default()
+            .clone();
+        let _one = lock.lock().await;
+        if policy != "Always"
+            && let Some(p) = self.known.lock().expect("image map").get(image).cloned()
+        {
+            return Ok(p);
         }
         let pulled = self.fetch(image, &repo, &reference).await?;
         self.known
@@ -271,7 +288,11 @@ impl Images {
                 reason: format!("blob {digest} does not match its digest"),
             });
         }
-        let tmp = path.with_extension("tmp");
+        // Pulls of one blob may run side by side: each writes its own file, and
+        // whichever rename lands last wins with identical bytes.
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{n}"));
         tokio::fs::write(&tmp, &bytes).await?;
         tokio::fs::rename(&tmp, &path).await?;
         Ok(bytes)

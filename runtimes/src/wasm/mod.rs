@@ -112,6 +112,7 @@ pub struct WasmRuntime {
     pub(crate) linkers: Arc<Linkers>,
     /// Compiled components by digest, shared by every pod that runs them.
     loaded: Arc<std::sync::Mutex<std::collections::HashMap<String, Component>>>,
+    compiling: Arc<std::sync::Mutex<()>>,
 }
 
 impl Drop for WasmRuntime {
@@ -171,6 +172,7 @@ impl WasmRuntime {
             stop,
             linkers,
             loaded: Arc::default(),
+            compiling: Arc::default(),
         })
     }
 
@@ -184,6 +186,12 @@ impl WasmRuntime {
         if classify(bytes)? == BinaryKind::CoreModule {
             return Err(WasmError::CoreModule);
         }
+        if let Some(c) = self.loaded.lock().expect("component cache").get(digest) {
+            return Ok(c.clone());
+        }
+        // One compile at a time (it uses every core anyway); whoever waited
+        // finds the result in the map.
+        let _one = self.compiling.lock().expect("compile lock");
         if let Some(c) = self.loaded.lock().expect("component cache").get(digest) {
             return Ok(c.clone());
         }
