@@ -311,9 +311,16 @@ pub async fn run(b: PodsBench) -> Result<()> {
             ])
             .arg("--data-dir")
             .arg(dir.path().join("agent"))
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("SKIFF_BENCH_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("agent.log"))?)
+            .stderr(std::fs::File::create(
+                std::env::var("SKIFF_BENCH_AGENT_LOG_FILE")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|_| dir.path().join("agent.log")),
+            )?)
             .spawn()?,
     );
     let agent_pid = procs.children[1].id();
@@ -476,6 +483,24 @@ pub async fn run(b: PodsBench) -> Result<()> {
             pct(&mut create_ready, 0.5),
             pct(&mut create_ready, 0.99),
             all.as_secs_f64()
+        );
+    }
+    {
+        let s = seen.lock().unwrap();
+        let mut bound: Vec<f64> = names
+            .iter()
+            .map(|n| (s.bound[n] - t0).as_secs_f64() * 1000.0)
+            .collect();
+        let mut ready: Vec<f64> = names
+            .iter()
+            .map(|n| (s.ready[n] - t0).as_secs_f64() * 1000.0)
+            .collect();
+        println!(
+            "  burst timeline from the first create: bound p50 {:.0} ms, last {:.0} ms; Ready p50 {:.0} ms, last {:.0} ms",
+            pct(&mut bound, 0.5),
+            pct(&mut bound, 1.0),
+            pct(&mut ready, 0.5),
+            pct(&mut ready, 1.0)
         );
     }
     watcher.abort();

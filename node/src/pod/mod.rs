@@ -172,14 +172,20 @@ async fn write_status(api: Api<Pod>, name: String, mut rx: watch::Receiver<PodVi
         let view = rx.borrow_and_update().clone();
         let s = view.status(&mut transitions);
         if s != last {
-            match api
+            let t = std::time::Instant::now();
+            let result = api
                 .patch_status(
                     &name,
                     &PatchParams::default(),
                     &Patch::Merge(json!({"status": s})),
                 )
-                .await
-            {
+                .await;
+            tracing::debug!(
+                ms = t.elapsed().as_millis() as u64,
+                phase = view.phase(),
+                "status written"
+            );
+            match result {
                 Ok(_) => last = s,
                 Err(kube::Error::Api(e)) if e.code == 404 => return,
                 Err(e) => {
@@ -391,6 +397,7 @@ async fn prepare(
         .await
         .map_err(|e| ("FailedCreatePodSandBox", format!("pod network: {e}")))?;
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "pod network attached");
+    let cgroup_t = std::time::Instant::now();
     let cgroup = if ctx.cgroups {
         let (node, uid, millis) = (ctx.node.clone(), info.uid.clone(), cpu_millis(spec));
         let made = tokio::task::spawn_blocking(move || PodCgroup::create(&node, &uid, millis))
@@ -411,6 +418,10 @@ async fn prepare(
     } else {
         None
     };
+    tracing::debug!(
+        ms = cgroup_t.elapsed().as_millis() as u64,
+        "pod cgroup made"
+    );
     let sandbox = sandbox::Sandbox::start(
         &info.name,
         attached.netns.clone(),
@@ -419,5 +430,6 @@ async fn prepare(
     )
     .await
     .map_err(|e| ("FailedCreatePodSandBox", e.to_string()))?;
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "pod sandbox started");
     Ok((attached.ip.to_string(), sandbox, cgroup))
 }
