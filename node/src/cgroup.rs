@@ -85,7 +85,11 @@ impl PodCgroup {
 
     /// Move the calling thread into this cgroup.
     pub fn join_current_thread(&self) -> Result<(), CgroupError> {
-        let tid = nix::unistd::gettid().as_raw() as u64;
+        self.add_thread(nix::unistd::gettid().as_raw() as u64)
+    }
+
+    /// Move thread `tid` into this cgroup.
+    pub fn add_thread(&self, tid: u64) -> Result<(), CgroupError> {
         self.cg
             .add_task(CgroupPid::from(tid))
             .map_err(|e| CgroupError {

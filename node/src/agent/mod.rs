@@ -179,7 +179,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         cgroups: cfg.cgroups,
         backoff_initial: cfg.backoff,
         backoff_max: Duration::from_secs(300),
+        warm_sandboxes: Default::default(),
     });
+    let warm_sandboxes = crate::pod::keep_sandboxes_warm(ctx.clone());
     let pods = pods::Pods::default();
     let server = api::serve(listener, cfg.token.clone(), logs, pods.clone());
     tracing::info!(node = %cfg.node_name, port, "agent ready");
@@ -187,6 +189,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         r = node::heartbeat(client.clone(), cfg.clone(), port) => r,
         r = pods::watch(ctx, pods) => r,
         () = warm => Ok(()),
+        () = warm_sandboxes => Ok(()),
         r = server => r.map_err(|source| AgentError::Listen { addr: format!("{}:{port}", cfg.address), source }),
     }
 }

@@ -4,30 +4,53 @@
 //! **An address is given to one pod at a time, and survives an agent restart
 //! with its owner (the file is the record).**
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use super::{Cidr, NetError};
 
-/// Addresses of one node's pod CIDR.
+/// Addresses of one node's pod CIDR: the files are the record, an in-memory
+/// index (loaded once) answers lookups without reading the directory.
 #[derive(Debug, Clone)]
 pub struct Ipam {
     dir: PathBuf,
     cidr: Cidr,
+    /// Address → owner, as on disk.
+    index: Arc<Mutex<BTreeMap<Ipv4Addr, String>>>,
     /// Where the next search starts: addresses go round the range, so a freed
     /// one is not handed out again at once.
-    next: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    next: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Ipam {
     pub fn new(dir: PathBuf, cidr: Cidr) -> Result<Ipam, NetError> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| NetError::io(format!("create {}", dir.display()), e))?;
+        let mut index = BTreeMap::new();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let Some(ip) = e
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<Ipv4Addr>().ok())
+                else {
+                    continue;
+                };
+                if let Ok(owner) = std::fs::read_to_string(e.path())
+                    && cidr.contains(ip)
+                {
+                    index.insert(ip, owner);
+                }
+            }
+        }
         Ok(Ipam {
             dir,
             cidr,
-            next: std::sync::Arc::default(),
+            index: Arc::new(Mutex::new(index)),
+            next: Arc::default(),
         })
     }
 
@@ -37,22 +60,20 @@ impl Ipam {
 
     /// The address `owner` holds, if any.
     pub fn held_by(&self, owner: &str) -> Option<Ipv4Addr> {
-        self.all()
-            .into_iter()
-            .find_map(|(ip, o)| (o == owner).then_some(ip))
+        self.index
+            .lock()
+            .expect("ipam")
+            .iter()
+            .find_map(|(ip, o)| (o == owner).then_some(*ip))
     }
 
     /// Every (address, owner) on record in this CIDR.
     pub fn all(&self) -> Vec<(Ipv4Addr, String)> {
-        let Ok(dir) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
-        dir.filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let ip: Ipv4Addr = e.file_name().to_str()?.parse().ok()?;
-                let owner = std::fs::read_to_string(e.path()).ok()?;
-                self.cidr.contains(ip).then_some((ip, owner))
-            })
+        self.index
+            .lock()
+            .expect("ipam")
+            .iter()
+            .map(|(ip, o)| (*ip, o.clone()))
             .collect()
     }
 
@@ -64,15 +85,20 @@ impl Ipam {
         }
     }
 
-    /// The lowest free address, recorded for `owner` (which may hold others).
+    /// The next free address round the range, recorded for `owner` (which may
+    /// hold others).
     pub fn claim_new(&self, owner: &str) -> Result<Ipv4Addr, NetError> {
         use std::sync::atomic::Ordering;
         let range = self.cidr.pod_range();
         let len = range.end.saturating_sub(range.start);
         let start = self.next.load(Ordering::Relaxed);
+        let mut index = self.index.lock().expect("ipam");
         for k in 0..len {
             let i = range.start + (start + k) % len;
             let Some(ip) = self.cidr.nth(i) else { break };
+            if index.contains_key(&ip) {
+                continue;
+            }
             match std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -81,6 +107,7 @@ impl Ipam {
                 Ok(mut f) => {
                     f.write_all(owner.as_bytes())
                         .map_err(|e| NetError::io("record pod address", e))?;
+                    index.insert(ip, owner.to_string());
                     self.next
                         .store((i - range.start + 1) % len, Ordering::Relaxed);
                     return Ok(ip);
@@ -95,19 +122,31 @@ impl Ipam {
     /// Hand `ip` from `from` to `to` (atomically replacing the record); false if
     /// `from` does not hold it.
     pub fn reassign(&self, ip: Ipv4Addr, from: &str, to: &str) -> bool {
-        let file = self.file(ip);
-        if std::fs::read_to_string(&file).ok().as_deref() != Some(from) {
+        let mut index = self.index.lock().expect("ipam");
+        if index.get(&ip).map(String::as_str) != Some(from) {
             return false;
         }
+        let file = self.file(ip);
         let tmp = file.with_extension("tmp");
-        std::fs::write(&tmp, to).is_ok() && std::fs::rename(&tmp, &file).is_ok()
+        if std::fs::write(&tmp, to).is_ok() && std::fs::rename(&tmp, &file).is_ok() {
+            index.insert(ip, to.to_string());
+            return true;
+        }
+        false
+    }
+
+    /// Forget `ip`, whoever holds it.
+    pub fn forget(&self, ip: Ipv4Addr) {
+        let mut index = self.index.lock().expect("ipam");
+        let _ = std::fs::remove_file(self.file(ip));
+        index.remove(&ip);
     }
 
     /// Give back whatever `owner` holds.
     pub fn release(&self, owner: &str) {
         for (ip, o) in self.all() {
             if o == owner {
-                let _ = std::fs::remove_file(self.file(ip));
+                self.forget(ip);
             }
         }
     }

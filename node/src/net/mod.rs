@@ -225,6 +225,16 @@ impl PodNetwork {
         Ok(())
     }
 
+    /// The namespaces built ahead of demand and not yet claimed.
+    pub fn warm_paths(&self) -> Vec<PathBuf> {
+        self.warm
+            .lock()
+            .expect("warm pool")
+            .iter()
+            .map(|ip| netns::path(&self.netns_name(*ip)))
+            .collect()
+    }
+
     /// Pods with an address on record (for clean-up after a restart).
     pub fn recorded(&self) -> Vec<String> {
         self.ipam
@@ -243,7 +253,7 @@ impl PodNetwork {
         for (ip, owner) in self.ipam.all() {
             if owner == WARM {
                 let _ = self.remove(ip).await;
-                let _ = std::fs::remove_file(self.ipam.file(ip));
+                self.ipam.forget(ip);
             }
         }
         loop {
@@ -253,7 +263,7 @@ impl PodNetwork {
                         Ok(_) => Ok(ip),
                         Err(e) => {
                             let _ = self.remove(ip).await;
-                            let _ = std::fs::remove_file(self.ipam.file(ip));
+                            self.ipam.forget(ip);
                             Err(e)
                         }
                     },

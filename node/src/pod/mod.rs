@@ -47,7 +47,51 @@ pub struct NodeCtx {
     /// First restart delay; doubles up to `backoff_max`.
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// Sandboxes already running in warm namespaces, by namespace path.
+    pub warm_sandboxes:
+        std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, sandbox::Sandbox>>,
 }
+
+/// Keep a sandbox (threads already inside the namespace) ready in every warm
+/// namespace: entering a network namespace is the slow part of starting a
+/// pod's threads, and the kernel does it one thread at a time.
+pub async fn keep_sandboxes_warm(ctx: Arc<NodeCtx>) {
+    loop {
+        let warm = ctx.net.warm_paths();
+        let stale: Vec<sandbox::Sandbox> = {
+            let mut map = ctx.warm_sandboxes.lock().expect("warm sandboxes");
+            let gone: Vec<std::path::PathBuf> =
+                map.keys().filter(|p| !warm.contains(p)).cloned().collect();
+            gone.iter().filter_map(|p| map.remove(p)).collect()
+        };
+        for sb in stale {
+            sb.stop().await;
+        }
+        for path in warm {
+            if ctx
+                .warm_sandboxes
+                .lock()
+                .expect("warm sandboxes")
+                .contains_key(&path)
+            {
+                continue;
+            }
+            match sandbox::Sandbox::start("warm", path.clone(), None, WARM_THREADS).await {
+                Ok(sb) => {
+                    ctx.warm_sandboxes
+                        .lock()
+                        .expect("warm sandboxes")
+                        .insert(path, sb);
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot warm a sandbox"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Worker threads of a warm sandbox.
+const WARM_THREADS: usize = 2;
 
 impl NodeCtx {
     /// The delay before restart number `n + 1`.
@@ -422,14 +466,32 @@ async fn prepare(
         ms = cgroup_t.elapsed().as_millis() as u64,
         "pod cgroup made"
     );
-    let sandbox = sandbox::Sandbox::start(
-        &info.name,
-        attached.netns.clone(),
-        cgroup.clone(),
-        threads(spec),
-    )
-    .await
-    .map_err(|e| ("FailedCreatePodSandBox", e.to_string()))?;
+    let warm = ctx
+        .warm_sandboxes
+        .lock()
+        .expect("warm sandboxes")
+        .remove(&attached.netns);
+    let sandbox = match warm {
+        Some(sb) if sb.threads() >= threads(spec) && sb.check().is_ok() => {
+            if let Some(cg) = &cgroup {
+                sb.assign_cgroup(cg.clone());
+            }
+            sb
+        }
+        other => {
+            if let Some(sb) = other {
+                sb.stop().await;
+            }
+            sandbox::Sandbox::start(
+                &info.name,
+                attached.netns.clone(),
+                cgroup.clone(),
+                threads(spec),
+            )
+            .await
+            .map_err(|e| ("FailedCreatePodSandBox", e.to_string()))?
+        }
+    };
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "pod sandbox started");
     Ok((attached.ip.to_string(), sandbox, cgroup))
 }

@@ -6,8 +6,8 @@
 //! that cannot enter it marks the sandbox broken and the pod does not start.**
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::cgroup::PodCgroup;
 use crate::net::netns;
@@ -26,6 +26,11 @@ pub struct Sandbox {
     rt: Option<tokio::runtime::Runtime>,
     broken: Arc<AtomicBool>,
     netns: PathBuf,
+    threads: usize,
+    /// The cgroup threads join as they start (set later for a warm sandbox).
+    cgroup: Arc<Mutex<Option<PodCgroup>>>,
+    /// Every thread of the sandbox so far (to move them into a cgroup later).
+    tids: Arc<Mutex<Vec<u64>>>,
 }
 
 impl Sandbox {
@@ -37,9 +42,12 @@ impl Sandbox {
         threads: usize,
     ) -> Result<Sandbox, SandboxError> {
         let broken = Arc::new(AtomicBool::new(false));
-        let (ns, b) = (netns.clone(), broken.clone());
+        let cgroup = Arc::new(Mutex::new(cgroup));
+        let tids: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let (ns, b, cg, ts) = (netns.clone(), broken.clone(), cgroup.clone(), tids.clone());
+        let threads = threads.max(1);
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
+            .worker_threads(threads)
             .max_blocking_threads(4)
             .thread_name(format!("pod-{}", name.chars().take(10).collect::<String>()))
             .enable_all()
@@ -49,7 +57,9 @@ impl Sandbox {
                     b.store(true, Ordering::SeqCst);
                     return;
                 }
-                if let Some(cg) = &cgroup
+                let tid = nix::unistd::gettid().as_raw() as u64;
+                ts.lock().expect("tids").push(tid);
+                if let Some(cg) = cg.lock().expect("cgroup").as_ref()
                     && let Err(e) = cg.join_current_thread()
                 {
                     tracing::warn!(error = %e, "pod thread not accounted to its cgroup");
@@ -61,11 +71,30 @@ impl Sandbox {
             rt: Some(rt),
             broken,
             netns,
+            threads,
+            cgroup,
+            tids,
         };
         // Workers start with the runtime; run one task to be sure they did.
         let _ = sb.handle().spawn(async {}).await;
         sb.check()?;
         Ok(sb)
+    }
+
+    /// How many worker threads the sandbox runs.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Account the sandbox's threads (those running and those to come) to `cg`.
+    pub fn assign_cgroup(&self, cg: PodCgroup) {
+        let mut slot = self.cgroup.lock().expect("cgroup");
+        for tid in self.tids.lock().expect("tids").iter() {
+            if let Err(e) = cg.add_thread(*tid) {
+                tracing::debug!(error = %e, tid, "thread not moved to the pod cgroup");
+            }
+        }
+        *slot = Some(cg);
     }
 
     /// Fail if any of the pod's threads is outside its namespace.
