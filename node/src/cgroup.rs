@@ -83,6 +83,19 @@ impl PodCgroup {
         &self.path
     }
 
+    /// Whether the calling thread is in this cgroup already (inherited).
+    pub fn holds_current_thread(&self) -> bool {
+        let suffix = format!("/{}", self.path);
+        std::fs::read_to_string("/proc/thread-self/cgroup").is_ok_and(|s| {
+            s.lines()
+                .filter(|l| l.contains("cpu"))
+                .any(|l| l.ends_with(&suffix))
+                || (self.v2
+                    && s.lines()
+                        .any(|l| l.starts_with("0::") && l.ends_with(&suffix)))
+        })
+    }
+
     /// Move the calling thread into this cgroup.
     pub fn join_current_thread(&self) -> Result<(), CgroupError> {
         self.add_thread(nix::unistd::gettid().as_raw() as u64)

@@ -46,11 +46,22 @@ impl Ipam {
                 }
             }
         }
+        // Carry on round the range after the highest address on record, so an
+        // address freed after a restart is not handed out again at once.
+        let range = cidr.pod_range();
+        let next = index
+            .keys()
+            .filter_map(|ip| {
+                let i = u64::from(u32::from(*ip).wrapping_sub(u32::from(cidr.base)));
+                range.contains(&i).then(|| i - range.start + 1)
+            })
+            .max()
+            .unwrap_or(0);
         Ok(Ipam {
             dir,
             cidr,
             index: Arc::new(Mutex::new(index)),
-            next: Arc::default(),
+            next: Arc::new(std::sync::atomic::AtomicU64::new(next)),
         })
     }
 
@@ -179,5 +190,17 @@ mod tests {
             "only the holder hands it on"
         );
         assert_eq!(ipam.held_by("pod-c"), Some(a));
+        let wide = Ipam::new(dir.path().join("w"), "10.88.9.0/29".parse().unwrap()).unwrap();
+        let first = wide.allocate("x").unwrap();
+        wide.release("x");
+        let reopened = Ipam::new(dir.path().join("w"), "10.88.9.0/29".parse().unwrap()).unwrap();
+        let _keep = reopened.allocate("y").unwrap();
+        let again = Ipam::new(dir.path().join("w"), "10.88.9.0/29".parse().unwrap()).unwrap();
+        reopened.release("y");
+        assert_ne!(
+            again.allocate("z").unwrap(),
+            first,
+            "goes on round the range after a restart"
+        );
     }
 }

@@ -169,10 +169,11 @@ impl PodNetwork {
 
     async fn plumb(&self, ip: Ipv4Addr) -> Result<Attachment, NetError> {
         let n = self.netns_name(ip);
-        let path = blocking(move || netns::create(&n)).await?;
+        let (path, new) = blocking(move || netns::create(&n)).await?;
         let (host_end, pod_end) = self.veth_names(ip);
         let p = path.clone();
-        let configured = blocking(move || configured(&p, ip)).await?;
+        // A namespace just made is empty; one that existed is checked (adoption).
+        let configured = !new && blocking(move || configured(&p, ip)).await?;
         if !configured || link::index(&self.host, &host_end).await?.is_none() {
             let ns = std::fs::File::open(&path)
                 .map_err(|e| NetError::io(format!("open {}", path.display()), e))?;

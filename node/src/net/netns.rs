@@ -62,14 +62,15 @@ fn share_dir(dir: &Path) -> Result<(), NetError> {
     }
 }
 
-/// Create the namespace `name`, or adopt it if it already exists.
-pub fn create(name: &str) -> Result<PathBuf, NetError> {
+/// Create the namespace `name`, or adopt it if it already exists; true when it
+/// is new.
+pub fn create(name: &str) -> Result<(PathBuf, bool), NetError> {
     let dir = Path::new(NETNS_DIR);
     std::fs::create_dir_all(dir).map_err(|e| NetError::io(format!("create {NETNS_DIR}"), e))?;
     share_dir(dir)?;
     let target = path(name);
     if exists(&target) {
-        return Ok(target);
+        return Ok((target, false));
     }
     File::create(&target).map_err(|e| NetError::io(format!("create {}", target.display()), e))?;
     let t = target.clone();
@@ -95,7 +96,7 @@ pub fn create(name: &str) -> Result<PathBuf, NetError> {
             reason: e.to_string(),
         });
     }
-    Ok(target)
+    Ok((target, true))
 }
 
 /// Remove the namespace `name` (a missing one is fine). The kernel frees it, and
@@ -121,8 +122,25 @@ pub fn delete(name: &str) -> Result<(), NetError> {
     }
 }
 
-/// Move the calling thread into the namespace at `path`.
+/// Whether the calling thread is already in the namespace at `path`.
+pub fn is_current(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        std::fs::metadata("/proc/thread-self/ns/net"),
+        std::fs::metadata(path),
+    ) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    }
+}
+
+/// Move the calling thread into the namespace at `path` (`setns`, which the
+/// kernel serializes and which costs milliseconds: avoid it where a thread can
+/// inherit the namespace instead).
 pub fn enter(path: &Path) -> Result<(), NetError> {
+    if is_current(path) {
+        return Ok(());
+    }
     let f = File::open(path).map_err(|e| NetError::io(format!("open {}", path.display()), e))?;
     setns(f.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| NetError::Netns {
         name: path.display().to_string(),

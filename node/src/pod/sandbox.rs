@@ -46,12 +46,15 @@ impl Sandbox {
         let tids: Arc<Mutex<Vec<u64>>> = Arc::default();
         let (ns, b, cg, ts) = (netns.clone(), broken.clone(), cgroup.clone(), tids.clone());
         let threads = threads.max(1);
-        let rt = tokio::runtime::Builder::new_multi_thread()
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder
             .worker_threads(threads)
             .max_blocking_threads(4)
             .thread_name(format!("pod-{}", name.chars().take(10).collect::<String>()))
             .enable_all()
             .on_thread_start(move || {
+                // Threads inherit the namespace and cgroup of the thread that
+                // spawns them; entering or joining is only a fallback.
                 if let Err(e) = netns::enter(&ns) {
                     tracing::error!(error = %e, "pod thread cannot enter its namespace");
                     b.store(true, Ordering::SeqCst);
@@ -60,13 +63,35 @@ impl Sandbox {
                 let tid = nix::unistd::gettid().as_raw() as u64;
                 ts.lock().expect("tids").push(tid);
                 if let Some(cg) = cg.lock().expect("cgroup").as_ref()
+                    && !cg.holds_current_thread()
                     && let Err(e) = cg.join_current_thread()
                 {
                     tracing::warn!(error = %e, "pod thread not accounted to its cgroup");
                 }
+            });
+        // Build the runtime on a thread that is already in the namespace and the
+        // cgroup, so its workers start there without entering one by one.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (ns2, cg2) = (netns.clone(), cgroup.clone());
+        std::thread::Builder::new()
+            .name("pod-setup".into())
+            .spawn(move || {
+                let built = netns::enter(&ns2)
+                    .map_err(|e| SandboxError::Netns(e.to_string()))
+                    .and_then(|()| {
+                        if let Some(cg) = cg2.lock().expect("cgroup").as_ref()
+                            && let Err(e) = cg.join_current_thread()
+                        {
+                            tracing::warn!(error = %e, "pod threads not accounted to their cgroup");
+                        }
+                        builder.build().map_err(SandboxError::Threads)
+                    });
+                let _ = tx.send(built);
             })
-            .build()
             .map_err(SandboxError::Threads)?;
+        let rt = rx
+            .await
+            .map_err(|_| SandboxError::Netns("the set-up thread ended".into()))??;
         let sb = Sandbox {
             rt: Some(rt),
             broken,
