@@ -2,7 +2,7 @@
 //!
 //! Prints a greeting, its arguments and `$JOB_NAME`, writes a line to stderr, then
 //! exits with the code given as `--exit N` (default 0). `--alloc-mb N` allocates
-//! N MiB first; `--spin` loops forever.
+//! N MiB first; `--sleep-ms N` sleeps N milliseconds; `--spin` loops forever.
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,6 +22,10 @@ fn main() {
                     keep.push(vec![1u8; 1 << 20]);
                 }
                 println!("allocated {} MiB", keep.len());
+            }
+            "--sleep-ms" => {
+                let ms: u64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
             }
             "--spin" => {
                 let mut x: u64 = 1;
