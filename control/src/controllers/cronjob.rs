@@ -14,9 +14,10 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, PostParams, PropagationPolicy};
+use kube::api::{PostParams, PropagationPolicy};
 use kube::{Api, Client, ResourceExt};
 
+use super::owners::delete_exact;
 use super::podutil::{controlled_by, controller_ref, terminating};
 use super::runtime::{ControllerError, Informer, Key, Queue, Reconciler, Result};
 
@@ -251,23 +252,8 @@ impl CronJobs {
     }
 
     async fn delete_job(&self, j: &Job) -> Result<()> {
-        let dp = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Background),
-            preconditions: Some(kube::api::Preconditions {
-                uid: j.uid(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match self
-            .jobs_api(&j.namespace().unwrap_or_default())
-            .delete(&j.name_any(), &dp)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        let api = self.jobs_api(&j.namespace().unwrap_or_default());
+        delete_exact(&api, j, Some(PropagationPolicy::Background)).await
     }
 
     /// Delete the oldest finished jobs beyond successfulJobsHistoryLimit and

@@ -15,10 +15,10 @@ use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, PostParams, PropagationPolicy};
+use kube::api::{PostParams, PropagationPolicy};
 use kube::{Api, Client, ResourceExt};
 
-use super::owners::claim;
+use super::owners::{claim, delete_exact};
 use super::podutil::{
     active, controller_ref, deletion_order, generate_prefix, phase, pod_from_template, ready,
     terminating,
@@ -140,18 +140,7 @@ impl Reconciler for Jobs {
         let Some(sel) = spec.selector.clone() else {
             return Err(ControllerError::Invalid("job has no selector".into()));
         };
-        let pods = self.pods.store.clone();
-        let ns = key.ns.clone();
-        let synced = self.expectations.satisfied(
-            key,
-            |name| pods.get(&Key::new(&ns, name).obj_ref()).is_some(),
-            |uid| {
-                !pods
-                    .state()
-                    .iter()
-                    .any(|p| p.uid().as_deref() == Some(uid) && !terminating(p.as_ref()))
-            },
-        );
+        let synced = self.expectations.seen_in(key, &self.pods);
         let owned = claim(
             &self.pods_api(&key.ns),
             &controller_ref(job),
@@ -398,15 +387,7 @@ impl Jobs {
 
     async fn delete_pod(&self, key: &Key, p: &Pod) -> Result<()> {
         self.expectations.deleted(key, &p.uid().unwrap_or_default());
-        let dp = DeleteParams::default().preconditions(kube::api::Preconditions {
-            uid: p.uid(),
-            resource_version: None,
-        });
-        match self.pods_api(&key.ns).delete(&p.name_any(), &dp).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        delete_exact(&self.pods_api(&key.ns), p, None).await
     }
 
     /// A finished job goes `ttlSecondsAfterFinished` after it finished.
@@ -431,22 +412,9 @@ impl Jobs {
         if left > 0 {
             return Ok(Some(Duration::from_secs(left as u64)));
         }
-        let dp = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Background),
-            preconditions: Some(kube::api::Preconditions {
-                uid: job.uid(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match Api::<Job>::namespaced(self.client.clone(), &job.namespace().unwrap_or_default())
-            .delete(&job.name_any(), &dp)
-            .await
-        {
-            Ok(_) => Ok(None),
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        let api = Api::<Job>::namespaced(self.client.clone(), &job.namespace().unwrap_or_default());
+        delete_exact(&api, job, Some(PropagationPolicy::Background)).await?;
+        Ok(None)
     }
 }
 
