@@ -91,7 +91,7 @@ fn agent_config(
         token,
         node_name: n.node_name.unwrap_or_else(skiff_node::agent::hostname),
         runtimes: vec!["wasmtime".into()],
-        heartbeat: std::time::Duration::from_secs(10),
+        heartbeat: std::time::Duration::from_secs(2),
         data_dir,
         bridge: n.bridge,
         address: n.node_ip,
@@ -134,6 +134,10 @@ struct ServerArgs {
     /// Size of each node's block of the cluster CIDR.
     #[arg(long, default_value_t = 24)]
     node_cidr_mask_size: u8,
+    /// Seconds a node's Lease may go unrenewed before the node is NotReady
+    /// (and its pods are evicted after their toleration, 30 s by default).
+    #[arg(long, default_value_t = 10)]
+    node_monitor_grace_period: u64,
     /// Events kept for watches that resume from a resourceVersion.
     #[arg(long, default_value_t = 10_000, hide = true)]
     watch_history: usize,
@@ -210,6 +214,7 @@ fn main() -> std::process::ExitCode {
                         ..ReplicaConfig::default()
                     },
                     pod_cidrs,
+                    node_grace: std::time::Duration::from_secs(a.node_monitor_grace_period),
                 };
                 server::run(cfg).await.map_err(Into::into)
             }

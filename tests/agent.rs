@@ -5,21 +5,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Result;
 use common::{Server, TestNet, eventually};
-
-/// A standalone agent process; killed on drop.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn routes() -> String {
     let out = Command::new("ip").args(["route", "show"]).output().unwrap();
@@ -34,7 +24,7 @@ fn agents_register_heartbeat_and_share_the_pods() -> Result<()> {
     s.start()?;
     s.wait_ready(Duration::from_secs(30))?;
     let (n0, _) = net.node(0);
-    let (n1, b1) = net.node(1);
+    let n1 = net.node(1).0;
     eventually(Duration::from_secs(30), || {
         s.kubectl(&["get", "node", &n0]).ok.then_some(())
     })
@@ -98,23 +88,7 @@ fn agents_register_heartbeat_and_share_the_pods() -> Result<()> {
     assert!(r.contains(&format!("{cidr} dev {}", net.node(0).1)), "{r}");
 
     // A second node: a standalone agent that joins with the token.
-    let log = std::fs::File::create(root.path().join("agent.log"))?;
-    let _agent = Agent(
-        Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args([
-                "agent",
-                "--server",
-                &format!("https://{}", s.api),
-                "--token",
-                &s.token(),
-            ])
-            .arg("--data-dir")
-            .arg(root.path().join("agent"))
-            .args(["--node-name", &n1, "--bridge", &b1])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?,
-    );
+    let agent = common::Agent::join(&s, &net, 1, &root.path().join("agent"))?;
     let bad = Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args([
             "agent",
@@ -132,21 +106,7 @@ fn agents_register_heartbeat_and_share_the_pods() -> Result<()> {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
-    eventually(Duration::from_secs(30), || {
-        s.kubectl(&["get", "node", &n1]).ok.then_some(())
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "the second agent registers; log:\n{}",
-            std::fs::read_to_string(root.path().join("agent.log")).unwrap_or_default()
-        )
-    });
-    s.k(&[
-        "wait",
-        "--for=condition=Ready",
-        &format!("node/{n1}"),
-        "--timeout=60s",
-    ]);
+    agent.wait_ready(&s, &n1);
 
     s.import_wasm(
         &common::example_wasm("hello-wasm", "hello_wasm.wasm"),

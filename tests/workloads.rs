@@ -269,3 +269,59 @@ fn deleting_a_deployment_cascades_or_orphans() -> Result<()> {
     assert_eq!(ready_pods(s, "orph").len(), 2);
     Ok(())
 }
+
+#[test]
+fn a_lost_node_goes_not_ready_and_its_pods_come_back_elsewhere() -> Result<()> {
+    let c = common::one_node(&[])?;
+    let s = &c.s;
+    let (n0, n1) = (c.net.node(0).0, c.net.node(1).0);
+    let dir = tempfile::tempdir()?;
+    let mut agent = common::Agent::join(s, &c.net, 1, dir.path())?;
+    agent.wait_ready(s, &n1);
+    // Put the whole Deployment on the second node, then let the first take pods again.
+    s.k(&["cordon", &n0]);
+    s.k(&[
+        "create",
+        "deployment",
+        "far",
+        "--image=acc/hello:v1",
+        "--replicas=3",
+    ]);
+    assert!(rollout_status(s, "far").ok);
+    s.k(&["uncordon", &n0]);
+    let on = |node: &str| -> usize {
+        ready_pods(s, "far")
+            .iter()
+            .filter(|p| p["spec"]["nodeName"] == node)
+            .count()
+    };
+    assert_eq!(on(&n1), 3);
+
+    agent.kill();
+    let killed = std::time::Instant::now();
+    eventually(Duration::from_secs(40), || {
+        let n = s.json(&["node", &n1]);
+        let ready = n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready")?
+            .clone();
+        (ready["status"] != "True").then_some(())
+    })
+    .expect("the lost node stops being Ready");
+    let not_ready = killed.elapsed();
+    let taints = s.json(&["node", &n1])["spec"]["taints"].to_string();
+    assert!(
+        taints.contains("node.kubernetes.io/unreachable"),
+        "{taints}"
+    );
+    assert!(taints.contains("NoExecute"), "{taints}");
+
+    eventually(Duration::from_secs(120), || (on(&n0) == 3).then_some(()))
+        .expect("the pods come back on the surviving node");
+    let back = killed.elapsed();
+    eprintln!("node NotReady after {not_ready:?}; pods back on {n0} after {back:?}");
+    assert!(not_ready < Duration::from_secs(25), "{not_ready:?}");
+    assert!(back < Duration::from_secs(75), "{back:?}");
+    Ok(())
+}

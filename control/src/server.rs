@@ -19,6 +19,8 @@ pub struct ServerConfig {
     pub replica: ReplicaConfig,
     /// The cluster CIDR and the block size each node gets.
     pub pod_cidrs: crate::controllers::nodes::PodCidrs,
+    /// How long a node's Lease may go unrenewed before it is NotReady.
+    pub node_grace: std::time::Duration,
 }
 
 /// The Service CIDR: ClusterIPs come from here.
@@ -343,6 +345,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
     tokio::spawn(crate::controllers::nodes::run(
         state.rest.objects.clone(),
         cfg.pod_cidrs,
+        cfg.node_grace,
     ));
     let admin = state.admin_token.clone();
     let app = api::router(state);

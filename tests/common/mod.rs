@@ -630,3 +630,63 @@ pub fn one_node(extra: &[&str]) -> Result<Cluster> {
         _root: root,
     })
 }
+
+/// A standalone `skiff agent` process joined to a server; killed on drop.
+pub struct Agent {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Join node `i` of `net` to `s`, keeping its data and log under `dir`.
+    pub fn join(s: &Server, net: &TestNet, i: usize, dir: &Path) -> Result<Agent> {
+        let (node, bridge) = net.node(i);
+        std::fs::create_dir_all(dir)?;
+        let log = dir.join("agent.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args([
+                "agent",
+                "--server",
+                &format!("https://{}", s.api),
+                "--token",
+                &s.token(),
+            ])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--node-name", &node, "--bridge", &bridge])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
+        Ok(Agent { child, log })
+    }
+
+    /// Wait until its node is Ready.
+    pub fn wait_ready(&self, s: &Server, node: &str) {
+        eventually(Duration::from_secs(60), || {
+            s.kubectl(&["get", "node", node]).ok.then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "agent {node} registers; log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            )
+        });
+        s.k(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("node/{node}"),
+            "--timeout=60s",
+        ]);
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

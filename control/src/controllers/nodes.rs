@@ -1,7 +1,8 @@
 //! Node controllers: pod CIDR allocation (one block of the cluster CIDR per node,
-//! /24 by default)
-//! and lifecycle (a node whose Lease stopped being renewed turns `Ready=Unknown`
-//! and gets the `unreachable` taint).
+//! /24 by default), lifecycle (a node whose Lease goes unrenewed for the grace
+//! period turns `Ready=Unknown` and gets the `unreachable` NoSchedule and
+//! NoExecute taints, removed when it comes back) and eviction (pods on a node
+//! with a NoExecute taint go once their toleration of it runs out).
 //!
 //! **A pod CIDR, once assigned, never changes and is never given to two nodes.
 //! Only nodes that heartbeat through a Lease are judged by it.**
@@ -17,8 +18,10 @@ use crate::api::status::ApiResult;
 
 use super::support::{leader_loop, list_all, s, writer};
 
-/// How long a Lease may go unrenewed before its node is Unknown.
-pub const GRACE: Duration = Duration::from_secs(40);
+/// How long a Lease may go unrenewed before its node is Unknown (default).
+pub const GRACE: Duration = Duration::from_secs(10);
+
+const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 
 fn wo() -> WriteOptions {
     writer("node-controller")
@@ -106,18 +109,18 @@ fn mask(prefix: u8) -> u32 {
 }
 
 /// Run the node controllers until the process ends.
-pub async fn run(objects: Objects, cidrs: PodCidrs) {
+pub async fn run(objects: Objects, cidrs: PodCidrs, grace: Duration) {
     leader_loop(
         objects,
         "nodes",
         &["/core/nodes/"],
-        Duration::from_secs(5),
-        move |o| async move { pass(&o, cidrs).await },
+        Duration::from_secs(1),
+        move |o| async move { pass(&o, cidrs, grace).await },
     )
     .await;
 }
 
-async fn pass(o: &Objects, cidrs: PodCidrs) -> ApiResult<()> {
+async fn pass(o: &Objects, cidrs: PodCidrs, grace: Duration) -> ApiResult<()> {
     let Some(nt) = o.registry.by_kind("v1", "Node").cloned() else {
         return Ok(());
     };
@@ -143,13 +146,13 @@ async fn pass(o: &Objects, cidrs: PodCidrs) -> ApiResult<()> {
                 tracing::info!(node = name, cidr, "allocated pod CIDR");
             }
         }
-        lifecycle(o, n).await?;
+        lifecycle(o, n, grace).await?;
     }
-    Ok(())
+    evict(o).await
 }
 
 /// Mark a node Unknown/unreachable when its Lease is stale.
-async fn lifecycle(o: &Objects, node: &Value) -> ApiResult<()> {
+async fn lifecycle(o: &Objects, node: &Value, grace: Duration) -> ApiResult<()> {
     let (Some(nt), Some(lt)) = (
         o.registry.by_kind("v1", "Node").cloned(),
         o.registry
@@ -165,7 +168,9 @@ async fn lifecycle(o: &Objects, node: &Value) -> ApiResult<()> {
     };
     let renewed = s(&lease, "/spec/renewTime");
     let stale = match renewed.parse::<jiff::Timestamp>() {
-        Ok(t) => jiff::Timestamp::now().as_second() - t.as_second() > GRACE.as_secs() as i64,
+        Ok(t) => {
+            jiff::Timestamp::now().as_millisecond() - t.as_millisecond() > grace.as_millis() as i64
+        }
         Err(_) => true,
     };
     let conds = node
@@ -178,8 +183,14 @@ async fn lifecycle(o: &Objects, node: &Value) -> ApiResult<()> {
         .find(|c| s(c, "/type") == "Ready")
         .map(|c| s(c, "/status").to_string())
         .unwrap_or_default();
-    if !stale || ready_status == "Unknown" {
+    if !stale {
+        if ready_status == "True" {
+            set_unreachable(o, &nt, name, false).await?;
+        }
         return Ok(());
+    }
+    if ready_status == "Unknown" {
+        return set_unreachable(o, &nt, name, true).await;
     }
     let mut new = node.clone();
     let mut list: Vec<Value> = conds
@@ -191,28 +202,186 @@ async fn lifecycle(o: &Objects, node: &Value) -> ApiResult<()> {
     new["status"]["conditions"] = Value::Array(list);
     o.update(&nt, None, name, new, Some("status"), &wo())
         .await?;
-    let fresh = o.get(&nt, None, name).await?;
-    let mut tainted = fresh.clone();
-    let mut taints = fresh
+    set_unreachable(o, &nt, name, true).await?;
+    tracing::warn!(node = name, "node lease expired: Ready=Unknown");
+    Ok(())
+}
+
+/// Add (or remove) the `unreachable` NoSchedule and NoExecute taints.
+async fn set_unreachable(
+    o: &Objects,
+    nt: &crate::model::registry::ResourceType,
+    name: &str,
+    on: bool,
+) -> ApiResult<()> {
+    let node = o.get(nt, None, name).await?;
+    let taints: Vec<Value> = node
         .pointer("/spec/taints")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    if !taints
+    let mut kept: Vec<Value> = taints
         .iter()
-        .any(|t| s(t, "/key") == "node.kubernetes.io/unreachable")
-    {
-        taints.push(json!({"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule", "timeAdded": now_rfc3339()}));
-        tainted["spec"]["taints"] = Value::Array(taints);
-        o.update(&nt, None, name, tainted, None, &wo()).await?;
+        .filter(|t| s(t, "/key") != UNREACHABLE)
+        .cloned()
+        .collect();
+    if on {
+        for effect in ["NoSchedule", "NoExecute"] {
+            let existing = taints
+                .iter()
+                .find(|t| s(t, "/key") == UNREACHABLE && s(t, "/effect") == effect);
+            kept.push(existing.cloned().unwrap_or_else(
+                || json!({"key": UNREACHABLE, "effect": effect, "timeAdded": now_rfc3339()}),
+            ));
+        }
     }
-    tracing::warn!(node = name, "node lease expired: Ready=Unknown");
+    let same = |a: &Vec<Value>| {
+        let mut k: Vec<String> = a
+            .iter()
+            .map(|t| format!("{}:{}", s(t, "/key"), s(t, "/effect")))
+            .collect();
+        k.sort();
+        k
+    };
+    if same(&kept) == same(&taints) {
+        return Ok(());
+    }
+    let mut new = node.clone();
+    new["spec"]["taints"] = Value::Array(kept);
+    o.update(nt, None, name, new, None, &wo()).await?;
+    tracing::info!(node = name, unreachable = on, "node taints updated");
+    Ok(())
+}
+
+/// When a pod must leave a node with these NoExecute taints: `None` to stay,
+/// `Some(at)` (Unix seconds) to go then.
+pub fn eviction_time(pod: &Value, taints: &[Value]) -> Option<i64> {
+    let tolerations: Vec<Value> = pod
+        .pointer("/spec/tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut at: Option<i64> = None;
+    for taint in taints.iter().filter(|t| s(t, "/effect") == "NoExecute") {
+        let added = s(taint, "/timeAdded")
+            .parse::<jiff::Timestamp>()
+            .map(|t| t.as_second())
+            .unwrap_or_else(|_| jiff::Timestamp::now().as_second());
+        let matching: Vec<&Value> = tolerations
+            .iter()
+            .filter(|t| {
+                crate::scheduler::toleration_matches(
+                    (
+                        s(t, "/key"),
+                        s(t, "/operator"),
+                        s(t, "/value"),
+                        s(t, "/effect"),
+                    ),
+                    (s(taint, "/key"), s(taint, "/value"), "NoExecute"),
+                )
+            })
+            .collect();
+        let deadline = if matching.is_empty() {
+            Some(added)
+        } else {
+            // The shortest bound among the tolerations that match; unbounded
+            // if any of them is.
+            let secs: Vec<Option<i64>> = matching
+                .iter()
+                .map(|t| t.get("tolerationSeconds").and_then(Value::as_i64))
+                .collect();
+            if secs.iter().any(Option::is_none) {
+                None
+            } else {
+                secs.into_iter().flatten().min().map(|s| added + s.max(0))
+            }
+        };
+        if let Some(d) = deadline {
+            at = Some(at.map_or(d, |a| a.min(d)));
+        }
+    }
+    at
+}
+
+/// Delete the pods whose toleration of their node's NoExecute taints ran out.
+async fn evict(o: &Objects) -> ApiResult<()> {
+    let nodes = list_all(o, "v1", "Node").await?;
+    let tainted: Vec<(String, Vec<Value>)> = nodes
+        .iter()
+        .filter_map(|n| {
+            let ts: Vec<Value> = n
+                .pointer("/spec/taints")
+                .and_then(Value::as_array)?
+                .iter()
+                .filter(|t| s(t, "/effect") == "NoExecute")
+                .cloned()
+                .collect();
+            (!ts.is_empty()).then(|| (s(n, "/metadata/name").to_string(), ts))
+        })
+        .collect();
+    if tainted.is_empty() {
+        return Ok(());
+    }
+    let Some(pt) = o.registry.by_kind("v1", "Pod").cloned() else {
+        return Ok(());
+    };
+    let now = jiff::Timestamp::now().as_second();
+    for p in list_all(o, "v1", "Pod").await? {
+        if p.pointer("/metadata/deletionTimestamp")
+            .is_some_and(|v| !v.is_null())
+        {
+            continue;
+        }
+        let Some((node, taints)) = tainted.iter().find(|(n, _)| n == s(&p, "/spec/nodeName"))
+        else {
+            continue;
+        };
+        if let Some(at) = eviction_time(&p, taints)
+            && at <= now
+        {
+            let (ns, name) = (s(&p, "/metadata/namespace"), s(&p, "/metadata/name"));
+            tracing::info!(pod = %format!("{ns}/{name}"), node = %node, "evicting: NoExecute taint not tolerated");
+            let opts = crate::api::objects::DeleteOptions {
+                uid: Some(s(&p, "/metadata/uid").to_string()),
+                ..Default::default()
+            };
+            if let Err(e) = o.delete(&pt, Some(ns), name, &opts).await {
+                tracing::debug!(pod = name, error = %e.message, "eviction failed; retried");
+            }
+        }
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eviction_follows_tolerations() {
+        let taint =
+            json!({"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": "2026-01-01T00:00:00Z"});
+        let t0 = "2026-01-01T00:00:00Z"
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+            .as_second();
+        let pod = |tols: Value| json!({"spec": {"tolerations": tols}});
+        assert_eq!(
+            eviction_time(&pod(json!([])), std::slice::from_ref(&taint)),
+            Some(t0)
+        );
+        let bounded = pod(
+            json!([{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30}]),
+        );
+        assert_eq!(
+            eviction_time(&bounded, std::slice::from_ref(&taint)),
+            Some(t0 + 30)
+        );
+        let forever = pod(json!([{"operator": "Exists"}]));
+        assert_eq!(eviction_time(&forever, std::slice::from_ref(&taint)), None);
+        let other = pod(json!([{"key": "x", "operator": "Exists", "effect": "NoExecute"}]));
+        assert_eq!(eviction_time(&other, &[taint]), Some(t0));
+    }
 
     #[test]
     fn cidrs_table() {

@@ -26,6 +26,7 @@ pub fn apply(api_version: &str, kind: &str, v: &mut Value) {
     match (api_version, kind) {
         ("v1", "Pod") => {
             pod_spec(obj(v, "spec"));
+            default_tolerations(obj(v, "spec"));
             let status = obj(v, "status");
             set(status, "phase", json!("Pending"));
             let qos = qos_class(v.get("spec"));
@@ -166,6 +167,35 @@ pub fn job_selector(v: &mut Value) {
         ("job-name", &name),
     ] {
         labels.insert(k.into(), val.clone());
+    }
+}
+
+/// How long a pod stays on a node that is not ready or unreachable before it
+/// is evicted, unless it says otherwise (Kubernetes' DefaultTolerationSeconds
+/// admission uses 300 s; Skiff's edge and scale-to-zero users want pods back
+/// sooner).
+pub const DEFAULT_TOLERATION_SECONDS: i64 = 30;
+
+fn default_tolerations(spec: &mut Map<String, Value>) {
+    let tols = spec.entry("tolerations").or_insert_with(|| json!([]));
+    let Some(list) = tols.as_array_mut() else {
+        return;
+    };
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let has = list.iter().any(|t| {
+            let k = t.get("key").and_then(Value::as_str).unwrap_or("");
+            let e = t.get("effect").and_then(Value::as_str).unwrap_or("");
+            (k == key || k.is_empty()) && (e.is_empty() || e == "NoExecute")
+        });
+        if !has {
+            list.push(
+                json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS}),
+            );
+        }
     }
 }
 

@@ -221,11 +221,21 @@ impl PodNeeds {
 
 fn tolerates(tols: &[(String, String, String, String)], taint: &(String, String, String)) -> bool {
     tols.iter().any(|(key, op, value, effect)| {
-        let effect_ok = effect.is_empty() || effect == &taint.2;
-        let key_ok = (key.is_empty() && op == "Exists") || key == &taint.0;
-        let value_ok = op == "Exists" || value == &taint.1;
-        effect_ok && key_ok && value_ok
+        toleration_matches((key, op, value, effect), (&taint.0, &taint.1, &taint.2))
     })
+}
+
+/// Whether a toleration (key, operator, value, effect) tolerates a taint
+/// (key, value, effect): an empty effect matches every effect, `Exists` with
+/// an empty key every key, and `Exists` any value.
+pub fn toleration_matches(
+    (key, op, value, effect): (&str, &str, &str, &str),
+    (taint_key, taint_value, taint_effect): (&str, &str, &str),
+) -> bool {
+    let effect_ok = effect.is_empty() || effect == taint_effect;
+    let key_ok = (key.is_empty() && op == "Exists") || key == taint_key;
+    let value_ok = op == "Exists" || value == taint_value;
+    effect_ok && key_ok && value_ok
 }
 
 fn expr_matches(

@@ -143,12 +143,12 @@ pub async fn pod_cidr(client: &Client, cfg: &AgentConfig) -> Result<String, Agen
     }
 }
 
-/// Keep the Lease (every `heartbeat`) and the status (every third beat) fresh.
+/// Keep the Lease (every `heartbeat`) and the status (every fifth beat) fresh.
 pub async fn heartbeat(client: Client, cfg: AgentConfig, port: u16) -> Result<(), AgentError> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let mut ticks: u64 = 0;
     loop {
-        if ticks.is_multiple_of(3) {
+        if ticks.is_multiple_of(5) {
             post_status(&client, &cfg, true, port).await?;
         }
         renew(&leases, &cfg).await?;
@@ -160,7 +160,7 @@ pub async fn heartbeat(client: Client, cfg: AgentConfig, port: u16) -> Result<()
 async fn renew(leases: &Api<Lease>, cfg: &AgentConfig) -> Result<(), AgentError> {
     let spec = LeaseSpec {
         holder_identity: Some(cfg.node_name.clone()),
-        lease_duration_seconds: Some(40),
+        lease_duration_seconds: Some(10),
         renew_time: Some(now()),
         ..Default::default()
     };
