@@ -5,6 +5,7 @@ mod api;
 mod etcd;
 mod pods;
 mod store;
+mod workloads;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +27,8 @@ enum What {
     Api(api::ApiBench),
     /// Wasm pods on an agent: HTTP vs `wasmtime serve`, pod start-up, density.
     Pods(pods::PodsBench),
+    /// Workload controllers: a large Deployment to Ready, a rollout, reconcile rate.
+    Workloads(workloads::WorkloadsBench),
 }
 
 pub async fn run(a: BenchArgs) -> Result<()> {
@@ -33,6 +36,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         What::Store(b) => store::run(b).await,
         What::Api(b) => api::run(b).await,
         What::Pods(b) => pods::run(b).await,
+        What::Workloads(b) => workloads::run(b).await,
     }
 }
 

@@ -59,7 +59,7 @@ const CLUSTER_CIDR: &str = "10.88.16.0/20";
 const NS: &str = "default";
 
 /// Child processes killed, and the host network cleaned, on drop.
-struct Procs {
+pub(super) struct Procs {
     children: Vec<Child>,
 }
 
@@ -85,14 +85,14 @@ impl Drop for Procs {
     }
 }
 
-struct Api {
-    url: String,
-    token: String,
-    http: reqwest::Client,
+pub(super) struct Api {
+    pub url: String,
+    pub token: String,
+    pub http: reqwest::Client,
 }
 
 impl Api {
-    async fn get(&self, path: &str) -> Result<Value> {
+    pub(super) async fn get(&self, path: &str) -> Result<Value> {
         let r = self
             .http
             .get(format!("{}{path}", self.url))
@@ -120,7 +120,7 @@ impl Api {
     }
 }
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
+pub(super) fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
         return f64::NAN;
@@ -140,13 +140,17 @@ fn ready(p: &Value) -> bool {
 
 /// Per pod: when the client saw it bound and when it saw it Ready.
 #[derive(Default)]
-struct Seen {
-    bound: HashMap<String, Instant>,
-    ready: HashMap<String, Instant>,
+pub(super) struct Seen {
+    pub added: HashMap<String, Instant>,
+    pub bound: HashMap<String, Instant>,
+    pub ready: HashMap<String, Instant>,
 }
 
 /// Watch pods and note when each is first seen bound and Ready.
-async fn watch(api: &Api, seen: Arc<Mutex<Seen>>) -> Result<tokio::task::JoinHandle<()>> {
+pub(super) async fn watch(
+    api: &Api,
+    seen: Arc<Mutex<Seen>>,
+) -> Result<tokio::task::JoinHandle<()>> {
     let r = api
         .http
         .get(format!(
@@ -171,6 +175,7 @@ async fn watch(api: &Api, seen: Arc<Mutex<Seen>>) -> Result<tokio::task::JoinHan
                 let name = p["metadata"]["name"].as_str().unwrap_or("").to_string();
                 let now = Instant::now();
                 let mut s = seen.lock().unwrap();
+                s.added.entry(name.clone()).or_insert(now);
                 if p["spec"]["nodeName"].is_string() {
                     s.bound.entry(name.clone()).or_insert(now);
                 }
@@ -220,7 +225,7 @@ fn wrk(url: &str, seconds: u64, connections: usize) -> Result<(f64, f64, f64)> {
     Ok((rps, p50, p99))
 }
 
-fn rss_kib(pid: u32) -> u64 {
+pub(super) fn rss_kib(pid: u32) -> u64 {
     super::api::rss_kib(pid)
 }
 
@@ -228,7 +233,10 @@ fn threads(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
 }
 
-async fn wait_for<T>(within: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> Result<T> {
+pub(super) async fn wait_for<T>(
+    within: Duration,
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> Result<T> {
     let t = Instant::now();
     while t.elapsed() < within {
         if let Some(v) = f().await {
@@ -250,11 +258,21 @@ fn skiff(args: &[&str], extra: &[&Path]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
-pub async fn run(b: PodsBench) -> Result<()> {
-    if !b.component.exists() {
+/// A server and one agent on the bench's own bridge, with the hello-wasm
+/// component imported as `bench/hello:v1`; everything goes on drop.
+pub(super) struct Cluster {
+    pub procs: Procs,
+    pub api: Api,
+    pub agent_pid: u32,
+    pub server_pid: u32,
+    _dir: tempfile::TempDir,
+}
+
+pub(super) async fn start_cluster(component: &Path, max_pods: usize) -> Result<Cluster> {
+    if !component.exists() {
         bail!(
             "{} is missing: build examples/hello-wasm first",
-            b.component.display()
+            component.display()
         );
     }
     let dir = tempfile::tempdir()?;
@@ -291,7 +309,7 @@ pub async fn run(b: PodsBench) -> Result<()> {
         .lines()
         .find_map(|l| l.trim().strip_prefix("token: ").map(str::to_string))
         .context("token in kubeconfig")?;
-    let max_pods = (b.density_pods.max(b.start_pods) + b.one_by_one + 10).to_string();
+    let max_pods = max_pods.to_string();
     procs.children.push(
         Command::new(std::env::current_exe()?)
             .args([
@@ -344,7 +362,7 @@ pub async fn run(b: PodsBench) -> Result<()> {
     let tar = dir.path().join("hello.tar");
     let out = Command::new(std::env::current_exe()?)
         .args(["image", "pack"])
-        .arg(&b.component)
+        .arg(component)
         .args(["--name", "bench/hello:v1", "-o"])
         .arg(&tar)
         .output()?;
@@ -357,6 +375,30 @@ pub async fn run(b: PodsBench) -> Result<()> {
         &["image", "import"],
         &[&tar, Path::new("--kubeconfig"), &kubeconfig],
     )?;
+    Ok(Cluster {
+        procs,
+        api,
+        agent_pid,
+        server_pid,
+        _dir: dir,
+    })
+}
+
+pub async fn run(b: PodsBench) -> Result<()> {
+    if !b.component.exists() {
+        bail!(
+            "{} is missing: build examples/hello-wasm first",
+            b.component.display()
+        );
+    }
+    let max_pods = b.density_pods.max(b.start_pods) + b.one_by_one + 10;
+    let Cluster {
+        procs,
+        api,
+        agent_pid,
+        server_pid,
+        ..
+    } = start_cluster(&b.component, max_pods).await?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "machine: {cpus} cpus; agent and load generator share them; {} warm pod namespaces",

@@ -1,5 +1,6 @@
 //! Controllers: level-triggered loops that run on the Raft leader.
 
+pub mod bench;
 pub mod cronjob;
 pub mod deployment;
 pub mod gc;

@@ -185,6 +185,19 @@ impl<K: Kind> Informer<K> {
         }
     }
 
+    /// Fill the cache with `objs` as a full list would, without an API (for
+    /// benchmarks: the informer must not be running).
+    pub fn seed(&self, objs: Vec<K>) {
+        if let Some(w) = self.writer.lock().unwrap().as_mut() {
+            w.apply_watcher_event(&Event::Init);
+            for o in objs {
+                w.apply_watcher_event(&Event::InitApply(o));
+            }
+            w.apply_watcher_event(&Event::InitDone);
+        }
+        self.synced.send_replace(true);
+    }
+
     /// Wait until the first full list is in the cache (any number of waiters).
     pub async fn synced(&self) {
         let mut rx = self.synced.subscribe();
