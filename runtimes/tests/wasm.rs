@@ -57,6 +57,7 @@ async fn commands_exit_codes_output_limits() {
         env: vec![("JOB_NAME".into(), format!("job-{name}"))],
         memory_limit: Some(32 << 20),
         timeout: Some(Duration::from_secs(2)),
+        mounts: Vec::new(),
     };
     let (exit, out, err) = run(&rt, dir.path(), spec("ok", &["a", "b"])).await;
     assert_eq!(exit, Exit::Code(0));

@@ -31,6 +31,9 @@ pub enum State {
     },
     Running {
         started_at: String,
+        /// Passed its startup probe (or has none).
+        started: bool,
+        /// Passes its readiness probe (or has none) after starting.
         ready: bool,
     },
     Terminated(Ended),
@@ -69,7 +72,12 @@ impl ContainerState {
         matches!(self.state, State::Running { ready: true, .. })
     }
 
-    fn json(&self, pod_uid: &str) -> Value {
+    /// An init container that ran to success.
+    fn completed(&self) -> bool {
+        matches!(&self.state, State::Terminated(e) if e.exit_code == 0)
+    }
+
+    fn json(&self, pod_uid: &str, init: bool) -> Value {
         let ended = |e: &Ended| {
             let mut t = json!({"exitCode": e.exit_code, "reason": e.reason,
                 "startedAt": e.started_at, "finishedAt": e.finished_at,
@@ -92,8 +100,9 @@ impl ContainerState {
         };
         let mut c = json!({
             "name": self.name, "image": self.image, "imageID": self.image_id,
-            "ready": self.ready(), "restartCount": self.restarts,
-            "started": matches!(self.state, State::Running { .. }),
+            "ready": if init { self.completed() } else { self.ready() },
+            "restartCount": self.restarts,
+            "started": matches!(self.state, State::Running { started: true, .. }),
             "state": state,
             "lastState": self.last.as_ref().map(ended).unwrap_or_else(|| json!({})),
         });
@@ -112,6 +121,8 @@ pub struct PodView {
     pub pod_ip: Option<String>,
     pub start_time: String,
     pub qos: &'static str,
+    /// `spec.initContainers`, run one by one before `containers`.
+    pub init_containers: Vec<ContainerState>,
     pub containers: Vec<ContainerState>,
     /// Set when the pod cannot start at all (sandbox failure).
     pub sandbox_error: Option<(String, String)>,
@@ -120,6 +131,13 @@ pub struct PodView {
 impl PodView {
     /// `Pending`, `Running`, `Succeeded` or `Failed`.
     pub fn phase(&self) -> &'static str {
+        if self
+            .init_containers
+            .iter()
+            .any(|c| c.done && !c.completed())
+        {
+            return "Failed";
+        }
         let cs = &self.containers;
         if !cs.is_empty() && cs.iter().all(|c| c.done) {
             let ok = cs
@@ -135,6 +153,24 @@ impl PodView {
         } else {
             "Pending"
         }
+    }
+
+    /// Whether the pod has finished for good (Succeeded or Failed).
+    pub fn finished(&self) -> bool {
+        matches!(self.phase(), "Succeeded" | "Failed")
+    }
+
+    /// Init containers `0..=i` ran to success.
+    pub fn initialized_through(&self, i: usize) -> bool {
+        self.init_containers
+            .iter()
+            .take(i + 1)
+            .all(ContainerState::completed)
+    }
+
+    /// Every init container ran to success.
+    pub fn initialized(&self) -> bool {
+        self.init_containers.iter().all(ContainerState::completed)
     }
 
     /// The `status` object.
@@ -169,9 +205,26 @@ impl PodView {
         } else {
             "ContainersNotReady"
         };
+        let initialized = self.initialized();
+        let pending_init: Vec<&str> = self
+            .init_containers
+            .iter()
+            .filter(|c| !c.completed())
+            .map(|c| c.name.as_str())
+            .collect();
         let conditions = vec![
             cond("PodReadyToStartContainers", sandbox && !done, None, None),
-            cond("Initialized", true, None, None),
+            cond(
+                "Initialized",
+                initialized,
+                (!initialized).then_some("ContainersNotInitialized"),
+                (!initialized).then(|| {
+                    format!(
+                        "containers with incomplete status: [{}]",
+                        pending_init.join(" ")
+                    )
+                }),
+            ),
             cond(
                 "Ready",
                 ready,
@@ -193,8 +246,15 @@ impl PodView {
             "hostIPs": [{"ip": self.host_ip}],
             "startTime": self.start_time,
             "qosClass": self.qos,
-            "containerStatuses": self.containers.iter().map(|c| c.json(&self.uid)).collect::<Vec<_>>(),
+            "containerStatuses": self.containers.iter().map(|c| c.json(&self.uid, false)).collect::<Vec<_>>(),
         });
+        if !self.init_containers.is_empty() {
+            s["initContainerStatuses"] = self
+                .init_containers
+                .iter()
+                .map(|c| c.json(&self.uid, true))
+                .collect();
+        }
         if let Some(ip) = &self.pod_ip {
             s["podIP"] = json!(ip);
             s["podIPs"] = json!([{"ip": ip}]);
@@ -224,26 +284,31 @@ impl Transitions {
     }
 }
 
-/// The QoS class of a pod spec.
+/// The QoS class of a pod spec, by Kubernetes' rules: `BestEffort` when no
+/// container (init containers included) requests or limits CPU or memory;
+/// `Guaranteed` when every container limits both and its requests (defaulted
+/// to the limits) equal them; `Burstable` otherwise. Quantities are compared by
+/// value ("1" equals "1000m"); zero requests count as unset.
 pub fn qos_class(spec: &Value) -> &'static str {
-    let containers = spec
-        .get("containers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let res = |c: &Value, kind: &str, r: &str| {
+    let empty = Vec::new();
+    let list = |k: &str| spec.get(k).and_then(Value::as_array).unwrap_or(&empty);
+    let q = |c: &Value, kind: &str, r: &str| {
         c.pointer(&format!("/resources/{kind}/{r}"))
             .and_then(Value::as_str)
-            .map(str::to_string)
+            .and_then(super::quantity)
+            .filter(|v| *v != 0.0)
     };
     let mut any = false;
     let mut guaranteed = true;
-    for c in &containers {
+    for c in list("initContainers").iter().chain(list("containers")) {
         for r in ["cpu", "memory"] {
-            let (req, lim) = (res(c, "requests", r), res(c, "limits", r));
+            let (req, lim) = (q(c, "requests", r), q(c, "limits", r));
             any |= req.is_some() || lim.is_some();
-            let req = req.or_else(|| lim.clone());
-            guaranteed &= lim.is_some() && req == lim;
+            guaranteed &= match (req, lim) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(a), Some(b)) => (a - b).abs() <= f64::EPSILON * b.abs().max(1.0),
+            };
         }
     }
     match (any, guaranteed) {
@@ -264,6 +329,7 @@ mod tests {
             pod_ip: Some("10.88.0.2".into()),
             start_time: now(),
             qos: "BestEffort",
+            init_containers: Vec::new(),
             containers: states
                 .into_iter()
                 .map(|(state, done)| ContainerState {
@@ -290,6 +356,7 @@ mod tests {
     fn phase_table() {
         let running = State::Running {
             started_at: now(),
+            started: true,
             ready: true,
         };
         let waiting = State::Waiting {
@@ -311,6 +378,45 @@ mod tests {
     }
 
     #[test]
+    fn init_containers_gate_the_pod() {
+        let running = State::Running {
+            started_at: now(),
+            started: true,
+            ready: true,
+        };
+        let waiting = State::Waiting {
+            reason: "PodInitializing".into(),
+            message: None,
+        };
+        let mut v = view(vec![(waiting, false)]);
+        let mut init = ContainerState::new("setup", "i");
+        init.state = running;
+        v.init_containers = vec![init];
+        let s = v.status(&mut Transitions::default());
+        assert_eq!(s["phase"], "Pending");
+        let cond = |s: &Value, t: &str| {
+            s["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == t)
+                .unwrap()["status"]
+                .clone()
+        };
+        assert_eq!(cond(&s, "Initialized"), "False");
+        assert_eq!(s["initContainerStatuses"][0]["name"], "setup");
+        assert_eq!(s["initContainerStatuses"][0]["ready"], false);
+        v.init_containers[0].state = ended(0);
+        v.init_containers[0].done = true;
+        let s = v.status(&mut Transitions::default());
+        assert_eq!(cond(&s, "Initialized"), "True");
+        assert_eq!(s["initContainerStatuses"][0]["ready"], true);
+        v.init_containers[0].state = ended(1);
+        assert_eq!(v.phase(), "Failed");
+        assert!(v.finished());
+    }
+
+    #[test]
     fn qos_table() {
         let cases = [
             (json!({"containers": [{}]}), "BestEffort"),
@@ -321,6 +427,37 @@ mod tests {
             (
                 json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]}),
                 "Burstable",
+            ),
+            (
+                json!({"containers": [{"resources": {"requests": {"cpu": "1000m", "memory": "1Gi"},
+                    "limits": {"cpu": "1", "memory": "1024Mi"}}}]}),
+                "Guaranteed",
+            ),
+            (
+                json!({"containers": [{"resources": {"requests": {"cpu": "500m"},
+                    "limits": {"cpu": "1", "memory": "1Gi"}}}]}),
+                "Burstable",
+            ),
+            (
+                json!({"containers": [{"resources": {"limits": {"cpu": "1"}}}]}),
+                "Burstable",
+            ),
+            (
+                json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}, {}]}),
+                "Burstable",
+            ),
+            (
+                json!({"initContainers": [{"resources": {"requests": {"memory": "1Mi"}}}],
+                    "containers": [{}]}),
+                "Burstable",
+            ),
+            (
+                json!({"containers": [{"resources": {"requests": {"cpu": "0"}}}]}),
+                "BestEffort",
+            ),
+            (
+                json!({"containers": [{"resources": {"requests": {"ephemeral-storage": "1Gi"}}}]}),
+                "BestEffort",
             ),
         ];
         for (spec, want) in cases {
