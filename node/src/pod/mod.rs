@@ -333,7 +333,9 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
                 finished_at: t("finishedAt"),
             });
             st.done = true;
-        } else if key == "containerStatuses" && !inits.is_empty() && !initialized_before {
+        } else if key == "initContainerStatuses"
+            || (key == "containerStatuses" && !inits.is_empty() && !initialized_before)
+        {
             st.state = status::State::Waiting {
                 reason: "PodInitializing".into(),
                 message: None,

@@ -284,11 +284,12 @@ impl Transitions {
     }
 }
 
-/// The QoS class of a pod spec, by Kubernetes' rules: `BestEffort` when no
-/// container (init containers included) requests or limits CPU or memory;
-/// `Guaranteed` when every container limits both and its requests (defaulted
-/// to the limits) equal them; `Burstable` otherwise. Quantities are compared by
-/// value ("1" equals "1000m"); zero requests count as unset.
+/// The QoS class of a pod spec, as Kubernetes' `GetPodQOS` computes it over
+/// all containers (init containers included), with API defaulting applied
+/// (an unset request takes the limit): `BestEffort` when nothing requests or
+/// limits CPU or memory; `Guaranteed` when every container limits both and the
+/// summed requests equal the summed limits; `Burstable` otherwise. Quantities
+/// are compared by value ("1" equals "1000m"); zero quantities count as unset.
 pub fn qos_class(spec: &Value) -> &'static str {
     let empty = Vec::new();
     let list = |k: &str| spec.get(k).and_then(Value::as_array).unwrap_or(&empty);
@@ -298,24 +299,32 @@ pub fn qos_class(spec: &Value) -> &'static str {
             .and_then(super::quantity)
             .filter(|v| *v != 0.0)
     };
-    let mut any = false;
+    let mut requests: std::collections::BTreeMap<&str, f64> = Default::default();
+    let mut limits: std::collections::BTreeMap<&str, f64> = Default::default();
     let mut guaranteed = true;
     for c in list("initContainers").iter().chain(list("containers")) {
+        let mut found = 0;
         for r in ["cpu", "memory"] {
-            let (req, lim) = (q(c, "requests", r), q(c, "limits", r));
-            any |= req.is_some() || lim.is_some();
-            guaranteed &= match (req, lim) {
-                (_, None) => false,
-                (None, Some(_)) => true,
-                (Some(a), Some(b)) => (a - b).abs() <= f64::EPSILON * b.abs().max(1.0),
-            };
+            let lim = q(c, "limits", r);
+            if let Some(req) = q(c, "requests", r).or(lim) {
+                *requests.entry(r).or_default() += req;
+            }
+            if let Some(l) = lim {
+                *limits.entry(r).or_default() += l;
+                found += 1;
+            }
         }
+        guaranteed &= found == 2;
     }
-    match (any, guaranteed) {
-        (false, _) => "BestEffort",
-        (true, true) => "Guaranteed",
-        _ => "Burstable",
+    if requests.is_empty() && limits.is_empty() {
+        return "BestEffort";
     }
+    let same = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+    guaranteed &= requests.len() == limits.len()
+        && requests
+            .iter()
+            .all(|(r, req)| limits.get(r).is_some_and(|l| same(*req, *l)));
+    if guaranteed { "Guaranteed" } else { "Burstable" }
 }
 
 #[cfg(test)]
