@@ -410,7 +410,9 @@ spec:
     })
     .expect("the pod fails when an init container fails under Never");
     let bad = &failed["status"]["initContainerStatuses"][1];
-    assert_eq!(bad["state"]["terminated"]["exitCode"], 3, "{bad}");
+    // Rust's std on wasip2 carries any non-zero exit as code 1 (WASI 0.2).
+    assert_eq!(bad["state"]["terminated"]["exitCode"], 1, "{bad}");
+    assert_eq!(bad["state"]["terminated"]["reason"], "Error", "{bad}");
     assert_eq!(
         failed["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
         "PodInitializing"

@@ -23,6 +23,8 @@ use super::{NodeCtx, PodInfo, volumes};
 /// Longest wait between retries of a container whose configuration is missing
 /// (a ConfigMap or Secret created later is picked up within this).
 const CONFIG_RETRY_MAX: Duration = Duration::from_secs(10);
+/// A container that ran this long starts its restart back-off afresh.
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
 
 /// Port a Wasm HTTP container listens on when it declares none.
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
@@ -145,12 +147,15 @@ impl Runner {
     /// Run the container until the pod stops or it is done for good.
     pub async fn run(mut self) {
         let mut failures: u32 = 0;
+        // Restarts in a row; a run of 10 minutes resets it, as the kubelet's
+        // back-off does.
+        let mut crashes: u32 = 0;
         loop {
             if self.stopping() {
                 return;
             }
+            let began = std::time::Instant::now();
             let outcome = self.attempt().await;
-            let restarts = self.restarts();
             let (delay, waiting) = match outcome {
                 Outcome::Stopped => return,
                 Outcome::Failed(reason, message) => {
@@ -165,9 +170,15 @@ impl Runner {
                     } else {
                         reason
                     };
-                    let mut d = self.ctx.backoff(failures - 1);
+                    let d = self.ctx.backoff(failures - 1);
                     if reason == "CreateContainerConfigError" {
-                        d = d.min(CONFIG_RETRY_MAX);
+                        // The kubelet keeps the error itself as the message
+                        // while it retries.
+                        let d = d.min(CONFIG_RETRY_MAX);
+                        if !self.wait(d).await {
+                            return;
+                        }
+                        continue;
                     }
                     // Show the error first, then the back-off.
                     if !self.wait(Duration::from_millis(500).min(d)).await {
@@ -197,7 +208,11 @@ impl Runner {
                         });
                         return;
                     }
-                    let d = self.ctx.backoff(restarts);
+                    if began.elapsed() >= BACKOFF_RESET {
+                        crashes = 0;
+                    }
+                    let d = self.ctx.backoff(crashes);
+                    crashes += 1;
                     let msg = format!(
                         "back-off {}s restarting failed container={} pod={}_{}({})",
                         d.as_secs().max(1),
@@ -308,6 +323,8 @@ impl Runner {
             .filter_map(|k| Probe::of(&self.spec, k))
             .collect::<Result<Vec<Probe>, String>>()
         {
+            // Init containers have no probes (the API refuses them).
+            Ok(_) if self.init => Vec::new(),
             Ok(p) => p,
             Err(e) => return Outcome::Failed("CreateContainerConfigError", e),
         };
@@ -366,7 +383,7 @@ impl Runner {
             }
             World::Command => {
                 spec.timeout = self.pod.active_deadline;
-                self.command(component, spec, log).await
+                self.command(component, spec, log, probes).await
             }
         }
     }
@@ -438,25 +455,7 @@ impl Runner {
                 return Outcome::Failed("RunContainerError", "the pod sandbox stopped".into());
             }
         }
-        let find = |k: ProbeKind| probes.iter().find(|p| p.kind == k).cloned();
-        let (startup, liveness, readiness) = (
-            find(ProbeKind::Startup),
-            find(ProbeKind::Liveness),
-            find(ProbeKind::Readiness),
-        );
-        let started_at = self
-            .started(
-                startup.is_none(),
-                startup.is_none() && readiness.is_none(),
-            )
-            .await;
-        let mut probing = Prober::new(self.view.borrow().pod_ip.clone(), self.ctx.probes.clone());
-        match &startup {
-            Some(p) => probing.spawn(p.clone()),
-            None => {
-                liveness.iter().chain(&readiness).for_each(|p| probing.spawn(p.clone()));
-            }
-        }
+        let (started_at, mut probing, liveness, readiness) = self.start_probed(&probes).await;
         let (mut oom_seen, mut timeouts_seen) = (0, 0);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut stop = self.stop.clone();
@@ -502,6 +501,32 @@ impl Runner {
                 }
             }
         }
+    }
+
+    /// Mark the container running and start its probes: the startup probe
+    /// first, liveness and readiness at once when there is none.
+    async fn start_probed(&self, probes: &[Probe]) -> (String, Prober, Option<Probe>, Option<Probe>) {
+        let find = |k: ProbeKind| probes.iter().find(|p| p.kind == k).cloned();
+        let (startup, liveness, readiness) = (
+            find(ProbeKind::Startup),
+            find(ProbeKind::Liveness),
+            find(ProbeKind::Readiness),
+        );
+        let started_at = self
+            .started(
+                startup.is_none(),
+                startup.is_none() && readiness.is_none(),
+            )
+            .await;
+        let mut probing = Prober::new(self.view.borrow().pod_ip.clone(), self.ctx.probes.clone());
+        match &startup {
+            Some(p) => probing.spawn(p.clone()),
+            None => liveness
+                .iter()
+                .chain(&readiness)
+                .for_each(|p| probing.spawn(p.clone())),
+        }
+        (started_at, probing, liveness, readiness)
     }
 
     /// Act on one probe report: events, startup, readiness. Returns why the
@@ -575,6 +600,7 @@ impl Runner {
         component: skiff_runtimes::wasm::Component,
         spec: ContainerSpec,
         log: std::fs::File,
+        probes: Vec<Probe>,
     ) -> Outcome {
         let err = match log.try_clone() {
             Ok(f) => f,
@@ -584,15 +610,30 @@ impl Runner {
         let task = self
             .sandbox
             .spawn(async move { run_command(&rt, &component, &spec, log, err).await });
-        let started_at = self.started(true, true).await;
+        let (started_at, mut probing, liveness, readiness) = self.start_probed(&probes).await;
         let mut stop = self.stop.clone();
         let mut task = task;
-        let result = tokio::select! {
-            _ = stopped(&mut stop) => {
-                task.abort();
-                return Outcome::Stopped;
+        let result = loop {
+            tokio::select! {
+                _ = stopped(&mut stop) => {
+                    task.abort();
+                    return Outcome::Stopped;
+                }
+                r = &mut task => break r,
+                Some(report) = probing.rx.recv() => {
+                    if let Some(why) = self.probed(&report, &mut probing, &liveness, &readiness).await {
+                        task.abort();
+                        let _ = task.await;
+                        return Outcome::Ended(Ended {
+                            exit_code: 137,
+                            reason: "Error".into(),
+                            message: Some(why),
+                            started_at,
+                            finished_at: now(),
+                        });
+                    }
+                }
             }
-            r = &mut task => r,
         };
         let exit = match result {
             Ok(Ok(exit)) => exit,

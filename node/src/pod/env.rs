@@ -582,6 +582,7 @@ mod tests {
     fn env_resolves_in_kubelet_order() {
         let c = json!({
             "name": "c",
+            "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}},
             "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CM_"},
                         {"secretRef": {"name": "sec"}}],
             "env": [
