@@ -100,7 +100,7 @@ fn agents_register_heartbeat_and_share_the_pods() -> Result<()> {
     // A second node: a standalone agent that joins with the token.
     let log = std::fs::File::create(root.path().join("agent.log"))?;
     let _agent = Agent(
-        Command::new(env!("CARGO_BIN_EXE_skiff"))
+        Command::new(common::skiff_bin())
             .args([
                 "agent",
                 "--server",
@@ -115,7 +115,7 @@ fn agents_register_heartbeat_and_share_the_pods() -> Result<()> {
             .stderr(log)
             .spawn()?,
     );
-    let bad = Command::new(env!("CARGO_BIN_EXE_skiff"))
+    let bad = Command::new(common::skiff_bin())
         .args([
             "agent",
             "--server",

@@ -284,47 +284,28 @@ impl Transitions {
     }
 }
 
-/// The QoS class of a pod spec, as Kubernetes' `GetPodQOS` computes it over
-/// all containers (init containers included), with API defaulting applied
-/// (an unset request takes the limit): `BestEffort` when nothing requests or
-/// limits CPU or memory; `Guaranteed` when every container limits both and the
-/// summed requests equal the summed limits; `Burstable` otherwise. Quantities
-/// are compared by value ("1" equals "1000m"); zero quantities count as unset.
+/// The QoS class of a pod spec (`skiff_common::qos`: Kubernetes' rules over
+/// all containers, init containers included).
 pub fn qos_class(spec: &Value) -> &'static str {
     let empty = Vec::new();
     let list = |k: &str| spec.get(k).and_then(Value::as_array).unwrap_or(&empty);
-    let q = |c: &Value, kind: &str, r: &str| {
-        c.pointer(&format!("/resources/{kind}/{r}"))
-            .and_then(Value::as_str)
-            .and_then(super::quantity)
-            .filter(|v| *v != 0.0)
-    };
-    let mut requests: std::collections::BTreeMap<&str, f64> = Default::default();
-    let mut limits: std::collections::BTreeMap<&str, f64> = Default::default();
-    let mut guaranteed = true;
-    for c in list("initContainers").iter().chain(list("containers")) {
-        let mut found = 0;
-        for r in ["cpu", "memory"] {
-            let lim = q(c, "limits", r);
-            if let Some(req) = q(c, "requests", r).or(lim) {
-                *requests.entry(r).or_default() += req;
-            }
-            if let Some(l) = lim {
-                *limits.entry(r).or_default() += l;
-                found += 1;
-            }
-        }
-        guaranteed &= found == 2;
-    }
-    if requests.is_empty() && limits.is_empty() {
-        return "BestEffort";
-    }
-    let same = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
-    guaranteed &= requests.len() == limits.len()
-        && requests
+    skiff_common::qos::qos_class(
+        list("initContainers")
             .iter()
-            .all(|(r, req)| limits.get(r).is_some_and(|l| same(*req, *l)));
-    if guaranteed { "Guaranteed" } else { "Burstable" }
+            .chain(list("containers"))
+            .map(resources),
+    )
+}
+
+/// A container's CPU and memory requests and limits.
+pub fn resources(c: &Value) -> skiff_common::qos::Resources<'_> {
+    let q = |kind: &str, r: &str| c.get("resources")?.get(kind)?.get(r)?.as_str();
+    skiff_common::qos::Resources {
+        cpu_request: q("requests", "cpu"),
+        cpu_limit: q("limits", "cpu"),
+        memory_request: q("requests", "memory"),
+        memory_limit: q("limits", "memory"),
+    }
 }
 
 #[cfg(test)]
