@@ -232,7 +232,12 @@ spec:
       mountPath: /work
 "#,
     );
-    s.k(&["wait", "--for=condition=Ready", "pod/ps-web", "--timeout=90s"]);
+    s.k(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/ps-web",
+        "--timeout=90s",
+    ]);
     let pod = s.json(&["pod", "ps-web"]);
     let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
     assert_eq!(pod["status"]["qosClass"], "Burstable");
@@ -259,7 +264,10 @@ spec:
         "ps-web is blue, not $(UNDEFINED), costs $(COLOR)"
     );
     let (code, _) = get(&format!("http://{ip}:8080/env?name=MAYBE"))?;
-    assert_eq!(code, 404, "an optional missing key leaves the variable unset");
+    assert_eq!(
+        code, 404,
+        "an optional missing key leaves the variable unset"
+    );
 
     assert_eq!(
         fetch(&ip, "/file?path=/etc/config/conf/app.properties"),
@@ -267,13 +275,14 @@ spec:
     );
     assert_eq!(fetch(&ip, "/ls?path=/etc/config"), "conf\n");
     assert_eq!(fetch(&ip, "/file?path=/etc/secret/password"), "hunter2");
-    assert_eq!(fetch(&ip, "/file?path=/etc/podinfo/labels"), "app=\"ps-web\"");
+    assert_eq!(
+        fetch(&ip, "/file?path=/etc/podinfo/labels"),
+        "app=\"ps-web\""
+    );
     assert_eq!(fetch(&ip, "/file?path=/etc/podinfo/mem-mi"), "64");
     assert_eq!(fetch(&ip, "/file?path=/work/from-init"), "init ran first");
     // ConfigMap volumes are read-only; emptyDir is writable and shared.
-    let (code, _) = get(&format!(
-        "http://{ip}:8080/write?path=/etc/config/x&data=1"
-    ))?;
+    let (code, _) = get(&format!("http://{ip}:8080/write?path=/etc/config/x&data=1"))?;
     assert_eq!(code, 500);
     fetch(&ip, "/write?path=/work/note&data=kept");
     assert_eq!(fetch(&ip, "/file?path=/work/note"), "kept");
@@ -333,7 +342,10 @@ spec:
             .any(|m| m.contains("ps-late-config")),
         "an event names the missing ConfigMap"
     );
-    assert_eq!(s.json(&["pod", "ps-late"])["status"]["qosClass"], "Guaranteed");
+    assert_eq!(
+        s.json(&["pod", "ps-late"])["status"]["qosClass"],
+        "Guaranteed"
+    );
 
     s.k(&[
         "create",
@@ -341,7 +353,12 @@ spec:
         "ps-late-config",
         "--from-literal=value=arrived",
     ]);
-    s.k(&["wait", "--for=condition=Ready", "pod/ps-late", "--timeout=60s"]);
+    s.k(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/ps-late",
+        "--timeout=60s",
+    ]);
     let ip = pod_ip(s, "ps-late");
     assert_eq!(fetch(&ip, "/env?name=LATE"), "arrived");
 
@@ -368,7 +385,10 @@ spec:
         events(s, "ps-late-vol", "FailedMount").into_iter().next()
     })
     .expect("a FailedMount event");
-    assert!(mount.contains("configmap \"ps-never\" not found"), "{mount}");
+    assert!(
+        mount.contains("configmap \"ps-never\" not found"),
+        "{mount}"
+    );
     let pod = s.json(&["pod", "ps-late-vol"]);
     assert_eq!(pod["status"]["phase"], "Pending");
     assert_eq!(
@@ -494,10 +514,18 @@ spec:
       failureThreshold: 1
 "#,
     );
-    s.k(&["wait", "--for=condition=Ready", "pod/ps-probed", "--timeout=60s"]);
+    s.k(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/ps-probed",
+        "--timeout=60s",
+    ]);
     let ip = pod_ip(s, "ps-probed");
     let st = s.json(&["pod", "ps-probed"])["status"]["containerStatuses"][0].clone();
-    assert_eq!((st["started"].clone(), st["ready"].clone()), (true.into(), true.into()));
+    assert_eq!(
+        (st["started"].clone(), st["ready"].clone()),
+        (true.into(), true.into())
+    );
 
     // Readiness fails: out of Ready, still running and serving.
     fetch(&ip, "/write?path=/state/unready&data=1");
@@ -520,7 +548,12 @@ spec:
     );
     // And back.
     fetch(&ip, "/rm?path=/state/unready");
-    s.k(&["wait", "--for=condition=Ready", "pod/ps-probed", "--timeout=30s"]);
+    s.k(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/ps-probed",
+        "--timeout=30s",
+    ]);
 
     // Liveness fails: the container is killed and restarted.
     fetch(&ip, "/write?path=/state/dead&data=1");
@@ -546,7 +579,11 @@ spec:
             && st["restartCount"].as_u64() >= Some(2))
         .then_some(())
     });
-    assert!(looping.is_some(), "{}", s.k(&["get", "pod", "ps-probed", "-o", "yaml"]));
+    assert!(
+        looping.is_some(),
+        "{}",
+        s.k(&["get", "pod", "ps-probed", "-o", "yaml"])
+    );
 
     // exec cannot run in a Wasm container: never ready, with a warning that
     // says why; the tcpSocket liveness probe keeps it running.
@@ -555,7 +592,11 @@ spec:
             .into_iter()
             .find(|m| m.contains("exec probes cannot run in a Wasm container"))
     });
-    assert!(why.is_some(), "{:?}", events(s, "ps-probe-kinds", "Unhealthy"));
+    assert!(
+        why.is_some(),
+        "{:?}",
+        events(s, "ps-probe-kinds", "Unhealthy")
+    );
     let p = s.json(&["pod", "ps-probe-kinds"]);
     assert_eq!(p["status"]["phase"], "Running");
     assert_eq!(condition(&p, "Ready"), "False");

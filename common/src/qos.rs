@@ -49,7 +49,11 @@ pub fn qos_class<'a>(containers: impl IntoIterator<Item = Resources<'a>>) -> &'s
         (None, None) => true,
         _ => false,
     });
-    if guaranteed { "Guaranteed" } else { "Burstable" }
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
 }
 
 #[cfg(test)]
@@ -77,7 +81,10 @@ mod tests {
             (vec![r("1", "", "", "")], "Burstable"),
             (vec![r("", "1", "", "")], "Burstable"),
             (vec![r("", "1", "", "1Gi"), r("", "", "", "")], "Burstable"),
-            (vec![r("", "1", "", "1Gi"), r("", "2", "", "2Gi")], "Guaranteed"),
+            (
+                vec![r("", "1", "", "1Gi"), r("", "2", "", "2Gi")],
+                "Guaranteed",
+            ),
             (vec![r("0", "", "0", "")], "BestEffort"),
         ];
         for (cs, want) in cases {

@@ -108,11 +108,25 @@ async fn mounts_are_preopened_directories() {
     assert_eq!(exit, Exit::Code(0), "{out}");
     assert_eq!(std::fs::read_to_string(rw.join("f")).unwrap(), "hi");
     let (exit, _, err) = run(&rt, dir.path(), spec("ro", &["--write", "/etc/ro/f", "hi"])).await;
-    assert_eq!(exit, Exit::Code(1), "a read-only mount refuses writes: {err}");
+    assert_eq!(
+        exit,
+        Exit::Code(1),
+        "a read-only mount refuses writes: {err}"
+    );
     assert!(!ro.join("f").exists());
-    let (exit, _, _) = run(&rt, dir.path(), spec("seen", &["--expect-file", "/etc/ro/present"])).await;
+    let (exit, _, _) = run(
+        &rt,
+        dir.path(),
+        spec("seen", &["--expect-file", "/etc/ro/present"]),
+    )
+    .await;
     assert_eq!(exit, Exit::Code(0));
-    let (exit, _, _) = run(&rt, dir.path(), spec("unseen", &["--expect-file", "/etc/ro/absent"])).await;
+    let (exit, _, _) = run(
+        &rt,
+        dir.path(),
+        spec("unseen", &["--expect-file", "/etc/ro/absent"]),
+    )
+    .await;
     assert_eq!(exit, Exit::Code(1));
 }
 

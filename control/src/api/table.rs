@@ -959,9 +959,12 @@ mod tests {
     fn pod_status_while_initializing() {
         let ok = json!({"restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}});
         let running = json!({"restartCount": 0, "state": {"running": {}}});
-        let waiting = json!({"restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}});
-        let looping = json!({"restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff"}}});
-        let failed = json!({"restartCount": 0, "state": {"terminated": {"exitCode": 1, "reason": "Error"}}});
+        let waiting =
+            json!({"restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}});
+        let looping =
+            json!({"restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff"}}});
+        let failed =
+            json!({"restartCount": 0, "state": {"terminated": {"exitCode": 1, "reason": "Error"}}});
         let no_reason = json!({"restartCount": 0, "state": {"terminated": {"exitCode": 3}}});
         let app = json!([{"restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}]);
         let cases = [

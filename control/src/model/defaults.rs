@@ -217,17 +217,20 @@ fn qos_class(spec: Option<&Value>) -> &'static str {
             .map(|a| a.as_slice())
             .unwrap_or_default()
     };
-    skiff_common::qos::qos_class(list("initContainers").iter().chain(list("containers")).map(
-        |c| {
-            let q = |kind: &str, r: &str| c.get("resources")?.get(kind)?.get(r)?.as_str();
-            skiff_common::qos::Resources {
-                cpu_request: q("requests", "cpu"),
-                cpu_limit: q("limits", "cpu"),
-                memory_request: q("requests", "memory"),
-                memory_limit: q("limits", "memory"),
-            }
-        },
-    ))
+    skiff_common::qos::qos_class(
+        list("initContainers")
+            .iter()
+            .chain(list("containers"))
+            .map(|c| {
+                let q = |kind: &str, r: &str| c.get("resources")?.get(kind)?.get(r)?.as_str();
+                skiff_common::qos::Resources {
+                    cpu_request: q("requests", "cpu"),
+                    cpu_limit: q("limits", "cpu"),
+                    memory_request: q("requests", "memory"),
+                    memory_limit: q("limits", "memory"),
+                }
+            }),
+    )
 }
 
 #[cfg(test)]

@@ -315,13 +315,22 @@ impl Runner {
             );
             self.ctx
                 .events
-                .record(&self.subject(), true, "InvalidEnvironmentVariableNames", &msg)
+                .record(
+                    &self.subject(),
+                    true,
+                    "InvalidEnvironmentVariableNames",
+                    &msg,
+                )
                 .await;
         }
-        let probes = match [ProbeKind::Startup, ProbeKind::Liveness, ProbeKind::Readiness]
-            .into_iter()
-            .filter_map(|k| Probe::of(&self.spec, k))
-            .collect::<Result<Vec<Probe>, String>>()
+        let probes = match [
+            ProbeKind::Startup,
+            ProbeKind::Liveness,
+            ProbeKind::Readiness,
+        ]
+        .into_iter()
+        .filter_map(|k| Probe::of(&self.spec, k))
+        .collect::<Result<Vec<Probe>, String>>()
         {
             // Init containers have no probes (the API refuses them).
             Ok(_) if self.init => Vec::new(),
@@ -505,7 +514,10 @@ impl Runner {
 
     /// Mark the container running and start its probes: the startup probe
     /// first, liveness and readiness at once when there is none.
-    async fn start_probed(&self, probes: &[Probe]) -> (String, Prober, Option<Probe>, Option<Probe>) {
+    async fn start_probed(
+        &self,
+        probes: &[Probe],
+    ) -> (String, Prober, Option<Probe>, Option<Probe>) {
         let find = |k: ProbeKind| probes.iter().find(|p| p.kind == k).cloned();
         let (startup, liveness, readiness) = (
             find(ProbeKind::Startup),
@@ -513,10 +525,7 @@ impl Runner {
             find(ProbeKind::Readiness),
         );
         let started_at = self
-            .started(
-                startup.is_none(),
-                startup.is_none() && readiness.is_none(),
-            )
+            .started(startup.is_none(), startup.is_none() && readiness.is_none())
             .await;
         let mut probing = Prober::new(self.view.borrow().pod_ip.clone(), self.ctx.probes.clone());
         match &startup {
@@ -573,7 +582,12 @@ impl Runner {
             }
             (ProbeKind::Readiness, ok) => {
                 self.update(|c| {
-                    if let State::Running { started: true, ready, .. } = &mut c.state {
+                    if let State::Running {
+                        started: true,
+                        ready,
+                        ..
+                    } = &mut c.state
+                    {
                         *ready = ok;
                     }
                 });

@@ -226,7 +226,9 @@ impl Refs {
 }
 
 pub(crate) fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key).and_then(Value::as_array).map_or(&[], Vec::as_slice)
+    v.get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
 }
 
 fn str_of<'a>(v: &'a Value, p: &str) -> &'a str {

@@ -442,7 +442,9 @@ async fn supervise(
             node_cpu_millis: ctx.node_cpu_millis,
             node_memory: ctx.node_memory,
         };
-        let result = match env::Sources::fetch(&ctx.client, &info.namespace, &volumes::refs(&spec)).await {
+        let result = match env::Sources::fetch(&ctx.client, &info.namespace, &volumes::refs(&spec))
+            .await
+        {
             Ok(sources) => {
                 let (dir, spec) = (dir.clone(), spec.clone());
                 tokio::task::spawn_blocking(move || {

@@ -228,7 +228,12 @@ impl Thresholds {
 /// Runs one check (a narrow seam so the worker is testable without a network).
 pub trait Checker: Send + Sync + 'static {
     /// Ok with a note, or Err with the failure message.
-    fn check<'a>(&'a self, ip: IpAddr, h: &'a Handler, timeout: Duration) -> BoxFuture<'a, Result<(), String>>;
+    fn check<'a>(
+        &'a self,
+        ip: IpAddr,
+        h: &'a Handler,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// One probe attempt as the container's runner sees it.
@@ -242,7 +247,12 @@ pub struct Report {
 }
 
 /// Probe `ip` until the receiver is dropped, reporting every attempt.
-pub async fn run(probe: Probe, ip: IpAddr, checker: std::sync::Arc<dyn Checker>, tx: mpsc::Sender<Report>) {
+pub async fn run(
+    probe: Probe,
+    ip: IpAddr,
+    checker: std::sync::Arc<dyn Checker>,
+    tx: mpsc::Sender<Report>,
+) {
     let mut t = Thresholds::new(&probe);
     tokio::time::sleep(probe.initial_delay).await;
     let mut tick = tokio::time::interval(probe.period);
@@ -299,7 +309,12 @@ impl Default for NetChecker {
 }
 
 impl Checker for NetChecker {
-    fn check<'a>(&'a self, ip: IpAddr, h: &'a Handler, timeout: Duration) -> BoxFuture<'a, Result<(), String>> {
+    fn check<'a>(
+        &'a self,
+        ip: IpAddr,
+        h: &'a Handler,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             match h {
                 Handler::Http {
@@ -631,7 +646,12 @@ mod tests {
     struct Scripted(std::sync::Mutex<Vec<bool>>);
 
     impl Checker for Scripted {
-        fn check<'a>(&'a self, _: IpAddr, _: &'a Handler, _: Duration) -> BoxFuture<'a, Result<(), String>> {
+        fn check<'a>(
+            &'a self,
+            _: IpAddr,
+            _: &'a Handler,
+            _: Duration,
+        ) -> BoxFuture<'a, Result<(), String>> {
             let ok = self.0.lock().unwrap().pop().unwrap_or(true);
             Box::pin(async move { if ok { Ok(()) } else { Err("down".into()) } })
         }
@@ -640,7 +660,8 @@ mod tests {
     #[tokio::test]
     async fn worker_reports_each_attempt() {
         // Popped from the end: fail, fail, ok.
-        let checker = std::sync::Arc::new(Scripted(std::sync::Mutex::new(vec![true, false, false])));
+        let checker =
+            std::sync::Arc::new(Scripted(std::sync::Mutex::new(vec![true, false, false])));
         let (tx, mut rx) = mpsc::channel(8);
         let task = tokio::spawn(run(
             probe(ProbeKind::Liveness, 1, 2),
@@ -669,7 +690,9 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = l.accept().await else { return };
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 4096];
                     let n = s.read(&mut buf).await.unwrap_or(0);
@@ -682,7 +705,12 @@ mod tests {
                         "503 Service Unavailable"
                     };
                     let _ = s
-                        .write_all(format!("HTTP/1.1 {code}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 {code}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                            )
+                            .as_bytes(),
+                        )
                         .await;
                 });
             }
@@ -706,13 +734,28 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let e = c.check(ip, &Handler::Tcp { port: closed }, t).await.unwrap_err();
-        assert!(e.starts_with(&format!("dial tcp 127.0.0.1:{closed}: connect:")), "{e}");
         let e = c
-            .check(ip, &Handler::Exec { command: vec!["true".into()] }, t)
+            .check(ip, &Handler::Tcp { port: closed }, t)
             .await
             .unwrap_err();
-        assert!(e.contains("exec probes cannot run in a Wasm container"), "{e}");
+        assert!(
+            e.starts_with(&format!("dial tcp 127.0.0.1:{closed}: connect:")),
+            "{e}"
+        );
+        let e = c
+            .check(
+                ip,
+                &Handler::Exec {
+                    command: vec!["true".into()],
+                },
+                t,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("exec probes cannot run in a Wasm container"),
+            "{e}"
+        );
     }
 
     /// A gRPC health server on loopback answering with `status` (or a
@@ -726,35 +769,43 @@ mod tests {
             loop {
                 let Ok((s, _)) = l.accept().await else { return };
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| async move {
-                        assert_eq!(req.uri().path(), "/grpc.health.v1.Health/Check");
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let service = String::from_utf8_lossy(body.get(7..).unwrap_or_default()).to_string();
-                        let mut trailers = http::HeaderMap::new();
-                        let data = match status {
-                            Some(st) => {
-                                trailers.insert("grpc-status", "0".parse().unwrap());
-                                // "other" service: NOT_SERVING.
-                                let st = if service == "other" { 2 } else { st };
-                                vec![0, 0, 0, 0, 2, 0x08, st]
-                            }
-                            None => {
-                                trailers.insert("grpc-status", "12".parse().unwrap());
-                                trailers.insert("grpc-message", "no health".parse().unwrap());
-                                vec![]
-                            }
-                        };
-                        let frames: Vec<Result<Frame<bytes::Bytes>, std::convert::Infallible>> =
-                            vec![Ok(Frame::data(bytes::Bytes::from(data))), Ok(Frame::trailers(trailers))];
-                        let resp = http::Response::builder()
-                            .header("content-type", "application/grpc")
-                            .body(StreamBody::new(futures::stream::iter(frames)))
-                            .unwrap();
-                        Ok::<_, std::convert::Infallible>(resp)
-                    });
-                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                        .await;
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| async move {
+                            assert_eq!(req.uri().path(), "/grpc.health.v1.Health/Check");
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let service =
+                                String::from_utf8_lossy(body.get(7..).unwrap_or_default())
+                                    .to_string();
+                            let mut trailers = http::HeaderMap::new();
+                            let data = match status {
+                                Some(st) => {
+                                    trailers.insert("grpc-status", "0".parse().unwrap());
+                                    // "other" service: NOT_SERVING.
+                                    let st = if service == "other" { 2 } else { st };
+                                    vec![0, 0, 0, 0, 2, 0x08, st]
+                                }
+                                None => {
+                                    trailers.insert("grpc-status", "12".parse().unwrap());
+                                    trailers.insert("grpc-message", "no health".parse().unwrap());
+                                    vec![]
+                                }
+                            };
+                            let frames: Vec<Result<Frame<bytes::Bytes>, std::convert::Infallible>> = vec![
+                                Ok(Frame::data(bytes::Bytes::from(data))),
+                                Ok(Frame::trailers(trailers)),
+                            ];
+                            let resp = http::Response::builder()
+                                .header("content-type", "application/grpc")
+                                .body(StreamBody::new(futures::stream::iter(frames)))
+                                .unwrap();
+                            Ok::<_, std::convert::Infallible>(resp)
+                        },
+                    );
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
                 });
             }
         });

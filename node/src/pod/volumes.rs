@@ -142,9 +142,7 @@ fn downward_files(
 
 /// A relative path with no `..`, or an error.
 fn safe_relative(p: &Path) -> Result<(), String> {
-    if p.as_os_str().is_empty()
-        || !p.components().all(|c| matches!(c, Component::Normal(_)))
-    {
+    if p.as_os_str().is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
         return Err(format!("invalid path {:?} in the volume", p.display()));
     }
     Ok(())
@@ -246,14 +244,7 @@ pub fn materialise(
                     )
                 } else if let Some(o) = s.get("secret") {
                     let n = o.get("name").and_then(Value::as_str).unwrap_or("");
-                    object_files(
-                        sources,
-                        Kind::Secret,
-                        n,
-                        &items(o),
-                        optional(o),
-                        &mut files,
-                    )
+                    object_files(sources, Kind::Secret, n, &items(o), optional(o), &mut files)
                 } else if let Some(o) = s.get("downwardAPI") {
                     downward_files(facts, arr(o, "items"), &mut files).map_err(|e| e.to_string())
                 } else {
@@ -268,7 +259,9 @@ pub fn materialise(
                 .unwrap_or_default();
             return Err(err(
                 name,
-                format!("volume type {kind:?} is not supported for Wasm pods (configMap, secret, emptyDir, downwardAPI and projected are)"),
+                format!(
+                    "volume type {kind:?} is not supported for Wasm pods (configMap, secret, emptyDir, downwardAPI and projected are)"
+                ),
             ));
         }
         write_files(&path, &files).map_err(|e| err(name, e))?;
@@ -345,7 +338,13 @@ mod tests {
         let mut s = Sources::default();
         s.config_maps.insert(
             "cfg".into(),
-            Some([("a".to_string(), b"1".to_vec()), ("b".to_string(), b"2".to_vec())].into()),
+            Some(
+                [
+                    ("a".to_string(), b"1".to_vec()),
+                    ("b".to_string(), b"2".to_vec()),
+                ]
+                .into(),
+            ),
         );
         s.config_maps.insert("gone".into(), None);
         s.secrets.insert(
