@@ -603,10 +603,12 @@ mod tests {
         }
     }
 
+    /// (kind, success, failure, results, settled changes after each)
+    type ThresholdCase = (ProbeKind, u32, u32, Vec<bool>, Vec<Option<bool>>);
+
     #[test]
     fn thresholds_table() {
-        // (kind, success, failure, results, settled changes after each)
-        let cases: Vec<(ProbeKind, u32, u32, Vec<bool>, Vec<Option<bool>>)> = vec![
+        let cases: Vec<ThresholdCase> = vec![
             (
                 ProbeKind::Readiness,
                 1,
