@@ -287,6 +287,24 @@ spec:
     fetch(&ip, "/write?path=/work/note&data=kept");
     assert_eq!(fetch(&ip, "/file?path=/work/note"), "kept");
 
+    // An edited ConfigMap reaches the mounted file while the pod runs.
+    s.k(&[
+        "patch",
+        "configmap",
+        "ps-config",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"app.properties":"mode=slow\n"}}"#,
+    ]);
+    let updated = eventually(Duration::from_secs(30), || {
+        let (_, body) = get(&format!(
+            "http://{ip}:8080/file?path=/etc/config/conf/app.properties"
+        ))
+        .ok()?;
+        (body == "mode=slow\n").then_some(())
+    });
+    assert!(updated.is_some(), "the ConfigMap volume follows the edit");
+
     // Deleting the pod removes its volumes from the node.
     let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
     let dir = s.dir.join("agent/pods").join(&uid);

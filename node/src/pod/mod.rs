@@ -406,7 +406,10 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
 async fn stop((stop_tx, runners, sandbox, cgroup): Started) {
     let _ = stop_tx.send(true);
     for r in runners {
-        let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
+        let abort = r.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), r).await.is_err() {
+            abort.abort();
+        }
     }
     sandbox.stop().await;
     if let Some(cg) = cgroup {
@@ -421,6 +424,44 @@ type Started = (
     Option<PodCgroup>,
 );
 
+/// How often a running pod's ConfigMap, Secret and downward API volumes are
+/// brought up to date.
+pub const VOLUME_SYNC_PERIOD: Duration = Duration::from_secs(10);
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Write the pod's volumes from the current ConfigMaps and Secrets.
+async fn sync_volumes(
+    ctx: &NodeCtx,
+    info: &PodInfo,
+    spec: &Value,
+    view: &watch::Sender<PodView>,
+) -> Result<(), String> {
+    let facts = env::PodFacts {
+        pod: info.object.clone(),
+        pod_ip: view.borrow().pod_ip.clone(),
+        host_ip: ctx.host_ip.clone(),
+        node_cpu_millis: ctx.node_cpu_millis,
+        node_memory: ctx.node_memory,
+    };
+    let sources = env::Sources::fetch(&ctx.client, &info.namespace, &volumes::refs(spec))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (dir, spec) = (ctx.pod_dir(&info.uid), spec.clone());
+    tokio::task::spawn_blocking(move || {
+        volumes::materialise(&dir, &spec, &facts, &sources).map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()))
+}
+
 /// Set up the pod's volumes (retried until they can be), run its init
 /// containers one by one to success, then run its containers until the pod
 /// stops.
@@ -432,29 +473,9 @@ async fn supervise(
     sandbox: tokio::runtime::Handle,
     mut stop: watch::Receiver<bool>,
 ) {
-    let dir = ctx.pod_dir(&info.uid);
     let mut failures = 0u32;
     loop {
-        let facts = env::PodFacts {
-            pod: info.object.clone(),
-            pod_ip: view.borrow().pod_ip.clone(),
-            host_ip: ctx.host_ip.clone(),
-            node_cpu_millis: ctx.node_cpu_millis,
-            node_memory: ctx.node_memory,
-        };
-        let result = match env::Sources::fetch(&ctx.client, &info.namespace, &volumes::refs(&spec))
-            .await
-        {
-            Ok(sources) => {
-                let (dir, spec) = (dir.clone(), spec.clone());
-                tokio::task::spawn_blocking(move || {
-                    volumes::materialise(&dir, &spec, &facts, &sources).map_err(|e| e.to_string())
-                })
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()))
-            }
-            Err(e) => Err(e.to_string()),
-        };
+        let result = sync_volumes(&ctx, &info, &spec, &view).await;
         let Err(message) = result else { break };
         ctx.events
             .record(&info.subject(), true, "FailedMount", &message)
@@ -474,6 +495,22 @@ async fn supervise(
             _ = stop.wait_for(|s| *s) => return,
         }
     }
+    // Keep ConfigMap, Secret and downward API volumes up to date, as the
+    // kubelet does, while the pod runs.
+    let _refresh = AbortOnDrop(tokio::spawn({
+        let (ctx, info, spec, view) = (ctx.clone(), info.clone(), spec.clone(), view.clone());
+        async move {
+            loop {
+                tokio::time::sleep(VOLUME_SYNC_PERIOD).await;
+                if !ctx.pod_dir(&info.uid).0.exists() {
+                    return;
+                }
+                if let Err(e) = sync_volumes(&ctx, &info, &spec, &view).await {
+                    tracing::debug!(pod = %info.name, error = %e, "volumes keep their last contents");
+                }
+            }
+        }
+    }));
     let runner = |init: bool, index: usize, c: &Value| container::Runner {
         ctx: ctx.clone(),
         pod: info.clone(),
