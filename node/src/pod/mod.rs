@@ -407,7 +407,10 @@ async fn stop((stop_tx, runners, sandbox, cgroup): Started) {
     let _ = stop_tx.send(true);
     for r in runners {
         let abort = r.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(5), r).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), r)
+            .await
+            .is_err()
+        {
             abort.abort();
         }
     }
