@@ -622,3 +622,32 @@ spec:
     assert_eq!(p["status"]["containerStatuses"][0]["ready"], false);
     Ok(())
 }
+
+#[test]
+fn the_podspec_example_manifest_runs() -> Result<()> {
+    let c = cluster()?;
+    let s = &c.s;
+    let mut root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    root.push("examples/manifests/wasm-podspec.yaml");
+    s.k(&["apply", "-f", root.to_str().unwrap()]);
+    s.k(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/hello-podspec",
+        "--timeout=60s",
+    ]);
+    let ip = pod_ip(s, "hello-podspec");
+    assert_eq!(fetch(&ip, "/env?name=COLOR"), "blue");
+    assert_eq!(fetch(&ip, "/env?name=PASSWORD"), "hunter2");
+    assert_eq!(fetch(&ip, "/env?name=POD_IP"), ip);
+    assert_eq!(fetch(&ip, "/file?path=/etc/secret/password"), "hunter2");
+    assert_eq!(
+        fetch(&ip, "/file?path=/state/prepared"),
+        "by the init container"
+    );
+    assert_eq!(
+        s.json(&["pod", "hello-podspec"])["status"]["qosClass"],
+        "Burstable"
+    );
+    Ok(())
+}
