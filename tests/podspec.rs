@@ -305,6 +305,17 @@ spec:
     });
     assert!(updated.is_some(), "the ConfigMap volume follows the edit");
 
+    // So do label edits, to the downward API file.
+    s.k(&["label", "pod", "ps-web", "tier=gold"]);
+    let relabelled = eventually(Duration::from_secs(30), || {
+        let (_, body) = get(&format!("http://{ip}:8080/file?path=/etc/podinfo/labels")).ok()?;
+        (body == "app=\"ps-web\"\ntier=\"gold\"").then_some(())
+    });
+    assert!(
+        relabelled.is_some(),
+        "the downward API volume follows labels"
+    );
+
     // Deleting the pod removes its volumes from the node.
     let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
     let dir = s.dir.join("agent/pods").join(&uid);
@@ -517,6 +528,19 @@ spec:
 apiVersion: v1
 kind: Pod
 metadata:
+  name: ps-never-starts
+spec:
+  containers:
+  - name: web
+    image: acc/hello:v1
+    startupProbe:
+      tcpSocket: {port: 9999}
+      periodSeconds: 1
+      failureThreshold: 2
+---
+apiVersion: v1
+kind: Pod
+metadata:
   name: ps-probe-kinds
 spec:
   containers:
@@ -601,6 +625,30 @@ spec:
         looping.is_some(),
         "{}",
         s.k(&["get", "pod", "ps-probed", "-o", "yaml"])
+    );
+
+    // A startup probe that never passes: never started nor ready, restarted.
+    let killed = eventually(Duration::from_secs(40), || {
+        events(s, "ps-never-starts", "Killing")
+            .into_iter()
+            .find(|m| m == "Container web failed startup probe, will be restarted")
+    });
+    assert!(
+        killed.is_some(),
+        "{:?}",
+        events(s, "ps-never-starts", "Killing")
+    );
+    let p = s.json(&["pod", "ps-never-starts"]);
+    let st = &p["status"]["containerStatuses"][0];
+    assert!(st["restartCount"].as_u64() >= Some(1), "{st}");
+    assert_eq!(st["ready"], false);
+    assert_eq!(st["started"], false);
+    assert!(
+        events(s, "ps-never-starts", "Unhealthy")
+            .iter()
+            .any(|m| m.starts_with("Startup probe failed: dial tcp ")),
+        "{:?}",
+        events(s, "ps-never-starts", "Unhealthy")
     );
 
     // exec cannot run in a Wasm container: never ready, with a warning that

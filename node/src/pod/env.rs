@@ -270,10 +270,12 @@ impl PodFacts {
             p.pointer(&format!("/metadata/{map}"))
                 .and_then(Value::as_object)
                 .map(|m| {
-                    m.iter()
+                    let mut lines: Vec<String> = m
+                        .iter()
                         .map(|(k, v)| format!("{k}={:?}", v.as_str().unwrap_or("")))
-                        .collect::<Vec<_>>()
-                        .join("\n")
+                        .collect();
+                    lines.sort();
+                    lines.join("\n")
                 })
                 .unwrap_or_default()
         };

@@ -446,9 +446,16 @@ async fn sync_volumes(
     info: &PodInfo,
     spec: &Value,
     view: &watch::Sender<PodView>,
+    latest: &watch::Receiver<Option<Value>>,
 ) -> Result<(), String> {
+    // The downward API follows label and annotation edits.
+    let object = match &*latest.borrow() {
+        Some(p) => json!({"metadata": p.get("metadata").cloned().unwrap_or(Value::Null),
+            "spec": info.object["spec"].clone()}),
+        None => info.object.clone(),
+    };
     let facts = env::PodFacts {
-        pod: info.object.clone(),
+        pod: object,
         pod_ip: view.borrow().pod_ip.clone(),
         host_ip: ctx.host_ip.clone(),
         node_cpu_millis: ctx.node_cpu_millis,
@@ -475,10 +482,11 @@ async fn supervise(
     view: watch::Sender<PodView>,
     sandbox: tokio::runtime::Handle,
     mut stop: watch::Receiver<bool>,
+    latest: watch::Receiver<Option<Value>>,
 ) {
     let mut failures = 0u32;
     loop {
-        let result = sync_volumes(&ctx, &info, &spec, &view).await;
+        let result = sync_volumes(&ctx, &info, &spec, &view, &latest).await;
         let Err(message) = result else { break };
         ctx.events
             .record(&info.subject(), true, "FailedMount", &message)
@@ -501,14 +509,20 @@ async fn supervise(
     // Keep ConfigMap, Secret and downward API volumes up to date, as the
     // kubelet does, while the pod runs.
     let _refresh = AbortOnDrop(tokio::spawn({
-        let (ctx, info, spec, view) = (ctx.clone(), info.clone(), spec.clone(), view.clone());
+        let (ctx, info, spec, view, latest) = (
+            ctx.clone(),
+            info.clone(),
+            spec.clone(),
+            view.clone(),
+            latest.clone(),
+        );
         async move {
             loop {
                 tokio::time::sleep(VOLUME_SYNC_PERIOD).await;
                 if !ctx.pod_dir(&info.uid).0.exists() {
                     return;
                 }
-                if let Err(e) = sync_volumes(&ctx, &info, &spec, &view).await {
+                if let Err(e) = sync_volumes(&ctx, &info, &spec, &view, &latest).await {
                     tracing::debug!(pod = %info.name, error = %e, "volumes keep their last contents");
                 }
             }
@@ -612,6 +626,7 @@ async fn start(
                     view.clone(),
                     sandbox.handle(),
                     stop_rx,
+                    pod.clone(),
                 ))];
                 return Some((stop_tx, runners, sandbox, cgroup));
             }
