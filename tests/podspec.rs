@@ -104,7 +104,7 @@ fn events(s: &Server, pod: &str, reason: &str) -> Vec<String> {
 
 #[test]
 fn configmaps_secrets_downward_api_and_init_containers_reach_a_wasm_pod() -> Result<()> {
-    let c = cluster()?;
+    let mut c = cluster()?;
     let s = &c.s;
     s.apply(
         r#"apiVersion: v1
@@ -286,6 +286,25 @@ spec:
     assert_eq!(code, 500);
     fetch(&ip, "/write?path=/work/note&data=kept");
     assert_eq!(fetch(&ip, "/file?path=/work/note"), "kept");
+
+    // An agent restart adopts the pod without running its init containers
+    // again; the emptyDir keeps its files.
+    let init_started = inits[0]["state"]["terminated"]["startedAt"].clone();
+    c.s.kill();
+    c.s.start()?;
+    c.s.wait_ready(Duration::from_secs(30))?;
+    let s = &c.s;
+    let back = eventually(Duration::from_secs(30), || {
+        get(&format!("http://{ip}:8080/file?path=/work/note"))
+            .ok()
+            .filter(|(code, _)| *code == 200)
+    });
+    assert_eq!(back.map(|(_, b)| b).as_deref(), Some("kept"));
+    let again = s.json(&["pod", "ps-web"]);
+    let first_init = &again["status"]["initContainerStatuses"][0];
+    assert_eq!(first_init["state"]["terminated"]["startedAt"], init_started);
+    assert_eq!(first_init["restartCount"], 0);
+    assert_eq!(condition(&again, "Initialized"), "True");
 
     // An edited ConfigMap reaches the mounted file while the pod runs.
     s.k(&[
