@@ -682,6 +682,22 @@ spec:
         "{:?}",
         events(s, "ps-probe-kinds", "Unhealthy")
     );
+    // Repeats of one event are folded into it (count), not new objects.
+    let folded = eventually(Duration::from_secs(30), || {
+        let list = s.json(&[
+            "events",
+            "--field-selector",
+            "involvedObject.name=ps-probe-kinds,reason=Unhealthy",
+        ]);
+        let same: Vec<Value> = list["items"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["message"] == why.as_deref().unwrap_or_default())
+            .cloned()
+            .collect();
+        (same.len() == 1 && same[0]["count"].as_u64() >= Some(3)).then_some(())
+    });
+    assert!(folded.is_some(), "repeated Unhealthy events are counted");
     let p = s.json(&["pod", "ps-probe-kinds"]);
     assert_eq!(p["status"]["phase"], "Running");
     assert_eq!(condition(&p, "Ready"), "False");
