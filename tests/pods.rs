@@ -8,48 +8,8 @@ mod common;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::{ClientNs, Server, TestNet, eventually, in_netns};
+use common::{ClientNs, eventually, in_netns};
 use serde_json::Value;
-
-/// A one-node cluster on the test's own slice of the host network, with the
-/// example images imported. Fields drop in order: server first, then the net.
-struct Cluster {
-    s: Server,
-    net: TestNet,
-    _root: tempfile::TempDir,
-}
-
-fn cluster() -> Result<Cluster> {
-    let net = TestNet::claim();
-    let root = tempfile::tempdir()?;
-    let mut s = Server::with_node(&root.path().join("s"), &net, &[]);
-    s.start()?;
-    s.wait_ready(Duration::from_secs(30))?;
-    let node = net.node(0).0;
-    eventually(Duration::from_secs(30), || {
-        s.kubectl(&["get", "node", &node]).ok.then_some(())
-    })
-    .expect("the agent registers its node");
-    s.k(&[
-        "wait",
-        "--for=condition=Ready",
-        &format!("node/{node}"),
-        "--timeout=60s",
-    ]);
-    s.import_wasm(
-        &common::example_wasm("hello-wasm", "hello_wasm.wasm"),
-        "acc/hello:v1",
-    )?;
-    s.import_wasm(
-        &common::example_wasm("wasm-job", "wasm-job.wasm"),
-        "acc/job:v1",
-    )?;
-    Ok(Cluster {
-        s,
-        net,
-        _root: root,
-    })
-}
 
 fn http_pod(name: &str, extra_spec: &str, annotations: &str) -> String {
     format!(
@@ -104,7 +64,7 @@ fn container_state(pod: &Value) -> Value {
 
 #[test]
 fn http_pod_serves_on_its_pod_ip_and_is_removed_cleanly() -> Result<()> {
-    let mut c = cluster()?;
+    let mut c = common::one_node(&[])?;
     c.s.apply(&http_pod("web", "", ""));
     c.s.k(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]);
     let pod = c.s.json(&["pod", "web"]);
@@ -235,7 +195,7 @@ fn host_veths() -> Vec<String> {
 
 #[test]
 fn command_pods_end_by_exit_code_and_restart_by_policy() -> Result<()> {
-    let c = cluster()?;
+    let c = common::one_node(&[])?;
     let s = &c.s;
     s.apply(&job_pod("ok", "Never", r#""--exit", "0""#, ""));
     s.apply(&job_pod("fails", "Never", r#""--exit", "3""#, ""));
@@ -310,7 +270,7 @@ fn command_pods_end_by_exit_code_and_restart_by_policy() -> Result<()> {
 
 #[test]
 fn limits_stop_runaway_guests_and_neighbours_keep_serving() -> Result<()> {
-    let c = cluster()?;
+    let c = common::one_node(&[])?;
     let s = &c.s;
     let limited = "    resources:\n      limits:\n        memory: 64Mi\n        cpu: 500m\n";
     s.apply(&http_pod(
@@ -409,7 +369,7 @@ fn limits_stop_runaway_guests_and_neighbours_keep_serving() -> Result<()> {
 
 #[test]
 fn bad_input_gets_a_waiting_reason_a_message_and_an_event() -> Result<()> {
-    let c = cluster()?;
+    let c = common::one_node(&[])?;
     let s = &c.s;
     let dir = tempfile::tempdir()?;
     let not_wasm = common::oci_layout(

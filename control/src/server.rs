@@ -339,11 +339,18 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
     state.ca_pem = ca.cert_pem.clone();
     ensure_defaults(&state, &cfg).await;
     tokio::spawn(crate::scheduler::run(state.rest.objects.clone()));
+    tokio::spawn(crate::controllers::gc::run(state.rest.objects.clone()));
     tokio::spawn(crate::controllers::nodes::run(
         state.rest.objects.clone(),
         cfg.pod_cidrs,
     ));
+    let admin = state.admin_token.clone();
     let app = api::router(state);
+    tokio::spawn(crate::controllers::manager::run_while_leader(
+        store.clone(),
+        app.clone(),
+        admin,
+    ));
     tracing::info!(api_addr = %cfg.api_addr, "serving api (https)");
     tokio::select! {
         () = tls::serve(listener, tls_config, app) => Ok(()),

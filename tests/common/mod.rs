@@ -602,3 +602,40 @@ pub fn single_server() -> Result<(tempfile::TempDir, Server)> {
     s.wait_ready(Duration::from_secs(20))?;
     Ok((root, s))
 }
+
+/// A one-node cluster on the test's own slice of the host network, with the
+/// example images imported. Fields drop in order: server first, then the net.
+pub struct Cluster {
+    pub s: Server,
+    pub net: TestNet,
+    _root: tempfile::TempDir,
+}
+
+pub fn one_node(extra: &[&str]) -> Result<Cluster> {
+    let net = TestNet::claim();
+    let root = tempfile::tempdir()?;
+    let mut s = Server::with_node(&root.path().join("s"), &net, extra);
+    s.start()?;
+    s.wait_ready(Duration::from_secs(30))?;
+    let node = net.node(0).0;
+    eventually(Duration::from_secs(30), || {
+        s.kubectl(&["get", "node", &node]).ok.then_some(())
+    })
+    .expect("the agent registers its node");
+    s.k(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("node/{node}"),
+        "--timeout=60s",
+    ]);
+    s.import_wasm(
+        &example_wasm("hello-wasm", "hello_wasm.wasm"),
+        "acc/hello:v1",
+    )?;
+    s.import_wasm(&example_wasm("wasm-job", "wasm-job.wasm"), "acc/job:v1")?;
+    Ok(Cluster {
+        s,
+        net,
+        _root: root,
+    })
+}

@@ -72,6 +72,81 @@ pub struct DeleteOptions {
     pub dry_run: bool,
     /// `gracePeriodSeconds`; `None` means the object's own default.
     pub grace: Option<i64>,
+    /// What happens to the object's dependents.
+    pub propagation: Option<Propagation>,
+}
+
+/// `propagationPolicy` of a delete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Propagation {
+    /// Dependents lose their owner reference and stay.
+    Orphan,
+    /// The object goes now; the garbage collector deletes dependents after.
+    Background,
+    /// The object stays (finalizer `foregroundDeletion`) until its blocking
+    /// dependents are gone.
+    Foreground,
+}
+
+/// Finalizer that orphans dependents before the object goes.
+pub const ORPHAN_FINALIZER: &str = "orphan";
+/// Finalizer that holds an object until its dependents are deleted.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+
+impl Propagation {
+    pub fn parse(s: &str) -> ApiResult<Propagation> {
+        match s {
+            "Orphan" => Ok(Propagation::Orphan),
+            "Background" => Ok(Propagation::Background),
+            "Foreground" => Ok(Propagation::Foreground),
+            other => Err(ApiError::bad_request(format!(
+                "unsupported propagationPolicy {other:?}: use Orphan, Background or Foreground"
+            ))),
+        }
+    }
+
+    /// The finalizer this policy adds, and the one it replaces.
+    fn finalizers(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Propagation::Orphan => Some((ORPHAN_FINALIZER, FOREGROUND_FINALIZER)),
+            Propagation::Foreground => Some((FOREGROUND_FINALIZER, ORPHAN_FINALIZER)),
+            Propagation::Background => None,
+        }
+    }
+}
+
+/// The object's `metadata.finalizers`.
+pub fn finalizers_of(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A deleting pod that no agent still has to stop: unbound, finished, or
+/// already released by its agent (grace 0).
+fn pod_may_go(pod: &Value) -> bool {
+    pod.pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+        || matches!(
+            pod.pointer("/status/phase").and_then(Value::as_str),
+            Some("Succeeded" | "Failed")
+        )
+        || pod
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            == Some(0)
+}
+
+fn deleting(obj: &Value) -> bool {
+    obj.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
 }
 
 pub fn now_rfc3339() -> String {
@@ -452,6 +527,34 @@ impl Objects {
                 warnings,
             });
         }
+        if deleting(&old) {
+            let (before, after) = (finalizers_of(&old), finalizers_of(&new));
+            if let Some(added) = after.iter().find(|f| !before.contains(f)) {
+                return Err(ApiError::invalid(
+                    t.kind,
+                    name,
+                    vec![crate::model::validate::Cause::new(
+                        "FieldValueForbidden",
+                        "metadata.finalizers",
+                        format!(
+                            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizer {added:?}"
+                        ),
+                    )],
+                ));
+            }
+            if after.is_empty() && !(t.group.is_empty() && t.kind == "Pod" && !pod_may_go(&new)) {
+                // The last finalizer is gone: the deletion completes.
+                self.store
+                    .write(Op::delete(key, Some(current.mod_revision)))
+                    .await
+                    .map_err(|e| ApiError::from_store(e, &qualified(t), name))?;
+                return Ok(Written {
+                    code: StatusCode::OK,
+                    object: new,
+                    warnings,
+                });
+            }
+        }
         let rev = self
             .store
             .write(Op::update(key, encode_stored(&new), current.mod_revision))
@@ -551,6 +654,9 @@ impl Objects {
         {
             return Ok(marked);
         }
+        if let Some(held) = self.hold_for_finalizers(t, &current, &obj, opts).await? {
+            return Ok(held);
+        }
         let mut expect_rev = Some(current.mod_revision);
         if t.group.is_empty() && t.kind == "Namespace" {
             self.terminate_namespace(name, &current).await?;
@@ -560,6 +666,63 @@ impl Objects {
             .write(Op::delete(key, expect_rev))
             .await
             .map_err(|e| ApiError::from_store(e, &qualified(t), name))?;
+        Ok(obj)
+    }
+
+    /// A delete that must wait for finalizers (the object's own, or the one its
+    /// propagation policy adds): mark the object deleted and keep it. Returns
+    /// `None` when it can go at once.
+    async fn hold_for_finalizers(
+        &self,
+        t: &ResourceType,
+        current: &KeyValue,
+        obj: &Value,
+        opts: &DeleteOptions,
+    ) -> ApiResult<Option<Value>> {
+        let mut finalizers = finalizers_of(obj);
+        let is_pod = t.group.is_empty() && t.kind == "Pod";
+        if !is_pod && let Some((add, drop)) = opts.propagation.and_then(Propagation::finalizers) {
+            finalizers.retain(|f| f != drop);
+            if !finalizers.iter().any(|f| f == add) {
+                finalizers.push(add.to_string());
+            }
+        }
+        if finalizers.is_empty() {
+            return Ok(None);
+        }
+        let mut marked = obj.clone();
+        let m = meta_mut(&mut marked);
+        if !deleting(obj) {
+            m.insert("deletionTimestamp".into(), json!(now_rfc3339()));
+        }
+        if !deleting(obj) || is_pod {
+            m.insert("deletionGracePeriodSeconds".into(), json!(0));
+        }
+        m.insert("finalizers".into(), json!(finalizers));
+        if marked == *obj {
+            return Ok(Some(marked));
+        }
+        self.rewrite(t, current, marked).await.map(Some)
+    }
+
+    /// Store `obj` in place of `current` (if `current` is still the stored
+    /// version) and return it with its new resourceVersion.
+    async fn rewrite(
+        &self,
+        t: &ResourceType,
+        current: &KeyValue,
+        mut obj: Value,
+    ) -> ApiResult<Value> {
+        let rev = self
+            .store
+            .write(Op::update(
+                current.key.clone(),
+                encode_stored(&obj),
+                current.mod_revision,
+            ))
+            .await
+            .map_err(|e| ApiError::from_store(e, &qualified(t), &name_of(&obj)))?;
+        meta_mut(&mut obj).insert("resourceVersion".into(), json!(rev.to_string()));
         Ok(obj)
     }
 
@@ -613,22 +776,7 @@ impl Objects {
         let m = meta_mut(&mut marked);
         m.insert("deletionTimestamp".into(), json!(at));
         m.insert("deletionGracePeriodSeconds".into(), json!(grace));
-        let name = m
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let rev = self
-            .store
-            .write(Op::update(
-                current.key.clone(),
-                encode_stored(&marked),
-                current.mod_revision,
-            ))
-            .await
-            .map_err(|e| ApiError::from_store(e, &qualified(t), &name))?;
-        meta_mut(&mut marked).insert("resourceVersion".into(), json!(rev.to_string()));
-        Ok(Some(marked))
+        self.rewrite(t, current, marked).await.map(Some)
     }
 
     /// Mark a namespace Terminating, then delete every object in it.

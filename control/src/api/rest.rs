@@ -14,7 +14,7 @@ use crate::model::ResourceType;
 use crate::store::{EventKind, StoreError};
 
 use super::objects::{
-    DeleteOptions, FieldValidation, Objects, WriteOptions, Written, decode_stored,
+    DeleteOptions, FieldValidation, Objects, Propagation, WriteOptions, Written, decode_stored,
 };
 use super::request::{self, ResourceRef, Target};
 use super::selector::{FieldSelector, LabelSelector};
@@ -512,8 +512,19 @@ fn delete_options(bytes: &[u8], q: &Query) -> ApiResult<DeleteOptions> {
     let mut opts = DeleteOptions {
         dry_run: q.dry_run()?,
         grace: q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()),
+        propagation: q
+            .get("propagationPolicy")
+            .map(Propagation::parse)
+            .transpose()?,
         ..DeleteOptions::default()
     };
+    if let Some(o) = q.get("orphanDependents") {
+        opts.propagation = Some(if o == "true" {
+            Propagation::Orphan
+        } else {
+            Propagation::Background
+        });
+    }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(opts);
     }
@@ -528,6 +539,15 @@ fn delete_options(bytes: &[u8], q: &Query) -> ApiResult<DeleteOptions> {
         .and_then(|s| s.parse().ok());
     if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
         opts.grace = Some(g);
+    }
+    if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
+        opts.propagation = Some(Propagation::parse(p)?);
+    } else if let Some(o) = v.get("orphanDependents").and_then(Value::as_bool) {
+        opts.propagation = Some(if o {
+            Propagation::Orphan
+        } else {
+            Propagation::Background
+        });
     }
     if v.get("dryRun")
         .and_then(Value::as_array)

@@ -42,9 +42,9 @@ pub async fn list_all(o: &Objects, api_version: &str, kind: &str) -> ApiResult<V
     Ok(items)
 }
 
-/// Wait until a key under one of `prefixes` changes, or `period` passes.
-pub async fn wait_for_change(o: &Objects, prefixes: &[&str], period: Duration) {
-    let from = o.store.status().applied;
+/// Wait until a key under one of `prefixes` changes after revision `from`, or
+/// `period` passes.
+pub async fn wait_for_change(o: &Objects, prefixes: &[&str], from: u64, period: Duration) {
     let mut watches: Vec<_> = prefixes
         .iter()
         .filter_map(|p| o.store.watch(p, from).ok())
@@ -77,11 +77,13 @@ pub async fn leader_loop<F, Fut>(
     Fut: std::future::Future<Output = ApiResult<()>>,
 {
     loop {
+        // Changes made during the pass (its own included) start the next one.
+        let from = o.store.status().applied;
         if o.store.status().role == "leader"
             && let Err(e) = pass(o.clone()).await
         {
             tracing::debug!(controller = name, error = %e.message, "pass failed");
         }
-        wait_for_change(&o, prefixes, period).await;
+        wait_for_change(&o, prefixes, from, period).await;
     }
 }

@@ -1,0 +1,274 @@
+//! The ReplicaSet controller: keeps `spec.replicas` active pods made from the
+//! template, adopts matching orphans, releases owned pods that stop matching,
+//! and reports replicas, fullyLabeled, ready and available counts.
+//!
+//! **Pods are created or deleted only when the cache shows every earlier write
+//! of this ReplicaSet (expectations), so a slow cache never doubles them.**
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+
+use super::owners::claim;
+use super::podutil::{
+    active, available, controller_of, controller_ref, deletion_order, generate_prefix,
+    pod_from_template, ready, selector_matches, selects, terminating, until_available,
+};
+use super::runtime::{Expectations, Informer, Key, Queue, Reconciler, Result, controller_keys};
+
+/// At most this many pods are created or deleted in one pass (Kubernetes' burst).
+const BURST: usize = 500;
+
+pub struct ReplicaSets {
+    pub client: Client,
+    pub sets: Arc<Informer<ReplicaSet>>,
+    pub pods: Arc<Informer<Pod>>,
+    pub expectations: Expectations,
+}
+
+impl ReplicaSets {
+    /// Wire the informers to `queue`: a set's own changes, and pod changes to the
+    /// set that controls (or could adopt) the pod.
+    pub fn watch(self: &Arc<Self>, queue: &Arc<Queue>) {
+        self.sets.on(super::runtime::enqueue_self(queue));
+        let (q, sets) = (queue.clone(), self.sets.clone());
+        self.pods.on(move |old, new| {
+            let keys = controller_keys(old, new, "ReplicaSet");
+            if keys.is_empty() && controller_of(new).is_none() {
+                // An orphan: every set in its namespace that selects it may adopt it.
+                let ns = new.namespace().unwrap_or_default();
+                for rs in sets.list(&ns) {
+                    if selects(&rs.spec.selector, new.labels()) {
+                        q.add(Key::of(rs.as_ref()));
+                    }
+                }
+            }
+            for k in keys {
+                q.add(k);
+            }
+        });
+    }
+
+    fn pods_api(&self, ns: &str) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    /// Create or delete pods so `active` becomes `want`.
+    async fn manage(
+        &self,
+        rs: &ReplicaSet,
+        key: &Key,
+        mut active: Vec<Arc<Pod>>,
+        want: usize,
+    ) -> Result<()> {
+        let have = active.len();
+        if have < want {
+            let Some(template) = rs.spec.template.clone() else {
+                return Err(super::runtime::ControllerError::Invalid(
+                    "no pod template".into(),
+                ));
+            };
+            let pod = pod_from_template(
+                &template,
+                &key.ns,
+                Some(generate_prefix(&key.name)),
+                None,
+                controller_ref(rs),
+            );
+            create_in_batches(want.min(have + BURST) - have, |_| {
+                let pod = pod.clone();
+                async move {
+                    let made = self
+                        .pods_api(&key.ns)
+                        .create(&PostParams::default(), &pod)
+                        .await?;
+                    self.expectations.created(key, &made.name_any());
+                    Ok(())
+                }
+            })
+            .await?;
+        } else if have > want {
+            deletion_order(&mut active);
+            let surplus = (have - want).min(BURST);
+            let deletes = active.iter().take(surplus).map(|p| async move {
+                self.expectations.deleted(key, &p.uid().unwrap_or_default());
+                match self
+                    .pods_api(&key.ns)
+                    .delete(
+                        &p.name_any(),
+                        &DeleteParams::default().preconditions(kube::api::Preconditions {
+                            uid: p.uid(),
+                            resource_version: None,
+                        }),
+                    )
+                    .await
+                {
+                    Ok(_) => Ok::<(), super::runtime::ControllerError>(()),
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            });
+            for r in futures::future::join_all(deletes).await {
+                r?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_status(&self, rs: &ReplicaSet, status: ReplicaSetStatus) -> Result<()> {
+        if rs.status.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        let mut new = rs.clone();
+        new.status = Some(status);
+        let api: Api<ReplicaSet> =
+            Api::namespaced(self.client.clone(), &rs.namespace().unwrap_or_default());
+        api.replace_status(&rs.name_any(), &PostParams::default(), &new)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Make `n` objects with Kubernetes' slow start: batches of 1, 2, 4, ... so a
+/// systematic failure (quota, bad template) costs one request, not `n`.
+pub async fn create_in_batches<F, Fut>(n: usize, make: F) -> Result<()>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut done = 0;
+    let mut batch = 1;
+    while done < n {
+        let size = batch.min(n - done);
+        let results = futures::future::join_all((done..done + size).map(&make)).await;
+        for r in results {
+            r?;
+        }
+        done += size;
+        batch *= 2;
+    }
+    Ok(())
+}
+
+impl Reconciler for ReplicaSets {
+    fn name(&self) -> &'static str {
+        "replicaset"
+    }
+
+    async fn reconcile(&self, key: &Key) -> Result<Option<Duration>> {
+        let Some(rs) = self.sets.get(key) else {
+            self.expectations.forget(key);
+            return Ok(None);
+        };
+        let pods = self.pods.store.clone();
+        let ns = key.ns.clone();
+        let synced = self.expectations.satisfied(
+            key,
+            |name| pods.get(&Key::new(&ns, name).obj_ref()).is_some(),
+            |uid| {
+                !pods
+                    .state()
+                    .iter()
+                    .any(|p| p.uid().as_deref() == Some(uid) && !terminating(p.as_ref()))
+            },
+        );
+        let owned = claim(
+            &self.pods_api(&key.ns),
+            &controller_ref(rs.as_ref()),
+            terminating(rs.as_ref()),
+            &rs.spec.selector,
+            self.pods.list(&key.ns),
+        )
+        .await?;
+        let active: Vec<_> = owned.iter().filter(|p| active(p)).cloned().collect();
+        let want = rs.spec.replicas.unwrap_or(1).max(0) as usize;
+        let mut failure = None;
+        if synced
+            && !terminating(rs.as_ref())
+            && let Err(e) = self.manage(&rs, key, active.clone(), want).await
+        {
+            failure = Some(e);
+        }
+        let now = Timestamp::now();
+        let min_ready = rs.spec.min_ready_seconds.unwrap_or(0);
+        let template_labels = rs
+            .spec
+            .template
+            .as_ref()
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
+        let full = k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+            match_labels: Some(template_labels),
+            match_expressions: None,
+        };
+        let mut conditions: Vec<ReplicaSetCondition> = rs
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.type_.as_deref() != Some("ReplicaFailure"))
+            .collect();
+        if let Some(e) = &failure {
+            let verb = if active.len() < want {
+                "create"
+            } else {
+                "delete"
+            };
+            conditions.push(ReplicaSetCondition {
+                type_: Some("ReplicaFailure".into()),
+                status: Some("True".into()),
+                reason: Some(
+                    if verb == "create" {
+                        "FailedCreate"
+                    } else {
+                        "FailedDelete"
+                    }
+                    .into(),
+                ),
+                message: Some(e.to_string()),
+                last_transition_time: Some(Time(now)),
+            });
+        }
+        let status = ReplicaSetStatus {
+            replicas: active.len() as i32,
+            fully_labeled_replicas: Some(
+                active
+                    .iter()
+                    .filter(|p| selector_matches(&full, p.labels()))
+                    .count() as i32,
+            ),
+            ready_replicas: Some(active.iter().filter(|p| ready(p)).count() as i32),
+            available_replicas: Some(
+                active
+                    .iter()
+                    .filter(|p| available(p, min_ready, now))
+                    .count() as i32,
+            ),
+            terminating_replicas: Some(
+                owned.iter().filter(|p| terminating(p.as_ref())).count() as i32
+            ),
+            observed_generation: rs.metadata.generation,
+            conditions: (!conditions.is_empty()).then_some(conditions),
+        };
+        self.write_status(&rs, status).await?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if !synced {
+            return Ok(Some(Duration::from_secs(1)));
+        }
+        let soonest = active
+            .iter()
+            .filter_map(|p| until_available(p, min_ready, now))
+            .min();
+        Ok(soonest.map(|s| Duration::from_secs(s as u64)))
+    }
+}
