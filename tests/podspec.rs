@@ -734,3 +734,66 @@ fn the_podspec_example_manifest_runs() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn sidecar_init_containers_run_beside_the_app() -> Result<()> {
+    let c = cluster()?;
+    let s = &c.s;
+    s.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: ps-sidecar
+spec:
+  restartPolicy: Never
+  initContainers:
+  - name: helper
+    image: acc/hello:v1
+    restartPolicy: Always
+    env:
+    - name: ROLE
+      value: sidecar
+    ports:
+    - containerPort: 8081
+    readinessProbe:
+      tcpSocket: {port: 8081}
+      periodSeconds: 1
+  - name: after
+    image: acc/job:v1
+  containers:
+  - name: web
+    image: acc/hello:v1
+    env:
+    - name: ROLE
+      value: app
+    ports:
+    - containerPort: 8080
+"#,
+    );
+    s.k(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/ps-sidecar",
+        "--timeout=60s",
+    ]);
+    let pod = s.json(&["pod", "ps-sidecar"]);
+    let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
+    let helper = &pod["status"]["initContainerStatuses"][0];
+    assert!(helper["state"]["running"].is_object(), "{helper}");
+    assert_eq!(helper["started"], true);
+    assert_eq!(helper["ready"], true);
+    assert_eq!(
+        pod["status"]["initContainerStatuses"][1]["state"]["terminated"]["exitCode"],
+        0
+    );
+    assert_eq!(condition(&pod, "Initialized"), "True");
+    assert_eq!(fetch(&ip, "/env?name=ROLE"), "app");
+    let (code, body) = get(&format!("http://{ip}:8081/env?name=ROLE"))?;
+    assert_eq!((code, body.as_str()), (200, "sidecar"));
+    let table = s.k(&["get", "pod", "ps-sidecar"]);
+    assert!(
+        table.contains("2/2") && table.contains("Running"),
+        "{table}"
+    );
+    Ok(())
+}

@@ -166,10 +166,27 @@ fn selector_string(v: &Value, ptr: &str) -> Value {
     or_none(parts.join(","))
 }
 
-fn pod_ready(v: &Value) -> Value {
-    let total = arr(v, "/spec/containers").len();
-    let ready = arr(v, "/status/containerStatuses")
+/// Whether the pod's init container `name` is a sidecar (`restartPolicy: Always`).
+fn sidecar(v: &Value, name: &str) -> bool {
+    arr(v, "/spec/initContainers")
         .iter()
+        .any(|c| c["name"] == name && c["restartPolicy"] == "Always")
+}
+
+/// READY as kubectl counts it: containers and sidecars.
+fn pod_ready(v: &Value) -> Value {
+    let sidecars: Vec<&Value> = arr(v, "/status/initContainerStatuses")
+        .into_iter()
+        .filter(|c| sidecar(v, s(c, "/name").as_str()))
+        .collect();
+    let total = arr(v, "/spec/containers").len()
+        + arr(v, "/spec/initContainers")
+            .iter()
+            .filter(|c| c["restartPolicy"] == "Always")
+            .count();
+    let ready = arr(v, "/status/containerStatuses")
+        .into_iter()
+        .chain(sidecars)
         .filter(|c| c.get("ready") == Some(&json!(true)))
         .count();
     json!(format!("{ready}/{total}"))
@@ -216,6 +233,9 @@ fn pod_initializing(v: &Value) -> Option<String> {
     for (n, c) in arr(v, "/status/initContainerStatuses").iter().enumerate() {
         let terminated = c.pointer("/state/terminated").filter(|t| t.is_object());
         let waiting = s(c, "/state/waiting/reason");
+        if sidecar(v, s(c, "/name").as_str()) && c["started"] == true {
+            continue;
+        }
         return Some(match terminated {
             Some(_) if i(c, "/state/terminated/exitCode") == 0 => continue,
             Some(_) => match s(c, "/state/terminated/reason") {
@@ -967,6 +987,16 @@ mod tests {
             json!({"restartCount": 0, "state": {"terminated": {"exitCode": 1, "reason": "Error"}}});
         let no_reason = json!({"restartCount": 0, "state": {"terminated": {"exitCode": 3}}});
         let app = json!([{"restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}]);
+        // A started sidecar lets initialization go on, and counts in READY.
+        let pod = json!({"spec": {"initContainers": [{"name": "a", "restartPolicy": "Always"}, {"name": "b"}],
+                "containers": [{"name": "c"}]},
+            "status": {"phase": "Pending", "conditions": [{"type": "Initialized", "status": "False"}],
+                "initContainerStatuses": [
+                    {"name": "a", "restartCount": 0, "started": true, "ready": true, "state": {"running": {}}},
+                    {"name": "b", "restartCount": 0, "state": {"running": {}}}],
+                "containerStatuses": app.clone()}});
+        assert_eq!(pod_status(&pod), "Init:1/2");
+        assert_eq!(pod_ready(&pod), "1/2");
         let cases = [
             (vec![running.clone(), waiting.clone()], false, "Init:0/2", 0),
             (vec![ok.clone(), running.clone()], false, "Init:1/2", 0),

@@ -90,6 +90,11 @@ impl Runner {
         });
     }
 
+    /// An init container with `restartPolicy: Always`.
+    fn sidecar(&self) -> bool {
+        self.init && super::is_sidecar(&self.spec)
+    }
+
     fn restarts(&self) -> u32 {
         let v = self.view.borrow();
         let list = if self.init {
@@ -195,6 +200,8 @@ impl Runner {
                 Outcome::Ended(e) => {
                     failures = 0;
                     let again = match self.pod.restart_policy.as_str() {
+                        // A sidecar restarts whatever the pod's policy.
+                        _ if self.sidecar() => true,
                         "Never" => false,
                         // An init container that succeeded is done for good.
                         _ if self.init => e.exit_code != 0,
@@ -333,7 +340,7 @@ impl Runner {
         .collect::<Result<Vec<Probe>, String>>()
         {
             // Init containers have no probes (the API refuses them).
-            Ok(_) if self.init => Vec::new(),
+            Ok(_) if self.init && !self.sidecar() => Vec::new(),
             Ok(p) => p,
             Err(e) => return Outcome::Failed("CreateContainerConfigError", e),
         };

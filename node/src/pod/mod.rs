@@ -187,6 +187,11 @@ impl PodInfo {
     }
 }
 
+/// An init container with `restartPolicy: Always`: a sidecar.
+pub fn is_sidecar(c: &Value) -> bool {
+    c.get("restartPolicy").and_then(Value::as_str) == Some("Always")
+}
+
 /// Whether the API marked the pod for deletion (or it is gone).
 fn deleting(pod: &Option<Value>) -> bool {
     match pod {
@@ -306,20 +311,23 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
             .cloned()
     };
     let initialized_before = !inits.is_empty()
-        && inits.iter().all(|c| {
-            previous("initContainerStatuses", str_at(c, "/name"))
-                .and_then(|s| s.pointer("/state/terminated/exitCode")?.as_i64())
-                == Some(0)
-        });
+        && first
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Initialized" && c["status"] == "True")
+            });
     let state_of = |c: &Value, key: &str| {
         let name = str_at(c, "/name");
         let mut st = ContainerState::new(name, str_at(c, "/image"));
+        st.sidecar = key == "initContainerStatuses" && is_sidecar(c);
         let prev = previous(key, name);
         st.restarts = prev
             .as_ref()
             .and_then(|s| s["restartCount"].as_u64())
             .unwrap_or(0) as u32;
-        if key == "initContainerStatuses" && initialized_before {
+        if key == "initContainerStatuses" && initialized_before && !st.sidecar {
             let t = |f: &str| {
                 prev.as_ref()
                     .and_then(|s| s.pointer(&format!("/state/terminated/{f}"))?.as_str())
@@ -360,6 +368,7 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
             .iter()
             .map(|c| state_of(c, "containerStatuses"))
             .collect(),
+        init_done: initialized_before,
         sandbox_error: None,
     };
     let (view_tx, view_rx) = watch::channel(view);
@@ -565,17 +574,29 @@ async fn supervise(
             }
         });
     }
+    // Sidecars run beside everything after them until the pod stops.
+    let mut sidecars = Vec::new();
     for (i, c) in inits.iter().enumerate() {
         if view.borrow().init_containers[i].done {
             continue;
         }
         tracing::info!(pod = %info.name, container = %str_at(c, "/name"), "init container");
+        if is_sidecar(c) {
+            sidecars.push(tokio::spawn(runner(true, i, c).run()));
+            let (mut seen, mut stopping) = (view.subscribe(), stop.clone());
+            tokio::select! {
+                _ = seen.wait_for(|v| v.init_completed(i)) => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            continue;
+        }
         runner(true, i, c).run().await;
-        if !view.borrow().initialized_through(i) {
+        if !view.borrow().init_completed(i) {
             // Stopped, or failed for good (the pod is Failed).
             return;
         }
     }
+    view.send_modify(|v| v.init_done = true);
     if !inits.is_empty() {
         view.send_modify(|v| {
             for c in &mut v.containers {
@@ -593,7 +614,7 @@ async fn supervise(
         .enumerate()
         .map(|(i, c)| tokio::spawn(runner(false, i, c).run()))
         .collect();
-    for r in runners {
+    for r in runners.into_iter().chain(sidecars) {
         let _ = r.await;
     }
 }

@@ -50,6 +50,9 @@ pub struct ContainerState {
     pub restarts: u32,
     /// Terminated and not going to run again.
     pub done: bool,
+    /// A sidecar: an init container with `restartPolicy: Always`, which
+    /// keeps running beside the containers once it has started.
+    pub sidecar: bool,
 }
 
 impl ContainerState {
@@ -65,6 +68,7 @@ impl ContainerState {
             last: None,
             restarts: 0,
             done: false,
+            sidecar: false,
         }
     }
 
@@ -72,8 +76,12 @@ impl ContainerState {
         matches!(self.state, State::Running { ready: true, .. })
     }
 
-    /// An init container that ran to success.
+    /// An init container that did its part: ran to success, or, for a
+    /// sidecar, started.
     fn completed(&self) -> bool {
+        if self.sidecar {
+            return matches!(self.state, State::Running { started: true, .. });
+        }
         matches!(&self.state, State::Terminated(e) if e.exit_code == 0)
     }
 
@@ -100,7 +108,7 @@ impl ContainerState {
         };
         let mut c = json!({
             "name": self.name, "image": self.image, "imageID": self.image_id,
-            "ready": if init { self.completed() } else { self.ready() },
+            "ready": if init && !self.sidecar { self.completed() } else { self.ready() },
             "restartCount": self.restarts,
             "started": matches!(self.state, State::Running { started: true, .. }),
             "state": state,
@@ -124,6 +132,9 @@ pub struct PodView {
     /// `spec.initContainers`, run one by one before `containers`.
     pub init_containers: Vec<ContainerState>,
     pub containers: Vec<ContainerState>,
+    /// The init containers all did their part once (stays true when a
+    /// sidecar restarts later, as the kubelet keeps `Initialized`).
+    pub init_done: bool,
     /// Set when the pod cannot start at all (sandbox failure).
     pub sandbox_error: Option<(String, String)>,
 }
@@ -160,28 +171,31 @@ impl PodView {
         matches!(self.phase(), "Succeeded" | "Failed")
     }
 
-    /// Init containers `0..=i` ran to success.
-    pub fn initialized_through(&self, i: usize) -> bool {
+    /// Init container `i` did its part (ran to success; a sidecar started).
+    pub fn init_completed(&self, i: usize) -> bool {
         self.init_containers
-            .iter()
-            .take(i + 1)
-            .all(ContainerState::completed)
+            .get(i)
+            .is_some_and(ContainerState::completed)
     }
 
-    /// Every init container ran to success.
+    /// Every init container did its part (ran to success; sidecars started).
     pub fn initialized(&self) -> bool {
-        self.init_containers.iter().all(ContainerState::completed)
+        self.init_done || self.init_containers.iter().all(ContainerState::completed)
     }
 
     /// The `status` object.
     pub fn status(&self, transitions: &mut Transitions) -> Value {
         let phase = self.phase();
         let sandbox = self.pod_ip.is_some();
-        let ready =
-            !self.containers.is_empty() && self.containers.iter().all(ContainerState::ready);
-        let unready: Vec<&str> = self
-            .containers
-            .iter()
+        let sidecars = self.init_containers.iter().filter(|c| c.sidecar);
+        let ready = !self.containers.is_empty()
+            && self
+                .containers
+                .iter()
+                .chain(sidecars.clone())
+                .all(ContainerState::ready);
+        let unready: Vec<&str> = sidecars
+            .chain(&self.containers)
             .filter(|c| !c.ready())
             .map(|c| c.name.as_str())
             .collect();
@@ -209,7 +223,7 @@ impl PodView {
         let pending_init: Vec<&str> = self
             .init_containers
             .iter()
-            .filter(|c| !c.completed())
+            .filter(|c| !c.completed() && !self.init_done)
             .map(|c| c.name.as_str())
             .collect();
         let conditions = vec![
@@ -320,6 +334,7 @@ mod tests {
             start_time: now(),
             qos: "BestEffort",
             init_containers: Vec::new(),
+            init_done: false,
             containers: states
                 .into_iter()
                 .map(|(state, done)| ContainerState {
@@ -404,6 +419,37 @@ mod tests {
         v.init_containers[0].state = ended(1);
         assert_eq!(v.phase(), "Failed");
         assert!(v.finished());
+    }
+
+    #[test]
+    fn sidecars_count_for_ready_and_initialized() {
+        let running = |ready| State::Running {
+            started_at: now(),
+            started: true,
+            ready,
+        };
+        let mut v = view(vec![(running(true), false)]);
+        let mut helper = ContainerState::new("helper", "i");
+        helper.sidecar = true;
+        helper.state = running(false);
+        v.init_containers = vec![helper];
+        assert!(v.init_completed(0), "a started sidecar lets init go on");
+        assert!(v.initialized());
+        let s = v.status(&mut Transitions::default());
+        assert_eq!(s["conditions"][2]["type"], "Ready");
+        assert_eq!(s["conditions"][2]["status"], "False", "an unready sidecar");
+        assert_eq!(s["initContainerStatuses"][0]["ready"], false);
+        v.init_containers[0].state = running(true);
+        let s = v.status(&mut Transitions::default());
+        assert_eq!(s["conditions"][2]["status"], "True");
+        // A restarting sidecar does not undo Initialized once it was reached.
+        v.init_done = true;
+        v.init_containers[0].state = State::Waiting {
+            reason: "CrashLoopBackOff".into(),
+            message: None,
+        };
+        assert!(v.initialized());
+        assert_eq!(v.phase(), "Running");
     }
 
     #[test]
