@@ -380,6 +380,9 @@ impl Objects {
         if obj.get("spec").is_some() {
             meta_mut(&mut obj).insert("generation".into(), json!(1));
         }
+        if t.group == "batch" && t.kind == "Job" {
+            crate::model::defaults::job_selector(&mut obj);
+        }
         match &wo.apply_fields {
             Some(fields) => super::apply::write(
                 &mut obj,

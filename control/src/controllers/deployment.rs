@@ -23,7 +23,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use super::owners::claim;
+use super::owners::{claim, delete_exact};
 use super::podutil::{controlled_by, controller_ref, terminating};
 use super::runtime::{ControllerError, Informer, Key, Queue, Reconciler, Result, controller_keys};
 
@@ -666,19 +666,12 @@ impl Deployments {
         cleanable.sort_by_key(|r| (revision(r), created(r)));
         let n = cleanable.len() - limit;
         for rs in cleanable.into_iter().take(n) {
-            let dp = kube::api::DeleteParams::default().preconditions(kube::api::Preconditions {
-                uid: rs.uid(),
-                resource_version: None,
-            });
-            match self
-                .sets_api(&d.namespace().unwrap_or_default())
-                .delete(&rs.name_any(), &dp)
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                Err(e) => return Err(e.into()),
-            }
+            delete_exact(
+                &self.sets_api(&d.namespace().unwrap_or_default()),
+                rs.as_ref(),
+                None,
+            )
+            .await?;
         }
         Ok(())
     }

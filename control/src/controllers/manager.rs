@@ -12,11 +12,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{self, HeaderValue};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client};
 use tokio::task::JoinSet;
 
+use super::cronjob::CronJobs;
 use super::deployment::Deployments;
+use super::job::Jobs;
 use super::replicaset::ReplicaSets;
 use super::runtime::{Expectations, Informer, Key, Kind, Queue, run};
 use crate::store::Store;
@@ -105,6 +108,41 @@ fn start(tasks: &mut JoinSet<()>, client: Client) {
         2,
         all_keys(&deployments),
         vec![(&pods).into(), (&sets).into(), (&deployments).into()],
+    );
+
+    let jobs = inform::<Job>(tasks, &client);
+    let jc = Arc::new(Jobs {
+        client: client.clone(),
+        jobs: jobs.clone(),
+        pods: pods.clone(),
+        expectations: Expectations::default(),
+    });
+    let q = Queue::new();
+    jc.watch(&q);
+    spawn(
+        tasks,
+        jc,
+        q,
+        2,
+        all_keys(&jobs),
+        vec![(&pods).into(), (&jobs).into()],
+    );
+
+    let cronjobs = inform::<CronJob>(tasks, &client);
+    let cc = Arc::new(CronJobs {
+        client: client.clone(),
+        cronjobs: cronjobs.clone(),
+        jobs: jobs.clone(),
+    });
+    let q = Queue::new();
+    cc.watch(&q);
+    spawn(
+        tasks,
+        cc,
+        q,
+        1,
+        all_keys(&cronjobs),
+        vec![(&jobs).into(), (&cronjobs).into()],
     );
 }
 

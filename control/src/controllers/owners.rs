@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -67,4 +67,29 @@ where
             &Patch::Merge(&patch),
         )
         .await?)
+}
+
+/// Delete exactly `o` (by uid: a newer object of the same name stays), with
+/// `propagation` for its dependents; already gone counts as done.
+pub async fn delete_exact<K>(
+    api: &Api<K>,
+    o: &K,
+    propagation: Option<PropagationPolicy>,
+) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let dp = DeleteParams {
+        propagation_policy: propagation,
+        preconditions: Some(Preconditions {
+            uid: o.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&o.name_any(), &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -12,10 +12,10 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStat
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 
-use super::owners::claim;
+use super::owners::{claim, delete_exact};
 use super::podutil::{
     active, available, controller_of, controller_ref, deletion_order, generate_prefix,
     pod_from_template, ready, selector_matches, selects, terminating, until_available,
@@ -98,21 +98,7 @@ impl ReplicaSets {
             let surplus = (have - want).min(BURST);
             let deletes = active.iter().take(surplus).map(|p| async move {
                 self.expectations.deleted(key, &p.uid().unwrap_or_default());
-                match self
-                    .pods_api(&key.ns)
-                    .delete(
-                        &p.name_any(),
-                        &DeleteParams::default().preconditions(kube::api::Preconditions {
-                            uid: p.uid(),
-                            resource_version: None,
-                        }),
-                    )
-                    .await
-                {
-                    Ok(_) => Ok::<(), super::runtime::ControllerError>(()),
-                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-                    Err(e) => Err(e.into()),
-                }
+                delete_exact(&self.pods_api(&key.ns), p.as_ref(), None).await
             });
             for r in futures::future::join_all(deletes).await {
                 r?;
@@ -166,18 +152,7 @@ impl Reconciler for ReplicaSets {
             self.expectations.forget(key);
             return Ok(None);
         };
-        let pods = self.pods.store.clone();
-        let ns = key.ns.clone();
-        let synced = self.expectations.satisfied(
-            key,
-            |name| pods.get(&Key::new(&ns, name).obj_ref()).is_some(),
-            |uid| {
-                !pods
-                    .state()
-                    .iter()
-                    .any(|p| p.uid().as_deref() == Some(uid) && !terminating(p.as_ref()))
-            },
-        );
+        let synced = self.expectations.seen_in(key, &self.pods);
         let owned = claim(
             &self.pods_api(&key.ns),
             &controller_ref(rs.as_ref()),

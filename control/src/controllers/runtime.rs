@@ -472,6 +472,20 @@ impl Expectations {
         false
     }
 
+    /// Whether `inf` (in `key`'s namespace) shows every object created for
+    /// `key`, and none of those deleted for it (except as terminating).
+    pub fn seen_in<K: Kind>(&self, key: &Key, inf: &Informer<K>) -> bool {
+        self.satisfied(
+            key,
+            |name| inf.get(&Key::new(&key.ns, name)).is_some(),
+            |uid| {
+                !inf.store.state().iter().any(|o| {
+                    o.meta().uid.as_deref() == Some(uid) && o.meta().deletion_timestamp.is_none()
+                })
+            },
+        )
+    }
+
     pub fn forget(&self, key: &Key) {
         self.inner.lock().unwrap().remove(key);
     }

@@ -134,6 +134,41 @@ pub fn apply(api_version: &str, kind: &str, v: &mut Value) {
     }
 }
 
+/// A new Job without `manualSelector` selects its own pods by its uid, and its
+/// template carries the labels that selector matches (as the API server
+/// generates them).
+pub fn job_selector(v: &mut Value) {
+    let uid = v.pointer("/metadata/uid").cloned().unwrap_or(Value::Null);
+    let name = v.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
+    let spec = obj(v, "spec");
+    if spec.get("manualSelector") == Some(&json!(true))
+        || spec.get("selector").is_some_and(|s| !s.is_null())
+    {
+        return;
+    }
+    spec.insert(
+        "selector".into(),
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+    );
+    let template = spec.entry("template").or_insert_with(|| json!({}));
+    let meta = obj(template, "metadata");
+    let labels = meta.entry("labels").or_insert_with(|| json!({}));
+    if !labels.is_object() {
+        *labels = json!({});
+    }
+    let Some(labels) = labels.as_object_mut() else {
+        return;
+    };
+    for (k, val) in [
+        ("batch.kubernetes.io/controller-uid", &uid),
+        ("batch.kubernetes.io/job-name", &name),
+        ("controller-uid", &uid),
+        ("job-name", &name),
+    ] {
+        labels.insert(k.into(), val.clone());
+    }
+}
+
 fn job_spec(spec: &mut Map<String, Value>) {
     set(spec, "parallelism", json!(1));
     set(spec, "backoffLimit", json!(6));

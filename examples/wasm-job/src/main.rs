@@ -2,9 +2,9 @@
 //!
 //! Prints a greeting, its arguments and `$JOB_NAME`, writes a line to stderr, then
 //! exits with the code given as `--exit N` (default 0). `--alloc-mb N` allocates
-//! N MiB first; `--spin` loops forever; `--write PATH TEXT` writes TEXT to the
-//! file PATH (exit 2 when it cannot); `--expect-file PATH` exits 4 unless the
-//! file exists.
+//! N MiB first; `--sleep-ms N` sleeps N milliseconds; `--spin` loops forever;
+//! `--write PATH TEXT` writes TEXT to the file PATH (exit 2 when it cannot);
+//! `--expect-file PATH` exits 4 unless the file exists.
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -41,6 +41,10 @@ fn main() {
                     eprintln!("{path} does not exist");
                     std::process::exit(4);
                 }
+            }
+            "--sleep-ms" => {
+                let ms: u64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
             }
             "--spin" => {
                 let mut x: u64 = 1;
