@@ -89,7 +89,7 @@ fn agents_register_heartbeat_and_share_the_pods() -> Result<()> {
 
     // A second node: a standalone agent that joins with the token.
     let agent = common::Agent::join(&s, &net, 1, &root.path().join("agent"))?;
-    let bad = Command::new(env!("CARGO_BIN_EXE_skiff"))
+    let bad = Command::new(common::skiff_bin())
         .args([
             "agent",
             "--server",

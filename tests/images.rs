@@ -24,7 +24,7 @@ fn import_then_pull_by_tag_and_digest_and_push_large_blobs() -> Result<()> {
     let (root, s) = single_server()?;
     let wasm = hello_wasm();
     let tarball = wasm_layout(root.path(), &wasm, "acc/hello:v1");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+    let out = std::process::Command::new(common::skiff_bin())
         .args(["image", "import"])
         .arg(&tarball)
         .arg("--kubeconfig")
@@ -134,7 +134,7 @@ fn import_then_pull_by_tag_and_digest_and_push_large_blobs() -> Result<()> {
     // A file that is not a layout is a clear error.
     let junk = root.path().join("junk.tar");
     std::fs::write(&junk, b"definitely not a tarball")?;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+    let out = std::process::Command::new(common::skiff_bin())
         .args(["image", "import"])
         .arg(&junk)
         .arg("--kubeconfig")

@@ -1,4 +1,5 @@
 //! skiff-common: small, dependency-free pieces both the control plane and the
 //! node agent need, so neither has to link the other.
 
+pub mod qos;
 pub mod quantity;

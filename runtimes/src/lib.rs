@@ -22,6 +22,16 @@ pub struct ContainerSpec {
     pub memory_limit: Option<u64>,
     /// Longest a command may run, or a request may take (wall clock).
     pub timeout: Option<Duration>,
+    /// Host directories the guest sees as preopened directories.
+    pub mounts: Vec<Mount>,
+}
+
+/// A host directory preopened for the guest at `guest_path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub host_path: std::path::PathBuf,
+    pub guest_path: String,
+    pub read_only: bool,
 }
 
 /// How a command container ended.

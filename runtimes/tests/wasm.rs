@@ -57,6 +57,7 @@ async fn commands_exit_codes_output_limits() {
         env: vec![("JOB_NAME".into(), format!("job-{name}"))],
         memory_limit: Some(32 << 20),
         timeout: Some(Duration::from_secs(2)),
+        mounts: Vec::new(),
     };
     let (exit, out, err) = run(&rt, dir.path(), spec("ok", &["a", "b"])).await;
     assert_eq!(exit, Exit::Code(0));
@@ -77,6 +78,56 @@ async fn commands_exit_codes_output_limits() {
     assert_eq!(exit, Exit::TimedOut);
     // The second load comes from the on-disk cache.
     assert!(std::fs::read_dir(dir.path().join("cache")).unwrap().count() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mounts_are_preopened_directories() {
+    let (dir, rt) = runtime();
+    let (rw, ro) = (dir.path().join("rw"), dir.path().join("ro"));
+    std::fs::create_dir_all(&rw).unwrap();
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::write(ro.join("present"), "x").unwrap();
+    let spec = |name: &str, args: &[&str]| ContainerSpec {
+        name: name.into(),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        mounts: vec![
+            skiff_runtimes::Mount {
+                host_path: rw.clone(),
+                guest_path: "/data".into(),
+                read_only: false,
+            },
+            skiff_runtimes::Mount {
+                host_path: ro.clone(),
+                guest_path: "/etc/ro".into(),
+                read_only: true,
+            },
+        ],
+        ..Default::default()
+    };
+    let (exit, out, _) = run(&rt, dir.path(), spec("w", &["--write", "/data/f", "hi"])).await;
+    assert_eq!(exit, Exit::Code(0), "{out}");
+    assert_eq!(std::fs::read_to_string(rw.join("f")).unwrap(), "hi");
+    let (exit, _, err) = run(&rt, dir.path(), spec("ro", &["--write", "/etc/ro/f", "hi"])).await;
+    assert_eq!(
+        exit,
+        Exit::Code(1),
+        "a read-only mount refuses writes: {err}"
+    );
+    assert!(!ro.join("f").exists());
+    let (exit, _, _) = run(
+        &rt,
+        dir.path(),
+        spec("seen", &["--expect-file", "/etc/ro/present"]),
+    )
+    .await;
+    assert_eq!(exit, Exit::Code(0));
+    let (exit, _, _) = run(
+        &rt,
+        dir.path(),
+        spec("unseen", &["--expect-file", "/etc/ro/absent"]),
+    )
+    .await;
+    assert_eq!(exit, Exit::Code(1));
 }
 
 fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {

@@ -15,6 +15,15 @@ mod examples;
 pub use examples::example_wasm;
 use serde_json::Value;
 
+/// The `skiff` binary under test: `$SKIFF_BIN` when set (a copy taken right
+/// after the build, for when several worktrees share one target directory and
+/// its `target/debug/skiff` may be another tree's), else the one cargo built.
+pub fn skiff_bin() -> PathBuf {
+    std::env::var_os("SKIFF_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_skiff")))
+}
+
 /// A port nobody listens on right now, below the kernel's ephemeral range so that a
 /// client's outgoing connection cannot take it while its server restarts.
 pub fn free_port() -> u16 {
@@ -67,7 +76,7 @@ impl Server {
     }
 
     pub fn command(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_skiff"));
+        let mut c = Command::new(skiff_bin());
         c.arg("server")
             .arg("--data-dir")
             .arg(&self.dir)
@@ -556,7 +565,7 @@ impl Server {
         let tar = self
             .dir
             .with_extension(format!("{}.tar", name.replace(['/', ':'], "_")));
-        let skiff = env!("CARGO_BIN_EXE_skiff");
+        let skiff = skiff_bin();
         let out = Command::new(skiff)
             .args(["image", "pack"])
             .arg(wasm)
@@ -571,7 +580,7 @@ impl Server {
 
     /// Import an OCI layout tarball into this cluster.
     pub fn import_tar(&self, tar: &Path) -> Result<String> {
-        let skiff = env!("CARGO_BIN_EXE_skiff");
+        let skiff = skiff_bin();
         let out = Command::new(skiff)
             .args(["image", "import"])
             .arg(tar)
@@ -643,7 +652,7 @@ impl Agent {
         let (node, bridge) = net.node(i);
         std::fs::create_dir_all(dir)?;
         let log = dir.join("agent.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        let child = Command::new(skiff_bin())
             .args([
                 "agent",
                 "--server",

@@ -166,10 +166,27 @@ fn selector_string(v: &Value, ptr: &str) -> Value {
     or_none(parts.join(","))
 }
 
-fn pod_ready(v: &Value) -> Value {
-    let total = arr(v, "/spec/containers").len();
-    let ready = arr(v, "/status/containerStatuses")
+/// Whether the pod's init container `name` is a sidecar (`restartPolicy: Always`).
+fn sidecar(v: &Value, name: &str) -> bool {
+    arr(v, "/spec/initContainers")
         .iter()
+        .any(|c| c["name"] == name && c["restartPolicy"] == "Always")
+}
+
+/// READY as kubectl counts it: containers and sidecars.
+fn pod_ready(v: &Value) -> Value {
+    let sidecars: Vec<&Value> = arr(v, "/status/initContainerStatuses")
+        .into_iter()
+        .filter(|c| sidecar(v, s(c, "/name").as_str()))
+        .collect();
+    let total = arr(v, "/spec/containers").len()
+        + arr(v, "/spec/initContainers")
+            .iter()
+            .filter(|c| c["restartPolicy"] == "Always")
+            .count();
+    let ready = arr(v, "/status/containerStatuses")
+        .into_iter()
+        .chain(sidecars)
         .filter(|c| c.get("ready") == Some(&json!(true)))
         .count();
     json!(format!("{ready}/{total}"))
@@ -183,11 +200,8 @@ fn pod_status(v: &Value) -> Value {
     if reason.is_empty() {
         reason = s(v, "/status/phase");
     }
-    for c in arr(v, "/status/initContainerStatuses") {
-        let r = s(c, "/state/waiting/reason");
-        if !r.is_empty() && r != "PodInitializing" {
-            return json!(format!("Init:{r}"));
-        }
+    if let Some(init) = pod_initializing(v) {
+        return json!(init);
     }
     for c in arr(v, "/status/containerStatuses").iter().rev() {
         let w = s(c, "/state/waiting/reason");
@@ -204,11 +218,49 @@ fn pod_status(v: &Value) -> Value {
     json!(reason)
 }
 
-fn pod_restarts(v: &Value) -> Value {
-    let n: i64 = arr(v, "/status/containerStatuses")
+/// The STATUS of a pod still running its init containers, as kubectl's
+/// `printPod` words it: `Init:N/M`, `Init:<waiting reason>` (e.g.
+/// `Init:CrashLoopBackOff`), `Init:<terminated reason>` (e.g. `Init:Error`) or
+/// `Init:ExitCode:N`; None once it is initialized.
+fn pod_initializing(v: &Value) -> Option<String> {
+    let initialized = arr(v, "/status/conditions")
         .iter()
-        .map(|c| i(c, "/restartCount"))
-        .sum();
+        .any(|c| c["type"] == "Initialized" && c["status"] == "True");
+    if initialized {
+        return None;
+    }
+    let total = arr(v, "/spec/initContainers").len();
+    for (n, c) in arr(v, "/status/initContainerStatuses").iter().enumerate() {
+        let terminated = c.pointer("/state/terminated").filter(|t| t.is_object());
+        let waiting = s(c, "/state/waiting/reason");
+        if sidecar(v, s(c, "/name").as_str()) && c["started"] == true {
+            continue;
+        }
+        return Some(match terminated {
+            Some(_) if i(c, "/state/terminated/exitCode") == 0 => continue,
+            Some(_) => match s(c, "/state/terminated/reason") {
+                r if !r.is_empty() => format!("Init:{r}"),
+                _ if i(c, "/state/terminated/signal") != 0 => {
+                    format!("Init:Signal:{}", i(c, "/state/terminated/signal"))
+                }
+                _ => format!("Init:ExitCode:{}", i(c, "/state/terminated/exitCode")),
+            },
+            None if !waiting.is_empty() && waiting != "PodInitializing" => {
+                format!("Init:{waiting}")
+            }
+            None => format!("Init:{n}/{total}"),
+        });
+    }
+    None
+}
+
+fn pod_restarts(v: &Value) -> Value {
+    let key = if pod_initializing(v).is_some() {
+        "/status/initContainerStatuses"
+    } else {
+        "/status/containerStatuses"
+    };
+    let n: i64 = arr(v, key).iter().map(|c| i(c, "/restartCount")).sum();
     json!(n)
 }
 
@@ -921,5 +973,45 @@ mod tests {
         assert_eq!(cells[5], "10.88.0.5");
         assert_eq!(tb["columnDefinitions"][5]["priority"], 1);
         assert_eq!(tb["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    }
+
+    #[test]
+    fn pod_status_while_initializing() {
+        let ok = json!({"restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}});
+        let running = json!({"restartCount": 0, "state": {"running": {}}});
+        let waiting =
+            json!({"restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}});
+        let looping =
+            json!({"restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff"}}});
+        let failed =
+            json!({"restartCount": 0, "state": {"terminated": {"exitCode": 1, "reason": "Error"}}});
+        let no_reason = json!({"restartCount": 0, "state": {"terminated": {"exitCode": 3}}});
+        let app = json!([{"restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}]);
+        // A started sidecar lets initialization go on, and counts in READY.
+        let pod = json!({"spec": {"initContainers": [{"name": "a", "restartPolicy": "Always"}, {"name": "b"}],
+                "containers": [{"name": "c"}]},
+            "status": {"phase": "Pending", "conditions": [{"type": "Initialized", "status": "False"}],
+                "initContainerStatuses": [
+                    {"name": "a", "restartCount": 0, "started": true, "ready": true, "state": {"running": {}}},
+                    {"name": "b", "restartCount": 0, "state": {"running": {}}}],
+                "containerStatuses": app.clone()}});
+        assert_eq!(pod_status(&pod), "Init:1/2");
+        assert_eq!(pod_ready(&pod), "1/2");
+        let cases = [
+            (vec![running.clone(), waiting.clone()], false, "Init:0/2", 0),
+            (vec![ok.clone(), running.clone()], false, "Init:1/2", 0),
+            (vec![ok.clone(), looping], false, "Init:CrashLoopBackOff", 4),
+            (vec![ok.clone(), failed], false, "Init:Error", 0),
+            (vec![no_reason, waiting], false, "Init:ExitCode:3", 0),
+            (vec![ok.clone(), ok], true, "PodInitializing", 0),
+        ];
+        for (inits, initialized, want, restarts) in cases {
+            let pod = json!({"spec": {"initContainers": [{"name": "a"}, {"name": "b"}], "containers": [{"name": "c"}]},
+                "status": {"phase": "Pending",
+                    "conditions": [{"type": "Initialized", "status": if initialized { "True" } else { "False" }}],
+                    "initContainerStatuses": inits, "containerStatuses": app}});
+            assert_eq!(pod_status(&pod), want, "{pod}");
+            assert_eq!(pod_restarts(&pod), restarts, "{pod}");
+        }
     }
 }

@@ -273,36 +273,29 @@ fn service(spec: &mut Map<String, Value>) {
 }
 
 /// The pod's QoS class from its containers' requests and limits.
+/// The QoS class by Kubernetes' rules (init containers included, quantities
+/// compared by value), shared with the node agent.
 fn qos_class(spec: Option<&Value>) -> &'static str {
-    let containers: Vec<&Value> = spec
-        .and_then(|s| s.get("containers"))
-        .and_then(Value::as_array)
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    let mut any = false;
-    let mut guaranteed = !containers.is_empty();
-    for c in &containers {
-        let r = c.get("resources");
-        let req = r.and_then(|r| r.get("requests")).and_then(Value::as_object);
-        let lim = r.and_then(|r| r.get("limits")).and_then(Value::as_object);
-        if req.is_some_and(|m| !m.is_empty()) || lim.is_some_and(|m| !m.is_empty()) {
-            any = true;
-        }
-        for res in ["cpu", "memory"] {
-            let l = lim.and_then(|m| m.get(res));
-            let q = req.and_then(|m| m.get(res)).or(l);
-            if l.is_none() || q != l {
-                guaranteed = false;
-            }
-        }
-    }
-    if guaranteed {
-        "Guaranteed"
-    } else if any {
-        "Burstable"
-    } else {
-        "BestEffort"
-    }
+    let list = |k: &str| {
+        spec.and_then(|s| s.get(k))
+            .and_then(Value::as_array)
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+    };
+    skiff_common::qos::qos_class(
+        list("initContainers")
+            .iter()
+            .chain(list("containers"))
+            .map(|c| {
+                let q = |kind: &str, r: &str| c.get("resources")?.get(kind)?.get(r)?.as_str();
+                skiff_common::qos::Resources {
+                    cpu_request: q("requests", "cpu"),
+                    cpu_limit: q("limits", "cpu"),
+                    memory_request: q("requests", "memory"),
+                    memory_limit: q("limits", "memory"),
+                }
+            }),
+    )
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //!
 //! Prints a greeting, its arguments and `$JOB_NAME`, writes a line to stderr, then
 //! exits with the code given as `--exit N` (default 0). `--alloc-mb N` allocates
-//! N MiB first; `--sleep-ms N` sleeps N milliseconds; `--spin` loops forever.
+//! N MiB first; `--sleep-ms N` sleeps N milliseconds; `--spin` loops forever;
+//! `--write PATH TEXT` writes TEXT to the file PATH (exit 2 when it cannot);
+//! `--expect-file PATH` exits 4 unless the file exists.
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,6 +24,23 @@ fn main() {
                     keep.push(vec![1u8; 1 << 20]);
                 }
                 println!("allocated {} MiB", keep.len());
+            }
+            "--write" => {
+                let (path, text) = (it.next().cloned().unwrap_or_default(), it.next().cloned().unwrap_or_default());
+                match std::fs::write(&path, &text) {
+                    Ok(()) => println!("wrote {path}"),
+                    Err(e) => {
+                        eprintln!("write {path}: {e}");
+                        std::process::exit(2);
+                    }
+                }
+            }
+            "--expect-file" => {
+                let path = it.next().cloned().unwrap_or_default();
+                if std::fs::metadata(&path).is_err() {
+                    eprintln!("{path} does not exist");
+                    std::process::exit(4);
+                }
             }
             "--sleep-ms" => {
                 let ms: u64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);

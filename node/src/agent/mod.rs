@@ -180,6 +180,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         backoff_initial: cfg.backoff,
         backoff_max: Duration::from_secs(300),
         warm_sandboxes: Default::default(),
+        pods_dir: cfg.data_dir.join("pods"),
+        probes: Arc::new(crate::pod::probes::NetChecker::new()),
+        node_cpu_millis: std::thread::available_parallelism().map_or(1, |n| n.get()) as u64 * 1000,
+        node_memory: node::memory_kib() * 1024,
     });
     let warm_sandboxes = crate::pod::keep_sandboxes_warm(ctx.clone());
     let pods = pods::Pods::default();

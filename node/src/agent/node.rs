@@ -24,7 +24,7 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "skiff-node".into())
 }
 
-fn memory_kib() -> u64 {
+pub(crate) fn memory_kib() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {

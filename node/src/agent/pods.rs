@@ -2,7 +2,7 @@
 //! and hand each pod's latest object to its worker.
 //!
 //! **One worker per pod uid; a pod gone from the API is cleaned up by its worker,
-//! and address records of pods unknown at start-up are released.**
+//! and address records and volumes of pods unknown at start-up are released.**
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -121,6 +121,16 @@ pub async fn watch(ctx: Arc<NodeCtx>, pods: Pods) -> Result<(), AgentError> {
                 if !live.contains(&uid) {
                     tracing::info!(uid, "releasing the network of a pod that is gone");
                     let _ = ctx.net.detach(&uid).await;
+                }
+            }
+            // Volumes of pods deleted while the agent was away.
+            if let Ok(dirs) = std::fs::read_dir(&ctx.pods_dir) {
+                for d in dirs.flatten() {
+                    let uid = d.file_name().to_string_lossy().into_owned();
+                    if !live.contains(&uid) {
+                        tracing::info!(uid, "removing the volumes of a pod that is gone");
+                        ctx.pod_dir(&uid).remove();
+                    }
                 }
             }
         }

@@ -14,9 +14,17 @@ use skiff_runtimes::wasm::{HttpApp, World, run_command, world};
 use skiff_runtimes::{ContainerSpec, Exit};
 use tokio::sync::watch;
 
+use super::env::{self, ConfigError, Env, PodFacts, Refs, Sources};
 use super::events::Subject;
+use super::probes::{self, Probe, ProbeKind, Report};
 use super::status::{Ended, PodView, State, now};
-use super::{NodeCtx, PodInfo};
+use super::{NodeCtx, PodInfo, volumes};
+
+/// Longest wait between retries of a container whose configuration is missing
+/// (a ConfigMap or Secret created later is picked up within this).
+const CONFIG_RETRY_MAX: Duration = Duration::from_secs(10);
+/// A container that ran this long starts its restart back-off afresh.
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
 
 /// Port a Wasm HTTP container listens on when it declares none.
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
@@ -32,6 +40,8 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
 pub struct Runner {
     pub ctx: Arc<NodeCtx>,
     pub pod: Arc<PodInfo>,
+    /// An init container (index into `init_containers`) or an app container.
+    pub init: bool,
     pub index: usize,
     pub spec: Value,
     pub view: watch::Sender<PodView>,
@@ -67,12 +77,55 @@ impl Runner {
     }
 
     fn update(&self, f: impl FnOnce(&mut super::status::ContainerState)) {
-        let i = self.index;
+        let (i, init) = (self.index, self.init);
         self.view.send_modify(|v| {
-            if let Some(c) = v.containers.get_mut(i) {
+            let list = if init {
+                &mut v.init_containers
+            } else {
+                &mut v.containers
+            };
+            if let Some(c) = list.get_mut(i) {
                 f(c);
             }
         });
+    }
+
+    /// An init container with `restartPolicy: Always`.
+    fn sidecar(&self) -> bool {
+        self.init && super::is_sidecar(&self.spec)
+    }
+
+    fn restarts(&self) -> u32 {
+        let v = self.view.borrow();
+        let list = if self.init {
+            &v.init_containers
+        } else {
+            &v.containers
+        };
+        list.get(self.index).map_or(0, |c| c.restarts)
+    }
+
+    fn facts(&self) -> PodFacts {
+        PodFacts {
+            pod: self.pod.object.clone(),
+            pod_ip: self.view.borrow().pod_ip.clone(),
+            host_ip: self.ctx.host_ip.clone(),
+            node_cpu_millis: self.ctx.node_cpu_millis,
+            node_memory: self.ctx.node_memory,
+        }
+    }
+
+    /// The container's environment and mounts, from the objects it refers to.
+    async fn config(&self) -> Result<(Env, Vec<skiff_runtimes::Mount>), ConfigError> {
+        let refs = Refs::of_container(&self.spec);
+        let sources = Sources::fetch(&self.ctx.client, &self.pod.namespace, &refs).await?;
+        let env = env::resolve(&self.spec, &self.facts(), &sources)?;
+        let mounts = volumes::mounts(
+            &self.ctx.pod_dir(&self.pod.uid),
+            &self.pod.object["spec"],
+            &self.spec,
+        )?;
+        Ok((env, mounts))
     }
 
     fn set_waiting(&self, reason: &str, message: Option<String>) {
@@ -99,12 +152,15 @@ impl Runner {
     /// Run the container until the pod stops or it is done for good.
     pub async fn run(mut self) {
         let mut failures: u32 = 0;
+        // Restarts in a row; a run of 10 minutes resets it, as the kubelet's
+        // back-off does.
+        let mut crashes: u32 = 0;
         loop {
             if self.stopping() {
                 return;
             }
+            let began = std::time::Instant::now();
             let outcome = self.attempt().await;
-            let restarts = self.view.borrow().containers[self.index].restarts;
             let (delay, waiting) = match outcome {
                 Outcome::Stopped => return,
                 Outcome::Failed(reason, message) => {
@@ -120,6 +176,15 @@ impl Runner {
                         reason
                     };
                     let d = self.ctx.backoff(failures - 1);
+                    if reason == "CreateContainerConfigError" {
+                        // The kubelet keeps the error itself as the message
+                        // while it retries.
+                        let d = d.min(CONFIG_RETRY_MAX);
+                        if !self.wait(d).await {
+                            return;
+                        }
+                        continue;
+                    }
                     // Show the error first, then the back-off.
                     if !self.wait(Duration::from_millis(500).min(d)).await {
                         return;
@@ -135,7 +200,11 @@ impl Runner {
                 Outcome::Ended(e) => {
                     failures = 0;
                     let again = match self.pod.restart_policy.as_str() {
+                        // A sidecar restarts whatever the pod's policy.
+                        _ if self.sidecar() => true,
                         "Never" => false,
+                        // An init container that succeeded is done for good.
+                        _ if self.init => e.exit_code != 0,
                         "OnFailure" => e.exit_code != 0,
                         _ => true,
                     };
@@ -146,7 +215,11 @@ impl Runner {
                         });
                         return;
                     }
-                    let d = self.ctx.backoff(restarts);
+                    if began.elapsed() >= BACKOFF_RESET {
+                        crashes = 0;
+                    }
+                    let d = self.ctx.backoff(crashes);
+                    crashes += 1;
                     let msg = format!(
                         "back-off {}s restarting failed container={} pod={}_{}({})",
                         d.as_secs().max(1),
@@ -180,7 +253,7 @@ impl Runner {
         }
     }
 
-    fn container_spec(&self) -> ContainerSpec {
+    fn container_spec(&self, env: &Env, mounts: Vec<skiff_runtimes::Mount>) -> ContainerSpec {
         let strings = |key: &str| -> Vec<String> {
             self.spec
                 .get(key)
@@ -192,26 +265,13 @@ impl Runner {
                 })
                 .unwrap_or_default()
         };
-        let command = strings("command");
+        // Command and args see `$(VAR)` of the container's environment.
+        let command: Vec<String> = strings("command").iter().map(|s| env.expand(s)).collect();
         let (argv0, mut args) = match command.split_first() {
             Some((first, rest)) => (first.clone(), rest.to_vec()),
             None => (self.name(), Vec::new()),
         };
-        args.extend(strings("args"));
-        let env = self
-            .spec
-            .get("env")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|e| {
-                        let n = e.get("name")?.as_str()?;
-                        let v = e.get("value").and_then(Value::as_str).unwrap_or("");
-                        Some((n.to_string(), v.to_string()))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        args.extend(strings("args").iter().map(|s| env.expand(s)));
         let memory_limit = self
             .spec
             .pointer("/resources/limits/memory")
@@ -221,9 +281,10 @@ impl Runner {
         ContainerSpec {
             name: argv0,
             args,
-            env,
+            env: env.vars.clone(),
             memory_limit,
             timeout: None,
+            mounts,
         }
     }
 
@@ -246,9 +307,43 @@ impl Runner {
         ports
     }
 
-    /// One run: pull, load, start, and wait for the end or the stop.
+    /// One run: configure, pull, load, start, and wait for the end or the stop.
     async fn attempt(&mut self) -> Outcome {
         let t = std::time::Instant::now();
+        let (env, mounts) = match self.config().await {
+            Ok(x) => x,
+            Err(e) => return Outcome::Failed("CreateContainerConfigError", e.to_string()),
+        };
+        if !env.skipped.is_empty() {
+            let msg = format!(
+                "Keys [{}] from the EnvFrom of container {} were skipped since they are invalid environment variable names",
+                env.skipped.join(", "),
+                self.name()
+            );
+            self.ctx
+                .events
+                .record(
+                    &self.subject(),
+                    true,
+                    "InvalidEnvironmentVariableNames",
+                    &msg,
+                )
+                .await;
+        }
+        let probes = match [
+            ProbeKind::Startup,
+            ProbeKind::Liveness,
+            ProbeKind::Readiness,
+        ]
+        .into_iter()
+        .filter_map(|k| Probe::of(&self.spec, k))
+        .collect::<Result<Vec<Probe>, String>>()
+        {
+            // Init containers have no probes (the API refuses them).
+            Ok(_) if self.init && !self.sidecar() => Vec::new(),
+            Ok(p) => p,
+            Err(e) => return Outcome::Failed("CreateContainerConfigError", e),
+        };
         let image = self
             .spec
             .get("image")
@@ -283,7 +378,7 @@ impl Runner {
             Err(e) => return Outcome::Failed("CreateContainerError", format!("compile: {e}")),
         };
         tracing::debug!(ms = t.elapsed().as_millis() as u64, "component loaded");
-        let restarts = self.view.borrow().containers[self.index].restarts;
+        let restarts = self.restarts();
         let log = match self.ctx.logs.open(
             &self.pod.namespace,
             &self.pod.name,
@@ -296,27 +391,29 @@ impl Runner {
                 return Outcome::Failed("CreateContainerError", format!("open log file: {e}"));
             }
         };
-        let mut spec = self.container_spec();
+        let mut spec = self.container_spec(&env, mounts);
         match kind {
             World::Http => {
                 spec.timeout = Some(self.pod.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT));
-                self.serve(&component, spec, log).await
+                self.serve(&component, spec, log, probes).await
             }
             World::Command => {
                 spec.timeout = self.pod.active_deadline;
-                self.command(component, spec, log).await
+                self.command(component, spec, log, probes).await
             }
         }
     }
 
-    /// Mark the container running (and ready) and record the event.
-    async fn started(&self) -> String {
+    /// Mark the container running and record the event; `started` and `ready`
+    /// unless probes still have to say so.
+    async fn started(&self, started: bool, ready: bool) -> String {
         let at = now();
         let a = at.clone();
         self.update(|c| {
             c.state = State::Running {
                 started_at: a,
-                ready: true,
+                started,
+                ready,
             };
         });
         self.ctx
@@ -336,6 +433,7 @@ impl Runner {
         component: &skiff_runtimes::wasm::Component,
         spec: ContainerSpec,
         log: std::fs::File,
+        probes: Vec<Probe>,
     ) -> Outcome {
         let memory = spec.memory_limit;
         let app = match HttpApp::new(&self.ctx.wasm, component, spec, log) {
@@ -373,7 +471,7 @@ impl Runner {
                 return Outcome::Failed("RunContainerError", "the pod sandbox stopped".into());
             }
         }
-        let started_at = self.started().await;
+        let (started_at, mut probing, liveness, readiness) = self.start_probed(&probes).await;
         let (mut oom_seen, mut timeouts_seen) = (0, 0);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut stop = self.stop.clone();
@@ -382,11 +480,25 @@ impl Runner {
             tokio::select! {
                 _ = stopped(&mut stop) => {
                     task.abort();
+                    let _ = task.await;
                     return Outcome::Stopped;
                 }
                 r = &mut task => {
                     let why = r.unwrap_or_else(|e| format!("server task: {e}"));
                     return Outcome::Ended(Ended { exit_code: 1, reason: "Error".into(), message: Some(why), started_at, finished_at: now() });
+                }
+                Some(report) = probing.rx.recv() => {
+                    if let Some(why) = self.probed(&report, &mut probing, &liveness, &readiness).await {
+                        task.abort();
+                        let _ = task.await;
+                        return Outcome::Ended(Ended {
+                            exit_code: 137,
+                            reason: "Error".into(),
+                            message: Some(why),
+                            started_at,
+                            finished_at: now(),
+                        });
+                    }
                 }
                 _ = tick.tick() => {
                     let oom = app.stats.out_of_memory.load(Ordering::Relaxed);
@@ -407,11 +519,109 @@ impl Runner {
         }
     }
 
+    /// Mark the container running and start its probes: the startup probe
+    /// first, liveness and readiness at once when there is none.
+    async fn start_probed(
+        &self,
+        probes: &[Probe],
+    ) -> (String, Prober, Option<Probe>, Option<Probe>) {
+        let find = |k: ProbeKind| probes.iter().find(|p| p.kind == k).cloned();
+        let (startup, liveness, readiness) = (
+            find(ProbeKind::Startup),
+            find(ProbeKind::Liveness),
+            find(ProbeKind::Readiness),
+        );
+        let started_at = self
+            .started(startup.is_none(), startup.is_none() && readiness.is_none())
+            .await;
+        let mut probing = Prober::new(self.view.borrow().pod_ip.clone(), self.ctx.probes.clone());
+        match &startup {
+            Some(p) => probing.spawn(p.clone()),
+            None => liveness
+                .iter()
+                .chain(&readiness)
+                .for_each(|p| probing.spawn(p.clone())),
+        }
+        (started_at, probing, liveness, readiness)
+    }
+
+    /// Act on one probe report: events, startup, readiness. Returns why the
+    /// container must be killed, when a liveness or startup probe failed.
+    async fn probed(
+        &self,
+        report: &Report,
+        probing: &mut Prober,
+        liveness: &Option<Probe>,
+        readiness: &Option<Probe>,
+    ) -> Option<String> {
+        let kind = report.kind.title();
+        if let Some(msg) = &report.failure {
+            let verb = if msg.starts_with("exec probes") {
+                "errored"
+            } else {
+                "failed"
+            };
+            self.ctx
+                .events
+                .record(
+                    &self.subject(),
+                    true,
+                    "Unhealthy",
+                    &format!("{kind} probe {verb}: {msg}"),
+                )
+                .await;
+        }
+        match (report.kind, report.settled?) {
+            (ProbeKind::Startup, true) => {
+                let no_readiness = readiness.is_none();
+                self.update(|c| {
+                    if let State::Running { started, ready, .. } = &mut c.state {
+                        *started = true;
+                        *ready = no_readiness;
+                    }
+                });
+                probing.stop(ProbeKind::Startup);
+                liveness
+                    .iter()
+                    .chain(readiness)
+                    .for_each(|p| probing.spawn(p.clone()));
+                None
+            }
+            (ProbeKind::Readiness, ok) => {
+                self.update(|c| {
+                    if let State::Running {
+                        started: true,
+                        ready,
+                        ..
+                    } = &mut c.state
+                    {
+                        *ready = ok;
+                    }
+                });
+                None
+            }
+            (ProbeKind::Liveness | ProbeKind::Startup, false) => {
+                let why = format!(
+                    "Container {} failed {} probe, will be restarted",
+                    self.name(),
+                    kind.to_lowercase()
+                );
+                self.ctx
+                    .events
+                    .record(&self.subject(), false, "Killing", &why)
+                    .await;
+                Some(why)
+            }
+            (ProbeKind::Liveness, true) => None,
+        }
+    }
+
     async fn command(
         &mut self,
         component: skiff_runtimes::wasm::Component,
         spec: ContainerSpec,
         log: std::fs::File,
+        probes: Vec<Probe>,
     ) -> Outcome {
         let err = match log.try_clone() {
             Ok(f) => f,
@@ -421,15 +631,30 @@ impl Runner {
         let task = self
             .sandbox
             .spawn(async move { run_command(&rt, &component, &spec, log, err).await });
-        let started_at = self.started().await;
+        let (started_at, mut probing, liveness, readiness) = self.start_probed(&probes).await;
         let mut stop = self.stop.clone();
         let mut task = task;
-        let result = tokio::select! {
-            _ = stopped(&mut stop) => {
-                task.abort();
-                return Outcome::Stopped;
+        let result = loop {
+            tokio::select! {
+                _ = stopped(&mut stop) => {
+                    task.abort();
+                    return Outcome::Stopped;
+                }
+                r = &mut task => break r,
+                Some(report) = probing.rx.recv() => {
+                    if let Some(why) = self.probed(&report, &mut probing, &liveness, &readiness).await {
+                        task.abort();
+                        let _ = task.await;
+                        return Outcome::Ended(Ended {
+                            exit_code: 137,
+                            reason: "Error".into(),
+                            message: Some(why),
+                            started_at,
+                            finished_at: now(),
+                        });
+                    }
+                }
             }
-            r = &mut task => r,
         };
         let exit = match result {
             Ok(Ok(exit)) => exit,
@@ -463,5 +688,54 @@ impl Runner {
             started_at,
             finished_at: now(),
         })
+    }
+}
+
+/// The probe workers of one container run; dropping it stops them.
+struct Prober {
+    ip: Option<std::net::IpAddr>,
+    checker: Arc<dyn probes::Checker>,
+    tx: tokio::sync::mpsc::Sender<Report>,
+    rx: tokio::sync::mpsc::Receiver<Report>,
+    tasks: Vec<(ProbeKind, tokio::task::JoinHandle<()>)>,
+}
+
+impl Prober {
+    fn new(ip: Option<String>, checker: Arc<dyn probes::Checker>) -> Prober {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        Prober {
+            ip: ip.and_then(|i| i.parse().ok()),
+            checker,
+            tx,
+            rx,
+            tasks: Vec::new(),
+        }
+    }
+
+    fn spawn(&mut self, p: Probe) {
+        let Some(ip) = self.ip else {
+            tracing::warn!("no pod IP to probe");
+            return;
+        };
+        let kind = p.kind;
+        let task = tokio::spawn(probes::run(p, ip, self.checker.clone(), self.tx.clone()));
+        self.tasks.push((kind, task));
+    }
+
+    fn stop(&mut self, kind: ProbeKind) {
+        self.tasks.retain(|(k, t)| {
+            if *k == kind {
+                t.abort();
+            }
+            *k != kind
+        });
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        for (_, t) in &self.tasks {
+            t.abort();
+        }
     }
 }

@@ -1,17 +1,36 @@
 //! Events about pods, as the kubelet records them (`kubectl describe` shows them).
+//!
+//! **A repeat of the same event (same pod, container, type, reason and
+//! message) within ten minutes bumps the first one's `count` and
+//! `lastTimestamp` instead of creating another, as client-go's event
+//! correlator does, so a probe failing every period stays one object.**
 
 use k8s_openapi::api::core::v1::Event;
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::status::now;
+
+/// How long a repeated event is folded into the first one.
+const AGGREGATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+/// Events remembered for folding repeats (oldest forgotten first).
+const REMEMBERED: usize = 4096;
+
+/// An event recorded recently: its name, count and when it was first sent.
+#[derive(Debug, Clone)]
+struct Recent {
+    name: String,
+    count: u32,
+    first: std::time::Instant,
+}
 
 /// Records events for one node.
 #[derive(Clone)]
 pub struct Recorder {
     client: Client,
     node: String,
+    recent: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Recent>>>,
 }
 
 /// The pod (and container) an event is about.
@@ -25,7 +44,11 @@ pub struct Subject {
 
 impl Recorder {
     pub fn new(client: Client, node: String) -> Recorder {
-        Recorder { client, node }
+        Recorder {
+            client,
+            node,
+            recent: Default::default(),
+        }
     }
 
     /// Record a `Normal` (`warning` false) or `Warning` event. Failures are logged.
@@ -36,6 +59,37 @@ impl Recorder {
             "name": s.name, "uid": s.uid});
         if let Some(c) = &s.container {
             involved["fieldPath"] = json!(format!("spec.containers{{{c}}}"));
+        }
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &s.namespace);
+        let key = format!(
+            "{}/{}/{}/{}/{ty}/{reason}/{message}",
+            s.namespace,
+            s.name,
+            s.uid,
+            s.container.as_deref().unwrap_or("")
+        );
+        let repeat = {
+            let mut recent = self.recent.lock().expect("recent events");
+            match recent.get_mut(&key) {
+                Some(r) if r.first.elapsed() < AGGREGATE_WINDOW => {
+                    r.count += 1;
+                    Some((r.name.clone(), r.count))
+                }
+                _ => None,
+            }
+        };
+        if let Some((name, count)) = repeat {
+            let patch = json!({"count": count, "lastTimestamp": now()});
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot update event; recording a new one");
+                    self.recent.lock().expect("recent events").remove(&key);
+                }
+            }
         }
         let suffix: u64 = rand_suffix();
         let ev = json!({
@@ -50,9 +104,25 @@ impl Recorder {
         let Ok(ev) = serde_json::from_value::<Event>(ev) else {
             return;
         };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &s.namespace);
-        if let Err(e) = api.create(&PostParams::default(), &ev).await {
-            tracing::debug!(error = %e, "cannot record event");
+        match api.create(&PostParams::default(), &ev).await {
+            Ok(created) => {
+                let mut recent = self.recent.lock().expect("recent events");
+                if recent.len() >= REMEMBERED {
+                    recent.retain(|_, r| r.first.elapsed() < AGGREGATE_WINDOW);
+                    if recent.len() >= REMEMBERED {
+                        recent.clear();
+                    }
+                }
+                recent.insert(
+                    key,
+                    Recent {
+                        name: created.metadata.name.unwrap_or_default(),
+                        count: 1,
+                        first: std::time::Instant::now(),
+                    },
+                );
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot record event"),
         }
     }
 }

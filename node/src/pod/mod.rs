@@ -7,11 +7,14 @@
 //! cgroup, and only then lets the API forget the pod.**
 
 pub mod container;
+pub mod env;
 pub mod events;
 pub mod image;
 pub mod logs;
+pub mod probes;
 pub mod sandbox;
 pub mod status;
+pub mod volumes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +53,13 @@ pub struct NodeCtx {
     /// Sandboxes already running in warm namespaces, by namespace path.
     pub warm_sandboxes:
         std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, sandbox::Sandbox>>,
+    /// Per-pod files (volumes), `<pods_dir>/<uid>`.
+    pub pods_dir: std::path::PathBuf,
+    /// Runs probe checks against pod IPs.
+    pub probes: Arc<dyn probes::Checker>,
+    /// What a container without limits may use (downward API).
+    pub node_cpu_millis: u64,
+    pub node_memory: u64,
 }
 
 /// Keep a sandbox (threads already inside the namespace) ready in every warm
@@ -94,6 +104,11 @@ pub async fn keep_sandboxes_warm(ctx: Arc<NodeCtx>) {
 const WARM_THREADS: usize = 2;
 
 impl NodeCtx {
+    /// The directory of a pod's files.
+    pub fn pod_dir(&self, uid: &str) -> volumes::PodDir {
+        volumes::PodDir(self.pods_dir.join(uid))
+    }
+
     /// The delay before restart number `n + 1`.
     pub fn backoff(&self, n: u32) -> Duration {
         self.backoff_initial
@@ -111,6 +126,8 @@ pub struct PodInfo {
     pub restart_policy: String,
     pub request_timeout: Option<Duration>,
     pub active_deadline: Option<Duration>,
+    /// The pod as bound (metadata and spec), for the downward API.
+    pub object: Value,
 }
 
 pub use skiff_common::quantity::parse as quantity;
@@ -155,6 +172,8 @@ impl PodInfo {
                 .pointer("/spec/activeDeadlineSeconds")
                 .and_then(Value::as_u64)
                 .map(Duration::from_secs),
+            object: json!({"metadata": pod.get("metadata").cloned().unwrap_or(Value::Null),
+                "spec": pod.get("spec").cloned().unwrap_or(Value::Null)}),
         }
     }
 
@@ -166,6 +185,11 @@ impl PodInfo {
             container: None,
         }
     }
+}
+
+/// An init container with `restartPolicy: Always`: a sidecar.
+pub fn is_sidecar(c: &Value) -> bool {
+    c.get("restartPolicy").and_then(Value::as_str) == Some("Always")
 }
 
 /// Whether the API marked the pod for deletion (or it is gone).
@@ -269,12 +293,64 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
     let info = Arc::new(PodInfo::of(&first));
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &info.namespace);
     let spec = first.get("spec").cloned().unwrap_or(Value::Null);
-    let containers: Vec<Value> = spec
-        .get("containers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let list = |key: &str| -> Vec<Value> {
+        spec.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (inits, containers) = (list("initContainers"), list("containers"));
     let phase = str_at(&first, "/status/phase").to_string();
+    // An agent restart keeps counting where the status left off, and does not
+    // run init containers again once they all succeeded.
+    let previous = |key: &str, name: &str| -> Option<Value> {
+        first
+            .pointer(&format!("/status/{key}"))
+            .and_then(Value::as_array)
+            .and_then(|cs| cs.iter().find(|s| s["name"] == name))
+            .cloned()
+    };
+    let initialized_before = !inits.is_empty()
+        && first
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Initialized" && c["status"] == "True")
+            });
+    let state_of = |c: &Value, key: &str| {
+        let name = str_at(c, "/name");
+        let mut st = ContainerState::new(name, str_at(c, "/image"));
+        st.sidecar = key == "initContainerStatuses" && is_sidecar(c);
+        let prev = previous(key, name);
+        st.restarts = prev
+            .as_ref()
+            .and_then(|s| s["restartCount"].as_u64())
+            .unwrap_or(0) as u32;
+        if key == "initContainerStatuses" && initialized_before && !st.sidecar {
+            let t = |f: &str| {
+                prev.as_ref()
+                    .and_then(|s| s.pointer(&format!("/state/terminated/{f}"))?.as_str())
+                    .map_or_else(now, str::to_string)
+            };
+            st.state = status::State::Terminated(status::Ended {
+                exit_code: 0,
+                reason: "Completed".into(),
+                message: None,
+                started_at: t("startedAt"),
+                finished_at: t("finishedAt"),
+            });
+            st.done = true;
+        } else if key == "initContainerStatuses"
+            || (key == "containerStatuses" && !inits.is_empty() && !initialized_before)
+        {
+            st.state = status::State::Waiting {
+                reason: "PodInitializing".into(),
+                message: None,
+            };
+        }
+        st
+    };
     let view = PodView {
         uid: info.uid.clone(),
         host_ip: ctx.host_ip.clone(),
@@ -284,34 +360,28 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
             .and_then(Value::as_str)
             .map_or_else(now, str::to_string),
         qos: qos_class(&spec),
+        init_containers: inits
+            .iter()
+            .map(|c| state_of(c, "initContainerStatuses"))
+            .collect(),
         containers: containers
             .iter()
-            .map(|c| {
-                let name = str_at(c, "/name");
-                let mut st = ContainerState::new(name, str_at(c, "/image"));
-                // An agent restart keeps counting where the status left off.
-                st.restarts = first
-                    .pointer("/status/containerStatuses")
-                    .and_then(Value::as_array)
-                    .and_then(|cs| cs.iter().find(|s| s["name"] == name))
-                    .and_then(|s| s["restartCount"].as_u64())
-                    .unwrap_or(0) as u32;
-                st
-            })
+            .map(|c| state_of(c, "containerStatuses"))
             .collect(),
+        init_done: initialized_before,
         sandbox_error: None,
     };
     let (view_tx, view_rx) = watch::channel(view);
     let finished = matches!(phase.as_str(), "Succeeded" | "Failed");
     if !finished {
         let writer = tokio::spawn(write_status(api.clone(), info.name.clone(), view_rx));
-        let started = start(&ctx, &info, &spec, &containers, &view_tx, &mut pod).await;
+        let started = start(&ctx, &info, &spec, &view_tx, &mut pod).await;
         if let Some(started) = started {
-            // Run until the pod is deleted or every container is done for good.
+            // Run until the pod is deleted or it is done for good.
             let mut done = view_tx.subscribe();
             tokio::select! {
                 _ = pod.wait_for(deleting) => {}
-                _ = done.wait_for(|v| !v.containers.is_empty() && v.containers.iter().all(|c| c.done)) => {}
+                _ = done.wait_for(PodView::finished) => {}
             }
             stop(started).await;
         }
@@ -324,6 +394,7 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
     }
     let _ = pod.wait_for(deleting).await;
     ctx.logs.remove(&info.namespace, &info.name, &info.uid);
+    ctx.pod_dir(&info.uid).remove();
     if pod.borrow().is_some() {
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
@@ -344,7 +415,13 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
 async fn stop((stop_tx, runners, sandbox, cgroup): Started) {
     let _ = stop_tx.send(true);
     for r in runners {
-        let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
+        let abort = r.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), r)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
     sandbox.stop().await;
     if let Some(cg) = cgroup {
@@ -359,13 +436,195 @@ type Started = (
     Option<PodCgroup>,
 );
 
-/// Attach the network, start the sandbox and the container runners. Returns
+/// How often a running pod's ConfigMap, Secret and downward API volumes are
+/// brought up to date.
+pub const VOLUME_SYNC_PERIOD: Duration = Duration::from_secs(10);
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Write the pod's volumes from the current ConfigMaps and Secrets.
+async fn sync_volumes(
+    ctx: &NodeCtx,
+    info: &PodInfo,
+    spec: &Value,
+    view: &watch::Sender<PodView>,
+    latest: &watch::Receiver<Option<Value>>,
+) -> Result<(), String> {
+    // The downward API follows label and annotation edits.
+    let object = match &*latest.borrow() {
+        Some(p) => json!({"metadata": p.get("metadata").cloned().unwrap_or(Value::Null),
+            "spec": info.object["spec"].clone()}),
+        None => info.object.clone(),
+    };
+    let facts = env::PodFacts {
+        pod: object,
+        pod_ip: view.borrow().pod_ip.clone(),
+        host_ip: ctx.host_ip.clone(),
+        node_cpu_millis: ctx.node_cpu_millis,
+        node_memory: ctx.node_memory,
+    };
+    let sources = env::Sources::fetch(&ctx.client, &info.namespace, &volumes::refs(spec))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (dir, spec) = (ctx.pod_dir(&info.uid), spec.clone());
+    tokio::task::spawn_blocking(move || {
+        volumes::materialise(&dir, &spec, &facts, &sources).map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()))
+}
+
+/// Set up the pod's volumes (retried until they can be), run its init
+/// containers one by one to success, then run its containers until the pod
+/// stops.
+async fn supervise(
+    ctx: Arc<NodeCtx>,
+    info: Arc<PodInfo>,
+    spec: Value,
+    view: watch::Sender<PodView>,
+    sandbox: tokio::runtime::Handle,
+    mut stop: watch::Receiver<bool>,
+    latest: watch::Receiver<Option<Value>>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let result = sync_volumes(&ctx, &info, &spec, &view, &latest).await;
+        let Err(message) = result else { break };
+        ctx.events
+            .record(&info.subject(), true, "FailedMount", &message)
+            .await;
+        view.send_modify(|v| {
+            for c in v.init_containers.iter_mut().chain(v.containers.iter_mut()) {
+                c.state = status::State::Waiting {
+                    reason: "ContainerCreating".into(),
+                    message: Some(message.clone()),
+                };
+            }
+        });
+        let delay = ctx.backoff(failures).min(Duration::from_secs(10));
+        failures += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+    // Keep ConfigMap, Secret and downward API volumes up to date, as the
+    // kubelet does, while the pod runs.
+    let _refresh = AbortOnDrop(tokio::spawn({
+        let (ctx, info, spec, view, latest) = (
+            ctx.clone(),
+            info.clone(),
+            spec.clone(),
+            view.clone(),
+            latest.clone(),
+        );
+        async move {
+            loop {
+                tokio::time::sleep(VOLUME_SYNC_PERIOD).await;
+                if !ctx.pod_dir(&info.uid).0.exists() {
+                    return;
+                }
+                if let Err(e) = sync_volumes(&ctx, &info, &spec, &view, &latest).await {
+                    tracing::debug!(pod = %info.name, error = %e, "volumes keep their last contents");
+                }
+            }
+        }
+    }));
+    let runner = |init: bool, index: usize, c: &Value| container::Runner {
+        ctx: ctx.clone(),
+        pod: info.clone(),
+        init,
+        index,
+        spec: c.clone(),
+        view: view.clone(),
+        sandbox: sandbox.clone(),
+        stop: stop.clone(),
+    };
+    let list = |key: &str| env::arr(&spec, key).to_vec();
+    let (inits, containers) = (list("initContainers"), list("containers"));
+    if failures > 0 {
+        // Volumes are there now: back to the states before they were.
+        let initialized = view.borrow().initialized();
+        view.send_modify(|v| {
+            for c in &mut v.init_containers {
+                if !c.done {
+                    c.state = status::State::Waiting {
+                        reason: "PodInitializing".into(),
+                        message: None,
+                    };
+                }
+            }
+            for c in &mut v.containers {
+                c.state = status::State::Waiting {
+                    reason: if initialized {
+                        "ContainerCreating"
+                    } else {
+                        "PodInitializing"
+                    }
+                    .into(),
+                    message: None,
+                };
+            }
+        });
+    }
+    // Sidecars run beside everything after them until the pod stops.
+    let mut sidecars = Vec::new();
+    for (i, c) in inits.iter().enumerate() {
+        if view.borrow().init_containers[i].done {
+            continue;
+        }
+        tracing::info!(pod = %info.name, container = %str_at(c, "/name"), "init container");
+        if is_sidecar(c) {
+            sidecars.push(tokio::spawn(runner(true, i, c).run()));
+            let (mut seen, mut stopping) = (view.subscribe(), stop.clone());
+            tokio::select! {
+                _ = seen.wait_for(|v| v.init_completed(i)) => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            continue;
+        }
+        runner(true, i, c).run().await;
+        if !view.borrow().init_completed(i) {
+            // Stopped, or failed for good (the pod is Failed).
+            return;
+        }
+    }
+    view.send_modify(|v| v.init_done = true);
+    if !inits.is_empty() {
+        view.send_modify(|v| {
+            for c in &mut v.containers {
+                if matches!(&c.state, status::State::Waiting { reason, .. } if reason == "PodInitializing") {
+                    c.state = status::State::Waiting {
+                        reason: "ContainerCreating".into(),
+                        message: None,
+                    };
+                }
+            }
+        });
+    }
+    let runners: Vec<_> = containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| tokio::spawn(runner(false, i, c).run()))
+        .collect();
+    for r in runners.into_iter().chain(sidecars) {
+        let _ = r.await;
+    }
+}
+
+/// Attach the network, start the sandbox and the pod's supervisor. Returns
 /// `None` when the pod was deleted before it could start.
 async fn start(
     ctx: &Arc<NodeCtx>,
     info: &Arc<PodInfo>,
     spec: &Value,
-    containers: &[Value],
     view: &watch::Sender<PodView>,
     pod: &mut watch::Receiver<Option<Value>>,
 ) -> Option<Started> {
@@ -381,22 +640,15 @@ async fn start(
                     v.sandbox_error = None;
                 });
                 let (stop_tx, stop_rx) = watch::channel(false);
-                let runners = containers
-                    .iter()
-                    .enumerate()
-                    .map(|(index, c)| {
-                        let r = container::Runner {
-                            ctx: ctx.clone(),
-                            pod: info.clone(),
-                            index,
-                            spec: c.clone(),
-                            view: view.clone(),
-                            sandbox: sandbox.handle(),
-                            stop: stop_rx.clone(),
-                        };
-                        tokio::spawn(r.run())
-                    })
-                    .collect();
+                let runners = vec![tokio::spawn(supervise(
+                    ctx.clone(),
+                    info.clone(),
+                    spec.clone(),
+                    view.clone(),
+                    sandbox.handle(),
+                    stop_rx,
+                    pod.clone(),
+                ))];
                 return Some((stop_tx, runners, sandbox, cgroup));
             }
             Err((reason, message)) => {
@@ -404,7 +656,7 @@ async fn start(
                     .record(&info.subject(), true, reason, &message)
                     .await;
                 view.send_modify(|v| {
-                    for c in &mut v.containers {
+                    for c in v.init_containers.iter_mut().chain(v.containers.iter_mut()) {
                         c.state = status::State::Waiting {
                             reason: if reason == "FailedCreatePodSandBox" {
                                 "ContainerCreating".into()

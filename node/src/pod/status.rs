@@ -31,6 +31,9 @@ pub enum State {
     },
     Running {
         started_at: String,
+        /// Passed its startup probe (or has none).
+        started: bool,
+        /// Passes its readiness probe (or has none) after starting.
         ready: bool,
     },
     Terminated(Ended),
@@ -47,6 +50,9 @@ pub struct ContainerState {
     pub restarts: u32,
     /// Terminated and not going to run again.
     pub done: bool,
+    /// A sidecar: an init container with `restartPolicy: Always`, which
+    /// keeps running beside the containers once it has started.
+    pub sidecar: bool,
 }
 
 impl ContainerState {
@@ -62,6 +68,7 @@ impl ContainerState {
             last: None,
             restarts: 0,
             done: false,
+            sidecar: false,
         }
     }
 
@@ -69,7 +76,16 @@ impl ContainerState {
         matches!(self.state, State::Running { ready: true, .. })
     }
 
-    fn json(&self, pod_uid: &str) -> Value {
+    /// An init container that did its part: ran to success, or, for a
+    /// sidecar, started.
+    fn completed(&self) -> bool {
+        if self.sidecar {
+            return matches!(self.state, State::Running { started: true, .. });
+        }
+        matches!(&self.state, State::Terminated(e) if e.exit_code == 0)
+    }
+
+    fn json(&self, pod_uid: &str, init: bool) -> Value {
         let ended = |e: &Ended| {
             let mut t = json!({"exitCode": e.exit_code, "reason": e.reason,
                 "startedAt": e.started_at, "finishedAt": e.finished_at,
@@ -92,8 +108,9 @@ impl ContainerState {
         };
         let mut c = json!({
             "name": self.name, "image": self.image, "imageID": self.image_id,
-            "ready": self.ready(), "restartCount": self.restarts,
-            "started": matches!(self.state, State::Running { .. }),
+            "ready": if init && !self.sidecar { self.completed() } else { self.ready() },
+            "restartCount": self.restarts,
+            "started": matches!(self.state, State::Running { started: true, .. }),
             "state": state,
             "lastState": self.last.as_ref().map(ended).unwrap_or_else(|| json!({})),
         });
@@ -112,7 +129,12 @@ pub struct PodView {
     pub pod_ip: Option<String>,
     pub start_time: String,
     pub qos: &'static str,
+    /// `spec.initContainers`, run one by one before `containers`.
+    pub init_containers: Vec<ContainerState>,
     pub containers: Vec<ContainerState>,
+    /// The init containers all did their part once (stays true when a
+    /// sidecar restarts later, as the kubelet keeps `Initialized`).
+    pub init_done: bool,
     /// Set when the pod cannot start at all (sandbox failure).
     pub sandbox_error: Option<(String, String)>,
 }
@@ -120,6 +142,13 @@ pub struct PodView {
 impl PodView {
     /// `Pending`, `Running`, `Succeeded` or `Failed`.
     pub fn phase(&self) -> &'static str {
+        if self
+            .init_containers
+            .iter()
+            .any(|c| c.done && !c.completed())
+        {
+            return "Failed";
+        }
         let cs = &self.containers;
         if !cs.is_empty() && cs.iter().all(|c| c.done) {
             let ok = cs
@@ -137,15 +166,36 @@ impl PodView {
         }
     }
 
+    /// Whether the pod has finished for good (Succeeded or Failed).
+    pub fn finished(&self) -> bool {
+        matches!(self.phase(), "Succeeded" | "Failed")
+    }
+
+    /// Init container `i` did its part (ran to success; a sidecar started).
+    pub fn init_completed(&self, i: usize) -> bool {
+        self.init_containers
+            .get(i)
+            .is_some_and(ContainerState::completed)
+    }
+
+    /// Every init container did its part (ran to success; sidecars started).
+    pub fn initialized(&self) -> bool {
+        self.init_done || self.init_containers.iter().all(ContainerState::completed)
+    }
+
     /// The `status` object.
     pub fn status(&self, transitions: &mut Transitions) -> Value {
         let phase = self.phase();
         let sandbox = self.pod_ip.is_some();
-        let ready =
-            !self.containers.is_empty() && self.containers.iter().all(ContainerState::ready);
-        let unready: Vec<&str> = self
-            .containers
-            .iter()
+        let sidecars = self.init_containers.iter().filter(|c| c.sidecar);
+        let ready = !self.containers.is_empty()
+            && self
+                .containers
+                .iter()
+                .chain(sidecars.clone())
+                .all(ContainerState::ready);
+        let unready: Vec<&str> = sidecars
+            .chain(&self.containers)
             .filter(|c| !c.ready())
             .map(|c| c.name.as_str())
             .collect();
@@ -169,9 +219,26 @@ impl PodView {
         } else {
             "ContainersNotReady"
         };
+        let initialized = self.initialized();
+        let pending_init: Vec<&str> = self
+            .init_containers
+            .iter()
+            .filter(|c| !c.completed() && !self.init_done)
+            .map(|c| c.name.as_str())
+            .collect();
         let conditions = vec![
             cond("PodReadyToStartContainers", sandbox && !done, None, None),
-            cond("Initialized", true, None, None),
+            cond(
+                "Initialized",
+                initialized,
+                (!initialized).then_some("ContainersNotInitialized"),
+                (!initialized).then(|| {
+                    format!(
+                        "containers with incomplete status: [{}]",
+                        pending_init.join(" ")
+                    )
+                }),
+            ),
             cond(
                 "Ready",
                 ready,
@@ -193,8 +260,15 @@ impl PodView {
             "hostIPs": [{"ip": self.host_ip}],
             "startTime": self.start_time,
             "qosClass": self.qos,
-            "containerStatuses": self.containers.iter().map(|c| c.json(&self.uid)).collect::<Vec<_>>(),
+            "containerStatuses": self.containers.iter().map(|c| c.json(&self.uid, false)).collect::<Vec<_>>(),
         });
+        if !self.init_containers.is_empty() {
+            s["initContainerStatuses"] = self
+                .init_containers
+                .iter()
+                .map(|c| c.json(&self.uid, true))
+                .collect();
+        }
         if let Some(ip) = &self.pod_ip {
             s["podIP"] = json!(ip);
             s["podIPs"] = json!([{"ip": ip}]);
@@ -224,32 +298,27 @@ impl Transitions {
     }
 }
 
-/// The QoS class of a pod spec.
+/// The QoS class of a pod spec (`skiff_common::qos`: Kubernetes' rules over
+/// all containers, init containers included).
 pub fn qos_class(spec: &Value) -> &'static str {
-    let containers = spec
-        .get("containers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let res = |c: &Value, kind: &str, r: &str| {
-        c.pointer(&format!("/resources/{kind}/{r}"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in &containers {
-        for r in ["cpu", "memory"] {
-            let (req, lim) = (res(c, "requests", r), res(c, "limits", r));
-            any |= req.is_some() || lim.is_some();
-            let req = req.or_else(|| lim.clone());
-            guaranteed &= lim.is_some() && req == lim;
-        }
-    }
-    match (any, guaranteed) {
-        (false, _) => "BestEffort",
-        (true, true) => "Guaranteed",
-        _ => "Burstable",
+    let empty = Vec::new();
+    let list = |k: &str| spec.get(k).and_then(Value::as_array).unwrap_or(&empty);
+    skiff_common::qos::qos_class(
+        list("initContainers")
+            .iter()
+            .chain(list("containers"))
+            .map(resources),
+    )
+}
+
+/// A container's CPU and memory requests and limits.
+pub fn resources(c: &Value) -> skiff_common::qos::Resources<'_> {
+    let q = |kind: &str, r: &str| c.get("resources")?.get(kind)?.get(r)?.as_str();
+    skiff_common::qos::Resources {
+        cpu_request: q("requests", "cpu"),
+        cpu_limit: q("limits", "cpu"),
+        memory_request: q("requests", "memory"),
+        memory_limit: q("limits", "memory"),
     }
 }
 
@@ -264,6 +333,8 @@ mod tests {
             pod_ip: Some("10.88.0.2".into()),
             start_time: now(),
             qos: "BestEffort",
+            init_containers: Vec::new(),
+            init_done: false,
             containers: states
                 .into_iter()
                 .map(|(state, done)| ContainerState {
@@ -290,6 +361,7 @@ mod tests {
     fn phase_table() {
         let running = State::Running {
             started_at: now(),
+            started: true,
             ready: true,
         };
         let waiting = State::Waiting {
@@ -311,6 +383,76 @@ mod tests {
     }
 
     #[test]
+    fn init_containers_gate_the_pod() {
+        let running = State::Running {
+            started_at: now(),
+            started: true,
+            ready: true,
+        };
+        let waiting = State::Waiting {
+            reason: "PodInitializing".into(),
+            message: None,
+        };
+        let mut v = view(vec![(waiting, false)]);
+        let mut init = ContainerState::new("setup", "i");
+        init.state = running;
+        v.init_containers = vec![init];
+        let s = v.status(&mut Transitions::default());
+        assert_eq!(s["phase"], "Pending");
+        let cond = |s: &Value, t: &str| {
+            s["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == t)
+                .unwrap()["status"]
+                .clone()
+        };
+        assert_eq!(cond(&s, "Initialized"), "False");
+        assert_eq!(s["initContainerStatuses"][0]["name"], "setup");
+        assert_eq!(s["initContainerStatuses"][0]["ready"], false);
+        v.init_containers[0].state = ended(0);
+        v.init_containers[0].done = true;
+        let s = v.status(&mut Transitions::default());
+        assert_eq!(cond(&s, "Initialized"), "True");
+        assert_eq!(s["initContainerStatuses"][0]["ready"], true);
+        v.init_containers[0].state = ended(1);
+        assert_eq!(v.phase(), "Failed");
+        assert!(v.finished());
+    }
+
+    #[test]
+    fn sidecars_count_for_ready_and_initialized() {
+        let running = |ready| State::Running {
+            started_at: now(),
+            started: true,
+            ready,
+        };
+        let mut v = view(vec![(running(true), false)]);
+        let mut helper = ContainerState::new("helper", "i");
+        helper.sidecar = true;
+        helper.state = running(false);
+        v.init_containers = vec![helper];
+        assert!(v.init_completed(0), "a started sidecar lets init go on");
+        assert!(v.initialized());
+        let s = v.status(&mut Transitions::default());
+        assert_eq!(s["conditions"][2]["type"], "Ready");
+        assert_eq!(s["conditions"][2]["status"], "False", "an unready sidecar");
+        assert_eq!(s["initContainerStatuses"][0]["ready"], false);
+        v.init_containers[0].state = running(true);
+        let s = v.status(&mut Transitions::default());
+        assert_eq!(s["conditions"][2]["status"], "True");
+        // A restarting sidecar does not undo Initialized once it was reached.
+        v.init_done = true;
+        v.init_containers[0].state = State::Waiting {
+            reason: "CrashLoopBackOff".into(),
+            message: None,
+        };
+        assert!(v.initialized());
+        assert_eq!(v.phase(), "Running");
+    }
+
+    #[test]
     fn qos_table() {
         let cases = [
             (json!({"containers": [{}]}), "BestEffort"),
@@ -321,6 +463,37 @@ mod tests {
             (
                 json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]}),
                 "Burstable",
+            ),
+            (
+                json!({"containers": [{"resources": {"requests": {"cpu": "1000m", "memory": "1Gi"},
+                    "limits": {"cpu": "1", "memory": "1024Mi"}}}]}),
+                "Guaranteed",
+            ),
+            (
+                json!({"containers": [{"resources": {"requests": {"cpu": "500m"},
+                    "limits": {"cpu": "1", "memory": "1Gi"}}}]}),
+                "Burstable",
+            ),
+            (
+                json!({"containers": [{"resources": {"limits": {"cpu": "1"}}}]}),
+                "Burstable",
+            ),
+            (
+                json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}, {}]}),
+                "Burstable",
+            ),
+            (
+                json!({"initContainers": [{"resources": {"requests": {"memory": "1Mi"}}}],
+                    "containers": [{}]}),
+                "Burstable",
+            ),
+            (
+                json!({"containers": [{"resources": {"requests": {"cpu": "0"}}}]}),
+                "BestEffort",
+            ),
+            (
+                json!({"containers": [{"resources": {"requests": {"ephemeral-storage": "1Gi"}}}]}),
+                "BestEffort",
             ),
         ];
         for (spec, want) in cases {

@@ -4,13 +4,11 @@
 use std::fs::File;
 
 use wasmtime::component::{Component, Linker};
-use wasmtime_wasi::WasiCtx;
-use wasmtime_wasi::cli::OutputFile;
 use wasmtime_wasi::p2::bindings::CommandPre;
 
 use crate::{ContainerSpec, Exit};
 
-use super::state::{GuestState, is_timeout, new_store};
+use super::state::{GuestState, is_timeout, new_store, wasi_ctx};
 use super::{WasmError, WasmRuntime};
 
 /// The instance name of an import the linker lacks, from wasmtime's message.
@@ -68,14 +66,9 @@ pub async fn run_command(
     let linker = linker(rt, false)?;
     let pre = linker.instantiate_pre(component).map_err(pre_error)?;
     let pre = CommandPre::new(pre).map_err(pre_error)?;
-    let mut args = vec![spec.name.clone()];
-    args.extend(spec.args.iter().cloned());
-    let wasi = WasiCtx::builder()
-        .args(&args)
-        .envs(&spec.env)
-        .stdout(OutputFile::new(stdout))
-        .stderr(OutputFile::new(stderr))
-        .build();
+    let wasi = wasi_ctx(spec, stdout, stderr).map_err(|e| WasmError::Mount {
+        reason: format!("{e:#}"),
+    })?;
     let mut store = new_store(rt.engine(), spec, wasi);
     let oom = store.data().limits.hit.clone();
     let outcome = async {

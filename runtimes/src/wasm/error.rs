@@ -15,6 +15,8 @@ pub enum WasmError {
     UnsupportedImport { import: String },
     #[error("the component exports neither wasi:http/incoming-handler nor wasi:cli/run: {reason}")]
     UnsupportedWorld { reason: String },
+    #[error("mount a volume: {reason}")]
+    Mount { reason: String },
     #[error("engine: {reason}")]
     Engine { reason: String },
     #[error("component cache {path}: {source}")]

@@ -9,7 +9,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use wasmtime::component::Component;
 use wasmtime_wasi::WasiCtx;
-use wasmtime_wasi::cli::OutputFile;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -18,7 +17,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::ContainerSpec;
 
 use super::command::{linker, pre_error};
-use super::state::{GuestState, is_timeout, new_store};
+use super::state::{GuestState, is_timeout, new_store, wasi_ctx};
 use super::{WasmError, WasmRuntime};
 
 /// Counters a pod's HTTP app keeps (for events and metrics).
@@ -49,6 +48,15 @@ impl HttpApp {
         spec: ContainerSpec,
         log: std::fs::File,
     ) -> Result<HttpApp, WasmError> {
+        if let Some(m) = spec.mounts.iter().find(|m| !m.host_path.is_dir()) {
+            return Err(WasmError::Mount {
+                reason: format!(
+                    "{} (for {}) is not a directory",
+                    m.host_path.display(),
+                    m.guest_path
+                ),
+            });
+        }
         let linker = linker(rt, true)?;
         let pre = linker.instantiate_pre(component).map_err(pre_error)?;
         let pre = ProxyPre::new(pre).map_err(pre_error)?;
@@ -61,17 +69,10 @@ impl HttpApp {
         })
     }
 
-    fn wasi(&self) -> Result<WasiCtx, std::io::Error> {
-        let mut args = vec![self.spec.name.clone()];
-        args.extend(self.spec.args.iter().cloned());
+    fn wasi(&self) -> wasmtime::Result<WasiCtx> {
         let out = self.log.try_clone()?;
         let err = self.log.try_clone()?;
-        Ok(WasiCtx::builder()
-            .args(&args)
-            .envs(&self.spec.env)
-            .stdout(OutputFile::new(out))
-            .stderr(OutputFile::new(err))
-            .build())
+        wasi_ctx(&self.spec, out, err)
     }
 
     /// Handle one request in a fresh instance. Guest failures become 500s.

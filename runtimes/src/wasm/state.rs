@@ -73,6 +73,38 @@ impl WasiHttpView for GuestState {
     }
 }
 
+/// The WASI context of one run or request: `argv` (name then args), env,
+/// stdout/stderr to `out`/`err`, and the spec's mounts as preopened directories.
+pub(crate) fn wasi_ctx(
+    spec: &ContainerSpec,
+    out: std::fs::File,
+    err: std::fs::File,
+) -> wasmtime::Result<WasiCtx> {
+    let mut args = vec![spec.name.clone()];
+    args.extend(spec.args.iter().cloned());
+    let mut b = WasiCtx::builder();
+    b.args(&args)
+        .envs(&spec.env)
+        .stdout(wasmtime_wasi::cli::OutputFile::new(out))
+        .stderr(wasmtime_wasi::cli::OutputFile::new(err));
+    for m in &spec.mounts {
+        let perms = if m.read_only {
+            wasmtime_wasi::FsPerms::ReadOnly
+        } else {
+            wasmtime_wasi::FsPerms::ReadWrite
+        };
+        b.preopened_dir(&m.host_path, &m.guest_path, perms)
+            .map_err(|e| {
+                wasmtime::format_err!(
+                    "preopen {} at {}: {e:#}",
+                    m.host_path.display(),
+                    m.guest_path
+                )
+            })?;
+    }
+    Ok(b.build())
+}
+
 /// A store for one run or request, with the spec's memory limit and timeout.
 pub(crate) fn new_store(
     engine: &wasmtime::Engine,

@@ -1,0 +1,458 @@
+//! Pod volumes as host directories the Wasm guest sees as preopened
+//! directories: `configMap`, `secret`, `downwardAPI`, `projected` (of those
+//! three) and `emptyDir`, each under `<pods dir>/<pod uid>/volumes/<name>`.
+//!
+//! **A volume's directory belongs to the pod: it is shared by all its
+//! containers (init containers too) and removed with the pod. ConfigMap,
+//! Secret and downward API volumes are always mounted read-only.**
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::Value;
+use skiff_runtimes::Mount;
+
+use super::env::{ConfigError, Kind, PodFacts, Refs, Sources, arr};
+
+/// A volume that cannot be set up (event `FailedMount`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("MountVolume.SetUp failed for volume {volume:?} : {reason}")]
+pub struct VolumeError {
+    pub volume: String,
+    pub reason: String,
+}
+
+/// The directory of one pod's files (volumes) on the node.
+#[derive(Debug, Clone)]
+pub struct PodDir(pub PathBuf);
+
+impl PodDir {
+    pub fn volume(&self, name: &str) -> PathBuf {
+        self.0.join("volumes").join(name)
+    }
+
+    /// Remove everything the pod had on disk.
+    pub fn remove(&self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %self.0.display(), error = %e, "cannot remove pod volumes");
+        }
+    }
+}
+
+/// The ConfigMaps and Secrets a pod's volumes refer to.
+pub fn refs(spec: &Value) -> Refs {
+    let mut r = Refs::default();
+    for v in arr(spec, "volumes") {
+        if let Some(n) = v.pointer("/configMap/name").and_then(Value::as_str) {
+            r.add(Kind::ConfigMap, n);
+        }
+        if let Some(n) = v.pointer("/secret/secretName").and_then(Value::as_str) {
+            r.add(Kind::Secret, n);
+        }
+        for s in v
+            .pointer("/projected/sources")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(n) = s.pointer("/configMap/name").and_then(Value::as_str) {
+                r.add(Kind::ConfigMap, n);
+            }
+            if let Some(n) = s.pointer("/secret/name").and_then(Value::as_str) {
+                r.add(Kind::Secret, n);
+            }
+        }
+    }
+    r
+}
+
+fn err(volume: &str, reason: impl ToString) -> VolumeError {
+    VolumeError {
+        volume: volume.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Files of an object-backed volume: every key, or the listed `items`.
+fn object_files(
+    sources: &Sources,
+    kind: Kind,
+    name: &str,
+    items: &[Value],
+    optional: bool,
+    files: &mut BTreeMap<PathBuf, Vec<u8>>,
+) -> Result<(), String> {
+    let Some(data) = sources
+        .data(kind, name, optional)
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(());
+    };
+    if items.is_empty() {
+        for (k, v) in data {
+            files.insert(PathBuf::from(k), v.clone());
+        }
+        return Ok(());
+    }
+    for item in items {
+        let key = item.get("key").and_then(Value::as_str).unwrap_or("");
+        let path = item.get("path").and_then(Value::as_str).unwrap_or(key);
+        match data.get(key) {
+            Some(v) => {
+                files.insert(PathBuf::from(path), v.clone());
+            }
+            None if optional => {}
+            None => {
+                return Err(format!(
+                    "{} references non-existent config key: {key}",
+                    kind.name()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Files of a downward API volume.
+fn downward_files(
+    facts: &PodFacts,
+    items: &[Value],
+    files: &mut BTreeMap<PathBuf, Vec<u8>>,
+) -> Result<(), ConfigError> {
+    for item in items {
+        let path = item.get("path").and_then(Value::as_str).unwrap_or("");
+        let value = if let Some(f) = item.pointer("/fieldRef/fieldPath").and_then(Value::as_str) {
+            facts.field(f)?
+        } else if let Some(r) = item.get("resourceFieldRef") {
+            facts.resource(
+                &Value::Null,
+                r.get("containerName").and_then(Value::as_str),
+                r.get("resource").and_then(Value::as_str).unwrap_or(""),
+                r.get("divisor").and_then(Value::as_str),
+            )?
+        } else {
+            continue;
+        };
+        files.insert(PathBuf::from(path), value.into_bytes());
+    }
+    Ok(())
+}
+
+/// A relative path with no `..`, or an error.
+fn safe_relative(p: &Path) -> Result<(), String> {
+    if p.as_os_str().is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(format!("invalid path {:?} in the volume", p.display()));
+    }
+    Ok(())
+}
+
+/// Write `files` into `dir` (each atomically) and drop entries no longer listed.
+fn write_files(dir: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    for (rel, bytes) in files {
+        safe_relative(rel)?;
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("create {}: {e}", parent.display()))?;
+        }
+        if std::fs::read(&path).ok().as_deref() == Some(bytes.as_slice()) {
+            continue;
+        }
+        let tmp = path.with_file_name(format!(
+            ".{}.tmp",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("f")
+        ));
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("write {}: {e}", path.display()))?;
+    }
+    let keep: std::collections::BTreeSet<std::ffi::OsString> = files
+        .keys()
+        .filter_map(|p| p.components().next())
+        .map(|c| c.as_os_str().to_os_string())
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if !keep.contains(&e.file_name()) {
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Create or refresh every volume of the pod in `dir`.
+pub fn materialise(
+    dir: &PodDir,
+    spec: &Value,
+    facts: &PodFacts,
+    sources: &Sources,
+) -> Result<(), VolumeError> {
+    for v in arr(spec, "volumes") {
+        let name = v.get("name").and_then(Value::as_str).unwrap_or("");
+        let path = dir.volume(name);
+        let items = |src: &Value| arr(src, "items").to_vec();
+        let optional = |src: &Value| src.get("optional").and_then(Value::as_bool) == Some(true);
+        let mut files = BTreeMap::new();
+        if v.get("emptyDir").is_some() {
+            std::fs::create_dir_all(&path)
+                .map_err(|e| err(name, format!("create {}: {e}", path.display())))?;
+            continue;
+        } else if let Some(src) = v.get("configMap") {
+            let n = src.get("name").and_then(Value::as_str).unwrap_or("");
+            object_files(
+                sources,
+                Kind::ConfigMap,
+                n,
+                &items(src),
+                optional(src),
+                &mut files,
+            )
+            .map_err(|e| err(name, e))?;
+        } else if let Some(src) = v.get("secret") {
+            let n = src.get("secretName").and_then(Value::as_str).unwrap_or("");
+            object_files(
+                sources,
+                Kind::Secret,
+                n,
+                &items(src),
+                optional(src),
+                &mut files,
+            )
+            .map_err(|e| err(name, e))?;
+        } else if let Some(src) = v.get("downwardAPI") {
+            downward_files(facts, arr(src, "items"), &mut files).map_err(|e| err(name, e))?;
+        } else if let Some(src) = v.get("projected") {
+            for s in arr(src, "sources") {
+                let r = if let Some(o) = s.get("configMap") {
+                    let n = o.get("name").and_then(Value::as_str).unwrap_or("");
+                    object_files(
+                        sources,
+                        Kind::ConfigMap,
+                        n,
+                        &items(o),
+                        optional(o),
+                        &mut files,
+                    )
+                } else if let Some(o) = s.get("secret") {
+                    let n = o.get("name").and_then(Value::as_str).unwrap_or("");
+                    object_files(sources, Kind::Secret, n, &items(o), optional(o), &mut files)
+                } else if let Some(o) = s.get("downwardAPI") {
+                    downward_files(facts, arr(o, "items"), &mut files).map_err(|e| e.to_string())
+                } else {
+                    Err("projected sources other than configMap, secret and downwardAPI are not supported for Wasm pods".to_string())
+                };
+                r.map_err(|e| err(name, e))?;
+            }
+        } else {
+            let kind = v
+                .as_object()
+                .and_then(|o| o.keys().find(|k| *k != "name").cloned())
+                .unwrap_or_default();
+            return Err(err(
+                name,
+                format!(
+                    "volume type {kind:?} is not supported for Wasm pods (configMap, secret, emptyDir, downwardAPI and projected are)"
+                ),
+            ));
+        }
+        write_files(&path, &files).map_err(|e| err(name, e))?;
+    }
+    Ok(())
+}
+
+/// Whether the volume's kind is always read-only.
+fn read_only_kind(v: &Value) -> bool {
+    ["configMap", "secret", "downwardAPI", "projected"]
+        .iter()
+        .any(|k| v.get(k).is_some())
+}
+
+/// The container's `volumeMounts` as preopened directories.
+pub fn mounts(dir: &PodDir, spec: &Value, container: &Value) -> Result<Vec<Mount>, ConfigError> {
+    let mut out = Vec::new();
+    for m in arr(container, "volumeMounts") {
+        let name = m.get("name").and_then(Value::as_str).unwrap_or("");
+        let Some(vol) = arr(spec, "volumes").iter().find(|v| v["name"] == name) else {
+            return Err(ConfigError::Invalid(format!(
+                "volumeMount {name:?} names no volume of the pod"
+            )));
+        };
+        let guest = m.get("mountPath").and_then(Value::as_str).unwrap_or("");
+        if !guest.starts_with('/') {
+            return Err(ConfigError::Invalid(format!(
+                "mountPath {guest:?} of volume {name:?} must be absolute"
+            )));
+        }
+        let mut host = dir.volume(name);
+        let sub = m.get("subPath").and_then(Value::as_str).unwrap_or("");
+        if !sub.is_empty() {
+            safe_relative(Path::new(sub)).map_err(ConfigError::Invalid)?;
+            host = host.join(sub);
+            if vol.get("emptyDir").is_some() && !host.exists() {
+                std::fs::create_dir_all(&host).map_err(|e| {
+                    ConfigError::Invalid(format!("create subPath {sub:?} of {name:?}: {e}"))
+                })?;
+            }
+            if !host.is_dir() {
+                return Err(ConfigError::Invalid(format!(
+                    "subPath {sub:?} of volume {name:?} is not a directory; a Wasm pod can only mount directories"
+                )));
+            }
+        }
+        out.push(Mount {
+            host_path: host,
+            guest_path: guest.to_string(),
+            read_only: read_only_kind(vol)
+                || m.get("readOnly").and_then(Value::as_bool) == Some(true),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn facts() -> PodFacts {
+        PodFacts {
+            pod: json!({"metadata": {"name": "p", "namespace": "ns", "labels": {"app": "x"}},
+                "spec": {"containers": [{"name": "c", "resources": {"limits": {"memory": "2Mi"}}}]}}),
+            pod_ip: Some("10.88.0.9".into()),
+            host_ip: "127.0.0.1".into(),
+            node_cpu_millis: 2000,
+            node_memory: 1 << 30,
+        }
+    }
+
+    fn sources() -> Sources {
+        let mut s = Sources::default();
+        s.config_maps.insert(
+            "cfg".into(),
+            Some(
+                [
+                    ("a".to_string(), b"1".to_vec()),
+                    ("b".to_string(), b"2".to_vec()),
+                ]
+                .into(),
+            ),
+        );
+        s.config_maps.insert("gone".into(), None);
+        s.secrets.insert(
+            "sec".into(),
+            Some([("token".to_string(), b"s3cret".to_vec())].into()),
+        );
+        s
+    }
+
+    fn read(p: PathBuf) -> String {
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    #[test]
+    fn volumes_materialise_and_mount() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = PodDir(tmp.path().join("uid"));
+        let spec = json!({"volumes": [
+            {"name": "all", "configMap": {"name": "cfg"}},
+            {"name": "some", "configMap": {"name": "cfg", "items": [{"key": "b", "path": "sub/bee"}]}},
+            {"name": "opt", "configMap": {"name": "gone", "optional": true}},
+            {"name": "sec", "secret": {"secretName": "sec"}},
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "info", "downwardAPI": {"items": [
+                {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}},
+                {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                {"path": "mem", "resourceFieldRef": {"containerName": "c", "resource": "limits.memory", "divisor": "1Ki"}}]}},
+            {"name": "proj", "projected": {"sources": [
+                {"configMap": {"name": "cfg", "items": [{"key": "a", "path": "a"}]}},
+                {"secret": {"name": "sec"}}]}},
+        ]});
+        materialise(&dir, &spec, &facts(), &sources()).unwrap();
+        assert_eq!(read(dir.volume("all").join("a")), "1");
+        assert_eq!(read(dir.volume("all").join("b")), "2");
+        assert_eq!(read(dir.volume("some").join("sub/bee")), "2");
+        assert!(!dir.volume("some").join("a").exists());
+        assert!(dir.volume("opt").is_dir());
+        assert_eq!(read(dir.volume("sec").join("token")), "s3cret");
+        assert!(dir.volume("scratch").is_dir());
+        assert_eq!(read(dir.volume("info").join("name")), "p");
+        assert_eq!(read(dir.volume("info").join("labels")), "app=\"x\"");
+        assert_eq!(read(dir.volume("info").join("mem")), "2048");
+        assert_eq!(read(dir.volume("proj").join("token")), "s3cret");
+        assert_eq!(read(dir.volume("proj").join("a")), "1");
+
+        // A refresh drops keys that went away and keeps emptyDir contents.
+        std::fs::write(dir.volume("scratch").join("keep"), "k").unwrap();
+        let mut fewer = sources();
+        fewer.config_maps.insert(
+            "cfg".into(),
+            Some([("a".to_string(), b"one".to_vec())].into()),
+        );
+        let spec2 = json!({"volumes": [spec["volumes"][0].clone(), spec["volumes"][4].clone()]});
+        materialise(&dir, &spec2, &facts(), &fewer).unwrap();
+        assert_eq!(read(dir.volume("all").join("a")), "one");
+        assert!(!dir.volume("all").join("b").exists());
+        assert_eq!(read(dir.volume("scratch").join("keep")), "k");
+
+        let c = json!({"volumeMounts": [
+            {"name": "all", "mountPath": "/etc/config"},
+            {"name": "scratch", "mountPath": "/data"},
+            {"name": "scratch", "mountPath": "/ro", "readOnly": true},
+            {"name": "scratch", "mountPath": "/sub", "subPath": "x/y"},
+        ]});
+        let m = mounts(&dir, &spec, &c).unwrap();
+        assert_eq!(m.len(), 4);
+        assert!(m[0].read_only && m[0].guest_path == "/etc/config");
+        assert!(!m[1].read_only);
+        assert!(m[2].read_only);
+        assert!(m[3].host_path.ends_with("scratch/x/y") && m[3].host_path.is_dir());
+
+        dir.remove();
+        assert!(!tmp.path().join("uid").exists());
+    }
+
+    #[test]
+    fn volume_errors_name_the_cause() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = PodDir(tmp.path().join("uid"));
+        let cases = [
+            (
+                json!({"name": "v", "configMap": {"name": "gone"}}),
+                "MountVolume.SetUp failed for volume \"v\" : configmap \"gone\" not found",
+            ),
+            (
+                json!({"name": "v", "configMap": {"name": "cfg", "items": [{"key": "zz", "path": "z"}]}}),
+                "MountVolume.SetUp failed for volume \"v\" : configmap references non-existent config key: zz",
+            ),
+            (
+                json!({"name": "v", "secret": {"secretName": "cfg"}}),
+                "MountVolume.SetUp failed for volume \"v\" : secret \"cfg\" not found",
+            ),
+            (
+                json!({"name": "v", "configMap": {"name": "cfg", "items": [{"key": "a", "path": "../x"}]}}),
+                "MountVolume.SetUp failed for volume \"v\" : invalid path \"../x\" in the volume",
+            ),
+            (
+                json!({"name": "v", "hostPath": {"path": "/etc"}}),
+                "MountVolume.SetUp failed for volume \"v\" : volume type \"hostPath\" is not supported for Wasm pods (configMap, secret, emptyDir, downwardAPI and projected are)",
+            ),
+        ];
+        for (v, want) in cases {
+            let spec = json!({ "volumes": [v] });
+            let e = materialise(&dir, &spec, &facts(), &sources()).unwrap_err();
+            assert_eq!(e.to_string(), want);
+        }
+        let spec = json!({"volumes": [{"name": "v", "emptyDir": {}}]});
+        let bad = json!({"volumeMounts": [{"name": "nope", "mountPath": "/x"}]});
+        assert!(mounts(&dir, &spec, &bad).is_err());
+    }
+}
