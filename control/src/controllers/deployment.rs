@@ -111,6 +111,11 @@ fn rs_status(
     rs.status.as_ref().map(f).unwrap_or(0)
 }
 
+/// Whether a set's status reflects its current spec.
+fn settled(rs: &ReplicaSet) -> bool {
+    rs.status.as_ref().and_then(|s| s.observed_generation) >= rs.metadata.generation
+}
+
 fn rolling(d: &Deployment) -> bool {
     d.spec
         .strategy
@@ -496,9 +501,11 @@ impl Deployments {
                 return Ok(true);
             }
         }
-        // Scale down old sets.
+        // Scale down old sets, judging availability only from statuses that
+        // have caught up with their sets' last scaling (a stale count would let
+        // two steps take the same available pod).
         let old_total: i32 = sets.old.iter().map(|r| rs_replicas(r)).sum();
-        if old_total == 0 {
+        if old_total == 0 || !sets.all().all(|r| settled(r)) {
             return Ok(false);
         }
         let (_, max_unavailable) = surge_and_unavailable(d)?;
@@ -766,6 +773,7 @@ fn complete(d: &Deployment, sets: &Sets) -> bool {
     rs_status(new, |s| s.replicas) == want
         && rs_status(new, |s| s.available_replicas.unwrap_or(0)) == want
         && sets.old.iter().all(|r| rs_status(r, |s| s.replicas) == 0)
+        && sets.all().all(|r| settled(r))
 }
 
 impl Deployments {
