@@ -1,11 +1,15 @@
 //! Controllers: level-triggered loops that run on the Raft leader.
 
+pub mod daemonset;
 pub mod deployment;
+pub mod eligibility;
 pub mod gc;
 pub mod manager;
 pub mod nodes;
 pub mod owners;
 pub mod podutil;
 pub mod replicaset;
+pub mod revisions;
 pub mod runtime;
+pub mod statefulset;
 pub mod support;
