@@ -234,7 +234,6 @@ impl StatefulSets {
         pod
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
         set: &StatefulSet,
