@@ -262,9 +262,9 @@ fn sampled(
     std::thread::scope(|sc| {
         let sampler = sc.spawn(|| {
             let mut bad = Vec::new();
-            let mut samples = 0;
-            while !stop.load(Ordering::Relaxed) {
-                samples += 1;
+            // At least one sample, and one after the work is done.
+            loop {
+                let last = stop.load(Ordering::Relaxed);
                 let now: BTreeMap<String, Value> = pods(s, "app=web")
                     .into_iter()
                     .map(|p| (name(&p), p))
@@ -272,10 +272,10 @@ fn sampled(
                 if let Err(e) = ok(&now) {
                     bad.push(e);
                 }
-                std::thread::sleep(Duration::from_millis(150));
-            }
-            if samples < 2 {
-                bad.push(format!("only {samples} samples"));
+                if last {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
             bad
         });
@@ -417,5 +417,22 @@ fn statefulset_is_ordered_and_stable() -> Result<()> {
     assert!(bad.is_empty(), "{bad:?}");
     assert_eq!(name(&pods(s, "app=web")[0]), "web-0");
     rollout(s, "sts/web");
+
+    // History and undo read and apply the ControllerRevisions.
+    let hist = s.k(&["rollout", "history", "sts/web"]);
+    assert!(hist.contains('1') && hist.contains('2'), "{hist}");
+    s.k(&["rollout", "undo", "sts/web"]);
+    rollout(s, "sts/web");
+    eventually(Duration::from_secs(60), || {
+        let ps = pods(s, "app=web");
+        (ps.len() == 1
+            && is_ready(&ps[0])
+            && !terminating(&ps[0])
+            && ps[0]["spec"]["containers"][0]["env"].is_null())
+        .then_some(())
+    })
+    .expect("undo brings the first template back");
+    let sts = s.json(&["sts", "web"]);
+    assert_eq!(sts["status"]["updateRevision"], rev1.as_str(), "{sts}");
     Ok(())
 }
