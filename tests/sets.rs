@@ -192,8 +192,40 @@ fn daemonset_runs_one_pod_per_node_and_rolls() -> Result<()> {
     }
     let hist = s.k(&["rollout", "history", "ds/agent"]);
     assert!(hist.contains('1') && hist.contains('2'), "{hist}");
-    s.k(&["rollout", "undo", "ds/agent"]);
+    // Undo with a surge: the new pod starts before the old one goes, so both
+    // nodes keep a Ready pod throughout.
+    s.k(&[
+        "patch",
+        "ds/agent",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"maxSurge":1,"maxUnavailable":0}}}}"#,
+    ]);
     rollout(&s, "ds/agent");
+    let stop = AtomicBool::new(false);
+    let min_ready = std::thread::scope(|sc| {
+        let sampler = sc.spawn(|| {
+            let mut min = usize::MAX;
+            loop {
+                let last = stop.load(Ordering::Relaxed);
+                let nodes: std::collections::BTreeSet<String> = pods(&s, "app=agent")
+                    .iter()
+                    .filter(|p| is_ready(p) && !terminating(p))
+                    .filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_string))
+                    .collect();
+                min = min.min(nodes.len());
+                if last {
+                    return min;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        s.k(&["rollout", "undo", "ds/agent"]);
+        rollout(&s, "ds/agent");
+        stop.store(true, Ordering::Relaxed);
+        sampler.join().unwrap()
+    });
+    assert_eq!(min_ready, 2, "a node was left without a Ready daemon pod");
     eventually(Duration::from_secs(90), || {
         let ps: Vec<Value> = pods(&s, "app=agent")
             .into_iter()

@@ -1,6 +1,7 @@
 //! The DaemonSet controller: one pod per eligible node (see `eligibility`),
 //! created bound to its node; pods on nodes that no longer fit, duplicates and
-//! failed pods are deleted (and replaced); RollingUpdate (maxUnavailable) and
+//! failed pods are deleted (and replaced); RollingUpdate (maxUnavailable, or
+//! maxSurge: new pod first, old one deleted once the new is available) and
 //! OnDelete over ControllerRevisions (`controller-revision-hash` on pods);
 //! the status counts `kubectl rollout status ds/x` reads.
 //!
@@ -76,14 +77,15 @@ pub struct Plan {
 }
 
 /// Level-triggered plan from the nodes (name, fit) and the pods per node
-/// name. `rolling` is the maxUnavailable of a RollingUpdate; the update step
-/// only runs when nothing else is to be done.
+/// name. `rolling` is the budget of a RollingUpdate (None: OnDelete); the
+/// update step only runs when nothing else is to be done.
 pub fn plan(
     nodes: &[(String, Fit)],
     pods: &BTreeMap<String, Vec<DaemonPod>>,
     update_hash: &str,
-    rolling: Option<i32>,
+    rolling: Option<Rolling>,
 ) -> Plan {
+    let surging = rolling.is_some_and(|r| r.max_surge > 0);
     let mut p = Plan::default();
     let known: HashSet<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
     let del = |p: &mut Plan, d: &DaemonPod| p.delete.push((d.name.clone(), d.uid.clone()));
@@ -105,9 +107,15 @@ pub fn plan(
             if running.is_empty() && f.run {
                 p.create.push(node.clone());
             } else if running.len() > 1 {
-                // Keep the updated ones first, then the oldest.
+                // Keep the oldest updated pod, and while surging the oldest
+                // old one too; without updated pods, the oldest.
                 running.sort_by_key(|d| (d.hash != update_hash, d.created, d.name.clone()));
+                let mut kept_old = running[0].hash != update_hash;
                 for d in &running[1..] {
+                    if surging && !kept_old && d.hash != update_hash {
+                        kept_old = true;
+                        continue;
+                    }
                     del(&mut p, d);
                 }
             }
@@ -117,12 +125,17 @@ pub fn plan(
             }
         }
     }
-    let Some(max_unavailable) = rolling else {
+    let Some(rolling) = rolling else {
         return p;
     };
     if !p.create.is_empty() || !p.delete.is_empty() {
         return p;
     }
+    if surging {
+        surge(&mut p, nodes, pods, update_hash, rolling.max_surge);
+        return p;
+    }
+    let max_unavailable = rolling.max_unavailable;
     let mut unavailable = 0;
     let mut candidates = Vec::new();
     for (node, f) in nodes.iter().filter(|(_, f)| f.keep) {
@@ -146,6 +159,53 @@ pub fn plan(
         del(&mut p, d);
     }
     p
+}
+
+/// The budget of a RollingUpdate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rolling {
+    pub max_unavailable: i32,
+    pub max_surge: i32,
+}
+
+/// The surge step (Kubernetes' `rollingUpdate` with maxSurge): start a new pod
+/// next to an old one on at most `max_surge` nodes at a time, and delete the
+/// old pod once the new one is available.
+fn surge(
+    p: &mut Plan,
+    nodes: &[(String, Fit)],
+    pods: &BTreeMap<String, Vec<DaemonPod>>,
+    update_hash: &str,
+    max_surge: i32,
+) {
+    let mut surging = 0;
+    let mut candidates = Vec::new();
+    for (node, f) in nodes.iter().filter(|(_, f)| f.keep) {
+        let running: Vec<&DaemonPod> = pods
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter(|d| d.active())
+            .collect();
+        let new: Vec<_> = running.iter().filter(|d| d.hash == update_hash).collect();
+        let old: Vec<_> = running.iter().filter(|d| d.hash != update_hash).collect();
+        match (new.as_slice(), old.as_slice()) {
+            (_, []) => {}
+            ([], [o]) if !o.available => {
+                if f.run {
+                    p.create.push(node.clone());
+                } else {
+                    p.delete.push((o.name.clone(), o.uid.clone()));
+                }
+            }
+            ([], [_]) => candidates.push(node.clone()),
+            ([n], [o]) if n.available => p.delete.push((o.name.clone(), o.uid.clone())),
+            // Surged and waiting, or a mess the next pass cleans up.
+            _ => surging += 1,
+        }
+    }
+    let room = (max_surge - surging).max(0) as usize;
+    p.create.extend(candidates.into_iter().take(room));
 }
 
 impl DaemonSets {
@@ -288,21 +348,31 @@ impl DaemonSets {
     }
 }
 
-/// maxUnavailable of a RollingUpdate DaemonSet over `desired` nodes (default 1;
-/// never 0), or None for OnDelete.
-pub fn max_unavailable(ds: &DaemonSet, desired: i32) -> Result<Option<i32>> {
+/// The RollingUpdate budget over `desired` nodes, percentages rounded up:
+/// maxSurge (default 0) and maxUnavailable (default 1, at least 1 when there
+/// is no surge); None for OnDelete.
+pub fn rolling(ds: &DaemonSet, desired: i32) -> Result<Option<Rolling>> {
     let s = ds.spec.update_strategy.as_ref();
     if s.and_then(|s| s.type_.as_deref()) == Some("OnDelete") {
         return Ok(None);
     }
-    let v = s
-        .and_then(|s| s.rolling_update.as_ref())
-        .and_then(|r| r.max_unavailable.as_ref());
-    let n = match v {
+    let ru = s.and_then(|s| s.rolling_update.as_ref());
+    let max_surge = match ru.and_then(|r| r.max_surge.as_ref()) {
+        None => 0,
+        Some(v) => scaled_value(Some(v), "0%", desired, true)?,
+    };
+    let max_unavailable = match ru.and_then(|r| r.max_unavailable.as_ref()) {
         None => 1,
         Some(v) => scaled_value(Some(v), "0%", desired, true)?,
     };
-    Ok(Some(n.max(1)))
+    Ok(Some(Rolling {
+        max_unavailable: if max_surge == 0 {
+            max_unavailable.max(1)
+        } else {
+            max_unavailable
+        },
+        max_surge,
+    }))
 }
 
 impl Reconciler for DaemonSets {
@@ -406,7 +476,7 @@ impl Reconciler for DaemonSets {
             full.entry(node).or_default().push(p.clone());
         }
         let desired = nodes.iter().filter(|(_, f)| f.run).count() as i32;
-        let rolling = max_unavailable(ds, desired)?;
+        let rolling = rolling(ds, desired)?;
         let mut failure = None;
         if synced {
             let p = plan(&nodes, &by_node, &hash, rolling);
@@ -577,8 +647,11 @@ mod tests {
             ("b", vec![pod("b1", "old", true)]),
             ("c", vec![pod("c1", "old", true)]),
         ]);
-        assert_eq!(deleted(&plan(&n, &old, "new", Some(1))), vec!["a1"]);
-        assert_eq!(deleted(&plan(&n, &old, "new", Some(2))), vec!["a1", "b1"]);
+        assert_eq!(deleted(&plan(&n, &old, "new", Some(mu(1)))), vec!["a1"]);
+        assert_eq!(
+            deleted(&plan(&n, &old, "new", Some(mu(2)))),
+            vec!["a1", "b1"]
+        );
         assert!(plan(&n, &old, "new", None).delete.is_empty(), "OnDelete");
         // One new pod not yet available uses the budget.
         let mid = on(&[
@@ -587,30 +660,74 @@ mod tests {
             ("c", vec![pod("c1", "old", false)]),
         ]);
         // c1 is unavailable anyway, so it goes; b1 waits.
-        assert_eq!(deleted(&plan(&n, &mid, "new", Some(1))), vec!["c1"]);
+        assert_eq!(deleted(&plan(&n, &mid, "new", Some(mu(1)))), vec!["c1"]);
         let done = on(&[
             ("a", vec![pod("a2", "new", true)]),
             ("b", vec![pod("b2", "new", true)]),
             ("c", vec![pod("c2", "new", true)]),
         ]);
-        assert_eq!(plan(&n, &done, "new", Some(1)), Plan::default());
+        assert_eq!(plan(&n, &done, "new", Some(mu(1))), Plan::default());
+    }
+
+    fn mu(n: i32) -> Rolling {
+        Rolling {
+            max_unavailable: n,
+            max_surge: 0,
+        }
     }
 
     #[test]
-    fn max_unavailable_defaults_to_one() {
+    fn surge_starts_new_pods_before_old_ones_go() {
+        let n = nodes(&[("a", RUN), ("b", RUN), ("c", RUN)]);
+        let budget = Some(Rolling {
+            max_unavailable: 0,
+            max_surge: 1,
+        });
+        let old = on(&[
+            ("a", vec![pod("a1", "old", true)]),
+            ("b", vec![pod("b1", "old", true)]),
+            ("c", vec![pod("c1", "old", true)]),
+        ]);
+        let p = plan(&n, &old, "new", budget);
+        assert_eq!((p.create, p.delete), (vec!["a".to_string()], vec![]));
+        // The new pod on a is not available yet: nothing more.
+        let mut waiting = old.clone();
+        waiting.get_mut("a").unwrap().push(pod("a22", "new", false));
+        assert_eq!(plan(&n, &waiting, "new", budget), Plan::default());
+        // Available: the old pod on a goes.
+        let mut ready = old.clone();
+        ready.get_mut("a").unwrap().push(pod("a22", "new", true));
+        assert_eq!(deleted(&plan(&n, &ready, "new", budget)), vec!["a1"]);
+    }
+
+    #[test]
+    fn budget_defaults_and_percentages() {
         let ds: DaemonSet = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "x"},
             "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {}}
         }))
         .unwrap();
-        assert_eq!(max_unavailable(&ds, 10).unwrap(), Some(1));
+        assert_eq!(rolling(&ds, 10).unwrap(), Some(mu(1)));
         let pct: DaemonSet = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "x"},
             "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {},
                 "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%"}}}
         }))
         .unwrap();
-        assert_eq!(max_unavailable(&pct, 10).unwrap(), Some(3));
-        assert_eq!(max_unavailable(&pct, 0).unwrap(), Some(1));
+        assert_eq!(rolling(&pct, 10).unwrap(), Some(mu(3)));
+        assert_eq!(rolling(&pct, 0).unwrap(), Some(mu(1)));
+        let surge: DaemonSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "x"},
+            "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {},
+                "updateStrategy": {"rollingUpdate": {"maxUnavailable": 0, "maxSurge": "10%"}}}
+        }))
+        .unwrap();
+        assert_eq!(
+            rolling(&surge, 15).unwrap(),
+            Some(Rolling {
+                max_unavailable: 0,
+                max_surge: 2
+            })
+        );
     }
 }
