@@ -15,9 +15,9 @@
 //! **A node gets at most one create per pass, and only when the cache shows
 //! every earlier write of this DaemonSet (expectations).**
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
@@ -49,6 +49,76 @@ pub struct DaemonSets {
     pub pods: Arc<Informer<Pod>>,
     pub revisions: Arc<Informer<ControllerRevision>>,
     pub expectations: Expectations,
+    pub failed: FailedBackoff,
+}
+
+/// Back-off for replacing failed daemon pods, per DaemonSet and node
+/// (Kubernetes' `failedPodsBackoff`: 1 s doubling to 15 min), so a node that
+/// rejects the pod is not hot-looped.
+#[derive(Default)]
+pub struct FailedBackoff {
+    inner: std::sync::Mutex<HashMap<(Key, String), (u32, Instant)>>,
+}
+
+const FAILED_BASE: Duration = Duration::from_secs(1);
+const FAILED_CAP: Duration = Duration::from_secs(15 * 60);
+
+impl FailedBackoff {
+    /// May a failed pod on `node` be replaced now? If not, how long to wait.
+    /// A yes counts as one more failure.
+    pub fn allow(&self, key: &Key, node: &str, now: Instant) -> Result<(), Duration> {
+        let mut m = self.inner.lock().unwrap();
+        let e = m.entry((key.clone(), node.to_string())).or_insert((0, now));
+        if now < e.1 {
+            return Err(e.1 - now);
+        }
+        e.0 = e.0.saturating_add(1);
+        e.1 = now + super::runtime::backoff(FAILED_BASE, FAILED_CAP, e.0);
+        Ok(())
+    }
+
+    /// The node's pod is healthy again: forget its failures.
+    pub fn reset(&self, key: &Key, node: &str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .remove(&(key.clone(), node.to_string()));
+    }
+
+    /// Hold back the replacement of failed pods still in back-off; returns the
+    /// soonest time to look again.
+    fn hold(
+        &self,
+        key: &Key,
+        p: &mut Plan,
+        by_node: &BTreeMap<String, Vec<DaemonPod>>,
+        now: Instant,
+    ) -> Option<Duration> {
+        let mut wait: Option<Duration> = None;
+        for (node, list) in by_node {
+            let failed: Vec<&DaemonPod> =
+                list.iter().filter(|d| d.failed && !d.terminating).collect();
+            if failed.is_empty() {
+                if list.iter().any(|d| d.active() && d.available) {
+                    self.reset(key, node);
+                }
+                continue;
+            }
+            if !failed
+                .iter()
+                .any(|d| p.delete.iter().any(|(_, uid)| *uid == d.uid))
+            {
+                continue;
+            }
+            if let Err(left) = self.allow(key, node, now) {
+                p.delete
+                    .retain(|(_, uid)| !failed.iter().any(|d| d.uid == *uid));
+                p.create.retain(|n| n != node);
+                wait = Some(wait.map_or(left, |w| w.min(left)));
+            }
+        }
+        wait
+    }
 }
 
 /// What the plan needs of one daemon pod.
@@ -478,8 +548,10 @@ impl Reconciler for DaemonSets {
         let desired = nodes.iter().filter(|(_, f)| f.run).count() as i32;
         let rolling = rolling(ds, desired)?;
         let mut failure = None;
+        let mut held = None;
         if synced {
-            let p = plan(&nodes, &by_node, &hash, rolling);
+            let mut p = plan(&nodes, &by_node, &hash, rolling);
+            held = self.failed.hold(key, &mut p, &by_node, Instant::now());
             if p != Plan::default() {
                 tracing::debug!(create = ?p.create, delete = ?p.delete, "daemon set plan");
             }
@@ -558,7 +630,11 @@ impl Reconciler for DaemonSets {
         if !synced {
             return Ok(Some(Duration::from_secs(1)));
         }
-        Ok(soonest.map(|s| Duration::from_secs(s as u64)))
+        let soonest = soonest.map(|s| Duration::from_secs(s as u64));
+        Ok(match (soonest, held) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 }
 
@@ -698,6 +774,38 @@ mod tests {
         let mut ready = old.clone();
         ready.get_mut("a").unwrap().push(pod("a22", "new", true));
         assert_eq!(deleted(&plan(&n, &ready, "new", budget)), vec!["a1"]);
+    }
+
+    #[test]
+    fn failed_pods_are_replaced_with_back_off() {
+        let b = FailedBackoff::default();
+        let k = Key::new("ns", "ds");
+        let t = Instant::now();
+        assert!(b.allow(&k, "a", t).is_ok());
+        assert_eq!(b.allow(&k, "a", t), Err(Duration::from_secs(1)));
+        assert!(b.allow(&k, "b", t).is_ok(), "per node");
+        assert!(b.allow(&k, "a", t + Duration::from_secs(1)).is_ok());
+        assert_eq!(
+            b.allow(&k, "a", t + Duration::from_secs(1)),
+            Err(Duration::from_secs(2)),
+            "doubles"
+        );
+        b.reset(&k, "a");
+        assert!(b.allow(&k, "a", t + Duration::from_secs(1)).is_ok());
+
+        // In a plan: the failed pod stays and nothing is created until the
+        // back-off passes.
+        let n = nodes(&[("a", RUN)]);
+        let mut failed = pod("a1", "h", false);
+        failed.failed = true;
+        let pods = on(&[("a", vec![failed])]);
+        let b = FailedBackoff::default();
+        let mut p = plan(&n, &pods, "h", None);
+        assert_eq!(b.hold(&k, &mut p, &pods, t), None);
+        assert_eq!((p.create.len(), p.delete.len()), (1, 1));
+        let mut p = plan(&n, &pods, "h", None);
+        assert_eq!(b.hold(&k, &mut p, &pods, t), Some(Duration::from_secs(1)));
+        assert_eq!(p, Plan::default());
     }
 
     #[test]

@@ -121,6 +121,7 @@ fn start(tasks: &mut JoinSet<()>, client: Client) {
         pods: pods.clone(),
         revisions: revisions.clone(),
         expectations: Expectations::default(),
+        failed: Default::default(),
     });
     let q = Queue::new();
     dsc.watch(&q);
