@@ -404,6 +404,14 @@ fn statefulset_is_ordered_and_stable() -> Result<()> {
     })
     .expect("web-1 is recreated");
 
+    // An identity label edited away comes back.
+    s.k(&["label", "pod", "web-2", "apps.kubernetes.io/pod-index-"]);
+    eventually(Duration::from_secs(30), || {
+        let p = s.json(&["pod", "web-2"]);
+        (p["metadata"]["labels"]["apps.kubernetes.io/pod-index"] == "2").then_some(())
+    })
+    .expect("the pod-index label is restored");
+
     // A rolling update: every pod ends at the new revision.
     s.k(&["set", "env", "sts/web", "GREETING=v2"]);
     let out = rollout(s, "sts/web");

@@ -284,6 +284,41 @@ impl StatefulSets {
         Ok(())
     }
 
+    /// Give members (adopted ones, or ones whose labels were edited) their
+    /// identity labels back; hostname and subdomain cannot change on a pod.
+    async fn repair_identity(&self, ns: &str, members: &[&Arc<Pod>]) -> Result<()> {
+        for p in members.iter().filter(|p| !terminating(p.as_ref())) {
+            let name = p.name_any();
+            let Some(index) = name.rsplit('-').next() else {
+                continue;
+            };
+            let l = p.labels();
+            if l.get(POD_NAME_LABEL) == Some(&name)
+                && l.get(POD_INDEX_LABEL).map(String::as_str) == Some(index)
+            {
+                continue;
+            }
+            let patch = serde_json::json!({"metadata": {
+                "uid": p.uid(),
+                "labels": {POD_NAME_LABEL: name, POD_INDEX_LABEL: index},
+            }});
+            match self
+                .pods_api(ns)
+                .patch(
+                    &p.name_any(),
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     async fn write_status(&self, set: &StatefulSet, status: StatefulSetStatus) -> Result<()> {
         if set.status.as_ref() == Some(&status) {
             return Ok(());
@@ -383,6 +418,7 @@ impl Reconciler for StatefulSets {
                 },
             );
         }
+        self.repair_identity(&key.ns, &members).await?;
         let want = replicas(set);
         let mut failure = None;
         if synced {
