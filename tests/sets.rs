@@ -474,5 +474,14 @@ fn statefulset_is_ordered_and_stable() -> Result<()> {
     .expect("undo brings the first template back");
     let sts = s.json(&["sts", "web"]);
     assert_eq!(sts["status"]["updateRevision"], rev1.as_str(), "{sts}");
+
+    // Deleting the set takes its pods and revisions with it (ownerReferences).
+    s.k(&["delete", "sts", "web", "--wait=false"]);
+    eventually(Duration::from_secs(90), || {
+        let revs = s.json(&["controllerrevisions", "-l", "app=web"]);
+        (pods(s, "app=web").is_empty() && revs["items"].as_array().is_some_and(Vec::is_empty))
+            .then_some(())
+    })
+    .expect("pods and revisions are collected");
     Ok(())
 }
