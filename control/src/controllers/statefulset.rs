@@ -2,8 +2,9 @@
 //! (from `spec.ordinals.start`), hostname and subdomain from `serviceName`;
 //! OrderedReady (ordinal i is created only once every lower one is Running and
 //! Ready; scale-down removes the highest ordinal first, one at a time) or
-//! Parallel; RollingUpdate with a partition (highest ordinal first, one at a
-//! time, each waiting for the replacement to be Ready) or OnDelete; revisions
+//! Parallel; RollingUpdate with a partition (highest ordinal first, at most
+//! maxUnavailable (default 1) replicas down at a time, so by default each
+//! replacement is Ready before the next goes) or OnDelete; revisions
 //! as ControllerRevisions named in `status.currentRevision`/`updateRevision`
 //! and on each pod's `controller-revision-hash`; a failed or deleted pod is
 //! recreated under the same name.
@@ -77,6 +78,8 @@ pub struct Input<'a> {
     pub ordered: bool,
     /// The RollingUpdate partition, or None for OnDelete.
     pub partition: Option<i32>,
+    /// RollingUpdate maxUnavailable (at least 1).
+    pub max_unavailable: i32,
     pub update_revision: &'a str,
     /// The current revision differs from the update revision and its template is known.
     pub has_current: bool,
@@ -129,16 +132,23 @@ pub fn plan(i: &Input<'_>) -> Vec<Action> {
     let Some(partition) = i.partition else {
         return out;
     };
+    // Kubernetes' MaxUnavailableStatefulSet: count the replicas that are
+    // missing or unhealthy, and delete old pods from the highest ordinal while
+    // that stays below maxUnavailable.
+    let unavailable = (i.start..end)
+        .filter(|o| i.pods.get(o).is_none_or(|p| !p.healthy))
+        .count() as i32;
+    let mut room = i.max_unavailable.max(1) - unavailable;
     for ord in (partition.max(i.start)..end).rev() {
-        let Some(p) = i.pods.get(&ord) else {
-            continue;
-        };
-        if p.revision != i.update_revision && !p.terminating {
-            out.push(delete(p));
-            return out;
+        if room <= 0 {
+            break;
         }
-        if !p.healthy {
-            return out;
+        if let Some(p) = i.pods.get(&ord)
+            && p.revision != i.update_revision
+            && !p.terminating
+        {
+            out.push(delete(p));
+            room -= 1;
         }
     }
     out
@@ -178,6 +188,21 @@ pub fn partition(set: &StatefulSet) -> Option<i32> {
             .unwrap_or(0)
             .max(0),
     )
+}
+
+/// RollingUpdate maxUnavailable over the replicas (default 1, percentages
+/// rounded down, at least 1).
+pub fn max_unavailable(set: &StatefulSet) -> Result<i32> {
+    let v = set
+        .spec
+        .update_strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.as_ref())
+        .and_then(|r| r.max_unavailable.as_ref());
+    Ok(match v {
+        None => 1,
+        Some(v) => super::deployment::scaled_value(Some(v), "0%", replicas(set), false)?.max(1),
+    })
 }
 
 impl StatefulSets {
@@ -427,6 +452,7 @@ impl Reconciler for StatefulSets {
                 replicas: want,
                 ordered: set.spec.pod_management_policy.as_deref() != Some("Parallel"),
                 partition: partition(set),
+                max_unavailable: max_unavailable(set)?,
                 update_revision: &update_name,
                 has_current: current_name != update_name && template_of(&current).is_some(),
                 pods: &by_ord,
@@ -528,6 +554,7 @@ mod tests {
             replicas,
             ordered,
             partition: Some(0),
+            max_unavailable: 1,
             update_revision: "r1",
             has_current: false,
             pods,
@@ -608,6 +635,15 @@ mod tests {
         assert_eq!(plan(&part), vec![], "ordinals below the partition stay");
         part.partition = None;
         assert_eq!(plan(&part), vec![], "OnDelete");
+        // maxUnavailable 2: two old pods go at once, counting unhealthy ones.
+        let mut two = input(&old, 3, true);
+        two.max_unavailable = 2;
+        assert_eq!(plan(&two), vec![delete(2), delete(1)]);
+        let one_down: BTreeMap<_, _> =
+            [pod(0, "r0", true), pod(1, "r0", true), pod(2, "r1", false)].into();
+        let mut two = input(&one_down, 3, false);
+        two.max_unavailable = 2;
+        assert_eq!(plan(&two), vec![delete(1)]);
         // Below the partition a missing pod comes back at the current revision.
         let hole: BTreeMap<_, _> = [pod(0, "r0", true)].into();
         let mut i = input(&hole, 3, true);
