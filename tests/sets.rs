@@ -259,6 +259,19 @@ fn daemonset_runs_one_pod_per_node_and_rolls() -> Result<()> {
     .expect("a daemon pod goes to the untainted node");
     let ds = s.json(&["ds", "agent"]);
     assert_eq!(ds["status"]["desiredNumberScheduled"], 3, "{ds}");
+
+    // A deleted node loses its daemon pod at once (well before the resync):
+    // no agent is left to stop it gracefully.
+    s.k(&["delete", "node", "tainted"]);
+    eventually(Duration::from_secs(10), || {
+        let ds = s.json(&["ds", "agent"]);
+        (ds["status"]["desiredNumberScheduled"] == 2
+            && !pods(&s, "app=agent")
+                .iter()
+                .any(|p| p["spec"]["nodeName"] == "tainted"))
+        .then_some(())
+    })
+    .expect("the pod of a deleted node goes");
     Ok(())
 }
 

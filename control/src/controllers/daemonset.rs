@@ -297,13 +297,18 @@ impl DaemonSets {
             }
         });
         // Any node change may change where every DaemonSet belongs.
-        let (q, sets) = (queue.clone(), self.sets.clone());
+        let (q, sets, cache) = (queue.clone(), self.sets.clone(), self.nodes.store.clone());
         self.nodes.on(move |old, new| {
-            let same = old.is_some_and(|o| {
-                o.metadata.labels == new.metadata.labels
-                    && o.spec.as_ref().map(|s| &s.taints) == new.spec.as_ref().map(|s| &s.taints)
-                    && terminating(o) == terminating(new)
-            });
+            // A deleted node is reported with itself as `old` and is no
+            // longer cached.
+            let gone = cache.get(&Key::of(new).obj_ref()).is_none();
+            let same = !gone
+                && old.is_some_and(|o| {
+                    o.metadata.labels == new.metadata.labels
+                        && o.spec.as_ref().map(|s| &s.taints)
+                            == new.spec.as_ref().map(|s| &s.taints)
+                        && terminating(o) == terminating(new)
+                });
             if !same {
                 for ds in sets.list("") {
                     q.add(Key::of(ds.as_ref()));
