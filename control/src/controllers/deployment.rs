@@ -189,7 +189,7 @@ pub fn template_hash(t: &PodTemplateSpec, collisions: i32) -> String {
     safe_encode(&h.to_string())
 }
 
-fn safe_encode(s: &str) -> String {
+pub fn safe_encode(s: &str) -> String {
     const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     s.bytes()
         .map(|b| ALPHANUMS[b as usize % ALPHANUMS.len()] as char)

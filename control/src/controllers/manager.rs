@@ -11,17 +11,21 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::{self, HeaderValue};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{Api, Client};
 use tokio::task::JoinSet;
 
 use super::cronjob::CronJobs;
+use super::daemonset::DaemonSets;
 use super::deployment::Deployments;
 use super::job::Jobs;
 use super::replicaset::ReplicaSets;
 use super::runtime::{Expectations, Informer, Key, Kind, Queue, run};
+use super::statefulset::StatefulSets;
 use crate::store::Store;
 
 /// How often every object is reconciled even when nothing changed.
@@ -143,6 +147,53 @@ fn start(tasks: &mut JoinSet<()>, client: Client) {
         1,
         all_keys(&cronjobs),
         vec![(&jobs).into(), (&cronjobs).into()],
+    );
+
+    let revisions = inform::<ControllerRevision>(tasks, &client);
+    let nodes = inform::<Node>(tasks, &client);
+    let daemons = inform::<DaemonSet>(tasks, &client);
+    let dsc = Arc::new(DaemonSets {
+        client: client.clone(),
+        sets: daemons.clone(),
+        nodes: nodes.clone(),
+        pods: pods.clone(),
+        revisions: revisions.clone(),
+        expectations: Expectations::default(),
+        failed: Default::default(),
+    });
+    let q = Queue::new();
+    dsc.watch(&q);
+    spawn(
+        tasks,
+        dsc,
+        q,
+        2,
+        all_keys(&daemons),
+        vec![
+            (&pods).into(),
+            (&nodes).into(),
+            (&revisions).into(),
+            (&daemons).into(),
+        ],
+    );
+
+    let stateful = inform::<StatefulSet>(tasks, &client);
+    let ssc = Arc::new(StatefulSets {
+        client: client.clone(),
+        sets: stateful.clone(),
+        pods: pods.clone(),
+        revisions: revisions.clone(),
+        expectations: Expectations::default(),
+    });
+    let q = Queue::new();
+    ssc.watch(&q);
+    spawn(
+        tasks,
+        ssc,
+        q,
+        2,
+        all_keys(&stateful),
+        vec![(&pods).into(), (&revisions).into(), (&stateful).into()],
     );
 }
 

@@ -2,7 +2,9 @@
 
 pub mod bench;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
+pub mod eligibility;
 pub mod gc;
 pub mod job;
 pub mod manager;
@@ -10,5 +12,7 @@ pub mod nodes;
 pub mod owners;
 pub mod podutil;
 pub mod replicaset;
+pub mod revisions;
 pub mod runtime;
+pub mod statefulset;
 pub mod support;

@@ -35,11 +35,15 @@ pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) 
     true
 }
 
+/// Whether a selector has no requirement at all.
+pub fn empty_selector(sel: &LabelSelector) -> bool {
+    sel.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+        && sel.match_expressions.as_ref().is_none_or(Vec::is_empty)
+}
+
 /// A selector that selects nothing when empty (what workload controllers want).
 pub fn selects(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let empty = sel.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
-        && sel.match_expressions.as_ref().is_none_or(Vec::is_empty);
-    !empty && selector_matches(sel, labels)
+    !empty_selector(sel) && selector_matches(sel, labels)
 }
 
 pub fn terminating<K: Resource>(o: &K) -> bool {
