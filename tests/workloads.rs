@@ -325,3 +325,68 @@ fn a_lost_node_goes_not_ready_and_its_pods_come_back_elsewhere() -> Result<()> {
     assert!(back < Duration::from_secs(75), "{back:?}");
     Ok(())
 }
+
+#[test]
+fn rollout_pause_resume_and_restart() -> Result<()> {
+    let c = common::one_node(&[])?;
+    let s = &c.s;
+    s.k(&[
+        "create",
+        "deployment",
+        "pz",
+        "--image=acc/hello:v1",
+        "--replicas=2",
+    ]);
+    assert!(rollout_status(s, "pz").ok);
+    let sets = |s: &Server| {
+        s.json(&["rs", "-l", "app=pz"])["items"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(sets(s), 1);
+
+    // Paused: a template change makes no new ReplicaSet.
+    s.k(&["rollout", "pause", "deploy/pz"]);
+    s.k(&["set", "env", "deploy/pz", "GREETING=paused"]);
+    let paused = eventually(Duration::from_secs(30), || {
+        let d = s.json(&["deploy", "pz"]);
+        let c = d["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Progressing")?
+            .clone();
+        (c["reason"] == "DeploymentPaused"
+            && d["status"]["observedGeneration"] == d["metadata"]["generation"])
+            .then_some(d)
+    })
+    .expect("the deployment reports it is paused");
+    assert_eq!(paused["spec"]["paused"], true);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sets(s), 1, "a paused deployment must not roll");
+
+    // Resumed: the change rolls out.
+    s.k(&["rollout", "resume", "deploy/pz"]);
+    assert!(rollout_status(s, "pz").ok);
+    assert_eq!(sets(s), 2);
+    let pods = ready_pods(s, "pz");
+    assert_eq!(pods.len(), 2);
+    assert!(pods.iter().all(|p| {
+        p["spec"]["containers"][0]["env"]
+            .to_string()
+            .contains("paused")
+    }));
+
+    // Restart: new pods from the same template, through a third revision.
+    let before = names(&pods);
+    s.k(&["rollout", "restart", "deploy/pz"]);
+    assert!(rollout_status(s, "pz").ok);
+    let after = names(&ready_pods(s, "pz"));
+    assert_eq!(after.len(), 2);
+    assert!(
+        after.iter().all(|n| !before.contains(n)),
+        "{before:?} -> {after:?}"
+    );
+    let hist = s.k(&["rollout", "history", "deploy/pz"]);
+    assert!(hist.contains("\n3 "), "{hist}");
+    Ok(())
+}
