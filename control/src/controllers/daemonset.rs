@@ -31,8 +31,8 @@ use super::deployment::scaled_value;
 use super::eligibility::{Fit, fit, with_daemon_tolerations};
 use super::owners::claim;
 use super::podutil::{
-    available, controller_of, controller_ref, empty_selector, generate_prefix, phase,
-    pod_from_template, ready, selects, terminating, until_available,
+    available, controller_of, controller_ref, generate_prefix, phase, pod_from_template, ready,
+    require_selector, selects, terminating, until_available,
 };
 use super::revisions::{self, REVISION_LABEL};
 use super::runtime::{
@@ -456,19 +456,11 @@ impl Reconciler for DaemonSets {
     }
 
     async fn reconcile(&self, key: &Key) -> Result<Option<Duration>> {
-        let Some(ds) = self.sets.get(key) else {
-            self.expectations.forget(key);
+        let Some(ds) = self.expectations.live(key, &self.sets) else {
             return Ok(None);
         };
-        if terminating(ds.as_ref()) {
-            return Ok(None);
-        }
         let ds = ds.as_ref();
-        if empty_selector(&ds.spec.selector) {
-            return Err(ControllerError::Invalid(
-                "empty selector selects nothing".into(),
-            ));
-        }
+        require_selector(&ds.spec.selector)?;
         let collisions = ds
             .status
             .as_ref()
@@ -495,18 +487,7 @@ impl Reconciler for DaemonSets {
             .cloned()
             .unwrap_or_default();
 
-        let pods_store = self.pods.store.clone();
-        let ns = key.ns.clone();
-        let synced = self.expectations.satisfied(
-            key,
-            |name| pods_store.get(&Key::new(&ns, name).obj_ref()).is_some(),
-            |uid| {
-                !pods_store
-                    .state()
-                    .iter()
-                    .any(|p| p.uid().as_deref() == Some(uid) && !terminating(p.as_ref()))
-            },
-        );
+        let synced = self.expectations.seen_in(key, &self.pods);
         let owned = claim(
             &self.pods_api(&key.ns),
             &controller_ref(ds),

@@ -177,7 +177,12 @@ pub fn surge_and_unavailable(d: &Deployment) -> Result<(i32, i32)> {
 /// Kubernetes' hash of a pod template: FNV-32a, printed in decimal, mapped to
 /// a vowel-free alphabet so it never spells words. `collisions` salts it.
 pub fn template_hash(t: &PodTemplateSpec, collisions: i32) -> String {
-    let mut bytes = serde_json::to_vec(t).unwrap_or_default();
+    salted_hash(&serde_json::to_vec(t).unwrap_or_default(), collisions)
+}
+
+/// FNV-32a of `bytes` (salted by a collision count) in the vowel-free alphabet.
+pub fn salted_hash(bytes: &[u8], collisions: i32) -> String {
+    let mut bytes = bytes.to_vec();
     if collisions > 0 {
         bytes.extend_from_slice(&collisions.to_le_bytes());
     }
@@ -713,22 +718,7 @@ impl Reconciler for Deployments {
             return Ok(None);
         }
         let d = d.as_ref();
-        let empty = d
-            .spec
-            .selector
-            .match_labels
-            .as_ref()
-            .is_none_or(BTreeMap::is_empty)
-            && d.spec
-                .selector
-                .match_expressions
-                .as_ref()
-                .is_none_or(Vec::is_empty);
-        if empty {
-            return Err(ControllerError::Invalid(
-                "empty selector selects nothing".into(),
-            ));
-        }
+        super::podutil::require_selector(&d.spec.selector)?;
         let owned = claim(
             &self.sets_api(&key.ns),
             &controller_ref(d),

@@ -121,13 +121,9 @@ impl Reconciler for Jobs {
     }
 
     async fn reconcile(&self, key: &Key) -> Result<Option<Duration>> {
-        let Some(job) = self.jobs.get(key) else {
-            self.expectations.forget(key);
+        let Some(job) = self.expectations.live(key, &self.jobs) else {
             return Ok(None);
         };
-        if terminating(job.as_ref()) {
-            return Ok(None);
-        }
         let job = job.as_ref();
         let mut status = job.status.clone().unwrap_or_default();
         let now = Timestamp::now();

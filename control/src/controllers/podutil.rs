@@ -41,6 +41,16 @@ pub fn empty_selector(sel: &LabelSelector) -> bool {
         && sel.match_expressions.as_ref().is_none_or(Vec::is_empty)
 }
 
+/// Refuse an empty selector: a workload controller would own everything.
+pub fn require_selector(sel: &LabelSelector) -> Result<(), super::runtime::ControllerError> {
+    if empty_selector(sel) {
+        return Err(super::runtime::ControllerError::Invalid(
+            "empty selector selects nothing".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A selector that selects nothing when empty (what workload controllers want).
 pub fn selects(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     !empty_selector(sel) && selector_matches(sel, labels)

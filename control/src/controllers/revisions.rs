@@ -45,16 +45,7 @@ pub fn template_of(cr: &ControllerRevision) -> Option<PodTemplateSpec> {
 /// FNV-32a of the revision data (salted by the collision count), in the
 /// vowel-free alphabet Kubernetes uses for names.
 pub fn hash(data: &Value, collisions: i32) -> String {
-    let mut bytes = serde_json::to_vec(data).unwrap_or_default();
-    if collisions > 0 {
-        bytes.extend_from_slice(&collisions.to_le_bytes());
-    }
-    let mut h: u32 = 0x811c9dc5;
-    for b in bytes {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x01000193);
-    }
-    super::deployment::safe_encode(&h.to_string())
+    super::deployment::salted_hash(&serde_json::to_vec(data).unwrap_or_default(), collisions)
 }
 
 pub fn number(cr: &ControllerRevision) -> i64 {

@@ -499,6 +499,16 @@ impl Expectations {
         )
     }
 
+    /// The object `key` names in `inf`, unless it is gone (then its
+    /// expectations are dropped) or being deleted.
+    pub fn live<K: Kind>(&self, key: &Key, inf: &Informer<K>) -> Option<Arc<K>> {
+        let Some(o) = inf.get(key) else {
+            self.forget(key);
+            return None;
+        };
+        o.meta().deletion_timestamp.is_none().then_some(o)
+    }
+
     pub fn forget(&self, key: &Key) {
         self.inner.lock().unwrap().remove(key);
     }

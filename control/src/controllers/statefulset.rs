@@ -25,13 +25,11 @@ use kube::{Api, Client, ResourceExt};
 
 use super::owners::claim;
 use super::podutil::{
-    available, controller_of, controller_ref, empty_selector, phase, pod_from_template, ready,
+    available, controller_of, controller_ref, phase, pod_from_template, ready, require_selector,
     selects, terminating, until_available,
 };
 use super::revisions::{self, REVISION_LABEL, template_of};
-use super::runtime::{
-    ControllerError, Expectations, Informer, Key, Queue, Reconciler, Result, controller_keys,
-};
+use super::runtime::{Expectations, Informer, Key, Queue, Reconciler, Result, controller_keys};
 
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
@@ -364,19 +362,11 @@ impl Reconciler for StatefulSets {
     }
 
     async fn reconcile(&self, key: &Key) -> Result<Option<Duration>> {
-        let Some(set) = self.sets.get(key) else {
-            self.expectations.forget(key);
+        let Some(set) = self.expectations.live(key, &self.sets) else {
             return Ok(None);
         };
-        if terminating(set.as_ref()) {
-            return Ok(None);
-        }
         let set = set.as_ref();
-        if empty_selector(&set.spec.selector) {
-            return Err(ControllerError::Invalid(
-                "empty selector selects nothing".into(),
-            ));
-        }
+        require_selector(&set.spec.selector)?;
         let old_status = set.status.clone().unwrap_or_default();
         let revs = revisions::sync(
             &revisions::Owner {
@@ -402,18 +392,7 @@ impl Reconciler for StatefulSets {
             .unwrap_or_else(|| update.clone());
         let current_name = current.name_any();
 
-        let pods_store = self.pods.store.clone();
-        let ns = key.ns.clone();
-        let synced = self.expectations.satisfied(
-            key,
-            |name| pods_store.get(&Key::new(&ns, name).obj_ref()).is_some(),
-            |uid| {
-                !pods_store
-                    .state()
-                    .iter()
-                    .any(|p| p.uid().as_deref() == Some(uid) && !terminating(p.as_ref()))
-            },
-        );
+        let synced = self.expectations.seen_in(key, &self.pods);
         let owned = claim(
             &self.pods_api(&key.ns),
             &controller_ref(set),
