@@ -31,8 +31,8 @@ use super::deployment::scaled_value;
 use super::eligibility::{Fit, fit, with_daemon_tolerations};
 use super::owners::claim;
 use super::podutil::{
-    available, controller_of, controller_ref, generate_prefix, phase, pod_from_template, ready,
-    require_selector, selects, terminating, until_available,
+    available, controller_ref, generate_prefix, phase, pod_from_template, ready, require_selector,
+    terminating, until_available,
 };
 use super::revisions::{self, REVISION_LABEL};
 use super::runtime::{
@@ -281,21 +281,12 @@ fn surge(
 impl DaemonSets {
     pub fn watch(self: &Arc<Self>, queue: &Arc<Queue>) {
         self.sets.on(super::runtime::enqueue_self(queue));
-        let (q, sets) = (queue.clone(), self.sets.clone());
-        self.pods.on(move |old, new| {
-            let keys = controller_keys(old, new, "DaemonSet");
-            if keys.is_empty() && controller_of(new).is_none() {
-                let ns = new.namespace().unwrap_or_default();
-                for ds in sets.list(&ns) {
-                    if selects(&ds.spec.selector, new.labels()) {
-                        q.add(Key::of(ds.as_ref()));
-                    }
-                }
-            }
-            for k in keys {
-                q.add(k);
-            }
-        });
+        self.pods.on(super::owners::enqueue_owners(
+            queue,
+            &self.sets,
+            "DaemonSet",
+            |o: &DaemonSet| &o.spec.selector,
+        ));
         // Any node change may change where every DaemonSet belongs.
         let (q, sets, cache) = (queue.clone(), self.sets.clone(), self.nodes.store.clone());
         self.nodes.on(move |old, new| {

@@ -54,22 +54,12 @@ pub struct Deployments {
 impl Deployments {
     pub fn watch(self: &Arc<Self>, queue: &Arc<Queue>) {
         self.deployments.on(super::runtime::enqueue_self(queue));
-        let (q, ds) = (queue.clone(), self.deployments.clone());
-        self.sets.on(move |old, new| {
-            let keys = controller_keys(old, new, "Deployment");
-            if keys.is_empty() {
-                // An orphan ReplicaSet: any Deployment selecting it may adopt it.
-                let ns = new.namespace().unwrap_or_default();
-                for d in ds.list(&ns) {
-                    if super::podutil::selects(&d.spec.selector, new.labels()) {
-                        q.add(Key::of(d.as_ref()));
-                    }
-                }
-            }
-            for k in keys {
-                q.add(k);
-            }
-        });
+        self.sets.on(super::owners::enqueue_owners(
+            queue,
+            &self.deployments,
+            "Deployment",
+            |o: &Deployment| &o.spec.selector,
+        ));
         // Recreate waits for old pods to be gone: a pod's deletion is news.
         let (q, sets) = (queue.clone(), self.sets.clone());
         self.pods.on(move |old, new| {

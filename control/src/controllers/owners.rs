@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::podutil::{controlled_by, controller_of, selects, terminating};
 use super::runtime::Result;
+use super::runtime::{Informer, Key, Kind, Queue, controller_keys};
 
 /// The objects among `candidates` (all in one namespace) that `owner`
 /// controls after adopting and releasing. An owner being deleted adopts nothing.
@@ -91,5 +92,35 @@ where
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A change handler for dependents: queue their controller of kind `kind`
+/// (before and after the change), or, for an orphan, every owner in its
+/// namespace whose selector (`selector_of`) selects it, since any may adopt it.
+pub fn enqueue_owners<D, O>(
+    queue: &Arc<Queue>,
+    owners: &Arc<Informer<O>>,
+    kind: &'static str,
+    selector_of: fn(&O) -> &LabelSelector,
+) -> impl Fn(Option<&D>, &D) + Send + Sync + 'static
+where
+    D: Resource,
+    O: Kind,
+{
+    let (q, owners) = (queue.clone(), owners.clone());
+    move |old, new| {
+        let keys = controller_keys(old, new, kind);
+        if keys.is_empty() && controller_of(new).is_none() {
+            let ns = new.meta().namespace.clone().unwrap_or_default();
+            for o in owners.list(&ns) {
+                if selects(selector_of(o.as_ref()), new.labels()) {
+                    q.add(Key::of(o.as_ref()));
+                }
+            }
+        }
+        for k in keys {
+            q.add(k);
+        }
     }
 }

@@ -17,10 +17,10 @@ use kube::{Api, Client, ResourceExt};
 
 use super::owners::{claim, delete_exact};
 use super::podutil::{
-    active, available, controller_of, controller_ref, deletion_order, generate_prefix,
-    pod_from_template, ready, selector_matches, selects, terminating, until_available,
+    active, available, controller_ref, deletion_order, generate_prefix, pod_from_template, ready,
+    selector_matches, terminating, until_available,
 };
-use super::runtime::{Expectations, Informer, Key, Queue, Reconciler, Result, controller_keys};
+use super::runtime::{Expectations, Informer, Key, Queue, Reconciler, Result};
 
 /// At most this many pods are created or deleted in one pass (Kubernetes' burst).
 const BURST: usize = 500;
@@ -37,22 +37,12 @@ impl ReplicaSets {
     /// set that controls (or could adopt) the pod.
     pub fn watch(self: &Arc<Self>, queue: &Arc<Queue>) {
         self.sets.on(super::runtime::enqueue_self(queue));
-        let (q, sets) = (queue.clone(), self.sets.clone());
-        self.pods.on(move |old, new| {
-            let keys = controller_keys(old, new, "ReplicaSet");
-            if keys.is_empty() && controller_of(new).is_none() {
-                // An orphan: every set in its namespace that selects it may adopt it.
-                let ns = new.namespace().unwrap_or_default();
-                for rs in sets.list(&ns) {
-                    if selects(&rs.spec.selector, new.labels()) {
-                        q.add(Key::of(rs.as_ref()));
-                    }
-                }
-            }
-            for k in keys {
-                q.add(k);
-            }
-        });
+        self.pods.on(super::owners::enqueue_owners(
+            queue,
+            &self.sets,
+            "ReplicaSet",
+            |o: &ReplicaSet| &o.spec.selector,
+        ));
     }
 
     fn pods_api(&self, ns: &str) -> Api<Pod> {

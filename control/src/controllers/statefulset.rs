@@ -25,8 +25,8 @@ use kube::{Api, Client, ResourceExt};
 
 use super::owners::claim;
 use super::podutil::{
-    available, controller_of, controller_ref, phase, pod_from_template, ready, require_selector,
-    selects, terminating, until_available,
+    available, controller_ref, phase, pod_from_template, ready, require_selector, terminating,
+    until_available,
 };
 use super::revisions::{self, REVISION_LABEL, template_of};
 use super::runtime::{Expectations, Informer, Key, Queue, Reconciler, Result, controller_keys};
@@ -206,21 +206,12 @@ pub fn max_unavailable(set: &StatefulSet) -> Result<i32> {
 impl StatefulSets {
     pub fn watch(self: &Arc<Self>, queue: &Arc<Queue>) {
         self.sets.on(super::runtime::enqueue_self(queue));
-        let (q, sets) = (queue.clone(), self.sets.clone());
-        self.pods.on(move |old, new| {
-            let keys = controller_keys(old, new, "StatefulSet");
-            if keys.is_empty() && controller_of(new).is_none() {
-                let ns = new.namespace().unwrap_or_default();
-                for s in sets.list(&ns) {
-                    if selects(&s.spec.selector, new.labels()) {
-                        q.add(Key::of(s.as_ref()));
-                    }
-                }
-            }
-            for k in keys {
-                q.add(k);
-            }
-        });
+        self.pods.on(super::owners::enqueue_owners(
+            queue,
+            &self.sets,
+            "StatefulSet",
+            |o: &StatefulSet| &o.spec.selector,
+        ));
         let q = queue.clone();
         self.revisions.on(move |old, new| {
             for k in controller_keys(old, new, "StatefulSet") {
