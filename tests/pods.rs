@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::http_get as get;
+
 use std::time::Duration;
 
 use anyhow::Result;
@@ -46,16 +48,6 @@ spec:
     args: [{args}]
 {resources}"#
     )
-}
-
-fn get(url: &str) -> Result<(u16, String)> {
-    let r = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .no_proxy()
-        .build()?
-        .get(url)
-        .send()?;
-    Ok((r.status().as_u16(), r.text()?))
 }
 
 fn container_state(pod: &Value) -> Value {

@@ -6,61 +6,13 @@
 
 mod common;
 
+use common::http_get as get;
+
 use std::time::Duration;
 
 use anyhow::Result;
-use common::{Server, TestNet, eventually};
+use common::{Server, eventually};
 use serde_json::Value;
-
-/// A one-node cluster with the example images. Fields drop in order: server
-/// first, then the net.
-struct Cluster {
-    s: Server,
-    _net: TestNet,
-    _root: tempfile::TempDir,
-}
-
-fn cluster() -> Result<Cluster> {
-    let net = TestNet::claim();
-    let root = tempfile::tempdir()?;
-    let mut s = Server::with_node(&root.path().join("s"), &net, &[]);
-    s.start()?;
-    s.wait_ready(Duration::from_secs(30))?;
-    let node = net.node(0).0;
-    eventually(Duration::from_secs(30), || {
-        s.kubectl(&["get", "node", &node]).ok.then_some(())
-    })
-    .expect("the agent registers its node");
-    s.k(&[
-        "wait",
-        "--for=condition=Ready",
-        &format!("node/{node}"),
-        "--timeout=60s",
-    ]);
-    s.import_wasm(
-        &common::example_wasm("hello-wasm", "hello_wasm.wasm"),
-        "acc/hello:v1",
-    )?;
-    s.import_wasm(
-        &common::example_wasm("wasm-job", "wasm-job.wasm"),
-        "acc/job:v1",
-    )?;
-    Ok(Cluster {
-        s,
-        _net: net,
-        _root: root,
-    })
-}
-
-fn get(url: &str) -> Result<(u16, String)> {
-    let r = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .no_proxy()
-        .build()?
-        .get(url)
-        .send()?;
-    Ok((r.status().as_u16(), r.text()?))
-}
 
 fn pod_ip(s: &Server, name: &str) -> String {
     s.json(&["pod", name])["status"]["podIP"]
@@ -104,7 +56,7 @@ fn events(s: &Server, pod: &str, reason: &str) -> Vec<String> {
 
 #[test]
 fn configmaps_secrets_downward_api_and_init_containers_reach_a_wasm_pod() -> Result<()> {
-    let mut c = cluster()?;
+    let mut c = common::one_node(&[])?;
     let s = &c.s;
     s.apply(
         r#"apiVersion: v1
@@ -350,7 +302,7 @@ spec:
 
 #[test]
 fn missing_configmap_blocks_the_container_until_it_exists() -> Result<()> {
-    let c = cluster()?;
+    let c = common::one_node(&[])?;
     let s = &c.s;
     s.apply(
         r#"apiVersion: v1
@@ -448,7 +400,7 @@ spec:
 
 #[test]
 fn failing_init_containers_show_in_kubectl_and_fail_the_pod() -> Result<()> {
-    let c = cluster()?;
+    let c = common::one_node(&[])?;
     let s = &c.s;
     let pod = |name: &str, policy: &str| {
         format!(
@@ -507,7 +459,7 @@ spec:
 
 #[test]
 fn probes_drive_readiness_and_restart_unhealthy_containers() -> Result<()> {
-    let c = cluster()?;
+    let c = common::one_node(&[])?;
     let s = &c.s;
     s.apply(
         r#"apiVersion: v1
@@ -708,7 +660,7 @@ spec:
 
 #[test]
 fn the_podspec_example_manifest_runs() -> Result<()> {
-    let c = cluster()?;
+    let c = common::one_node(&[])?;
     let s = &c.s;
     let mut root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     root.push("examples/manifests/wasm-podspec.yaml");
@@ -737,7 +689,7 @@ fn the_podspec_example_manifest_runs() -> Result<()> {
 
 #[test]
 fn sidecar_init_containers_run_beside_the_app() -> Result<()> {
-    let c = cluster()?;
+    let c = common::one_node(&[])?;
     let s = &c.s;
     s.apply(
         r#"apiVersion: v1

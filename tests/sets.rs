@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -16,15 +15,6 @@ use common::{Server, TestNet, eventually};
 use serde_json::Value;
 
 /// A standalone agent process; killed on drop.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn pods(s: &Server, sel: &str) -> Vec<Value> {
     let list = s.kubectl(&["get", "pods", "-l", sel, "-o", "json"]);
     if !list.ok {
@@ -85,36 +75,10 @@ fn daemonset_runs_one_pod_per_node_and_rolls() -> Result<()> {
     s.start()?;
     s.wait_ready(Duration::from_secs(30))?;
     let (n0, _) = net.node(0);
-    let (n1, b1) = net.node(1);
-    let log = std::fs::File::create(root.path().join("agent.log"))?;
-    let _agent = Agent(
-        Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args([
-                "agent",
-                "--server",
-                &format!("https://{}", s.api),
-                "--token",
-                &s.token(),
-            ])
-            .arg("--data-dir")
-            .arg(root.path().join("agent"))
-            .args(["--node-name", &n1, "--bridge", &b1])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?,
-    );
-    for n in [&n0, &n1] {
-        eventually(Duration::from_secs(60), || {
-            s.kubectl(&["get", "node", n]).ok.then_some(())
-        })
-        .unwrap_or_else(|| panic!("node {n} registers"));
-        s.k(&[
-            "wait",
-            "--for=condition=Ready",
-            &format!("node/{n}"),
-            "--timeout=60s",
-        ]);
-    }
+    let n1 = net.node(1).0;
+    let agent = common::Agent::join(&s, &net, 1, &root.path().join("agent"))?;
+    agent.wait_ready(&s, &n1);
+    assert!(common::node_ready(&s, &n0));
     // A third node, without an agent, tainted: no daemon pod goes there.
     s.apply("apiVersion: v1\nkind: Node\nmetadata:\n  name: tainted\nspec:\n  taints:\n  - key: dedicated\n    value: infra\n    effect: NoSchedule\n");
     s.import_wasm(

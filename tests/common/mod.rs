@@ -618,16 +618,10 @@ pub fn one_node(extra: &[&str]) -> Result<Cluster> {
     s.start()?;
     s.wait_ready(Duration::from_secs(30))?;
     let node = net.node(0).0;
-    eventually(Duration::from_secs(30), || {
-        s.kubectl(&["get", "node", &node]).ok.then_some(())
-    })
-    .expect("the agent registers its node");
-    s.k(&[
-        "wait",
-        "--for=condition=Ready",
-        &format!("node/{node}"),
-        "--timeout=60s",
-    ]);
+    assert!(
+        node_ready(&s, &node),
+        "the embedded agent's node becomes Ready"
+    );
     s.import_wasm(
         &example_wasm("hello-wasm", "hello_wasm.wasm"),
         "acc/hello:v1",
@@ -671,21 +665,12 @@ impl Agent {
 
     /// Wait until its node is Ready.
     pub fn wait_ready(&self, s: &Server, node: &str) {
-        eventually(Duration::from_secs(60), || {
-            s.kubectl(&["get", "node", node]).ok.then_some(())
-        })
-        .unwrap_or_else(|| {
+        if !node_ready(s, node) {
             panic!(
-                "agent {node} registers; log:\n{}",
+                "agent {node} is not Ready; log:\n{}",
                 std::fs::read_to_string(&self.log).unwrap_or_default()
             )
-        });
-        s.k(&[
-            "wait",
-            "--for=condition=Ready",
-            &format!("node/{node}"),
-            "--timeout=60s",
-        ]);
+        }
     }
 
     pub fn kill(&mut self) {
@@ -698,4 +683,30 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// GET `url` (a pod IP on a test's network) with a 10 s timeout: status and body.
+pub fn http_get(url: &str) -> Result<(u16, String)> {
+    let r = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()?
+        .get(url)
+        .send()?;
+    Ok((r.status().as_u16(), r.text()?))
+}
+
+/// Wait (up to a minute each) for `node` to register and to be Ready.
+pub fn node_ready(s: &Server, node: &str) -> bool {
+    eventually(Duration::from_secs(60), || {
+        s.kubectl(&["get", "node", node]).ok.then_some(())
+    })
+    .is_some()
+        && s.kubectl(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("node/{node}"),
+            "--timeout=60s",
+        ])
+        .ok
 }

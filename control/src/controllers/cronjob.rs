@@ -191,13 +191,7 @@ impl Reconciler for CronJobs {
             }
         }
         status.active = (!active.is_empty()).then_some(active);
-        if cj.status.as_ref() != Some(&status) {
-            let mut new = cj.clone();
-            new.status = Some(status);
-            Api::<CronJob>::namespaced(self.client.clone(), &key.ns)
-                .replace_status(&key.name, &PostParams::default(), &new)
-                .await?;
-        }
+        super::runtime::write_status(&self.client, cj, status).await?;
         let next = schedule
             .next(now)
             .map(|n| (n - now).num_milliseconds().max(0) as u64 + 100);

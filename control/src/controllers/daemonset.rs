@@ -401,16 +401,7 @@ impl DaemonSets {
     }
 
     async fn write_status(&self, ds: &DaemonSet, status: DaemonSetStatus) -> Result<()> {
-        if ds.status.as_ref() == Some(&status) {
-            return Ok(());
-        }
-        let mut new = ds.clone();
-        new.status = Some(status);
-        let api: Api<DaemonSet> =
-            Api::namespaced(self.client.clone(), &ds.namespace().unwrap_or_default());
-        api.replace_status(&ds.name_any(), &PostParams::default(), &new)
-            .await?;
-        Ok(())
+        super::runtime::write_status(&self.client, ds, status).await
     }
 }
 

@@ -939,13 +939,7 @@ impl Deployments {
             ),
             None => remove_condition(&mut status, "ReplicaFailure"),
         }
-        if Some(&status) != d.status.as_ref() {
-            let mut new = d.clone();
-            new.status = Some(status);
-            self.api(&d.namespace().unwrap_or_default())
-                .replace_status(&d.name_any(), &PostParams::default(), &new)
-                .await?;
-        }
+        super::runtime::write_status(&self.client, d, status).await?;
         Ok(requeue)
     }
 }

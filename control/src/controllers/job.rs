@@ -306,13 +306,7 @@ impl Reconciler for Jobs {
         if indexed {
             status.completed_indexes = Some(compress_indexes(&done_indexes));
         }
-        if job.status.as_ref() != Some(&status) {
-            let mut new = job.clone();
-            new.status = Some(status.clone());
-            Api::<Job>::namespaced(self.client.clone(), &key.ns)
-                .replace_status(&key.name, &PostParams::default(), &new)
-                .await?;
-        }
+        super::runtime::write_status(&self.client, job, status.clone()).await?;
         if finish.is_some() {
             return self.expire(job, &status, now).await;
         }

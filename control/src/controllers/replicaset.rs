@@ -98,16 +98,7 @@ impl ReplicaSets {
     }
 
     async fn write_status(&self, rs: &ReplicaSet, status: ReplicaSetStatus) -> Result<()> {
-        if rs.status.as_ref() == Some(&status) {
-            return Ok(());
-        }
-        let mut new = rs.clone();
-        new.status = Some(status);
-        let api: Api<ReplicaSet> =
-            Api::namespaced(self.client.clone(), &rs.namespace().unwrap_or_default());
-        api.replace_status(&rs.name_any(), &PostParams::default(), &new)
-            .await?;
-        Ok(())
+        super::runtime::write_status(&self.client, rs, status).await
     }
 }
 

@@ -421,6 +421,51 @@ pub fn controller_keys<K: Resource>(old: Option<&K>, new: &K, kind: &str) -> Vec
     out
 }
 
+/// A kind with a status subresource a controller writes.
+pub trait HasStatus: Kind + serde::Serialize {
+    type Status: PartialEq + Clone;
+    fn status_mut(&mut self) -> &mut Option<Self::Status>;
+}
+
+macro_rules! has_status {
+    ($($k:ty => $s:ty),* $(,)?) => {$(
+        impl HasStatus for $k {
+            type Status = $s;
+            fn status_mut(&mut self) -> &mut Option<$s> {
+                &mut self.status
+            }
+        }
+    )*};
+}
+
+has_status!(
+    k8s_openapi::api::apps::v1::ReplicaSet => k8s_openapi::api::apps::v1::ReplicaSetStatus,
+    k8s_openapi::api::apps::v1::Deployment => k8s_openapi::api::apps::v1::DeploymentStatus,
+    k8s_openapi::api::apps::v1::DaemonSet => k8s_openapi::api::apps::v1::DaemonSetStatus,
+    k8s_openapi::api::apps::v1::StatefulSet => k8s_openapi::api::apps::v1::StatefulSetStatus,
+    k8s_openapi::api::batch::v1::Job => k8s_openapi::api::batch::v1::JobStatus,
+    k8s_openapi::api::batch::v1::CronJob => k8s_openapi::api::batch::v1::CronJobStatus,
+);
+
+/// Replace `obj`'s status with `status` through the API, unless it is already that.
+pub async fn write_status<K>(client: &kube::Client, obj: &K, status: K::Status) -> Result<()>
+where
+    K: HasStatus + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    let mut new = obj.clone();
+    if new.status_mut().as_ref() == Some(&status) {
+        return Ok(());
+    }
+    *new.status_mut() = Some(status);
+    let api: Api<K> = Api::namespaced(
+        client.clone(),
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+    );
+    api.replace_status(&obj.name_any(), &kube::api::PostParams::default(), &new)
+        .await?;
+    Ok(())
+}
+
 /// Writes a controller made that its cache has not shown yet: created names and
 /// deleted uids per controller key. A key with outstanding expectations is not
 /// acted on again (so nothing is created twice) until the cache catches up or

@@ -334,16 +334,7 @@ impl StatefulSets {
     }
 
     async fn write_status(&self, set: &StatefulSet, status: StatefulSetStatus) -> Result<()> {
-        if set.status.as_ref() == Some(&status) {
-            return Ok(());
-        }
-        let mut new = set.clone();
-        new.status = Some(status);
-        let api: Api<StatefulSet> =
-            Api::namespaced(self.client.clone(), &set.namespace().unwrap_or_default());
-        api.replace_status(&set.name_any(), &PostParams::default(), &new)
-            .await?;
-        Ok(())
+        super::runtime::write_status(&self.client, set, status).await
     }
 }
 
