@@ -209,12 +209,7 @@ pub fn plan(
     let mut unavailable = 0;
     let mut candidates = Vec::new();
     for (node, f) in nodes.iter().filter(|(_, f)| f.keep) {
-        let running: Vec<&DaemonPod> = pods
-            .get(node)
-            .into_iter()
-            .flatten()
-            .filter(|d| d.active())
-            .collect();
+        let running = active_on(pods, node);
         match running.as_slice() {
             [] => unavailable += i32::from(f.run),
             [d] if d.hash == update_hash => unavailable += i32::from(!d.available),
@@ -229,6 +224,15 @@ pub fn plan(
         del(&mut p, d);
     }
     p
+}
+
+/// The active daemon pods on `node`.
+fn active_on<'a>(pods: &'a BTreeMap<String, Vec<DaemonPod>>, node: &str) -> Vec<&'a DaemonPod> {
+    pods.get(node)
+        .into_iter()
+        .flatten()
+        .filter(|d| d.active())
+        .collect()
 }
 
 /// The budget of a RollingUpdate.
@@ -251,12 +255,7 @@ fn surge(
     let mut surging = 0;
     let mut candidates = Vec::new();
     for (node, f) in nodes.iter().filter(|(_, f)| f.keep) {
-        let running: Vec<&DaemonPod> = pods
-            .get(node)
-            .into_iter()
-            .flatten()
-            .filter(|d| d.active())
-            .collect();
+        let running = active_on(pods, node);
         let new: Vec<_> = running.iter().filter(|d| d.hash == update_hash).collect();
         let old: Vec<_> = running.iter().filter(|d| d.hash != update_hash).collect();
         match (new.as_slice(), old.as_slice()) {

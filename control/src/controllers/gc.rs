@@ -24,8 +24,9 @@ const NAME: &str = "garbage-collector";
 pub async fn run(o: Objects) {
     leader_loop(o, NAME, &["/"], Duration::from_secs(10), |o| async move {
         let out = pass(&o).await;
-        // Many changes arrive together (a rollout, a scale): batch them.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A pass reads every object; pod status churn would otherwise run it
+        // back to back. One pass a second at most batches a rollout's changes.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         out
     })
     .await;

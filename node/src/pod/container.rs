@@ -491,13 +491,7 @@ impl Runner {
                     if let Some(why) = self.probed(&report, &mut probing, &liveness, &readiness).await {
                         task.abort();
                         let _ = task.await;
-                        return Outcome::Ended(Ended {
-                            exit_code: 137,
-                            reason: "Error".into(),
-                            message: Some(why),
-                            started_at,
-                            finished_at: now(),
-                        });
+                        return killed_by_probe(why, started_at);
                     }
                 }
                 _ = tick.tick() => {
@@ -645,13 +639,7 @@ impl Runner {
                     if let Some(why) = self.probed(&report, &mut probing, &liveness, &readiness).await {
                         task.abort();
                         let _ = task.await;
-                        return Outcome::Ended(Ended {
-                            exit_code: 137,
-                            reason: "Error".into(),
-                            message: Some(why),
-                            started_at,
-                            finished_at: now(),
-                        });
+                        return killed_by_probe(why, started_at);
                     }
                 }
             }
@@ -738,4 +726,16 @@ impl Drop for Prober {
             t.abort();
         }
     }
+}
+
+/// A run ended because a liveness or startup probe gave up on it: exit code
+/// 137, as the kubelet reports a container it killed.
+fn killed_by_probe(why: String, started_at: String) -> Outcome {
+    Outcome::Ended(Ended {
+        exit_code: 137,
+        reason: "Error".into(),
+        message: Some(why),
+        started_at,
+        finished_at: now(),
+    })
 }
