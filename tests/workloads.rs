@@ -196,7 +196,14 @@ fn deployment_heals_scales_rolls_and_rolls_back() -> Result<()> {
         .cloned()
         .unwrap();
     assert_eq!(progressing["reason"], "ProgressDeadlineExceeded");
-    assert!(ready_pods(s, "web").len() >= 3);
+    // The old pods keep serving at their pod IPs.
+    let serving = ready_pods(s, "web");
+    assert!(serving.len() >= 3, "{:?}", names(&serving));
+    for p in &serving {
+        let ip = p["status"]["podIP"].as_str().unwrap_or_default();
+        let (code, _) = common::http_get(&format!("http://{ip}:8080/"))?;
+        assert_eq!(code, 200, "pod {} at {ip}", p["metadata"]["name"]);
+    }
     let all = s.json(&["pods", "-l", "app=web"]);
     assert!(all["items"].as_array().unwrap().len() <= 5, "{all}");
     Ok(())
