@@ -48,42 +48,27 @@ pub fn with_daemon_tolerations(tols: Option<&Vec<Toleration>>) -> Vec<Toleration
 
 /// Kubernetes' `ToleratesTaint`.
 pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if let Some(e) = t.effect.as_deref().filter(|e| !e.is_empty())
-        && e != taint.effect
-    {
-        return false;
-    }
-    if let Some(k) = t.key.as_deref().filter(|k| !k.is_empty())
-        && k != taint.key
-    {
-        return false;
-    }
-    match t.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        "Equal" | "" => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-        _ => false,
-    }
+    crate::scheduler::toleration_matches(
+        (
+            t.key.as_deref().unwrap_or(""),
+            t.operator.as_deref().unwrap_or("Equal"),
+            t.value.as_deref().unwrap_or(""),
+            t.effect.as_deref().unwrap_or(""),
+        ),
+        (
+            &taint.key,
+            taint.value.as_deref().unwrap_or(""),
+            &taint.effect,
+        ),
+    )
 }
 
 fn requirement(r: &NodeSelectorRequirement, get: impl Fn(&str) -> Option<String>) -> bool {
-    let have = get(&r.key);
-    let values = r.values.as_deref().unwrap_or_default();
-    match r.operator.as_str() {
-        "In" => have.is_some_and(|v| values.contains(&v)),
-        "NotIn" => have.is_none_or(|v| !values.contains(&v)),
-        "Exists" => have.is_some(),
-        "DoesNotExist" => have.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(a), Some(b)) = (
-                have.and_then(|v| v.parse::<i64>().ok()),
-                values.first().and_then(|v| v.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if r.operator == "Gt" { a > b } else { a < b }
-        }
-        _ => false,
-    }
+    crate::scheduler::requirement_matches(
+        get(&r.key).as_deref(),
+        &r.operator,
+        r.values.as_deref().unwrap_or_default(),
+    )
 }
 
 /// The template's nodeSelector and required node affinity match the node.

@@ -225,16 +225,21 @@ fn tolerates(tols: &[(String, String, String, String)], taint: &(String, String,
     })
 }
 
-/// Whether a toleration (key, operator, value, effect) tolerates a taint
-/// (key, value, effect): an empty effect matches every effect, `Exists` with
-/// an empty key every key, and `Exists` any value.
+/// Kubernetes' `ToleratesTaint`: whether a toleration (key, operator, value,
+/// effect) tolerates a taint (key, value, effect). An empty effect or key
+/// matches every one; `Exists` matches any value, `Equal` (or empty) the same
+/// value.
 pub fn toleration_matches(
     (key, op, value, effect): (&str, &str, &str, &str),
     (taint_key, taint_value, taint_effect): (&str, &str, &str),
 ) -> bool {
     let effect_ok = effect.is_empty() || effect == taint_effect;
-    let key_ok = (key.is_empty() && op == "Exists") || key == taint_key;
-    let value_ok = op == "Exists" || value == taint_value;
+    let key_ok = key.is_empty() || key == taint_key;
+    let value_ok = match op {
+        "Exists" => true,
+        "Equal" | "" => value == taint_value,
+        _ => false,
+    };
     effect_ok && key_ok && value_ok
 }
 
@@ -242,16 +247,21 @@ fn expr_matches(
     labels: &BTreeMap<String, String>,
     (key, op, vals): &(String, String, Vec<String>),
 ) -> bool {
-    let v = labels.get(key);
-    match op.as_str() {
-        "In" => v.is_some_and(|v| vals.contains(v)),
-        "NotIn" => v.is_none_or(|v| !vals.contains(v)),
-        "Exists" => v.is_some(),
-        "DoesNotExist" => v.is_none(),
+    requirement_matches(labels.get(key).map(String::as_str), op, vals)
+}
+
+/// A node selector requirement (`In`, `NotIn`, `Exists`, `DoesNotExist`, `Gt`,
+/// `Lt`) against the value the node has for its key, if any.
+pub fn requirement_matches(have: Option<&str>, op: &str, values: &[String]) -> bool {
+    match op {
+        "In" => have.is_some_and(|v| values.iter().any(|x| x == v)),
+        "NotIn" => have.is_none_or(|v| !values.iter().any(|x| x == v)),
+        "Exists" => have.is_some(),
+        "DoesNotExist" => have.is_none(),
         "Gt" | "Lt" => {
             let (Some(a), Some(b)) = (
-                v.and_then(|v| v.parse::<i64>().ok()),
-                vals.first().and_then(|x| x.parse::<i64>().ok()),
+                have.and_then(|v| v.parse::<i64>().ok()),
+                values.first().and_then(|x| x.parse::<i64>().ok()),
             ) else {
                 return false;
             };
