@@ -131,6 +131,12 @@ struct ServerArgs {
     /// Pod addresses of the cluster; each node gets a block of it.
     #[arg(long, default_value = "10.88.0.0/16")]
     cluster_cidr: String,
+    /// Service addresses: each Service's ClusterIP comes from here.
+    #[arg(long, default_value = "10.96.0.0/16")]
+    service_cidr: String,
+    /// Ports NodePort and LoadBalancer Services get on every node.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
     /// Size of each node's block of the cluster CIDR.
     #[arg(long, default_value_t = 24)]
     node_cidr_mask_size: u8,
@@ -199,6 +205,11 @@ fn main() -> std::process::ExitCode {
             Command::Server(a) => {
                 let pod_cidrs = PodCidrs::new(&a.cluster_cidr, a.node_cidr_mask_size)
                     .map_err(anyhow::Error::msg)?;
+                let services = skiff_control::api::services::ServiceRanges::parse(
+                    &a.service_cidr,
+                    &a.service_node_port_range,
+                )
+                .map_err(anyhow::Error::msg)?;
                 if !a.disable_agent {
                     spawn_embedded_agent(&a);
                 }
@@ -215,6 +226,7 @@ fn main() -> std::process::ExitCode {
                     },
                     pod_cidrs,
                     node_grace: std::time::Duration::from_secs(a.node_monitor_grace_period),
+                    services,
                 };
                 server::run(cfg).await.map_err(Into::into)
             }

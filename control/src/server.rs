@@ -21,10 +21,10 @@ pub struct ServerConfig {
     pub pod_cidrs: crate::controllers::nodes::PodCidrs,
     /// How long a node's Lease may go unrenewed before it is NotReady.
     pub node_grace: std::time::Duration,
+    /// The Service CIDR (ClusterIPs) and the NodePort range.
+    pub services: crate::api::services::ServiceRanges,
 }
 
-/// The Service CIDR: ClusterIPs come from here.
-pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 /// Where agents read the cluster's network settings.
 pub const CLUSTER_CONFIG: (&str, &str) = ("kube-system", "skiff-cluster");
 
@@ -211,7 +211,7 @@ async fn ensure_defaults(state: &ApiState, cfg: &ServerConfig) {
     let (ns, name) = CLUSTER_CONFIG;
     let config = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": name, "namespace": ns},
-        "data": {"clusterCIDR": cfg.pod_cidrs.cluster(), "serviceCIDR": SERVICE_CIDR}});
+        "data": {"clusterCIDR": cfg.pod_cidrs.cluster(), "serviceCIDR": cfg.services.cidr()}});
     ensure_objects(state, "v1", "ConfigMap", vec![config]).await;
 }
 
@@ -339,9 +339,14 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
     )?;
     let mut state = ApiState::new(store.clone(), token, admin_token, cfg.api_addr.clone());
     state.ca_pem = ca.cert_pem.clone();
+    state.rest.objects.services = std::sync::Arc::new(cfg.services.clone());
     ensure_defaults(&state, &cfg).await;
     tokio::spawn(crate::scheduler::run(state.rest.objects.clone()));
     tokio::spawn(crate::controllers::gc::run(state.rest.objects.clone()));
+    tokio::spawn(crate::api::services::repair(state.rest.objects.clone()));
+    tokio::spawn(crate::controllers::servicelb::run(
+        state.rest.objects.clone(),
+    ));
     tokio::spawn(crate::controllers::nodes::run(
         state.rest.objects.clone(),
         cfg.pod_cidrs,

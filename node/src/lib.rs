@@ -4,7 +4,9 @@
 
 pub mod agent;
 pub mod cgroup;
+pub mod dns;
 pub mod net;
 pub mod pod;
+pub mod proxy;
 
 pub use skiff_runtimes as runtimes;

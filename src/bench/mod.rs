@@ -4,6 +4,7 @@
 mod api;
 mod etcd;
 mod pods;
+mod services;
 mod store;
 mod workloads;
 
@@ -27,6 +28,8 @@ enum What {
     Api(api::ApiBench),
     /// Wasm pods on an agent: HTTP vs `wasmtime serve`, pod start-up, density.
     Pods(pods::PodsBench),
+    /// The Service proxy: ClusterIP vs pod IP, endpoint propagation, 1,000 Services.
+    Services(services::ServicesBench),
     /// Workload controllers: a large Deployment to Ready, a rollout, reconcile rate.
     Workloads(workloads::WorkloadsBench),
 }
@@ -36,6 +39,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         What::Store(b) => store::run(b).await,
         What::Api(b) => api::run(b).await,
         What::Pods(b) => pods::run(b).await,
+        What::Services(b) => services::run(b).await,
         What::Workloads(b) => workloads::run(b).await,
     }
 }

@@ -82,9 +82,19 @@ impl Drop for Procs {
         let _ = Command::new("ip")
             .args(["route", "del", "unreachable", CLUSTER_CIDR])
             .status();
+        let _ = Command::new("nft")
+            .args([
+                "delete",
+                "table",
+                "ip",
+                &format!("skiff_{}", NODE.replace('-', "_")),
+            ])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
+#[derive(Clone)]
 pub(super) struct Api {
     pub url: String,
     pub token: String,
@@ -198,7 +208,7 @@ fn parse_ms(s: &str) -> Option<f64> {
 }
 
 /// (requests/s, p50 ms, p99 ms) of `wrk` against `url`.
-fn wrk(url: &str, seconds: u64, connections: usize) -> Result<(f64, f64, f64)> {
+pub(super) fn wrk(url: &str, seconds: u64, connections: usize) -> Result<(f64, f64, f64)> {
     let out = Command::new("wrk")
         .args([
             "-t2",

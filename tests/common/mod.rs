@@ -296,8 +296,15 @@ impl Server {
         }
     }
 
-    /// `kubectl apply -f` of a manifest given as text.
+    /// `kubectl apply -f` of a manifest given as text, which must succeed.
     pub fn apply(&self, yaml: &str) -> String {
+        let r = self.try_apply(yaml);
+        assert!(r.ok, "kubectl apply failed:\n{}\n{}", r.stdout, r.stderr);
+        r.stdout
+    }
+
+    /// `kubectl apply -f` of a manifest given as text, as it went.
+    pub fn try_apply(&self, yaml: &str) -> Kubectl {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
         let f = self.dir.with_extension(format!(
@@ -305,7 +312,7 @@ impl Server {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::write(&f, yaml).unwrap();
-        self.k(&["apply", "-f", f.to_str().unwrap()])
+        self.kubectl(&["apply", "-f", f.to_str().unwrap()])
     }
 
     /// An object as JSON (`kubectl get -o json`).
@@ -327,8 +334,7 @@ impl Server {
 /// A test's slice of the host network: a /24 of 10.88.0.0/16 claimed through a
 /// lock file, and per node a unique name and bridge. On drop it removes what
 /// the test's agents left behind: namespaces, bridges, the unreachable route of
-/// its CIDR and the pods' cgroups (the shared Service CIDR route stays; it only
-/// ever blocks traffic).
+/// its CIDR, its Service CIDR's routes, its proxy tables and the pods' cgroups.
 pub struct TestNet {
     pub octet: u8,
     pub tag: String,
@@ -373,6 +379,49 @@ impl TestNet {
         format!("10.88.{}.0/24", self.octet)
     }
 
+    /// This test's own Service CIDR, so parallel tests never share a ClusterIP.
+    pub fn service_cidr(&self) -> String {
+        format!("10.96.{}.0/24", self.octet)
+    }
+
+    /// This test's own NodePort range (18 ports), so parallel tests never
+    /// share one.
+    pub fn node_ports(&self) -> String {
+        let low = 30000 + (u32::from(self.octet) - 100) * 18;
+        format!("{low}-{}", low + 17)
+    }
+
+    /// A non-loopback address for node `i` (`10.87.<octet>.<i+1>`), on a veth
+    /// of the test's (this kernel has no dummy links): NodePort and
+    /// LoadBalancer traffic goes there.
+    pub fn node_ip(&self, i: usize) -> String {
+        format!("10.87.{}.{}", self.octet, i + 1)
+    }
+
+    /// Create node `i`'s address (see `node_ip`); removed on drop.
+    pub fn add_node_ip(&self, i: usize) -> Result<String> {
+        let link = format!("skd{}n{i}", self.octet);
+        let ip = self.node_ip(i);
+        let run = |args: &[&str]| -> Result<()> {
+            let out = Command::new("ip").args(args).output()?;
+            if !out.status.success() {
+                bail!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(())
+        };
+        let peer = format!("{link}p");
+        run(&["link", "add", &link, "type", "veth", "peer", "name", &peer])?;
+        run(&["addr", "add", &format!("{ip}/32"), "dev", &link])?;
+        run(&["link", "set", &peer, "up"])?;
+        run(&["link", "set", &link, "up"])?;
+        Ok(ip)
+    }
+
+    /// Node `i`'s proxy table.
+    pub fn nft_table(&self, i: usize) -> String {
+        format!("skiff_{}", self.node(i).0)
+    }
+
     /// Node `i` of this test: its name and bridge.
     pub fn node(&self, i: usize) -> (String, String) {
         (
@@ -393,6 +442,10 @@ impl TestNet {
             &self.cluster_cidr(),
             "--node-cidr-mask-size",
             "26",
+            "--service-cidr",
+            &self.service_cidr(),
+            "--service-node-port-range",
+            &self.node_ports(),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -426,6 +479,24 @@ impl TestNet {
                 .args(["link", "del", &bridge])
                 .stderr(Stdio::null())
                 .status();
+            let _ = Command::new("ip")
+                .args(["link", "del", &format!("skd{}n{i}", self.octet)])
+                .stderr(Stdio::null())
+                .status();
+            let _ = Command::new("nft")
+                .args(["delete", "table", "ip", &self.nft_table(i)])
+                .stderr(Stdio::null())
+                .status();
+            for ns in std::fs::read_dir("/etc/netns")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = ns.file_name().to_string_lossy().to_string();
+                if name.starts_with(&format!("skiff-{node}-")) {
+                    let _ = std::fs::remove_dir_all(ns.path());
+                }
+            }
             for c in ["cpu", "cpuacct", "unified"] {
                 let dir = PathBuf::from(format!("/sys/fs/cgroup/{c}/skiff/{node}"));
                 if let Ok(d) = std::fs::read_dir(&dir) {
@@ -438,10 +509,23 @@ impl TestNet {
                 let _ = std::fs::remove_dir(&dir);
             }
         }
-        let _ = Command::new("ip")
-            .args(["route", "del", "unreachable", &self.cluster_cidr()])
-            .stderr(Stdio::null())
-            .status();
+        for route in [
+            vec!["route", "del", "unreachable", &self.cluster_cidr()],
+            vec!["route", "del", "unreachable", &self.service_cidr()],
+            vec![
+                "route",
+                "del",
+                "local",
+                &self.service_cidr(),
+                "table",
+                "local",
+            ],
+        ] {
+            let _ = Command::new("ip")
+                .args(&route)
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
@@ -612,7 +696,11 @@ pub struct Cluster {
 }
 
 pub fn one_node(extra: &[&str]) -> Result<Cluster> {
-    let net = TestNet::claim();
+    one_node_on(TestNet::claim(), extra)
+}
+
+/// `one_node` on a network the test claimed (and perhaps prepared) itself.
+pub fn one_node_on(net: TestNet, extra: &[&str]) -> Result<Cluster> {
     let root = tempfile::tempdir()?;
     let mut s = Server::with_node(&root.path().join("s"), &net, extra);
     s.start()?;

@@ -17,6 +17,7 @@ pub mod registry;
 pub mod request;
 pub mod rest;
 pub mod selector;
+pub mod services;
 pub mod status;
 pub mod strategic;
 pub mod table;
@@ -62,6 +63,7 @@ impl ApiState {
                 objects: objects::Objects {
                     store: store.clone(),
                     registry,
+                    services: Arc::new(services::ServiceRanges::default()),
                 },
                 server_addr,
                 agent_token: token.clone(),

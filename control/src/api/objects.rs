@@ -43,6 +43,8 @@ impl FieldValidation {
 pub struct Objects {
     pub store: Store,
     pub registry: std::sync::Arc<Registry>,
+    /// Where ClusterIPs and NodePorts come from.
+    pub services: std::sync::Arc<super::services::ServiceRanges>,
 }
 
 /// Options of a create or update.
@@ -383,6 +385,12 @@ impl Objects {
         if t.group == "batch" && t.kind == "Job" {
             crate::model::defaults::job_selector(&mut obj);
         }
+        let is_service = t.group.is_empty() && t.kind == "Service";
+        let allocations = if is_service {
+            self.allocate_service(&mut obj, None).await?
+        } else {
+            Vec::new()
+        };
         match &wo.apply_fields {
             Some(fields) => super::apply::write(
                 &mut obj,
@@ -410,11 +418,14 @@ impl Objects {
             obj.pointer("/metadata/namespace").and_then(Value::as_str),
             &name,
         );
+        let mut ops = vec![Op::create(key, encode_stored(&obj))];
+        ops.extend(allocations);
         let rev = self
             .store
-            .write(Op::create(key, encode_stored(&obj)))
+            .txn(Txn { ops })
             .await
-            .map_err(|e| ApiError::from_store(e, &qualified(t), &name))?;
+            .map_err(|e| ApiError::from_store(e, &qualified(t), &name))?
+            .revision;
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(rev.to_string()));
         Ok(Written {
             code: StatusCode::CREATED,
@@ -505,6 +516,11 @@ impl Objects {
             },
             _ => {}
         }
+        let allocations = if t.group.is_empty() && t.kind == "Service" && sub.is_none() {
+            self.allocate_service(&mut new, Some(&old)).await?
+        } else {
+            Vec::new()
+        };
         if wo.apply_fields.is_none() {
             super::apply::record_update(Some(&old), &mut new, &wo.manager);
         }
@@ -558,11 +574,14 @@ impl Objects {
                 });
             }
         }
+        let mut ops = vec![Op::update(key, encode_stored(&new), current.mod_revision)];
+        ops.extend(allocations);
         let rev = self
             .store
-            .write(Op::update(key, encode_stored(&new), current.mod_revision))
+            .txn(Txn { ops })
             .await
-            .map_err(|e| ApiError::from_store(e, &qualified(t), name))?;
+            .map_err(|e| ApiError::from_store(e, &qualified(t), name))?
+            .revision;
         meta_mut(&mut new).insert("resourceVersion".into(), json!(rev.to_string()));
         Ok(Written {
             code: StatusCode::OK,
@@ -665,8 +684,12 @@ impl Objects {
             self.terminate_namespace(name, &current).await?;
             expect_rev = None; // we just rewrote it as Terminating
         }
+        let mut ops = vec![Op::delete(key, expect_rev)];
+        if t.group.is_empty() && t.kind == "Service" {
+            ops.extend(Objects::release_service(&obj));
+        }
         self.store
-            .write(Op::delete(key, expect_rev))
+            .txn(Txn { ops })
             .await
             .map_err(|e| ApiError::from_store(e, &qualified(t), name))?;
         Ok(obj)

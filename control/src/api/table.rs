@@ -381,10 +381,26 @@ fn columns(t: &ResourceType) -> Vec<Col> {
             col("Type", |v| json!(s(v, "/spec/type"))),
             col("Cluster-IP", |v| or_none(s(v, "/spec/clusterIP"))),
             col("External-IP", |v| {
-                let ips: Vec<String> = arr(v, "/spec/externalIPs")
+                // As kubectl's printer: ExternalName shows the name, a
+                // LoadBalancer its ingress (or <pending>), then externalIPs.
+                if s(v, "/spec/type") == "ExternalName" {
+                    return or_none(s(v, "/spec/externalName"));
+                }
+                let mut ips: Vec<String> = arr(v, "/status/loadBalancer/ingress")
                     .iter()
-                    .map(|x| x.as_str().unwrap_or_default().to_string())
+                    .map(|i| {
+                        let ip = s(i, "/ip");
+                        if ip.is_empty() { s(i, "/hostname") } else { ip }.to_string()
+                    })
                     .collect();
+                ips.extend(
+                    arr(v, "/spec/externalIPs")
+                        .iter()
+                        .map(|x| x.as_str().unwrap_or_default().to_string()),
+                );
+                if ips.is_empty() && s(v, "/spec/type") == "LoadBalancer" {
+                    return json!("<pending>");
+                }
                 or_none(ips.join(","))
             }),
             col("Port(s)", svc_ports),

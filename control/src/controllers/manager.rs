@@ -15,13 +15,15 @@ use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{Api, Client};
 use tokio::task::JoinSet;
 
 use super::cronjob::CronJobs;
 use super::daemonset::DaemonSets;
 use super::deployment::Deployments;
+use super::endpoints::ServiceEndpoints;
 use super::job::Jobs;
 use super::replicaset::ReplicaSets;
 use super::runtime::{Expectations, Informer, Key, Kind, Queue, run};
@@ -194,6 +196,36 @@ fn start(tasks: &mut JoinSet<()>, client: Client) {
         2,
         all_keys(&stateful),
         vec![(&pods).into(), (&revisions).into(), (&stateful).into()],
+    );
+
+    let services = inform::<Service>(tasks, &client);
+    let endpoints = inform::<Endpoints>(tasks, &client);
+    let slices = inform::<EndpointSlice>(tasks, &client);
+    let ec = Arc::new(ServiceEndpoints {
+        client: client.clone(),
+        services: services.clone(),
+        pods: pods.clone(),
+        endpoints: endpoints.clone(),
+        slices: slices.clone(),
+    });
+    let q = Queue::new();
+    ec.watch(&q);
+    let keys = {
+        let ec = ec.clone();
+        move || ec.keys()
+    };
+    spawn(
+        tasks,
+        ec,
+        q,
+        2,
+        keys,
+        vec![
+            (&pods).into(),
+            (&services).into(),
+            (&endpoints).into(),
+            (&slices).into(),
+        ],
     );
 }
 

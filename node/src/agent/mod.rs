@@ -40,6 +40,10 @@ pub enum AgentError {
     Images(#[from] crate::pod::image::ImageError),
     #[error("cluster config: {0}")]
     Config(String),
+    #[error("service proxy: {0}")]
+    Proxy(#[from] crate::proxy::ProxyError),
+    #[error("cluster dns: {0}")]
+    Dns(#[from] crate::dns::DnsError),
     #[error("agent api on {addr}: {source}")]
     Listen {
         addr: String,
@@ -75,6 +79,9 @@ pub struct AgentConfig {
     /// First restart back-off (doubles up to five minutes).
     pub backoff: Duration,
 }
+
+/// The cluster's DNS domain.
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
 /// What `/skiff/v0/agent` hands an agent that shows the join token.
 #[derive(Debug, Deserialize)]
@@ -164,6 +171,19 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         netns_prefix: format!("skiff-{}-", cfg.node_name),
     })
     .await?;
+    let dns = crate::dns::ClusterDns::new(CLUSTER_DOMAIN);
+    let proxy = crate::proxy::Proxy::start(
+        crate::proxy::RuleConfig {
+            table: crate::proxy::table_name(&cfg.node_name),
+            bridge: cfg.bridge.clone(),
+            cluster_cidr,
+            service_cidr,
+        },
+        Arc::new(crate::proxy::NftCli),
+        Some(dns.clone()),
+    )?;
+    let gateway = node_cidr.gateway().unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+    let dns_server = dns.serve(std::net::SocketAddr::from((gateway, 53)));
     let warm = net.clone().keep_warm(cfg.warm_netns);
     let wasm = skiff_runtimes::wasm::WasmRuntime::new(&cfg.data_dir.join("compiled"))?;
     let logs = LogDir(cfg.data_dir.join("logs"));
@@ -192,6 +212,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     tokio::select! {
         r = node::heartbeat(client.clone(), cfg.clone(), port) => r,
         r = pods::watch(ctx, pods) => r,
+        () = proxy.run(client.clone()) => Ok(()),
+        r = crate::net::routes::run(client.clone(), cfg.node_name.clone()) => r.map_err(AgentError::from),
+        r = dns_server => r.map_err(AgentError::from),
         () = warm => Ok(()),
         () = warm_sandboxes => Ok(()),
         r = server => r.map_err(|source| AgentError::Listen { addr: format!("{}:{port}", cfg.address), source }),

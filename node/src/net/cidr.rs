@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use super::NetError;
 
 /// An IPv4 network like `10.88.0.0/24`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cidr {
     pub base: Ipv4Addr,
     pub prefix: u8,

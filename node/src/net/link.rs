@@ -85,6 +85,55 @@ pub async fn unreachable(h: &Handle, cidr: Cidr) -> Result<(), NetError> {
         .map_err(nl(format!("route unreachable {cidr}")))
 }
 
+/// Make every address of `cidr` local to this host (a `local` route in the
+/// `local` table, as `ip route add local CIDR dev lo table local`): the host's
+/// own connections to Service addresses are then delivered locally, where the
+/// proxy's output rules translate them, and nothing for `cidr` is ever routed
+/// off the host.
+pub async fn local_route(h: &Handle, cidr: Cidr) -> Result<(), NetError> {
+    use rtnetlink::packet_route::route::RouteScope;
+    let lo = index(h, "lo").await?.unwrap_or(1);
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(cidr.base, cidr.prefix)
+        .kind(RouteType::Local)
+        .scope(RouteScope::Host)
+        .table_id(255)
+        .output_interface(lo)
+        .build();
+    h.route()
+        .add(route)
+        .replace()
+        .execute()
+        .await
+        .map_err(nl(format!("route local {cidr} table local")))
+}
+
+/// Route `cidr` via `gateway` (another node's address): host-gw.
+pub async fn route_via(h: &Handle, cidr: Cidr, gateway: Ipv4Addr) -> Result<(), NetError> {
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(cidr.base, cidr.prefix)
+        .gateway(gateway)
+        .build();
+    h.route()
+        .add(route)
+        .replace()
+        .execute()
+        .await
+        .map_err(nl(format!("route {cidr} via {gateway}")))
+}
+
+/// Remove the route of `cidr` via `gateway` (if it is there).
+pub async fn route_del(h: &Handle, cidr: Cidr, gateway: Ipv4Addr) -> Result<(), NetError> {
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(cidr.base, cidr.prefix)
+        .gateway(gateway)
+        .build();
+    missing_ok(
+        h.route().del(route).execute().await,
+        &format!("delete route {cidr} via {gateway}"),
+    )
+}
+
 /// The bridge `name`, up, with `gateway/prefix` on it (created if missing).
 pub async fn bridge(
     h: &Handle,

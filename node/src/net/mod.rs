@@ -11,13 +11,15 @@ mod cidr;
 mod ipam;
 mod link;
 pub mod netns;
+pub mod resolv;
+pub mod routes;
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use fnv::short_hash;
+pub use fnv::short_hash;
 
 pub use cidr::Cidr;
 pub use ipam::Ipam;
@@ -105,6 +107,7 @@ impl PodNetwork {
         neighbour_room(cfg.node_cidr.size());
         link::unreachable(&host, cfg.cluster_cidr).await?;
         link::unreachable(&host, cfg.service_cidr).await?;
+        link::local_route(&host, cfg.service_cidr).await?;
         let bridge_index = link::bridge(&host, &cfg.bridge, gateway, cfg.node_cidr.prefix).await?;
         let ipam = Ipam::new(
             cfg.state_dir.join(cfg.node_cidr.base.to_string()),
@@ -214,6 +217,7 @@ impl PodNetwork {
         let (host_end, _) = self.veth_names(ip);
         link::delete(&self.host, &host_end).await?;
         let name = self.netns_name(ip);
+        resolv::remove(&name);
         blocking(move || netns::delete(&name)).await
     }
 

@@ -693,6 +693,13 @@ async fn prepare(
         .await
         .map_err(|e| ("FailedCreatePodSandBox", format!("pod network: {e}")))?;
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "pod network attached");
+    let nameserver = ctx.net.config().node_cidr.gateway();
+    if let (Some(ns_name), Some(server)) = (attached.netns.file_name(), nameserver) {
+        let text =
+            crate::net::resolv::render(&info.namespace, spec, server, crate::agent::CLUSTER_DOMAIN);
+        crate::net::resolv::write(&ns_name.to_string_lossy(), &text)
+            .map_err(|e| ("FailedCreatePodSandBox", format!("pod dns: {e}")))?;
+    }
     let cgroup_t = std::time::Instant::now();
     let cgroup = if ctx.cgroups {
         let (node, uid, millis) = (ctx.node.clone(), info.uid.clone(), cpu_millis(spec));

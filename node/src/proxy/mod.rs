@@ -1,0 +1,162 @@
+//! The Service proxy of a node, in the kernel: it watches Services and
+//! EndpointSlices and keeps the node's nftables table (`skiff_<node>`) equal to
+//! them — ClusterIP, NodePort and LoadBalancer addresses DNAT to ready
+//! endpoints (TCP and UDP, random or ClientIP-sticky), as kube-proxy's nftables
+//! mode does. It also feeds the cluster DNS the same snapshot.
+//!
+//! **The table is installed (empty of Services, with the forward guard) before
+//! IPv4 forwarding is switched on and before any pod starts, and removed when
+//! the proxy stops.**
+
+pub mod nft;
+pub mod rules;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tokio::sync::Notify;
+
+pub use nft::{NftCli, Ruleset};
+pub use rules::{RuleConfig, ServiceView};
+
+/// Errors of the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("nft: {0}")]
+    Nft(String),
+    #[error("enable forwarding: {0}")]
+    Forwarding(std::io::Error),
+}
+
+/// The node's Service proxy.
+pub struct Proxy {
+    cfg: RuleConfig,
+    nft: Arc<dyn Ruleset>,
+    dns: Option<crate::dns::ClusterDns>,
+}
+
+/// The table name of a node (nft names take letters, digits and `_`).
+pub fn table_name(node: &str) -> String {
+    let clean: String = node
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("skiff_{clean}")
+}
+
+impl Proxy {
+    /// Install the base table (no Services yet), then switch on forwarding.
+    pub fn start(
+        cfg: RuleConfig,
+        nft: Arc<dyn Ruleset>,
+        dns: Option<crate::dns::ClusterDns>,
+    ) -> Result<Proxy, ProxyError> {
+        nft.apply(&rules::render(&cfg, &[]))?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(ProxyError::Forwarding)?;
+        Ok(Proxy { cfg, nft, dns })
+    }
+
+    /// Follow Services and EndpointSlices until the future is dropped; each
+    /// change reprograms the table (changes arriving together share one sync).
+    pub async fn run(self, client: Client) {
+        let (services, w1) = reflector::store::<Service>();
+        let (slices, w2) = reflector::store::<EndpointSlice>();
+        let changed = Arc::new(Notify::new());
+        let follow_services = follow(Api::<Service>::all(client.clone()), w1, changed.clone());
+        let follow_slices = follow(Api::<EndpointSlice>::all(client), w2, changed.clone());
+        let sync = self.sync_loop(services, slices, changed);
+        tokio::select! {
+            () = follow_services => {},
+            () = follow_slices => {},
+            () = sync => {},
+        }
+    }
+
+    async fn sync_loop(
+        &self,
+        services: Store<Service>,
+        slices: Store<EndpointSlice>,
+        changed: Arc<Notify>,
+    ) {
+        let mut last = String::new();
+        loop {
+            changed.notified().await;
+            // Let a burst of events land before syncing.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let svcs: Vec<Service> = services.state().iter().map(|s| (**s).clone()).collect();
+            let sls: Vec<EndpointSlice> = slices.state().iter().map(|s| (**s).clone()).collect();
+            if let Some(dns) = &self.dns {
+                dns.update(crate::dns::Records::build(
+                    crate::agent::CLUSTER_DOMAIN,
+                    &svcs,
+                    &sls,
+                ));
+            }
+            let script = rules::render(&self.cfg, &rules::views(&svcs, &sls));
+            if script == last {
+                continue;
+            }
+            let t = Instant::now();
+            let (nft, text) = (self.nft.clone(), script.clone());
+            let applied = tokio::task::spawn_blocking(move || nft.apply(&text))
+                .await
+                .unwrap_or_else(|e| Err(ProxyError::Nft(e.to_string())));
+            match applied {
+                Ok(()) => {
+                    tracing::debug!(
+                        services = svcs.len(),
+                        took_ms = t.elapsed().as_secs_f64() * 1e3,
+                        "rules synced"
+                    );
+                    last = script;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "proxy sync failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    changed.notify_one();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Err(e) = self.nft.apply(&rules::remove(&self.cfg.table)) {
+            tracing::warn!(error = %e, "removing the proxy's table");
+        }
+    }
+}
+
+/// Keep `writer`'s cache equal to the objects of `api`, waking `changed` on
+/// every event (the watcher re-lists after errors, with back-off).
+pub(crate) async fn follow<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    changed: Arc<Notify>,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer);
+    futures::pin_mut!(stream);
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(_) => changed.notify_one(),
+            Err(e) => tracing::debug!(error = %e, "proxy watch"),
+        }
+    }
+}
