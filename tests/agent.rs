@@ -84,7 +84,10 @@ fn agents_register_heartbeat_and_share_the_pods() -> Result<()> {
         r.contains(&format!("unreachable {}", net.cluster_cidr())),
         "{r}"
     );
-    assert!(r.contains("unreachable 10.96.0.0/16"), "{r}");
+    assert!(
+        r.contains(&format!("unreachable {}", net.service_cidr())),
+        "{r}"
+    );
     assert!(r.contains(&format!("{cidr} dev {}", net.node(0).1)), "{r}");
 
     // A second node: a standalone agent that joins with the token.

@@ -488,16 +488,6 @@ impl Drop for Lan {
     }
 }
 
-/// A `skiff agent` running inside a host namespace of a `Lan`; killed on drop.
-struct LanAgent(std::process::Child, std::path::PathBuf);
-
-impl Drop for LanAgent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn two_nodes_reach_each_others_pods_by_ip_and_by_service_name() -> Result<()> {
     let net = common::TestNet::claim();
@@ -524,43 +514,12 @@ fn two_nodes_reach_each_others_pods_by_ip_and_by_service_name() -> Result<()> {
     s.wait_ready(Duration::from_secs(30))?;
     let mut agents = Vec::new();
     for (i, host) in lan.hosts.iter().enumerate() {
-        let (node, bridge) = net.node(i + 1);
+        let (node, ip) = (net.node(i + 1).0, format!("10.86.{o}.{}", 11 + i));
         let dir = root.path().join(&node);
-        std::fs::create_dir_all(&dir)?;
-        let log = dir.join("agent.log");
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{host}"))
-            .arg(common::skiff_bin())
-            .args([
-                "agent",
-                "--server",
-                &format!("https://{}", s.api),
-                "--token",
-                &s.token(),
-            ])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .args([
-                "--node-name",
-                &node,
-                "--bridge",
-                &bridge,
-                "--warm-netns",
-                "1",
-            ])
-            .args(["--node-ip", &format!("10.86.{o}.{}", 11 + i)])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()?;
-        agents.push(LanAgent(child, log));
-    }
-    for (i, a) in agents.iter().enumerate() {
-        let node = net.node(i + 1).0;
-        assert!(
-            common::node_ready(&s, &node),
-            "agent {node} Ready; log:\n{}",
-            std::fs::read_to_string(&a.1).unwrap_or_default()
-        );
+        let extra = ["--warm-netns", "1", "--node-ip", &ip];
+        let a = common::Agent::join_in(&s, &net, i + 1, &dir, Some(host), &extra)?;
+        a.wait_ready(&s, &node);
+        agents.push(a);
     }
     s.import_wasm(
         &common::example_wasm("hello-wasm", "hello_wasm.wasm"),

@@ -731,10 +731,31 @@ pub struct Agent {
 impl Agent {
     /// Join node `i` of `net` to `s`, keeping its data and log under `dir`.
     pub fn join(s: &Server, net: &TestNet, i: usize, dir: &Path) -> Result<Agent> {
+        Agent::join_in(s, net, i, dir, None, &[])
+    }
+
+    /// `join`, with the agent inside network namespace `netns` (when given)
+    /// and more flags.
+    pub fn join_in(
+        s: &Server,
+        net: &TestNet,
+        i: usize,
+        dir: &Path,
+        netns: Option<&str>,
+        extra: &[&str],
+    ) -> Result<Agent> {
         let (node, bridge) = net.node(i);
         std::fs::create_dir_all(dir)?;
         let log = dir.join("agent.log");
-        let child = Command::new(skiff_bin())
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(skiff_bin());
+                c
+            }
+            None => Command::new(skiff_bin()),
+        };
+        let child = cmd
             .args([
                 "agent",
                 "--server",
@@ -745,6 +766,7 @@ impl Agent {
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(["--node-name", &node, "--bridge", &bridge])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()?;

@@ -73,16 +73,27 @@ pub async fn index(h: &Handle, name: &str) -> Result<Option<u32>, NetError> {
 
 /// `ip route replace unreachable CIDR`.
 pub async fn unreachable(h: &Handle, cidr: Cidr) -> Result<(), NetError> {
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(cidr.base, cidr.prefix)
-        .kind(RouteType::Unreachable)
-        .build();
+    let route = to(cidr).kind(RouteType::Unreachable).build();
+    replace(h, route, format!("route unreachable {cidr}")).await
+}
+
+/// A route message builder for `cidr`.
+fn to(cidr: Cidr) -> RouteMessageBuilder<Ipv4Addr> {
+    RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(cidr.base, cidr.prefix)
+}
+
+/// Add `route`, replacing one to the same destination.
+async fn replace(
+    h: &Handle,
+    route: rtnetlink::packet_route::route::RouteMessage,
+    op: String,
+) -> Result<(), NetError> {
     h.route()
         .add(route)
         .replace()
         .execute()
         .await
-        .map_err(nl(format!("route unreachable {cidr}")))
+        .map_err(nl(op))
 }
 
 /// Make every address of `cidr` local to this host (a `local` route in the
@@ -93,41 +104,24 @@ pub async fn unreachable(h: &Handle, cidr: Cidr) -> Result<(), NetError> {
 pub async fn local_route(h: &Handle, cidr: Cidr) -> Result<(), NetError> {
     use rtnetlink::packet_route::route::RouteScope;
     let lo = index(h, "lo").await?.unwrap_or(1);
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(cidr.base, cidr.prefix)
+    let route = to(cidr)
         .kind(RouteType::Local)
         .scope(RouteScope::Host)
         .table_id(255)
         .output_interface(lo)
         .build();
-    h.route()
-        .add(route)
-        .replace()
-        .execute()
-        .await
-        .map_err(nl(format!("route local {cidr} table local")))
+    replace(h, route, format!("route local {cidr} table local")).await
 }
 
 /// Route `cidr` via `gateway` (another node's address): host-gw.
 pub async fn route_via(h: &Handle, cidr: Cidr, gateway: Ipv4Addr) -> Result<(), NetError> {
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(cidr.base, cidr.prefix)
-        .gateway(gateway)
-        .build();
-    h.route()
-        .add(route)
-        .replace()
-        .execute()
-        .await
-        .map_err(nl(format!("route {cidr} via {gateway}")))
+    let route = to(cidr).gateway(gateway).build();
+    replace(h, route, format!("route {cidr} via {gateway}")).await
 }
 
 /// Remove the route of `cidr` via `gateway` (if it is there).
 pub async fn route_del(h: &Handle, cidr: Cidr, gateway: Ipv4Addr) -> Result<(), NetError> {
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(cidr.base, cidr.prefix)
-        .gateway(gateway)
-        .build();
+    let route = to(cidr).gateway(gateway).build();
     missing_ok(
         h.route().del(route).execute().await,
         &format!("delete route {cidr} via {gateway}"),
