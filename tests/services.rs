@@ -239,6 +239,27 @@ fn cluster_ip_endpoints_readiness_node_port_load_balancer_and_dns() -> Result<()
     wait_endpoints(&c, "web", 3)?;
     let all = pod_names(&c, "web");
 
+    // sessionAffinity ClientIP: one client keeps its pod.
+    s.k(&[
+        "patch",
+        "svc",
+        "web",
+        "-p",
+        r#"{"spec":{"sessionAffinity":"ClientIP"}}"#,
+    ]);
+    let sticky = eventually(Duration::from_secs(10), || {
+        let seen = spread(15, || who_in(&client.name, &url)).ok()?;
+        (seen.len() == 1).then_some(seen)
+    });
+    assert!(sticky.is_some(), "ClientIP affinity keeps one client on one pod");
+    s.k(&[
+        "patch",
+        "svc",
+        "web",
+        "-p",
+        r#"{"spec":{"sessionAffinity":"None"}}"#,
+    ]);
+
     // NodePort on the node's address, from the host and from the client namespace.
     s.k(&[
         "patch",

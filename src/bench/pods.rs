@@ -211,7 +211,7 @@ fn parse_ms(s: &str) -> Option<f64> {
 pub(super) fn wrk(url: &str, seconds: u64, connections: usize) -> Result<(f64, f64, f64)> {
     let out = Command::new("wrk")
         .args([
-            "-t2",
+            &format!("-t{}", connections.clamp(1, 2)),
             &format!("-c{connections}"),
             &format!("-d{seconds}s"),
             "--latency",

@@ -143,6 +143,18 @@ async fn measure(b: &ServicesBench, api: &Api) -> Result<()> {
         (through.1 - direct_p50) * 1000.0
     );
 
+    // Latency without queueing: one connection.
+    let d1 = wrk(&format!("http://{ip}:8080/"), b.seconds, 1)?;
+    let t1 = wrk(&format!("http://{cip}/"), b.seconds, 1)?;
+    let d2 = wrk(&format!("http://{ip}:8080/"), b.seconds, 1)?;
+    let (dp50, dp99) = ((d1.1 + d2.1) / 2.0, (d1.2 + d2.2) / 2.0);
+    println!(
+        "one connection: pod IP p50 {dp50:.3} ms p99 {dp99:.3} ms; ClusterIP p50 {:.3} ms p99 {:.3} ms; added p50 {:.0} us",
+        t1.1,
+        t1.2,
+        (t1.1 - dp50) * 1000.0
+    );
+
     // 2. Propagation: pod Ready (seen by a watch) → its address in the rules.
     post(
         api,
