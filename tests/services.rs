@@ -207,7 +207,15 @@ fn cluster_ip_endpoints_readiness_node_port_load_balancer_and_dns() -> Result<()
     let pod_ns = c.net.netns_of(0, &pod_ip(&c, "client"));
     let seen = spread(30, || who_in(&pod_ns, &url))?;
     assert_eq!(seen, all, "all three pods answer from a pod's namespace");
+    // From inside a pod of the Service itself (it is one of the endpoints:
+    // hairpin).
     let first = all.iter().next().unwrap().clone();
+    let own_ns = c.net.netns_of(0, &pod_ip(&c, &first));
+    let seen = spread(30, || who_in(&own_ns, &url))?;
+    assert_eq!(
+        seen, all,
+        "all three pods answer from one of them, itself included"
+    );
 
     // A pod that fails readiness leaves the endpoints and gets no traffic.
     let sick_ip = pod_ip(&c, &first);
@@ -251,7 +259,10 @@ fn cluster_ip_endpoints_readiness_node_port_load_balancer_and_dns() -> Result<()
         let seen = spread(15, || who_in(&client.name, &url)).ok()?;
         (seen.len() == 1).then_some(seen)
     });
-    assert!(sticky.is_some(), "ClientIP affinity keeps one client on one pod");
+    assert!(
+        sticky.is_some(),
+        "ClientIP affinity keeps one client on one pod"
+    );
     s.k(&[
         "patch",
         "svc",
@@ -640,7 +651,13 @@ fn host_state(c: &Cluster) -> (usize, usize, String) {
 fn two_hundred_cycles_of_pods_and_services_leak_nothing() -> Result<()> {
     let c = common::one_node(&[])?;
     let s = &c.s;
-    let before = host_state(&c);
+    // The warm pool (8 namespaces, each with its veth) fills in the background:
+    // start from a full one.
+    let before = eventually(Duration::from_secs(60), || {
+        let st = host_state(&c);
+        (st.0 == 8 && st.1 == 8).then_some(st)
+    })
+    .expect("the warm pool fills");
     let table_before = nft_table(&c);
     for round in 0..10 {
         let mut m = String::new();

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::route::RouteType;
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::{Cidr, NetError};
 
@@ -209,7 +209,14 @@ pub async fn veth(
         )
         .execute()
         .await
-        .map_err(nl(format!("attach {host} to the bridge")))
+        .map_err(nl(format!("attach {host} to the bridge")))?;
+    // Hairpin: a pod reaching itself through its Service is routed back out
+    // of the port it came in on, which a bridge port refuses unless asked.
+    h.link()
+        .set_port(LinkBridgePort::new(host_idx).hairpin(true).build())
+        .execute()
+        .await
+        .map_err(nl(format!("hairpin mode on {host}")))
 }
 
 /// Inside a pod namespace: `lo` up, `peer` renamed `eth0` with `ip/prefix`, up,
