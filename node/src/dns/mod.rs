@@ -258,9 +258,15 @@ mod tests {
         Message::from_vec(&body).unwrap()
     }
 
+    /// A loopback port free for both UDP and TCP (the server binds both).
     fn free_port() -> SocketAddr {
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.local_addr().unwrap()
+        loop {
+            let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = tcp.local_addr().unwrap();
+            if std::net::UdpSocket::bind(addr).is_ok() {
+                return addr;
+            }
+        }
     }
 
     fn web_service() -> Service {
