@@ -49,14 +49,15 @@ impl ReplicaSets {
         Api::namespaced(self.client.clone(), ns)
     }
 
-    /// Create or delete pods so `active` becomes `want`.
+    /// Create or delete pods so `active` becomes `want`; returns the uids of
+    /// the pods it deleted.
     async fn manage(
         &self,
         rs: &ReplicaSet,
         key: &Key,
         mut active: Vec<Arc<Pod>>,
         want: usize,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         let have = active.len();
         if have < want {
             let Some(template) = rs.spec.template.clone() else {
@@ -93,8 +94,13 @@ impl ReplicaSets {
             for r in futures::future::join_all(deletes).await {
                 r?;
             }
+            return Ok(active
+                .iter()
+                .take(surplus)
+                .map(|p| p.uid().unwrap_or_default())
+                .collect());
         }
-        Ok(())
+        Ok(Vec::new())
     }
 
     async fn write_status(&self, rs: &ReplicaSet, status: ReplicaSetStatus) -> Result<()> {
@@ -142,14 +148,17 @@ impl Reconciler for ReplicaSets {
             self.pods.list(&key.ns),
         )
         .await?;
-        let active: Vec<_> = owned.iter().filter(|p| active(p)).cloned().collect();
+        let mut active: Vec<_> = owned.iter().filter(|p| active(p)).cloned().collect();
         let want = rs.spec.replicas.unwrap_or(1).max(0) as usize;
         let mut failure = None;
-        if synced
-            && !terminating(rs.as_ref())
-            && let Err(e) = self.manage(&rs, key, active.clone(), want).await
-        {
-            failure = Some(e);
+        if synced && !terminating(rs.as_ref()) {
+            match self.manage(&rs, key, active.clone(), want).await {
+                // Pods deleted just now are not counted in the status written
+                // below: a Deployment trusts a status whose observedGeneration
+                // is current, and must not count them as available.
+                Ok(deleted) => active.retain(|p| !deleted.contains(&p.uid().unwrap_or_default())),
+                Err(e) => failure = Some(e),
+            }
         }
         let now = Timestamp::now();
         let min_ready = rs.spec.min_ready_seconds.unwrap_or(0);
