@@ -1,6 +1,8 @@
 //! skiff-node: the node agent. It registers its Node, heartbeats through a
 //! Lease, builds the pod network (bridge, veth, a namespace per pod), and runs
-//! every pod bound to it as Wasm components in per-pod sandboxes.
+//! every pod bound to it as Wasm components in per-pod sandboxes; it also runs
+//! the node's Service proxy (nftables), the cluster DNS and the routes to the
+//! other nodes' pods.
 
 pub mod agent;
 pub mod cgroup;
