@@ -238,7 +238,8 @@ fn cluster_ip_endpoints_readiness_node_port_load_balancer_and_dns() -> Result<()
     // Scaling changes the endpoints and the traffic.
     s.k(&["scale", "deployment", "web", "--replicas=1"]);
     wait_endpoints(&c, "web", 1)?;
-    let seen = eventually(Duration::from_secs(10), || {
+    // The proxy follows the EndpointSlices; under load that can take a while.
+    let seen = eventually(Duration::from_secs(45), || {
         let seen = spread(10, || who_host(&url)).ok()?;
         (seen.len() == 1).then_some(seen)
     });
