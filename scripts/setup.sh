@@ -11,6 +11,13 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # The node's Service proxy programs nftables through the nft command.
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v nsenter >/dev/null 2>&1 || need_apt+=(util-linux)
+# Container pods: the agent runs its own containerd (with runc); the test image
+# is made from busybox-static.
+command -v containerd >/dev/null 2>&1 || need_apt+=(containerd)
+command -v runc >/dev/null 2>&1 || need_apt+=(runc)
+if ! command -v busybox >/dev/null 2>&1 || ldd "$(command -v busybox)" >/dev/null 2>&1; then
+    need_apt+=(busybox-static)
+fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
     echo "setup: apt-get install ${need_apt[*]}" >&2
     SUDO=""

@@ -3,6 +3,8 @@
 //! `skiff image pack COMPONENT.wasm --name REF -o FILE.tar`: wrap a Wasm
 //! component as an OCI artifact (`application/wasm` layer, wasm config) in an
 //! OCI layout tarball.
+//! `skiff image pack-rootfs DIR --name REF -o FILE.tar`: pack a directory as a
+//! one-layer container image (OCI image config, uncompressed tar layer).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -25,6 +27,35 @@ enum What {
     Import(ImportArgs),
     /// Pack a Wasm component as an OCI artifact in an OCI layout tarball.
     Pack(PackArgs),
+    /// Pack a root filesystem directory as a container image in an OCI layout tarball.
+    PackRootfs(PackRootfsArgs),
+}
+
+#[derive(clap::Args)]
+struct PackRootfsArgs {
+    /// The root filesystem (its files, symlinks and modes are kept).
+    dir: PathBuf,
+    /// The image's reference, e.g. `acc/busybox:v1`.
+    #[arg(long)]
+    name: String,
+    /// The image's Entrypoint (repeat for each word).
+    #[arg(long, allow_hyphen_values = true)]
+    entrypoint: Vec<String>,
+    /// The image's Cmd (repeat for each word).
+    #[arg(long, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+    /// Environment variables, `KEY=VALUE` (repeatable; default `PATH=/bin:/usr/bin:/sbin:/usr/sbin`).
+    #[arg(long)]
+    env: Vec<String>,
+    /// The image's WorkingDir.
+    #[arg(long)]
+    workdir: Option<String>,
+    /// The image's User (`uid[:gid]`).
+    #[arg(long)]
+    user: Option<String>,
+    /// Where to write the tarball.
+    #[arg(short, long)]
+    output: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -55,7 +86,94 @@ pub async fn run(a: ImageArgs) -> Result<()> {
     match a.what {
         What::Import(i) => import(i).await,
         What::Pack(p) => pack(p),
+        What::PackRootfs(p) => pack_rootfs(p),
     }
+}
+
+/// The host's architecture as OCI image configs name it.
+fn oci_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// Write a one-layer container image of `a.dir`.
+fn pack_rootfs(a: PackRootfsArgs) -> Result<()> {
+    Reference::parse(&a.name)?;
+    if !a.dir.is_dir() {
+        bail!("{} is not a directory", a.dir.display());
+    }
+    let mut layer = tar::Builder::new(Vec::new());
+    layer.follow_symlinks(false);
+    layer.mode(tar::HeaderMode::Deterministic);
+    layer
+        .append_dir_all(".", &a.dir)
+        .with_context(|| format!("pack {}", a.dir.display()))?;
+    let layer = layer.into_inner()?;
+    let env = if a.env.is_empty() {
+        vec!["PATH=/bin:/usr/bin:/sbin:/usr/sbin".to_string()]
+    } else {
+        a.env
+    };
+    let mut cfg = serde_json::json!({"Env": env});
+    if !a.entrypoint.is_empty() {
+        cfg["Entrypoint"] = serde_json::json!(a.entrypoint);
+    }
+    if !a.cmd.is_empty() {
+        cfg["Cmd"] = serde_json::json!(a.cmd);
+    }
+    if let Some(w) = a.workdir {
+        cfg["WorkingDir"] = serde_json::json!(w);
+    }
+    if let Some(u) = a.user {
+        cfg["User"] = serde_json::json!(u);
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": oci_arch(), "os": "linux", "config": cfg,
+        "rootfs": {"type": "layers", "diff_ids": [digest_of(&layer)]},
+    }))?;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest_of(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest_of(&layer), "size": layer.len()}],
+    }))?;
+    write_layout(&a.output, &a.name, &manifest, &[&config, &layer])
+}
+
+/// Write an OCI layout tarball: `manifest` named `name`, and its blobs.
+fn write_layout(output: &PathBuf, name: &str, manifest: &[u8], blobs: &[&[u8]]) -> Result<()> {
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest_of(manifest), "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": name}}],
+    }))?;
+    let file =
+        std::fs::File::create(output).with_context(|| format!("create {}", output.display()))?;
+    let mut t = tar::Builder::new(file);
+    let mut add = |p: &str, data: &[u8]| -> Result<()> {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        t.append_data(&mut h, p, data)?;
+        Ok(())
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    add("index.json", &index)?;
+    for b in blobs.iter().copied().chain(std::iter::once(manifest)) {
+        let d = digest_of(b);
+        add(
+            &format!("blobs/sha256/{}", d.trim_start_matches("sha256:")),
+            b,
+        )?;
+    }
+    t.into_inner()?;
+    println!("{}", output.display());
+    Ok(())
 }
 
 /// Write an OCI layout tarball holding `component` as a Wasm artifact.
@@ -74,35 +192,7 @@ fn pack(a: PackArgs) -> Result<()> {
         "config": {"mediaType": "application/vnd.wasm.config.v0+json", "digest": digest_of(&config), "size": config.len()},
         "layers": [{"mediaType": "application/wasm", "digest": digest_of(&wasm), "size": wasm.len()}],
     }))?;
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": digest_of(&manifest), "size": manifest.len(),
-            "annotations": {"org.opencontainers.image.ref.name": a.name}}],
-    }))?;
-    let file = std::fs::File::create(&a.output)
-        .with_context(|| format!("create {}", a.output.display()))?;
-    let mut t = tar::Builder::new(file);
-    let mut add = |p: &str, data: &[u8]| -> Result<()> {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        t.append_data(&mut h, p, data)?;
-        Ok(())
-    };
-    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    add("index.json", &index)?;
-    for b in [&config, &manifest, &wasm] {
-        let d = digest_of(b);
-        add(
-            &format!("blobs/sha256/{}", d.trim_start_matches("sha256:")),
-            b,
-        )?;
-    }
-    t.into_inner()?;
-    println!("{}", a.output.display());
-    Ok(())
+    write_layout(&a.output, &a.name, &manifest, &[&config, &wasm])
 }
 
 struct Target {

@@ -75,6 +75,16 @@ struct NodeArgs {
     /// Do not put pod threads into per-pod cgroups.
     #[arg(long)]
     no_cgroups: bool,
+    /// containerd's socket; without it the agent starts its own containerd
+    /// (when installed) under the data directory.
+    #[arg(long)]
+    containerd_socket: Option<PathBuf>,
+    /// Run no container images (Wasm pods only), even if containerd is there.
+    #[arg(long, conflicts_with = "containerd_socket")]
+    no_containerd: bool,
+    /// Let privileged containers run on this node.
+    #[arg(long)]
+    allow_privileged: bool,
     /// First container restart back-off in milliseconds (doubles up to 5 min).
     #[arg(long, default_value_t = 1000, hide = true)]
     restart_backoff_ms: u64,
@@ -100,6 +110,12 @@ fn agent_config(
         max_pods: n.max_pods,
         warm_netns: n.warm_netns,
         backoff: std::time::Duration::from_millis(n.restart_backoff_ms),
+        containerd: match (n.containerd_socket, n.no_containerd) {
+            (_, true) => skiff_node::agent::ContainerdMode::Off,
+            (Some(s), _) => skiff_node::agent::ContainerdMode::Socket(s),
+            (None, false) => skiff_node::agent::ContainerdMode::Own,
+        },
+        allow_privileged: n.allow_privileged,
     }
 }
 

@@ -136,3 +136,48 @@ impl PodCgroup {
         }
     }
 }
+
+/// The cgroup parent of a pod's OCI containers: inside the pod's cgroup on v1
+/// (so the pod's CPU quota covers them too); beside it on v2, where the pod's
+/// cgroup is threaded and cannot hold the memory controller.
+pub fn container_parent(node: &str, uid: &str) -> String {
+    if hierarchies::is_cgroup2_unified_mode() {
+        format!("/skiff/{node}/oci-pod{uid}")
+    } else {
+        format!("/skiff/{node}/pod{uid}")
+    }
+}
+
+/// Remove what is left of a pod's cgroups in every hierarchy (runc removes a
+/// container's own cgroup but not the parents it made). Only empty cgroups
+/// can go; one still in use stays and is reported.
+pub fn remove_pod_dirs(node: &str, uid: &str) {
+    let rels = [
+        format!("skiff/{node}/pod{uid}"),
+        format!("skiff/{node}/oci-pod{uid}"),
+    ];
+    let roots: Vec<std::path::PathBuf> = match std::fs::read_dir("/sys/fs/cgroup") {
+        Ok(d) => d.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+        Err(_) => return,
+    };
+    let mut roots = roots;
+    roots.push("/sys/fs/cgroup".into());
+    for root in roots {
+        for rel in &rels {
+            let dir = root.join(rel);
+            if !dir.is_dir() {
+                continue;
+            }
+            if let Ok(children) = std::fs::read_dir(&dir) {
+                for c in children.filter_map(|e| e.ok()) {
+                    if c.path().is_dir() {
+                        let _ = std::fs::remove_dir(c.path());
+                    }
+                }
+            }
+            if let Err(e) = std::fs::remove_dir(&dir) {
+                tracing::warn!(cgroup = %dir.display(), error = %e, "cannot remove pod cgroup");
+            }
+        }
+    }
+}

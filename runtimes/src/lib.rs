@@ -1,9 +1,10 @@
-//! skiff-runtimes: the runtimes that run a pod's containers. Today: the Wasm
-//! runtime (wasmtime, in-process); the OCI runtime (containerd) comes later.
+//! skiff-runtimes: the runtimes that run a pod's containers: the Wasm runtime
+//! (wasmtime, in-process) and the OCI runtime (containerd and runc).
 //!
 //! **The control plane never depends on this crate.** Errors say whether an
 //! image is "not mine" (so the agent can pick another runtime) or broken.
 
+pub mod oci;
 pub mod wasm;
 
 use std::time::Duration;

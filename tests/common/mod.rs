@@ -60,6 +60,15 @@ impl Server {
     /// host network (`net`).
     pub fn with_node(dir: &Path, net: &TestNet, extra: &[&str]) -> Server {
         let mut args = net.server_args(0);
+        // Only container tests pay for a containerd (`WITH_CONTAINERD`).
+        if !extra.contains(&WITH_CONTAINERD) {
+            args.push("--no-containerd".into());
+        }
+        let extra: Vec<&str> = extra
+            .iter()
+            .copied()
+            .filter(|a| *a != WITH_CONTAINERD)
+            .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Server::raw(dir, &args)
@@ -472,6 +481,7 @@ impl TestNet {
     fn cleanup(&self) {
         for i in 0..4 {
             let (node, bridge) = self.node(i);
+            kill_containers(&node);
             for ns in self.namespaces(i) {
                 let _ = Command::new("ip").args(["netns", "del", &ns]).status();
             }
@@ -497,16 +507,9 @@ impl TestNet {
                     let _ = std::fs::remove_dir_all(ns.path());
                 }
             }
-            for c in ["cpu", "cpuacct", "unified"] {
-                let dir = PathBuf::from(format!("/sys/fs/cgroup/{c}/skiff/{node}"));
-                if let Ok(d) = std::fs::read_dir(&dir) {
-                    for e in d.flatten() {
-                        if e.path().is_dir() {
-                            let _ = std::fs::remove_dir(e.path());
-                        }
-                    }
-                }
-                let _ = std::fs::remove_dir(&dir);
+            for c in cgroup_roots() {
+                let dir = c.join(format!("skiff/{node}"));
+                remove_cgroup_tree(&dir);
             }
         }
         for route in [
@@ -533,6 +536,66 @@ impl Drop for TestNet {
     fn drop(&mut self) {
         self.cleanup();
         let _ = std::fs::remove_file(&self.lock);
+    }
+}
+
+/// The cgroup hierarchies' mount points (v1 controllers, v2, unified).
+pub fn cgroup_roots() -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    roots.push(PathBuf::from("/sys/fs/cgroup"));
+    roots
+}
+
+/// Remove an (empty) cgroup tree, deepest first.
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(d) = std::fs::read_dir(dir) {
+        for e in d.flatten() {
+            if e.path().is_dir() {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Kill what a killed agent of node `node` left in containerd's hands: the
+/// processes in its pods' cgroups, its runc shims, its containers' root
+/// filesystem mounts.
+pub fn kill_containers(node: &str) {
+    for root in cgroup_roots() {
+        let dir = root.join(format!("skiff/{node}"));
+        if dir.is_dir() {
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "find {} -name cgroup.procs -exec cat {{}} + 2>/dev/null | xargs -r kill -9 2>/dev/null",
+                    dir.display()
+                ))
+                .status();
+        }
+    }
+    let _ = Command::new("pkill")
+        .args([
+            "-9",
+            "-f",
+            &format!("containerd-shim-runc-v2 -namespace skiff-{node} "),
+        ])
+        .status();
+    let marker = format!("/io.containerd.runtime.v2.task/skiff-{node}/");
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    for m in mounts.lines() {
+        if let Some(target) = m.split(' ').nth(1)
+            && target.contains(&marker)
+        {
+            let _ = Command::new("umount").args(["-l", target]).status();
+        }
     }
 }
 
@@ -685,6 +748,48 @@ pub fn single_server() -> Result<(tempfile::TempDir, Server)> {
     s.start()?;
     s.wait_ready(Duration::from_secs(20))?;
     Ok((root, s))
+}
+
+/// Passed in `extra` to `Server::with_node` (and stripped there): run the
+/// agent's own containerd.
+pub const WITH_CONTAINERD: &str = "<with containerd>";
+
+/// `one_node` whose agent runs its own containerd, with the busybox test
+/// images imported: `acc/busybox:v1` (Cmd `/bin/sh`) and
+/// `acc/busybox-httpd:v1` (serves `/var/www` on port 8080).
+pub fn one_node_with_containers(extra: &[&str]) -> Result<Cluster> {
+    let mut args = vec![WITH_CONTAINERD];
+    args.extend_from_slice(extra);
+    let c = one_node_on(TestNet::claim(), &args)?;
+    c.s.import_tar(&busybox_image(&c.s, "acc/busybox:v1", &[])?)?;
+    c.s.import_tar(&busybox_image(
+        &c.s,
+        "acc/busybox-httpd:v1",
+        &[
+            "--cmd", "httpd", "--cmd", "-f", "--cmd", "-v", "--cmd", "-p", "--cmd", "8080",
+            "--cmd", "-h", "--cmd", "/var/www",
+        ],
+    )?)?;
+    Ok(c)
+}
+
+/// Build a busybox image tarball with `examples/busybox/build.sh`.
+pub fn busybox_image(s: &Server, name: &str, pack_args: &[&str]) -> Result<PathBuf> {
+    let tar = s
+        .dir
+        .with_extension(format!("{}.tar", name.replace(['/', ':'], "_")));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/busybox/build.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(&tar)
+        .arg(name)
+        .args(pack_args)
+        .env("SKIFF", skiff_bin())
+        .output()?;
+    if !out.status.success() {
+        bail!("busybox image: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(tar)
 }
 
 /// A one-node cluster on the test's own slice of the host network, with the

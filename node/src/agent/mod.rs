@@ -78,6 +78,62 @@ pub struct AgentConfig {
     pub warm_netns: usize,
     /// First restart back-off (doubles up to five minutes).
     pub backoff: Duration,
+    /// Where container images run.
+    pub containerd: ContainerdMode,
+    /// Whether privileged containers may run.
+    pub allow_privileged: bool,
+}
+
+/// How the agent reaches containerd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerdMode {
+    /// Start and supervise its own containerd under the data directory, when
+    /// `containerd` and runc are installed.
+    Own,
+    /// Use the containerd listening on this socket.
+    Socket(PathBuf),
+    /// Run no container images.
+    Off,
+}
+
+/// Connect to containerd as configured; `None` (and a warning) when it is off
+/// or unavailable: the node then offers no `runc` runtime. Containers left from
+/// an earlier run of this agent are removed (their pods start them again).
+async fn containerd(cfg: &AgentConfig) -> Option<skiff_runtimes::oci::OciRuntime> {
+    use skiff_runtimes::oci::{OciRuntime, daemon};
+    let socket = match &cfg.containerd {
+        ContainerdMode::Off => return None,
+        ContainerdMode::Socket(s) => s.clone(),
+        ContainerdMode::Own if !daemon::available() => {
+            tracing::warn!(
+                "containerd, containerd-shim-runc-v2 or runc is not installed: this node runs Wasm pods only"
+            );
+            return None;
+        }
+        ContainerdMode::Own => match daemon::spawn(&cfg.data_dir.join("containerd")).await {
+            Ok(d) => d.socket(),
+            Err(e) => {
+                tracing::warn!(error = %e, "no containerd: this node runs Wasm pods only");
+                return None;
+            }
+        },
+    };
+    let namespace = format!("skiff-{}", cfg.node_name);
+    match OciRuntime::connect(&socket, &namespace).await {
+        Ok(rt) => {
+            for id in rt.containers().await.unwrap_or_default() {
+                if let Err(e) = rt.remove(&id).await {
+                    tracing::warn!(container = %id, error = %e, "cannot remove a leftover container");
+                }
+            }
+            tracing::info!(socket = %socket.display(), %namespace, "containerd connected");
+            Some(rt)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no containerd: this node runs Wasm pods only");
+            None
+        }
+    }
 }
 
 /// The cluster's DNS domain.
@@ -146,8 +202,12 @@ async fn cluster_cidrs(client: &Client) -> Result<(Cidr, Cidr), AgentError> {
 }
 
 /// Run the agent until it fails.
-pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
+pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
     let client = bootstrap(&cfg).await?;
+    let oci = containerd(&cfg).await;
+    if oci.is_some() && !cfg.runtimes.iter().any(|r| r == crate::pod::RUNC_HANDLER) {
+        cfg.runtimes.push(crate::pod::RUNC_HANDLER.into());
+    }
     node::register(&client, &cfg).await?;
     let listener = tokio::net::TcpListener::bind((cfg.address, cfg.port))
         .await
@@ -204,6 +264,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         probes: Arc::new(crate::pod::probes::NetChecker::new()),
         node_cpu_millis: std::thread::available_parallelism().map_or(1, |n| n.get()) as u64 * 1000,
         node_memory: node::memory_kib() * 1024,
+        oci,
+        allow_privileged: cfg.allow_privileged,
+        tasks: Default::default(),
     });
     let warm_sandboxes = crate::pod::keep_sandboxes_warm(ctx.clone());
     let pods = pods::Pods::default();

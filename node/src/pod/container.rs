@@ -16,9 +16,12 @@ use tokio::sync::watch;
 
 use super::env::{self, ConfigError, Env, PodFacts, Refs, Sources};
 use super::events::Subject;
+use super::image::Content;
 use super::probes::{self, Probe, ProbeKind, Report};
 use super::status::{Ended, PodView, State, now};
 use super::{NodeCtx, PodInfo, volumes};
+
+mod oci;
 
 /// Longest wait between retries of a container whose configuration is missing
 /// (a ConfigMap or Secret created later is picked up within this).
@@ -46,6 +49,8 @@ pub struct Runner {
     pub spec: Value,
     pub view: watch::Sender<PodView>,
     pub sandbox: tokio::runtime::Handle,
+    /// The pod's network namespace (containers of every runtime share it).
+    pub netns: std::path::PathBuf,
     pub stop: watch::Receiver<bool>,
 }
 
@@ -357,15 +362,21 @@ impl Runner {
             .map(str::to_string);
         let pulled = match self.ctx.images.pull(&image, policy.as_deref()).await {
             Ok(p) => p,
-            Err(e @ super::image::ImageError::NotWasm { .. }) => {
+            Err(e @ super::image::ImageError::NotAnImage { .. }) => {
                 return Outcome::Failed("CreateContainerError", e.to_string());
             }
             Err(e) => return Outcome::Failed("ErrImagePull", e.to_string()),
         };
         self.update(|c| c.image_id = pulled.image_id.clone());
         tracing::debug!(ms = t.elapsed().as_millis() as u64, "image ready");
+        let (digest, bytes) = match pulled.content {
+            Content::Oci(image) => return self.run_oci(image, env, mounts, probes).await,
+            Content::Wasm {
+                layer_digest,
+                bytes,
+            } => (layer_digest, bytes),
+        };
         let wasm = self.ctx.wasm.clone();
-        let (digest, bytes) = (pulled.layer_digest.clone(), pulled.bytes.clone());
         let loaded = tokio::task::spawn_blocking(move || {
             let c = wasm.load(&digest, &bytes)?;
             let w = world(&wasm, &c)?;

@@ -1,6 +1,7 @@
 //! Images for pods: resolve a pod's image reference through the cluster's OCI
-//! endpoint (`/v2/` on the API server), fetch the Wasm layer by digest and keep
-//! it in a content-addressed cache on disk.
+//! endpoint (`/v2/` on the API server), fetch a Wasm image's component layer or
+//! a container image's config and layers by digest, and keep them in a
+//! content-addressed cache on disk.
 //!
 //! **Blobs are verified against their digest before they are cached, and the
 //! cache is only ever read by digest.**
@@ -13,6 +14,8 @@ use kube::Client;
 use kube::client::Body;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use skiff_runtimes::oci::image::{CONFIG_TYPES, LAYER_TYPES};
+use skiff_runtimes::oci::{Blob, OciImage};
 
 /// Layer media types that carry a Wasm component.
 pub const WASM_LAYER_TYPES: &[&str] = &[
@@ -35,20 +38,39 @@ pub enum ImageError {
     BadReference(String),
     #[error("pull {image:?}: {reason}")]
     Pull { image: String, reason: String },
-    #[error("image {image:?} is not a Wasm component image: {reason}")]
-    NotWasm { image: String, reason: String },
+    #[error("image {image:?} is neither a Wasm component image nor a container image: {reason}")]
+    NotAnImage { image: String, reason: String },
     #[error("image cache: {0}")]
     Cache(#[from] std::io::Error),
 }
 
-/// A pulled Wasm image.
+/// A pulled image.
 #[derive(Debug, Clone)]
 pub struct Pulled {
     /// `repository@sha256:...` of the manifest (the container's imageID).
     pub image_id: String,
-    /// Digest of the component layer.
-    pub layer_digest: String,
-    pub bytes: Arc<Vec<u8>>,
+    pub content: Content,
+}
+
+/// What a pulled image holds, which decides the runtime.
+#[derive(Debug, Clone)]
+pub enum Content {
+    /// A Wasm component: its layer's digest and bytes.
+    Wasm {
+        layer_digest: String,
+        bytes: Arc<Vec<u8>>,
+    },
+    /// A container image for containerd.
+    Oci(Arc<OciImage>),
+}
+
+/// The `platform.architecture` of this host as OCI indexes spell it.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
 }
 
 /// The node's image cache.
@@ -190,7 +212,7 @@ impl Images {
     }
 
     async fn fetch(&self, image: &str, repo: &str, reference: &str) -> Result<Pulled, ImageError> {
-        let not_wasm = |reason: String| ImageError::NotWasm {
+        let unusable = |reason: String| ImageError::NotAnImage {
             image: image.into(),
             reason,
         };
@@ -202,18 +224,22 @@ impl Images {
             )
             .await?;
         let mut manifest: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| not_wasm(format!("manifest is not JSON: {e}")))?;
+            .map_err(|e| unusable(format!("manifest is not JSON: {e}")))?;
         if let Some(list) = manifest.get("manifests").and_then(Value::as_array) {
-            // An index: take the wasm/wasip2 entry, else the first.
+            // An index: the Wasm entry, else this host's platform, else the first.
+            let arch = |m: &&Value| {
+                m.pointer("/platform/architecture")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
             let pick = list
                 .iter()
-                .find(|m| {
-                    let arch = m.pointer("/platform/architecture").and_then(Value::as_str);
-                    matches!(arch, Some("wasm" | "wasm32"))
-                })
+                .find(|m| matches!(arch(m).as_str(), "wasm" | "wasm32"))
+                .or_else(|| list.iter().find(|m| arch(m) == host_arch()))
                 .or_else(|| list.first())
                 .and_then(|m| m.get("digest").and_then(Value::as_str))
-                .ok_or_else(|| not_wasm("the image index lists no manifests".into()))?
+                .ok_or_else(|| unusable("the image index lists no manifests".into()))?
                 .to_string();
             (bytes, digest) = self
                 .get(
@@ -223,51 +249,95 @@ impl Images {
                 )
                 .await?;
             manifest = serde_json::from_slice(&bytes)
-                .map_err(|e| not_wasm(format!("manifest is not JSON: {e}")))?;
+                .map_err(|e| unusable(format!("manifest is not JSON: {e}")))?;
         }
         let manifest_digest = digest.unwrap_or_else(|| sha256(&bytes));
+        let image_id = format!("{repo}@{manifest_digest}");
         let layers = manifest
             .get("layers")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        let layer = layers
+        let media_type = |v: &Value| {
+            v.get("mediaType")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let valid_digest = |v: &Value, what: &str| {
+            v.get("digest")
+                .and_then(Value::as_str)
+                .filter(|d| {
+                    d.starts_with("sha256:")
+                        && d.len() == 71
+                        && d[7..].bytes().all(|b| b.is_ascii_hexdigit())
+                })
+                .map(str::to_string)
+                .ok_or_else(|| unusable(format!("{what} has no valid sha256 digest")))
+        };
+        if let Some(layer) = layers
             .iter()
-            .find(|l| {
-                l.get("mediaType")
-                    .and_then(Value::as_str)
-                    .is_some_and(|t| WASM_LAYER_TYPES.contains(&t))
-            })
-            .ok_or_else(|| {
-                let types: Vec<&str> = layers
-                    .iter()
-                    .filter_map(|l| l.get("mediaType").and_then(Value::as_str))
-                    .collect();
-                not_wasm(format!(
-                    "no layer of type {} (layers: {})",
-                    WASM_LAYER_TYPES.join(" or "),
-                    if types.is_empty() {
-                        "none".into()
-                    } else {
-                        types.join(", ")
-                    }
-                ))
-            })?;
-        let layer_digest = layer
-            .get("digest")
-            .and_then(Value::as_str)
-            .filter(|d| {
-                d.starts_with("sha256:")
-                    && d.len() == 71
-                    && d[7..].bytes().all(|b| b.is_ascii_hexdigit())
-            })
-            .ok_or_else(|| not_wasm("the Wasm layer has no valid sha256 digest".into()))?
-            .to_string();
-        let bytes = self.blob(image, repo, &layer_digest).await?;
+            .find(|l| WASM_LAYER_TYPES.contains(&media_type(l).as_str()))
+        {
+            let layer_digest = valid_digest(layer, "the Wasm layer")?;
+            let bytes = self.blob(image, repo, &layer_digest).await?;
+            return Ok(Pulled {
+                image_id,
+                content: Content::Wasm {
+                    layer_digest,
+                    bytes: Arc::new(bytes),
+                },
+            });
+        }
+        let config = manifest.get("config").cloned().unwrap_or(Value::Null);
+        let is_container = CONFIG_TYPES.contains(&media_type(&config).as_str())
+            && !layers.is_empty()
+            && layers
+                .iter()
+                .all(|l| LAYER_TYPES.contains(&media_type(l).as_str()));
+        if !is_container {
+            let types: Vec<String> = layers.iter().map(media_type).collect();
+            return Err(unusable(format!(
+                "config {:?}, layers [{}]; a Wasm image needs a layer of type {}, a container image an image config and filesystem layers",
+                media_type(&config),
+                types.join(", "),
+                WASM_LAYER_TYPES.join(" or "),
+            )));
+        }
+        let fetch = |v: &Value, what: &str| {
+            let d = valid_digest(v, what);
+            let t = media_type(v);
+            async move {
+                let d = d?;
+                let bytes = self.blob(image, repo, &d).await?;
+                Ok::<Blob, ImageError>(Blob {
+                    media_type: t,
+                    digest: d,
+                    bytes: Arc::new(bytes),
+                })
+            }
+        };
+        let config = fetch(&config, "the image config").await?;
+        let mut blobs = Vec::new();
+        for l in &layers {
+            blobs.push(fetch(l, "a layer").await?);
+        }
         Ok(Pulled {
-            image_id: format!("{repo}@{manifest_digest}"),
-            layer_digest,
-            bytes: Arc::new(bytes),
+            image_id,
+            content: Content::Oci(Arc::new(OciImage {
+                reference: image.to_string(),
+                manifest: Blob {
+                    media_type: if media_type(&manifest).is_empty() {
+                        "application/vnd.oci.image.manifest.v1+json".to_string()
+                    } else {
+                        media_type(&manifest)
+                    },
+                    digest: manifest_digest,
+                    bytes: Arc::new(bytes),
+                },
+                config,
+                layers: blobs,
+            })),
         })
     }
 

@@ -13,6 +13,13 @@ impl LogDir {
         self.0.join(format!("{ns}_{pod}_{uid}"))
     }
 
+    /// The path of one run's file (its directory is made).
+    pub fn path(&self, ns: &str, pod: &str, uid: &str, container: &str, attempt: u32) -> PathBuf {
+        let dir = self.pod_dir(ns, pod, uid).join(container);
+        let _ = std::fs::create_dir_all(&dir);
+        dir.join(format!("{attempt}.log"))
+    }
+
     /// The file of one run of a container (created, appended to).
     pub fn open(
         &self,

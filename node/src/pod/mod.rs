@@ -32,8 +32,10 @@ use crate::net::PodNetwork;
 use events::{Recorder, Subject};
 use status::{ContainerState, PodView, Transitions, now, qos_class};
 
-/// The runtime handler this agent serves.
+/// The runtime handler of Wasm pods.
 pub const WASM_HANDLER: &str = "wasmtime";
+/// The runtime handler of container pods (served when containerd is there).
+pub const RUNC_HANDLER: &str = "runc";
 
 /// Everything pod workers share on one node.
 pub struct NodeCtx {
@@ -60,6 +62,12 @@ pub struct NodeCtx {
     /// What a container without limits may use (downward API).
     pub node_cpu_millis: u64,
     pub node_memory: u64,
+    /// containerd, when this node runs container images.
+    pub oci: Option<skiff_runtimes::oci::OciRuntime>,
+    /// Whether privileged containers may run here.
+    pub allow_privileged: bool,
+    /// Running container tasks by `namespace/pod/container` (for exec).
+    pub tasks: std::sync::Mutex<std::collections::HashMap<String, skiff_runtimes::oci::Task>>,
 }
 
 /// Keep a sandbox (threads already inside the namespace) ready in every warm
@@ -126,6 +134,8 @@ pub struct PodInfo {
     pub restart_policy: String,
     pub request_timeout: Option<Duration>,
     pub active_deadline: Option<Duration>,
+    /// terminationGracePeriodSeconds (default 30 s).
+    pub grace: Duration,
     /// The pod as bound (metadata and spec), for the downward API.
     pub object: Value,
 }
@@ -172,6 +182,11 @@ impl PodInfo {
                 .pointer("/spec/activeDeadlineSeconds")
                 .and_then(Value::as_u64)
                 .map(Duration::from_secs),
+            grace: Duration::from_secs(
+                pod.pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(30),
+            ),
             object: json!({"metadata": pod.get("metadata").cloned().unwrap_or(Value::Null),
                 "spec": pod.get("spec").cloned().unwrap_or(Value::Null)}),
         }
@@ -275,9 +290,15 @@ async fn runtime_problem(ctx: &NodeCtx, spec: &Value) -> Option<String> {
     let api: Api<RuntimeClass> = Api::all(ctx.client.clone());
     match api.get_opt(class).await {
         Ok(Some(rc)) if rc.handler == WASM_HANDLER => None,
+        Ok(Some(rc)) if rc.handler == RUNC_HANDLER && ctx.oci.is_some() => None,
         Ok(Some(rc)) => Some(format!(
-            "RuntimeClass {class:?} needs handler {:?}, which this node does not offer (it runs {WASM_HANDLER:?})",
-            rc.handler
+            "RuntimeClass {class:?} needs handler {:?}, which this node does not offer (it runs {})",
+            rc.handler,
+            if ctx.oci.is_some() {
+                "wasmtime and runc"
+            } else {
+                "wasmtime"
+            }
         )),
         Ok(None) => Some(format!("RuntimeClass {class:?} not found")),
         Err(e) => Some(format!("cannot read RuntimeClass {class:?}: {e}")),
@@ -383,7 +404,7 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
                 _ = pod.wait_for(deleting) => {}
                 _ = done.wait_for(PodView::finished) => {}
             }
-            stop(started).await;
+            stop(started, &ctx, &info).await;
         }
         drop(view_tx);
         let _ = writer.await;
@@ -412,11 +433,12 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
 }
 
 /// Stop the containers, then the pod's threads, then remove its cgroup.
-async fn stop((stop_tx, runners, sandbox, cgroup): Started) {
+async fn stop((stop_tx, runners, sandbox, cgroup): Started, ctx: &NodeCtx, info: &PodInfo) {
     let _ = stop_tx.send(true);
     for r in runners {
         let abort = r.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(5), r)
+        // Containers get their grace period between SIGTERM and SIGKILL.
+        if tokio::time::timeout(info.grace + Duration::from_secs(10), r)
             .await
             .is_err()
         {
@@ -426,6 +448,11 @@ async fn stop((stop_tx, runners, sandbox, cgroup): Started) {
     sandbox.stop().await;
     if let Some(cg) = cgroup {
         cg.delete();
+    }
+    if ctx.oci.is_some() {
+        let (node, uid) = (ctx.node.clone(), info.uid.clone());
+        let _ =
+            tokio::task::spawn_blocking(move || crate::cgroup::remove_pod_dirs(&node, &uid)).await;
     }
 }
 
@@ -441,9 +468,9 @@ type Started = (
 pub const VOLUME_SYNC_PERIOD: Duration = Duration::from_secs(10);
 
 /// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop<T = ()>(tokio::task::JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -489,7 +516,7 @@ async fn supervise(
     info: Arc<PodInfo>,
     spec: Value,
     view: watch::Sender<PodView>,
-    sandbox: tokio::runtime::Handle,
+    (sandbox, netns): (tokio::runtime::Handle, std::path::PathBuf),
     mut stop: watch::Receiver<bool>,
     latest: watch::Receiver<Option<Value>>,
 ) {
@@ -545,6 +572,7 @@ async fn supervise(
         spec: c.clone(),
         view: view.clone(),
         sandbox: sandbox.clone(),
+        netns: netns.clone(),
         stop: stop.clone(),
     };
     let list = |key: &str| env::arr(&spec, key).to_vec();
@@ -634,7 +662,7 @@ async fn start(
             return None;
         }
         match prepare(ctx, info, spec).await {
-            Ok((ip, sandbox, cgroup)) => {
+            Ok((ip, sandbox, cgroup, netns)) => {
                 view.send_modify(|v| {
                     v.pod_ip = Some(ip);
                     v.sandbox_error = None;
@@ -645,7 +673,7 @@ async fn start(
                     info.clone(),
                     spec.clone(),
                     view.clone(),
-                    sandbox.handle(),
+                    (sandbox.handle(), netns),
                     stop_rx,
                     pod.clone(),
                 ))];
@@ -682,7 +710,15 @@ async fn prepare(
     ctx: &NodeCtx,
     info: &PodInfo,
     spec: &Value,
-) -> Result<(String, sandbox::Sandbox, Option<PodCgroup>), (&'static str, String)> {
+) -> Result<
+    (
+        String,
+        sandbox::Sandbox,
+        Option<PodCgroup>,
+        std::path::PathBuf,
+    ),
+    (&'static str, String),
+> {
     let t = std::time::Instant::now();
     if let Some(problem) = runtime_problem(ctx, spec).await {
         return Err(("CreateContainerConfigError", problem));
@@ -752,5 +788,5 @@ async fn prepare(
         }
     };
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "pod sandbox started");
-    Ok((attached.ip.to_string(), sandbox, cgroup))
+    Ok((attached.ip.to_string(), sandbox, cgroup, attached.netns))
 }

@@ -1,0 +1,336 @@
+//! Containers and their tasks in containerd: create (record, snapshot, task
+//! with its output appended to the container's log file), start, wait, signal,
+//! exec, and remove everything again.
+//!
+//! **[`OciRuntime::remove`] is idempotent and removes the task, the record and
+//! the snapshot whatever state they were left in, so a failed start or an
+//! agent restart never leaks one.**
+
+use std::path::{Path, PathBuf};
+
+use containerd_client::services::v1::container::Runtime;
+use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use containerd_client::services::v1::snapshots::{PrepareSnapshotRequest, RemoveSnapshotRequest};
+use containerd_client::services::v1::tasks_client::TasksClient;
+use containerd_client::services::v1::{
+    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
+    DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, KillRequest,
+    ListContainersRequest, StartRequest, WaitRequest,
+};
+use containerd_client::tonic::Code;
+use prost_types::Any;
+
+use super::spec::OciContainer;
+use super::{OciError, OciRuntime, RUNC_RUNTIME};
+
+const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+
+/// A created container task.
+#[derive(Debug, Clone)]
+pub struct Task {
+    rt: OciRuntime,
+    pub id: String,
+    pub pid: u32,
+    cgroups_path: String,
+    spec: OciContainer,
+}
+
+/// What an exec printed and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: u32,
+}
+
+fn ok_if_missing(r: Result<(), tonic::Status>) -> Result<(), tonic::Status> {
+    match r {
+        Err(s) if s.code() == Code::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+impl OciRuntime {
+    /// Create container `c.id` from the snapshot chain `parent` and its task,
+    /// with stdout and stderr appended to `log`. Leftovers of the same ID are
+    /// removed first. The task is created, not started.
+    pub async fn create(
+        &self,
+        c: &OciContainer,
+        image: &str,
+        parent: &str,
+        log: &Path,
+    ) -> Result<Task, OciError> {
+        self.remove(&c.id).await?;
+        let spec = c.spec()?;
+        let container = Container {
+            id: c.id.clone(),
+            image: image.to_string(),
+            runtime: Some(Runtime {
+                name: RUNC_RUNTIME.into(),
+                options: None,
+            }),
+            spec: Some(Any {
+                type_url: SPEC_TYPE.into(),
+                value: spec,
+            }),
+            snapshotter: self.snapshotter.clone(),
+            snapshot_key: c.id.clone(),
+            ..Default::default()
+        };
+        ContainersClient::new(self.channel.clone())
+            .create(self.request(
+                CreateContainerRequest {
+                    container: Some(container),
+                },
+                false,
+            ))
+            .await
+            .map_err(OciError::call("container create"))?;
+        match self.create_task(c, parent, log).await {
+            Ok(pid) => Ok(Task {
+                rt: self.clone(),
+                id: c.id.clone(),
+                pid,
+                cgroups_path: c.cgroups_path.clone(),
+                spec: c.clone(),
+            }),
+            Err(e) => {
+                let _ = self.remove(&c.id).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_task(
+        &self,
+        c: &OciContainer,
+        parent: &str,
+        log: &Path,
+    ) -> Result<u32, OciError> {
+        let prep = PrepareSnapshotRequest {
+            snapshotter: self.snapshotter.clone(),
+            key: c.id.clone(),
+            parent: parent.to_string(),
+            labels: Default::default(),
+        };
+        let mounts = SnapshotsClient::new(self.channel.clone())
+            .prepare(self.request(prep, false))
+            .await
+            .map_err(OciError::call("snapshot prepare"))?
+            .into_inner()
+            .mounts;
+        let out = format!("file://{}", log.display());
+        let req = CreateTaskRequest {
+            container_id: c.id.clone(),
+            rootfs: mounts,
+            stdout: out.clone(),
+            stderr: out,
+            ..Default::default()
+        };
+        let resp = TasksClient::new(self.channel.clone())
+            .create(self.request(req, false))
+            .await
+            .map_err(OciError::refused("task create"))?;
+        Ok(resp.into_inner().pid)
+    }
+
+    /// Remove a container's task (killing it), record and snapshot. Missing
+    /// pieces are fine.
+    pub async fn remove(&self, id: &str) -> Result<(), OciError> {
+        let mut tasks = TasksClient::new(self.channel.clone());
+        let kill = KillRequest {
+            container_id: id.into(),
+            exec_id: String::new(),
+            signal: 9,
+            all: true,
+        };
+        let _ = tasks.kill(self.request(kill, false)).await;
+        let del = DeleteTaskRequest {
+            container_id: id.into(),
+        };
+        // A task that was just killed may need a moment to be reaped.
+        for _ in 0..50 {
+            match tasks.delete(self.request(del.clone(), false)).await {
+                Ok(_) => break,
+                Err(s) if s.code() == Code::NotFound => break,
+                Err(s) if s.code() == Code::FailedPrecondition => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(s) => return Err(OciError::call("task delete")(s)),
+            }
+        }
+        ok_if_missing(
+            ContainersClient::new(self.channel.clone())
+                .delete(self.request(DeleteContainerRequest { id: id.into() }, false))
+                .await
+                .map(|_| ()),
+        )
+        .map_err(OciError::call("container delete"))?;
+        let rm = RemoveSnapshotRequest {
+            snapshotter: self.snapshotter.clone(),
+            key: id.into(),
+        };
+        ok_if_missing(
+            SnapshotsClient::new(self.channel.clone())
+                .remove(self.request(rm, false))
+                .await
+                .map(|_| ()),
+        )
+        .map_err(OciError::call("snapshot remove"))
+    }
+
+    /// The IDs of the containers in our namespace.
+    pub async fn containers(&self) -> Result<Vec<String>, OciError> {
+        let list = ContainersClient::new(self.channel.clone())
+            .list(self.request(ListContainersRequest::default(), false))
+            .await
+            .map_err(OciError::call("container list"))?;
+        Ok(list
+            .into_inner()
+            .containers
+            .into_iter()
+            .map(|c| c.id)
+            .collect())
+    }
+}
+
+impl Task {
+    /// Start the created task.
+    pub async fn start(&self) -> Result<(), OciError> {
+        let req = StartRequest {
+            container_id: self.id.clone(),
+            exec_id: String::new(),
+        };
+        TasksClient::new(self.rt.channel.clone())
+            .start(self.rt.request(req, false))
+            .await
+            .map(|_| ())
+            .map_err(OciError::refused("task start"))
+    }
+
+    /// Wait for the task to exit; its exit status (128 + signal when killed).
+    pub async fn wait(&self) -> Result<u32, OciError> {
+        let req = WaitRequest {
+            container_id: self.id.clone(),
+            exec_id: String::new(),
+        };
+        let r = TasksClient::new(self.rt.channel.clone())
+            .wait(self.rt.request(req, false))
+            .await
+            .map_err(OciError::call("task wait"))?;
+        Ok(r.into_inner().exit_status)
+    }
+
+    /// Send a signal to the task's main process.
+    pub async fn signal(&self, signal: u32) -> Result<(), OciError> {
+        let req = KillRequest {
+            container_id: self.id.clone(),
+            exec_id: String::new(),
+            signal,
+            all: false,
+        };
+        ok_if_missing(
+            TasksClient::new(self.rt.channel.clone())
+                .kill(self.rt.request(req, false))
+                .await
+                .map(|_| ()),
+        )
+        .map_err(OciError::call("task kill"))
+    }
+
+    /// Whether the kernel's OOM killer killed a process of this container
+    /// (read before the task is removed, while its cgroup exists).
+    pub fn oom_killed(&self) -> bool {
+        oom_kills(&self.cgroups_path) > 0
+    }
+
+    /// Remove the task, record and snapshot.
+    pub async fn remove(&self) -> Result<(), OciError> {
+        self.rt.remove(&self.id).await
+    }
+
+    /// Run `args` in the container (its user, env and working directory) to
+    /// the end; output goes through files in `scratch`.
+    pub async fn exec(&self, args: &[String], scratch: &Path) -> Result<ExecOutput, OciError> {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let exec_id = format!("exec-{}-{n}", std::process::id());
+        std::fs::create_dir_all(scratch)?;
+        let out: PathBuf = scratch.join(format!("{exec_id}.out"));
+        let err: PathBuf = scratch.join(format!("{exec_id}.err"));
+        let process = serde_json::to_vec(&self.spec.process(args))
+            .map_err(|e| OciError::Spec(e.to_string()))?;
+        let mut tasks = TasksClient::new(self.rt.channel.clone());
+        let req = ExecProcessRequest {
+            container_id: self.id.clone(),
+            stdin: String::new(),
+            stdout: format!("file://{}", out.display()),
+            stderr: format!("file://{}", err.display()),
+            terminal: false,
+            spec: Some(Any {
+                type_url: PROCESS_TYPE.into(),
+                value: process,
+            }),
+            exec_id: exec_id.clone(),
+        };
+        let result = async {
+            tasks
+                .exec(self.rt.request(req, false))
+                .await
+                .map_err(OciError::refused("exec"))?;
+            let start = StartRequest {
+                container_id: self.id.clone(),
+                exec_id: exec_id.clone(),
+            };
+            tasks
+                .start(self.rt.request(start, false))
+                .await
+                .map_err(OciError::refused("exec start"))?;
+            let wait = WaitRequest {
+                container_id: self.id.clone(),
+                exec_id: exec_id.clone(),
+            };
+            let status = tasks
+                .wait(self.rt.request(wait, false))
+                .await
+                .map_err(OciError::call("exec wait"))?
+                .into_inner()
+                .exit_status;
+            Ok::<u32, OciError>(status)
+        }
+        .await;
+        // Deleting the process waits for its output to be copied.
+        let del = DeleteProcessRequest {
+            container_id: self.id.clone(),
+            exec_id,
+        };
+        let _ = tasks.delete_process(self.rt.request(del, false)).await;
+        let output = result.map(|exit_code| ExecOutput {
+            stdout: std::fs::read(&out).unwrap_or_default(),
+            stderr: std::fs::read(&err).unwrap_or_default(),
+            exit_code,
+        });
+        let _ = std::fs::remove_file(&out);
+        let _ = std::fs::remove_file(&err);
+        output
+    }
+}
+
+/// OOM kills counted in a cgroup (v1 `memory.oom_control`, v2 `memory.events`).
+pub fn oom_kills(cgroups_path: &str) -> u64 {
+    let rel = cgroups_path.trim_start_matches('/');
+    let read = |p: String, key: &str| -> Option<u64> {
+        let text = std::fs::read_to_string(p).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+    };
+    read(
+        format!("/sys/fs/cgroup/memory/{rel}/memory.oom_control"),
+        "oom_kill ",
+    )
+    .or_else(|| read(format!("/sys/fs/cgroup/{rel}/memory.events"), "oom_kill "))
+    .unwrap_or(0)
+}

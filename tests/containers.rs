@@ -1,0 +1,426 @@
+//! Container pods end to end with the real kubectl and the agent's own
+//! containerd + runc: the same Deployment manifest as a container and as a
+//! Wasm component behind one Service, logs, a mixed pod sharing localhost,
+//! OOM kills, crash loops, clear reasons for bad input, and nothing left in
+//! containerd, the cgroups or the pod network after many pods.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use common::{Cluster, eventually, http_get};
+use serde_json::Value;
+
+fn deployment(name: &str, image: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: mixed, flavour: {name}}}
+  template:
+    metadata:
+      labels: {{app: mixed, flavour: {name}}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: web
+        image: {image}
+        env:
+        - name: GREETING
+          value: hello-from-{name}
+        ports:
+        - containerPort: 8080
+        readinessProbe:
+          httpGet: {{path: /, port: 8080}}
+          periodSeconds: 1
+"#
+    )
+}
+
+const SERVICE: &str = r#"apiVersion: v1
+kind: Service
+metadata:
+  name: mixed
+spec:
+  selector: {app: mixed}
+  ports:
+  - port: 80
+    targetPort: 8080
+"#;
+
+fn pod_of(c: &Cluster, selector: &str) -> Value {
+    let list = c.s.json(&["pods", "-l", selector]);
+    list["items"][0].clone()
+}
+
+fn waiting_reason(c: &Cluster, pod: &str) -> Option<(String, String)> {
+    let p = c.s.json(&["pod", pod]);
+    let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+    Some((
+        w["reason"].as_str()?.to_string(),
+        w["message"].as_str().unwrap_or("").to_string(),
+    ))
+}
+
+/// Wait until the pod's container waits with one of `reasons`; its message.
+fn wait_for_reason(c: &Cluster, pod: &str, reasons: &[&str]) -> String {
+    eventually(Duration::from_secs(60), || {
+        waiting_reason(c, pod).filter(|(r, _)| reasons.contains(&r.as_str()))
+    })
+    .map(|(_, m)| m)
+    .unwrap_or_else(|| {
+        panic!(
+            "{pod} never waits with {reasons:?}: {}",
+            c.s.json(&["pod", pod])["status"]
+        )
+    })
+}
+
+#[test]
+fn one_manifest_runs_as_a_container_and_as_wasm_behind_one_service() -> Result<()> {
+    let c = common::one_node_with_containers(&[])?;
+    let node = c.net.node(0).0;
+    let n = c.s.json(&["node", &node]);
+    assert_eq!(
+        n["metadata"]["labels"]["runtime.skiff.dev/runc"], "true",
+        "the node offers runc: {}",
+        n["metadata"]["labels"]
+    );
+    c.s.apply(&deployment("box", "acc/busybox-httpd:v1"));
+    c.s.apply(&deployment("wasm", "acc/hello:v1"));
+    c.s.apply(SERVICE);
+    for d in ["box", "wasm"] {
+        c.s.k(&[
+            "rollout",
+            "status",
+            &format!("deployment/{d}"),
+            "--timeout=120s",
+        ]);
+    }
+    let boxed = pod_of(&c, "flavour=box");
+    let wasm = pod_of(&c, "flavour=wasm");
+    let box_ip = boxed["status"]["podIP"].as_str().unwrap().to_string();
+    let wasm_ip = wasm["status"]["podIP"].as_str().unwrap().to_string();
+    assert_eq!(boxed["status"]["phase"], "Running");
+    assert!(
+        boxed["status"]["containerStatuses"][0]["imageID"]
+            .as_str()
+            .unwrap()
+            .contains("sha256:"),
+        "{}",
+        boxed["status"]
+    );
+    // Both answer on their own pod IPs.
+    let (code, body) = http_get(&format!("http://{box_ip}:8080/"))?;
+    assert_eq!((code, body.trim()), (200, "hello from busybox"));
+    let (code, body) = http_get(&format!("http://{wasm_ip}:8080/"))?;
+    assert_eq!(code, 200);
+    assert!(body.contains("hello-from-wasm"), "{body}");
+    // One Service, both as endpoints, both answer through the ClusterIP.
+    let ips = eventually(Duration::from_secs(30), || {
+        let ep = c.s.json(&["endpoints", "mixed"]);
+        let ips: Vec<String> = ep["subsets"][0]["addresses"]
+            .as_array()?
+            .iter()
+            .filter_map(|a| a["ip"].as_str().map(str::to_string))
+            .collect();
+        (ips.len() == 2).then_some(ips)
+    })
+    .expect("the Service has both pods as endpoints");
+    assert!(ips.contains(&box_ip) && ips.contains(&wasm_ip), "{ips:?}");
+    let cluster_ip = c.s.json(&["svc", "mixed"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (mut saw_box, mut saw_wasm) = (false, false);
+    for _ in 0..60 {
+        let (code, body) = http_get(&format!("http://{cluster_ip}:80/"))?;
+        assert_eq!(code, 200);
+        saw_box |= body.contains("hello from busybox");
+        saw_wasm |= body.contains("hello-from-wasm");
+        if saw_box && saw_wasm {
+            break;
+        }
+    }
+    assert!(saw_box && saw_wasm, "box {saw_box} wasm {saw_wasm}");
+
+    // Logs of a container, its hostname and /etc/hosts.
+    c.s.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: talker
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: acc/busybox:v1
+    command: ["sh", "-c", "echo said-$GREETING; cat /etc/hostname; grep talker /etc/hosts; id -u; exec sleep 3600"]
+    env:
+    - {name: GREETING, value: hi}
+    securityContext:
+      runAsUser: 1234
+"#,
+    );
+    c.s.k(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/talker",
+        "--timeout=60s",
+    ]);
+    let talker_ip = c.s.json(&["pod", "talker"])["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let logs = eventually(Duration::from_secs(20), || {
+        let l = c.s.k(&["logs", "talker"]);
+        l.contains("1234").then_some(l)
+    })
+    .unwrap_or_else(|| c.s.k(&["logs", "talker"]));
+    assert!(logs.contains("said-hi"), "{logs}");
+    assert!(logs.lines().any(|l| l.trim() == "talker"), "{logs}");
+    assert!(logs.contains(&talker_ip), "{logs}");
+    assert!(logs.lines().any(|l| l.trim() == "1234"), "{logs}");
+
+    // A mixed pod: a Wasm container and a container sidecar on one localhost.
+    c.s.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: duo
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: acc/hello:v1
+    env:
+    - {name: GREETING, value: hello-from-duo}
+  - name: side
+    image: acc/busybox:v1
+    command: ["sh", "-c", "while true; do wget -q -O - http://127.0.0.1:8080/ && echo; sleep 1; done"]
+"#,
+    );
+    c.s.k(&["wait", "--for=condition=Ready", "pod/duo", "--timeout=60s"]);
+    let side = eventually(Duration::from_secs(30), || {
+        let l = c.s.k(&["logs", "duo", "-c", "side"]);
+        l.contains("hello-from-duo").then_some(l)
+    });
+    assert!(side.is_some(), "{}", c.s.k(&["logs", "duo", "-c", "side"]));
+
+    // Deleting a container pod stops it and frees its address.
+    c.s.k(&["delete", "pod", "talker", "--timeout=60s"]);
+    let ns = c.net.netns_of(0, &talker_ip);
+    assert!(
+        eventually(Duration::from_secs(20), || (!c
+            .net
+            .namespaces(0)
+            .contains(&ns))
+        .then_some(()))
+        .is_some(),
+        "the pod's namespace is gone"
+    );
+    Ok(())
+}
+
+fn bad_pod(name: &str, image: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {image}
+{extra}"#
+    )
+}
+
+#[test]
+fn oom_kills_crash_loops_and_bad_input_get_clear_reasons() -> Result<()> {
+    let c = common::one_node_with_containers(&["--restart-backoff-ms", "300"])?;
+    // A container past its memory limit is OOM-killed and restarted.
+    c.s.apply(&bad_pod(
+        "hog",
+        "acc/busybox:v1",
+        r#"    command: ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]
+    resources:
+      limits: {memory: 24Mi}
+"#,
+    ));
+    let oom = eventually(Duration::from_secs(90), || {
+        let p = c.s.json(&["pod", "hog"]);
+        let s = p["status"]["containerStatuses"][0].clone();
+        (s["restartCount"].as_u64()? >= 1 && s["lastState"]["terminated"]["reason"] == "OOMKilled")
+            .then_some(s)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "hog is never OOMKilled: {}",
+            c.s.json(&["pod", "hog"])["status"]
+        )
+    });
+    assert_eq!(oom["lastState"]["terminated"]["exitCode"], 137, "{oom}");
+
+    // A crashing container goes into CrashLoopBackOff with its exit code.
+    c.s.apply(&bad_pod(
+        "crash",
+        "acc/busybox:v1",
+        "    command: [\"sh\", \"-c\", \"echo bye; exit 3\"]\n",
+    ));
+    let msg = wait_for_reason(&c, "crash", &["CrashLoopBackOff"]);
+    assert!(msg.contains("back-off"), "{msg}");
+    let s = c.s.json(&["pod", "crash"])["status"]["containerStatuses"][0].clone();
+    assert_eq!(s["lastState"]["terminated"]["exitCode"], 3, "{s}");
+    assert!(s["restartCount"].as_u64().unwrap() >= 1, "{s}");
+    assert!(c.s.k(&["logs", "crash"]).contains("bye"));
+
+    // An image that is neither Wasm nor a container image.
+    let tmp = tempfile::tempdir()?;
+    let tar = common::oci_layout(
+        tmp.path(),
+        b"not a filesystem",
+        "application/octet-stream",
+        "acc/odd:v1",
+    );
+    c.s.import_tar(&tar)?;
+    c.s.apply(&bad_pod("odd", "acc/odd:v1", ""));
+    let msg = wait_for_reason(&c, "odd", &["CreateContainerError"]);
+    assert!(
+        msg.contains("neither a Wasm component image nor a container image"),
+        "{msg}"
+    );
+
+    // A command that does not exist.
+    c.s.apply(&bad_pod(
+        "nocmd",
+        "acc/busybox:v1",
+        "    command: [\"/no/such/binary\"]\n",
+    ));
+    let msg = wait_for_reason(&c, "nocmd", &["RunContainerError"]);
+    assert!(
+        msg.contains("no such file") || msg.contains("not found"),
+        "{msg}"
+    );
+
+    // A privileged container on a node that does not allow them.
+    c.s.apply(&bad_pod(
+        "priv",
+        "acc/busybox:v1",
+        "    command: [\"sleep\", \"60\"]\n    securityContext: {privileged: true}\n",
+    ));
+    let msg = wait_for_reason(&c, "priv", &["CreateContainerConfigError"]);
+    assert!(msg.contains("privileged"), "{msg}");
+    let events = c.s.k(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=priv",
+    ]);
+    assert!(events.contains("privileged"), "{events}");
+
+    // The agent keeps running pods.
+    c.s.apply(&bad_pod(
+        "fine",
+        "acc/busybox:v1",
+        "    command: [\"sleep\", \"3600\"]\n",
+    ));
+    c.s.k(&["wait", "--for=condition=Ready", "pod/fine", "--timeout=60s"]);
+    Ok(())
+}
+
+/// `ctr` against the agent's own containerd, in the node's namespace.
+fn ctr(c: &Cluster, args: &[&str]) -> String {
+    let socket = c.s.dir.join("agent/containerd/containerd.sock");
+    let out = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(&socket)
+        .args(["-n", &format!("skiff-{}", c.net.node(0).0)])
+        .args(args)
+        .output()
+        .expect("run ctr");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The pod cgroups of node 0 in every hierarchy.
+fn pod_cgroups(c: &Cluster) -> Vec<String> {
+    let node = c.net.node(0).0;
+    common::cgroup_roots()
+        .into_iter()
+        .flat_map(|r| {
+            std::fs::read_dir(r.join(format!("skiff/{node}")))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.path().display().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn a_hundred_container_pods_leave_nothing_behind() -> Result<()> {
+    let c = common::one_node_with_containers(&[])?;
+    // The warm pool fills first, so namespaces can be compared with it.
+    std::thread::sleep(Duration::from_secs(2));
+    let baseline_ns = c.net.namespaces(0).len();
+    for round in 0..5 {
+        let mut yaml = String::new();
+        for i in 0..20 {
+            yaml.push_str(&format!(
+                "---\n{}",
+                bad_pod(
+                    &format!("p{round}-{i}"),
+                    "acc/busybox:v1",
+                    "    command: [\"sleep\", \"3600\"]\n    resources:\n      limits: {memory: 32Mi, cpu: 50m}\n",
+                )
+            ));
+        }
+        c.s.apply(&yaml);
+        c.s.k(&[
+            "wait",
+            "--for=condition=Ready",
+            "pods",
+            "--all",
+            "--timeout=180s",
+        ]);
+        let running = ctr(&c, &["containers", "ls", "-q"]);
+        assert_eq!(running.lines().count(), 20, "{running}");
+        c.s.k(&["delete", "pods", "--all", "--timeout=180s"]);
+    }
+    let gone = eventually(Duration::from_secs(30), || {
+        let left = ctr(&c, &["containers", "ls", "-q"]);
+        let active: Vec<String> = ctr(&c, &["snapshots", "ls"])
+            .lines()
+            .filter(|l| l.contains("Active"))
+            .map(str::to_string)
+            .collect();
+        let cgroups = pod_cgroups(&c);
+        (left.trim().is_empty() && active.is_empty() && cgroups.is_empty()).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "containers: {:?} snapshots: {:?} cgroups: {:?}",
+        ctr(&c, &["containers", "ls", "-q"]),
+        ctr(&c, &["snapshots", "ls"]),
+        pod_cgroups(&c)
+    );
+    assert!(ctr(&c, &["tasks", "ls", "-q"]).trim().is_empty());
+    let ns_now = eventually(Duration::from_secs(20), || {
+        let n = c.net.namespaces(0).len();
+        (n <= baseline_ns).then_some(n)
+    });
+    assert!(
+        ns_now.is_some(),
+        "namespaces {} vs {baseline_ns}",
+        c.net.namespaces(0).len()
+    );
+    Ok(())
+}
