@@ -187,6 +187,21 @@ spec:
     assert!(logs.contains(&talker_ip), "{logs}");
     assert!(logs.lines().any(|l| l.trim() == "1234"), "{logs}");
 
+    // kubectl exec runs in the container (WebSocket, v5.channel.k8s.io).
+    let host = c.s.k(&["exec", "talker", "--", "cat", "/etc/hostname"]);
+    assert_eq!(host.trim(), "talker");
+    let both = c.s.kubectl(&[
+        "exec",
+        "talker",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 4",
+    ]);
+    assert_eq!(both.code, Some(4), "{} / {}", both.stdout, both.stderr);
+    assert_eq!(both.stdout.trim(), "out");
+    assert!(both.stderr.contains("err"), "{}", both.stderr);
+
     // A mixed pod: a Wasm container and a container sidecar on one localhost.
     c.s.apply(
         r#"apiVersion: v1
@@ -211,6 +226,25 @@ spec:
         l.contains("hello-from-duo").then_some(l)
     });
     assert!(side.is_some(), "{}", c.s.k(&["logs", "duo", "-c", "side"]));
+    let wasm_exec = c.s.kubectl(&["exec", "duo", "-c", "web", "--", "ls"]);
+    assert!(
+        !wasm_exec.ok && wasm_exec.stderr.contains("Wasm component has no processes"),
+        "{}",
+        wasm_exec.stderr
+    );
+    let side_exec = c.s.k(&[
+        "exec",
+        "duo",
+        "-c",
+        "side",
+        "--",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://127.0.0.1:8080/",
+    ]);
+    assert!(side_exec.contains("hello-from-duo"), "{side_exec}");
 
     // Deleting a container pod stops it and frees its address.
     c.s.k(&["delete", "pod", "talker", "--timeout=60s"]);

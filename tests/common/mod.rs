@@ -276,6 +276,8 @@ pub fn kubectl_path() -> PathBuf {
 /// Output of one kubectl run.
 pub struct Kubectl {
     pub ok: bool,
+    /// The exit code (None: killed by a signal).
+    pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -300,6 +302,7 @@ impl Server {
             .expect("kubectl runs");
         Kubectl {
             ok: out.status.success(),
+            code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }

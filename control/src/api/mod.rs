@@ -11,6 +11,7 @@ pub mod fieldset;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
+pub mod podexec;
 pub mod podlog;
 pub mod protobuf;
 pub mod registry;
@@ -208,6 +209,16 @@ async fn oci(State(s): State<ApiState>, req: Request) -> Response {
 async fn kube(State(s): State<ApiState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
+    // `pods/{name}/exec` upgrades the connection, so it needs the request's parts.
+    if let ["", "api", "v1", "namespaces", ns, "pods", name, "exec"] =
+        path.split('/').collect::<Vec<_>>()[..]
+        && (parts.method == axum::http::Method::GET || parts.method == axum::http::Method::POST)
+    {
+        let (ns, name) = (ns.to_string(), name.to_string());
+        return podexec::pod_exec(&s.rest.objects, s.rest.agent_token.clone(), ns, name, parts)
+            .await
+            .unwrap_or_else(|e| e.into_response());
+    }
     s.rest
         .handle(parts.method, &path, parts.uri.query(), parts.headers, body)
         .await

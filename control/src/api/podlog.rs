@@ -14,7 +14,7 @@ use super::objects::Objects;
 use super::status::{ApiError, ApiResult};
 use std::collections::HashMap;
 
-fn unavailable(message: String) -> ApiError {
+pub(super) fn unavailable(message: String) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "ServiceUnavailable",
@@ -27,7 +27,7 @@ fn s<'a>(v: &'a Value, p: &str) -> &'a str {
 }
 
 /// The container a log request means: the named one, or the only one.
-fn container(pod: &Value, name: &str, asked: Option<&str>) -> ApiResult<String> {
+pub(super) fn container(pod: &Value, name: &str, asked: Option<&str>) -> ApiResult<String> {
     let names: Vec<&str> = ["/spec/containers", "/spec/initContainers"]
         .iter()
         .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
@@ -51,14 +51,13 @@ fn container(pod: &Value, name: &str, asked: Option<&str>) -> ApiResult<String> 
     }
 }
 
-/// Stream a container's log from its node's agent.
-pub async fn pod_log(
+/// The pod (by namespace and name) and the base URL of its node's agent API.
+pub(super) async fn pod_and_agent(
     objects: &Objects,
-    agent_token: &str,
     ns: &str,
     name: &str,
-    q: &HashMap<String, String>,
-) -> ApiResult<Response> {
+    what: &str,
+) -> ApiResult<(Value, String)> {
     let pods = objects
         .registry
         .by_kind("v1", "Pod")
@@ -70,11 +69,10 @@ pub async fn pod_log(
         .cloned()
         .ok_or_else(|| ApiError::internal("no node type"))?;
     let pod = objects.get(&pods, Some(ns), name).await?;
-    let c = container(&pod, name, q.get("container").map(String::as_str))?;
     let node_name = s(&pod, "/spec/nodeName");
     if node_name.is_empty() {
         return Err(ApiError::bad_request(format!(
-            "pod {name} is not scheduled to a node yet, so it has no logs"
+            "pod {name} is not scheduled to a node yet, so it has no {what}"
         )));
     }
     let node = objects.get(&nodes, None, node_name).await?;
@@ -98,7 +96,21 @@ pub async fn pod_log(
     } else {
         addr
     };
-    let mut url = format!("http://{host}:{port}/containerLogs/{ns}/{name}/{c}");
+    Ok((pod, format!("http://{host}:{port}")))
+}
+
+/// Stream a container's log from its node's agent.
+pub async fn pod_log(
+    objects: &Objects,
+    agent_token: &str,
+    ns: &str,
+    name: &str,
+    q: &HashMap<String, String>,
+) -> ApiResult<Response> {
+    let (pod, base) = pod_and_agent(objects, ns, name, "logs").await?;
+    let c = container(&pod, name, q.get("container").map(String::as_str))?;
+    let node_name = s(&pod, "/spec/nodeName");
+    let mut url = format!("{base}/containerLogs/{ns}/{name}/{c}");
     let params: Vec<String> = [
         "follow",
         "previous",

@@ -98,6 +98,17 @@ pub fn query_map(q: Option<&str>) -> HashMap<String, String> {
     out
 }
 
+/// Every value of a repeated query parameter (`command=a&command=b`), in order.
+pub fn query_all(q: Option<&str>, key: &str) -> Vec<String> {
+    q.unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k) == key).then(|| decode(v))
+        })
+        .collect()
+}
+
 fn decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

@@ -1,6 +1,9 @@
 //! The agent's own HTTP API, which the API server calls on behalf of clients:
 //! `GET /containerLogs/{namespace}/{pod}/{container}` with `follow`, `previous`,
-//! `tailLines` and `limitBytes`, as the kubelet serves it.
+//! `tailLines` and `limitBytes`, as the kubelet serves it; and
+//! `POST /exec/{namespace}/{pod}/{container}` (`{"command": [...]}`), which
+//! runs a command in a running container image to its end and answers its
+//! output (base64) and exit code.
 //!
 //! **Only callers presenting the cluster's join token are served.**
 
@@ -12,9 +15,11 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use base64::Engine;
 
 use super::pods::Pods;
+use crate::pod::Tasks;
 use crate::pod::logs::{self, LogDir};
 
 #[derive(Clone)]
@@ -22,6 +27,7 @@ struct AgentApi {
     token: String,
     logs: LogDir,
     pods: Pods,
+    tasks: Tasks,
 }
 
 /// Serve the agent API on `listener` until it fails.
@@ -30,16 +36,81 @@ pub async fn serve(
     token: String,
     logs: LogDir,
     pods: Pods,
+    tasks: Tasks,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
-        .with_state(AgentApi { token, logs, pods });
+        .route("/exec/{ns}/{pod}/{container}", post(exec))
+        .with_state(AgentApi {
+            token,
+            logs,
+            pods,
+            tasks,
+        });
     axum::serve(listener, app).await
 }
 
 fn text(code: StatusCode, msg: String) -> Response {
     (code, [(header::CONTENT_TYPE, "text/plain")], msg).into_response()
+}
+
+/// Whether the caller shows the join token.
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t.trim() == token)
+}
+
+#[derive(serde::Deserialize)]
+struct ExecRequest {
+    command: Vec<String>,
+}
+
+async fn exec(
+    State(s): State<AgentApi>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    axum::Json(req): axum::Json<ExecRequest>,
+) -> Response {
+    if !authorized(&headers, &s.token) {
+        return text(StatusCode::UNAUTHORIZED, "unauthorized".into());
+    }
+    if s.pods.uid(&ns, &pod).is_none() {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("pod {ns}/{pod} is not on this node"),
+        );
+    }
+    let task = s
+        .tasks
+        .lock()
+        .expect("tasks")
+        .get(&format!("{ns}/{pod}/{container}"))
+        .cloned();
+    let Some(task) = task else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "container {container} of pod {ns}/{pod} is not a running container image: \
+                 exec runs commands in OCI containers only (a Wasm component has no processes to exec into)"
+            ),
+        );
+    };
+    match task.exec(&req.command, &s.logs.0.join(".exec")).await {
+        Ok(out) => {
+            let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+            axum::Json(serde_json::json!({
+                "stdout": b64(&out.stdout),
+                "stderr": b64(&out.stderr),
+                "exitCode": out.exit_code,
+            }))
+            .into_response()
+        }
+        Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
+    }
 }
 
 async fn container_logs(
@@ -48,12 +119,7 @@ async fn container_logs(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let authorized = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t.trim() == s.token);
-    if !authorized {
+    if !authorized(&headers, &s.token) {
         return text(StatusCode::UNAUTHORIZED, "unauthorized".into());
     }
     let Some(uid) = s.pods.uid(&ns, &pod) else {

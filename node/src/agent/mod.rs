@@ -247,6 +247,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
     let warm = net.clone().keep_warm(cfg.warm_netns);
     let wasm = skiff_runtimes::wasm::WasmRuntime::new(&cfg.data_dir.join("compiled"))?;
     let logs = LogDir(cfg.data_dir.join("logs"));
+    let tasks = crate::pod::Tasks::default();
     let ctx = Arc::new(NodeCtx {
         client: client.clone(),
         node: cfg.node_name.clone(),
@@ -266,11 +267,11 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         node_memory: node::memory_kib() * 1024,
         oci,
         allow_privileged: cfg.allow_privileged,
-        tasks: Default::default(),
+        tasks: tasks.clone(),
     });
     let warm_sandboxes = crate::pod::keep_sandboxes_warm(ctx.clone());
     let pods = pods::Pods::default();
-    let server = api::serve(listener, cfg.token.clone(), logs, pods.clone());
+    let server = api::serve(listener, cfg.token.clone(), logs, pods.clone(), tasks);
     tracing::info!(node = %cfg.node_name, port, "agent ready");
     tokio::select! {
         r = node::heartbeat(client.clone(), cfg.clone(), port) => r,

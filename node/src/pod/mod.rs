@@ -66,9 +66,13 @@ pub struct NodeCtx {
     pub oci: Option<skiff_runtimes::oci::OciRuntime>,
     /// Whether privileged containers may run here.
     pub allow_privileged: bool,
-    /// Running container tasks by `namespace/pod/container` (for exec).
-    pub tasks: std::sync::Mutex<std::collections::HashMap<String, skiff_runtimes::oci::Task>>,
+    /// Running container tasks (for exec).
+    pub tasks: Tasks,
 }
+
+/// Running container tasks by `namespace/pod/container`.
+pub type Tasks =
+    Arc<std::sync::Mutex<std::collections::HashMap<String, skiff_runtimes::oci::Task>>>;
 
 /// Keep a sandbox (threads already inside the namespace) ready in every warm
 /// namespace: entering a network namespace is the slow part of starting a

@@ -253,7 +253,7 @@ impl Task {
     }
 
     /// Run `args` in the container (its user, env and working directory) to
-    /// the end; output goes through files in `scratch`.
+    /// the end; its stdout and stderr come through FIFOs made in `scratch`.
     pub async fn exec(&self, args: &[String], scratch: &Path) -> Result<ExecOutput, OciError> {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -261,20 +261,60 @@ impl Task {
         std::fs::create_dir_all(scratch)?;
         let out: PathBuf = scratch.join(format!("{exec_id}.out"));
         let err: PathBuf = scratch.join(format!("{exec_id}.err"));
+        let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+        let mut readers = Vec::new();
+        for path in [&out, &err] {
+            nix::unistd::mkfifo(
+                path.as_path(),
+                nix::sys::stat::Mode::from_bits_truncate(0o600),
+            )
+            .map_err(std::io::Error::from)?;
+            // Read-write, so the FIFO never reads as ended before the shim opens it.
+            let rx = tokio::net::unix::pipe::OpenOptions::new()
+                .read_write(true)
+                .open_receiver(path)?;
+            readers.push(tokio::spawn(collect(rx, done_rx.clone())));
+        }
+        let result = self.run_exec(&exec_id, args, &out, &err).await;
+        let _ = done_tx.send(true);
+        let mut outputs = Vec::new();
+        for r in readers {
+            outputs.push(r.await.unwrap_or_default());
+        }
+        let _ = std::fs::remove_file(&out);
+        let _ = std::fs::remove_file(&err);
+        let stderr = outputs.pop().unwrap_or_default();
+        let stdout = outputs.pop().unwrap_or_default();
+        result.map(|exit_code| ExecOutput {
+            stdout,
+            stderr,
+            exit_code,
+        })
+    }
+
+    /// Start the exec process, wait for it, delete it (which waits until its
+    /// output has been copied into the FIFOs).
+    async fn run_exec(
+        &self,
+        exec_id: &str,
+        args: &[String],
+        out: &Path,
+        err: &Path,
+    ) -> Result<u32, OciError> {
         let process = serde_json::to_vec(&self.spec.process(args))
             .map_err(|e| OciError::Spec(e.to_string()))?;
         let mut tasks = TasksClient::new(self.rt.channel.clone());
         let req = ExecProcessRequest {
             container_id: self.id.clone(),
             stdin: String::new(),
-            stdout: format!("file://{}", out.display()),
-            stderr: format!("file://{}", err.display()),
+            stdout: out.display().to_string(),
+            stderr: err.display().to_string(),
             terminal: false,
             spec: Some(Any {
                 type_url: PROCESS_TYPE.into(),
                 value: process,
             }),
-            exec_id: exec_id.clone(),
+            exec_id: exec_id.to_string(),
         };
         let result = async {
             tasks
@@ -283,7 +323,7 @@ impl Task {
                 .map_err(OciError::refused("exec"))?;
             let start = StartRequest {
                 container_id: self.id.clone(),
-                exec_id: exec_id.clone(),
+                exec_id: exec_id.to_string(),
             };
             tasks
                 .start(self.rt.request(start, false))
@@ -291,7 +331,7 @@ impl Task {
                 .map_err(OciError::refused("exec start"))?;
             let wait = WaitRequest {
                 container_id: self.id.clone(),
-                exec_id: exec_id.clone(),
+                exec_id: exec_id.to_string(),
             };
             let status = tasks
                 .wait(self.rt.request(wait, false))
@@ -302,20 +342,44 @@ impl Task {
             Ok::<u32, OciError>(status)
         }
         .await;
-        // Deleting the process waits for its output to be copied.
         let del = DeleteProcessRequest {
             container_id: self.id.clone(),
-            exec_id,
+            exec_id: exec_id.to_string(),
         };
         let _ = tasks.delete_process(self.rt.request(del, false)).await;
-        let output = result.map(|exit_code| ExecOutput {
-            stdout: std::fs::read(&out).unwrap_or_default(),
-            stderr: std::fs::read(&err).unwrap_or_default(),
-            exit_code,
-        });
-        let _ = std::fs::remove_file(&out);
-        let _ = std::fs::remove_file(&err);
-        output
+        result
+    }
+}
+
+/// Everything written to a FIFO until `done`, then what is left in it.
+async fn collect(
+    rx: tokio::net::unix::pipe::Receiver,
+    mut done: tokio::sync::watch::Receiver<bool>,
+) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let drain = |buf: &mut Vec<u8>, chunk: &mut [u8]| -> bool {
+        loop {
+            match rx.try_read(chunk) {
+                Ok(0) => return false,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            r = rx.readable() => {
+                if r.is_err() || !drain(&mut buf, &mut chunk) {
+                    return buf;
+                }
+            }
+            _ = done.wait_for(|d| *d) => {
+                drain(&mut buf, &mut chunk);
+                return buf;
+            }
+        }
     }
 }
 
