@@ -2,6 +2,7 @@
 //! never asserting on time.
 
 mod api;
+mod containers;
 mod etcd;
 mod pods;
 mod services;
@@ -30,6 +31,8 @@ enum What {
     Pods(pods::PodsBench),
     /// The Service proxy: ClusterIP vs pod IP, endpoint propagation, 1,000 Services.
     Services(services::ServicesBench),
+    /// Container pods: start vs `ctr run`, vs Wasm pods, memory of N of each.
+    Containers(containers::ContainersBench),
     /// Workload controllers: a large Deployment to Ready, a rollout, reconcile rate.
     Workloads(workloads::WorkloadsBench),
 }
@@ -41,6 +44,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         What::Pods(b) => pods::run(b).await,
         What::Services(b) => services::run(b).await,
         What::Workloads(b) => workloads::run(b).await,
+        What::Containers(b) => containers::run(b).await,
     }
 }
 

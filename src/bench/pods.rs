@@ -53,7 +53,7 @@ pub struct PodsBench {
     pub wasmtime: String,
 }
 
-const NODE: &str = "skiff-bench";
+pub(super) const NODE: &str = "skiff-bench";
 const BRIDGE: &str = "skb0";
 const CLUSTER_CIDR: &str = "10.88.16.0/20";
 const NS: &str = "default";
@@ -276,6 +276,18 @@ pub(super) struct Cluster {
     pub agent_pid: u32,
     pub server_pid: u32,
     _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// The server's data directory (kubeconfig, join token).
+    pub(super) fn data_dir(&self) -> PathBuf {
+        self._dir.path().join("server")
+    }
+
+    /// The agent's data directory (its containerd lives under it).
+    pub(super) fn agent_data_dir(&self) -> PathBuf {
+        self._dir.path().join("agent")
+    }
 }
 
 pub(super) async fn start_cluster(component: &Path, max_pods: usize) -> Result<Cluster> {

@@ -10,12 +10,14 @@ use std::sync::Arc;
 
 use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::diff_client::DiffClient;
+use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
 use containerd_client::services::v1::{
-    ApplyRequest, InfoRequest, WriteAction, WriteContentRequest,
+    ApplyRequest, CreateImageRequest, Image, InfoRequest, UpdateImageRequest, WriteAction,
+    WriteContentRequest,
 };
 use containerd_client::tonic::Code;
 use containerd_client::types::Descriptor;
@@ -192,7 +194,9 @@ impl OciRuntime {
         let chain = chain_ids(&diff_ids);
         let top = chain.last().cloned().unwrap_or_default();
         let _one = self.unpacking.lock().await;
-        if self.snapshot_exists(&top).await? {
+        let unpacked = self.snapshot_exists(&top).await?;
+        let key = format!("{}@{}", img.reference, img.manifest.digest);
+        if unpacked && self.imported.lock().await.contains(&key) {
             return Ok(top);
         }
         for blob in std::iter::once(&img.manifest)
@@ -200,6 +204,11 @@ impl OciRuntime {
             .chain(&img.layers)
         {
             self.write_blob(blob).await?;
+        }
+        self.name_image(img).await?;
+        self.imported.lock().await.insert(key);
+        if unpacked {
+            return Ok(top);
         }
         for (i, layer) in img.layers.iter().enumerate() {
             if self.snapshot_exists(&chain[i]).await? {
@@ -210,6 +219,36 @@ impl OciRuntime {
                 .await?;
         }
         Ok(top)
+    }
+
+    /// An image record naming the manifest, so `ctr images ls` (and `ctr run`)
+    /// see what Skiff imported. A record of the same name is updated.
+    async fn name_image(&self, img: &OciImage) -> Result<(), OciError> {
+        let image = Image {
+            name: img.reference.clone(),
+            target: Some(img.manifest.descriptor()),
+            ..Default::default()
+        };
+        let mut images = ImagesClient::new(self.channel.clone());
+        let create = CreateImageRequest {
+            image: Some(image.clone()),
+            ..Default::default()
+        };
+        match images.create(self.request(create, true)).await {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == Code::AlreadyExists => {
+                let update = UpdateImageRequest {
+                    image: Some(image),
+                    ..Default::default()
+                };
+                images
+                    .update(self.request(update, true))
+                    .await
+                    .map(|_| ())
+                    .map_err(OciError::call("image update"))
+            }
+            Err(s) => Err(OciError::call("image create")(s)),
+        }
     }
 
     async fn snapshot_exists(&self, key: &str) -> Result<bool, OciError> {

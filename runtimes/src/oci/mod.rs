@@ -70,6 +70,8 @@ pub struct OciRuntime {
     lease: String,
     /// One unpack at a time (two pods of one new image share the work).
     unpacking: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Manifests whose blobs and image record this runtime has written.
+    imported: std::sync::Arc<tokio::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl std::fmt::Debug for OciRuntime {
@@ -107,6 +109,7 @@ impl OciRuntime {
             snapshotter: host_snapshotter().to_string(),
             lease: "skiff-images".to_string(),
             unpacking: Default::default(),
+            imported: Default::default(),
         };
         // The lease that keeps imported content and layer snapshots.
         let req = containerd_client::services::v1::CreateRequest {
