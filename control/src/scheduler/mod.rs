@@ -8,6 +8,7 @@
 //! the loop around them is level-triggered and only runs on the Raft leader.**
 
 pub use skiff_common::quantity;
+mod images;
 mod run;
 
 use std::collections::BTreeMap;

@@ -49,6 +49,7 @@ async fn pass(o: &Objects) -> ApiResult<()> {
             n.add(p);
         }
     }
+    let mut image_kinds = std::collections::HashMap::new();
     for p in &pods {
         let pending = s(p, "/spec/nodeName").is_empty()
             && p.pointer("/metadata/deletionTimestamp").is_none()
@@ -58,7 +59,11 @@ async fn pass(o: &Objects) -> ApiResult<()> {
         }
         let class = s(p, "/spec/runtimeClassName");
         let (handler, scheduling) = if class.is_empty() {
-            (None, None)
+            // No RuntimeClass: container images need a node that runs them.
+            (
+                super::images::handler_for(o, p, &mut image_kinds).await,
+                None,
+            )
         } else {
             match classes.get(class) {
                 Some(c) => (Some(s(c, "/handler").to_string()), c.get("scheduling")),
