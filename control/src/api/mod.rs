@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod patch;
 pub mod podexec;
 pub mod podlog;
+pub mod portforward;
 pub mod protobuf;
 pub mod registry;
 pub mod request;
@@ -209,13 +210,32 @@ async fn oci(State(s): State<ApiState>, req: Request) -> Response {
 async fn kube(State(s): State<ApiState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
-    // `pods/{name}/exec` upgrades the connection, so it needs the request's parts.
+    // `pods/{name}/exec` and `/portforward` upgrade the connection, so they need
+    // the request's parts.
     if let ["", "api", "v1", "namespaces", ns, "pods", name, "exec"] =
         path.split('/').collect::<Vec<_>>()[..]
         && (parts.method == axum::http::Method::GET || parts.method == axum::http::Method::POST)
     {
         let (ns, name) = (ns.to_string(), name.to_string());
         return podexec::pod_exec(&s.rest.objects, s.rest.agent_token.clone(), ns, name, parts)
+            .await
+            .unwrap_or_else(|e| e.into_response());
+    }
+    if let [
+        "",
+        "api",
+        "v1",
+        "namespaces",
+        ns,
+        "pods",
+        name,
+        "portforward",
+    ] = path.split('/').collect::<Vec<_>>()[..]
+        && (parts.method == axum::http::Method::GET || parts.method == axum::http::Method::POST)
+    {
+        let (ns, name) = (ns.to_string(), name.to_string());
+        let token = s.rest.agent_token.clone();
+        return portforward::pod_port_forward(&s.rest.objects, token, ns, name, parts)
             .await
             .unwrap_or_else(|e| e.into_response());
     }

@@ -10,7 +10,7 @@
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -38,6 +38,24 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// The WebSocket subprotocols a request offers.
+pub(super) fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+        .collect()
+}
+
+/// The `Sec-WebSocket-Accept` answer to a WebSocket upgrade request.
+pub(super) fn accept_key(headers: &HeaderMap) -> ApiResult<String> {
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()))
+        .ok_or_else(|| ApiError::bad_request("a WebSocket upgrade needs Sec-WebSocket-Key"))
 }
 
 /// The Status an exec ends with.
@@ -109,13 +127,7 @@ pub async fn pod_exec(
             PROTOCOLS.join(", ")
         )));
     }
-    let offered: Vec<String> = parts
-        .headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
-        .collect();
+    let offered = offered_protocols(&parts.headers);
     let Some(protocol) = PROTOCOLS.iter().find(|p| offered.iter().any(|o| o == *p)) else {
         return Err(ApiError::bad_request(format!(
             "none of the offered stream protocols [{}] is served; use one of {}",
@@ -123,15 +135,8 @@ pub async fn pod_exec(
             PROTOCOLS.join(", ")
         )));
     };
-    let key = parts
-        .headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .map(|k| derive_accept_key(k.as_bytes()))
-        .ok_or_else(|| ApiError::bad_request("a WebSocket upgrade needs Sec-WebSocket-Key"))?;
-    let on_upgrade = parts
-        .extensions
-        .remove::<hyper::upgrade::OnUpgrade>()
-        .ok_or_else(|| unavailable("this connection cannot be upgraded".into()))?;
+    let key = accept_key(&parts.headers)?;
+    let on_upgrade = take_upgrade(&mut parts)?;
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
@@ -171,6 +176,19 @@ pub async fn pod_exec(
         let _ = tx.send(Message::Close(Some(close))).await;
         reader.abort();
     });
+    Ok(switching_to_websocket(protocol, &key))
+}
+
+/// The connection's upgrade, which the 101 answer hands over.
+pub(super) fn take_upgrade(parts: &mut Parts) -> ApiResult<hyper::upgrade::OnUpgrade> {
+    parts
+        .extensions
+        .remove::<hyper::upgrade::OnUpgrade>()
+        .ok_or_else(|| unavailable("this connection cannot be upgraded".into()))
+}
+
+/// The 101 answer to a WebSocket upgrade with `protocol`.
+pub(super) fn switching_to_websocket(protocol: &'static str, accept: &str) -> Response {
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
@@ -180,10 +198,10 @@ pub async fn pod_exec(
         header::SEC_WEBSOCKET_PROTOCOL,
         HeaderValue::from_static(protocol),
     );
-    if let Ok(v) = HeaderValue::from_str(&key) {
+    if let Ok(v) = HeaderValue::from_str(accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
-    Ok(resp.into_response())
+    resp
 }
 
 #[cfg(test)]

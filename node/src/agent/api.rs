@@ -3,7 +3,9 @@
 //! `tailLines` and `limitBytes`, as the kubelet serves it; and
 //! `POST /exec/{namespace}/{pod}/{container}` (`{"command": [...]}`), which
 //! runs a command in a running container image to its end and answers its
-//! output (base64) and exit code.
+//! output (base64) and exit code; and `GET /portForward/{namespace}/{pod}/{port}?ip=`
+//! upgraded to a raw byte stream joined to `localhost:{port}` inside the pod's
+//! network namespace (the pod with that IP), for `kubectl port-forward`.
 //!
 //! **Only callers presenting the cluster's join token are served.**
 
@@ -12,13 +14,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 
 use super::pods::Pods;
+use crate::net::{PodNetwork, netns};
 use crate::pod::Tasks;
 use crate::pod::logs::{self, LogDir};
 
@@ -28,25 +31,27 @@ struct AgentApi {
     logs: LogDir,
     pods: Pods,
     tasks: Tasks,
+    net: PodNetwork,
 }
 
 /// Serve the agent API on `listener` until it fails.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     token: String,
-    logs: LogDir,
+    ctx: std::sync::Arc<crate::pod::NodeCtx>,
     pods: Pods,
-    tasks: Tasks,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
         .route("/exec/{ns}/{pod}/{container}", post(exec))
+        .route("/portForward/{ns}/{pod}/{port}", get(port_forward))
         .with_state(AgentApi {
             token,
-            logs,
+            logs: ctx.logs.clone(),
             pods,
-            tasks,
+            tasks: ctx.tasks.clone(),
+            net: ctx.net.clone(),
         });
     axum::serve(listener, app).await
 }
@@ -111,6 +116,83 @@ async fn exec(
         }
         Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
     }
+}
+
+/// Join the upgraded connection to `localhost:{port}` in the pod's namespace.
+async fn port_forward(
+    State(s): State<AgentApi>,
+    Path((ns, pod, port)): Path<(String, String, u16)>,
+    Query(q): Query<HashMap<String, String>>,
+    mut req: Request,
+) -> Response {
+    if !authorized(req.headers(), &s.token) {
+        return text(StatusCode::UNAUTHORIZED, "unauthorized".into());
+    }
+    if s.pods.uid(&ns, &pod).is_none() {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("pod {ns}/{pod} is not on this node"),
+        );
+    }
+    let Some(ip) = q.get("ip").and_then(|ip| ip.parse().ok()) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "ip: a pod IPv4 address is required".into(),
+        );
+    };
+    let path = netns::path(&s.net.netns_name(ip));
+    if !netns::exists(&path) {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("pod {ns}/{pod} has no network namespace for {ip} on this node"),
+        );
+    }
+    let connected = tokio::task::spawn_blocking(move || {
+        netns::run_in(&path, move || {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+            c.set_nonblocking(true)?;
+            Ok::<_, std::io::Error>(c)
+        })
+    })
+    .await;
+    let stream = match connected {
+        Ok(Ok(Ok(c))) => c,
+        Ok(Ok(Err(e))) => {
+            return text(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "failed to connect to localhost:{port} inside the pod's network namespace: {e}"
+                ),
+            );
+        }
+        Ok(Err(e)) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "this connection cannot be upgraded".into(),
+        );
+    };
+    tokio::spawn(async move {
+        let Ok(mut pod_side) = tokio::net::TcpStream::from_std(stream) else {
+            return;
+        };
+        match on_upgrade.await {
+            Ok(u) => {
+                let mut client = hyper_util::rt::TokioIo::new(u);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut pod_side).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "port-forward upgrade failed"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "tcp")
+        .body(Body::empty())
+        .unwrap_or_default()
 }
 
 async fn container_logs(

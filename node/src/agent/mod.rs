@@ -246,8 +246,6 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
     let dns_server = dns.serve(std::net::SocketAddr::from((gateway, 53)));
     let warm = net.clone().keep_warm(cfg.warm_netns);
     let wasm = skiff_runtimes::wasm::WasmRuntime::new(&cfg.data_dir.join("compiled"))?;
-    let logs = LogDir(cfg.data_dir.join("logs"));
-    let tasks = crate::pod::Tasks::default();
     let ctx = Arc::new(NodeCtx {
         client: client.clone(),
         node: cfg.node_name.clone(),
@@ -255,7 +253,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         net,
         wasm,
         images: Images::new(client.clone(), cfg.data_dir.join("images"))?,
-        logs: logs.clone(),
+        logs: LogDir(cfg.data_dir.join("logs")),
         events: Recorder::new(client.clone(), cfg.node_name.clone()),
         cgroups: cfg.cgroups,
         backoff_initial: cfg.backoff,
@@ -267,11 +265,11 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         node_memory: node::memory_kib() * 1024,
         oci,
         allow_privileged: cfg.allow_privileged,
-        tasks: tasks.clone(),
+        tasks: crate::pod::Tasks::default(),
     });
     let warm_sandboxes = crate::pod::keep_sandboxes_warm(ctx.clone());
     let pods = pods::Pods::default();
-    let server = api::serve(listener, cfg.token.clone(), logs, pods.clone(), tasks);
+    let server = api::serve(listener, cfg.token.clone(), ctx.clone(), pods.clone());
     tracing::info!(node = %cfg.node_name, port, "agent ready");
     tokio::select! {
         r = node::heartbeat(client.clone(), cfg.clone(), port) => r,
