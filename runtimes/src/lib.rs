@@ -25,6 +25,9 @@ pub struct ContainerSpec {
     pub timeout: Option<Duration>,
     /// Host directories the guest sees as preopened directories.
     pub mounts: Vec<Mount>,
+    /// The pod's network namespace: a Wasm guest's outgoing HTTP requests
+    /// leave from there (none: they are refused).
+    pub netns: Option<std::path::PathBuf>,
 }
 
 /// A host directory preopened for the guest at `guest_path`.

@@ -58,6 +58,7 @@ async fn commands_exit_codes_output_limits() {
         memory_limit: Some(32 << 20),
         timeout: Some(Duration::from_secs(2)),
         mounts: Vec::new(),
+        netns: None,
     };
     let (exit, out, err) = run(&rt, dir.path(), spec("ok", &["a", "b"])).await;
     assert_eq!(exit, Exit::Code(0));
@@ -188,7 +189,9 @@ async fn http_component_serves_and_survives_bad_requests() {
         let after_oom = get(addr, "/");
         let spin = get(addr, "/spin");
         let after_spin = get(addr, "/");
-        (ok, oom, after_oom, spin, after_spin)
+        // No pod namespace: outgoing requests are refused, even to loopback.
+        let egress = get(addr, &format!("/fetch?url=http://{addr}/"));
+        (ok, oom, after_oom, spin, after_spin, egress)
     })
     .await
     .unwrap();
@@ -197,6 +200,8 @@ async fn http_component_serves_and_survives_bad_requests() {
     assert_eq!(result.2.0, 200);
     assert_eq!(result.3.0, 500);
     assert_eq!(result.4.0, 200);
+    assert_eq!(result.5.0, 502, "{}", result.5.1);
+    assert!(result.5.1.contains("HttpRequestDenied"), "{}", result.5.1);
     use std::sync::atomic::Ordering;
     assert_eq!(stats.out_of_memory.load(Ordering::Relaxed), 1);
     assert_eq!(stats.timeouts.load(Ordering::Relaxed), 1);

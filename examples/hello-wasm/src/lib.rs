@@ -7,6 +7,8 @@
 //! - `GET /file?path=P` answers the contents of file P (404 when unreadable).
 //! - `GET /write?path=P&data=D` writes D to file P; `GET /rm?path=P` removes it.
 //! - `GET /ls?path=D` lists directory D, one name a line.
+//! - `GET /fetch?url=http://HOST:PORT/PATH` calls that URL (outgoing
+//!   `wasi:http`) and answers what it answered, or 502 with the error.
 //! - `GET /healthz?unless=P` answers 200, or 503 while file P exists (so a test
 //!   flips a probe by writing P into a shared emptyDir volume: instances are
 //!   per request, files are not).
@@ -34,6 +36,37 @@ fn respond(out: ResponseOutparam, status: u16, text: &str) {
     }
     drop(stream);
     OutgoingBody::finish(body, None).expect("finish body");
+}
+
+/// GET `url` (plain http) through `wasi:http/outgoing-handler`: status and body.
+fn fetch(url: &str) -> Result<(u16, String), String> {
+    use wasi::http::outgoing_handler;
+    use wasi::http::types::{OutgoingRequest, Scheme};
+    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let req = OutgoingRequest::new(Fields::new());
+    req.set_scheme(Some(&Scheme::Http)).map_err(|_| "bad scheme")?;
+    req.set_authority(Some(authority)).map_err(|_| "bad authority")?;
+    req.set_path_with_query(Some(path)).map_err(|_| "bad path")?;
+    let pending = outgoing_handler::handle(req, None).map_err(|e| format!("{e:?}"))?;
+    pending.subscribe().block();
+    let resp = pending
+        .get()
+        .ok_or("no response")?
+        .map_err(|_| "response already taken")?
+        .map_err(|e| format!("{e:?}"))?;
+    let status = resp.status();
+    let body = resp.consume().map_err(|_| "body already taken")?;
+    let stream = body.stream().map_err(|_| "body stream already taken")?;
+    let mut bytes = Vec::new();
+    while let Ok(chunk) = stream.blocking_read(64 * 1024) {
+        bytes.extend(chunk);
+    }
+    drop(stream);
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 /// The value of query parameter `key`, percent-decoded.
@@ -124,6 +157,13 @@ impl Guest for Hello {
         }
         if let Some((status, body)) = files_and_env(&path) {
             return respond(out, status, &body);
+        }
+        if path.starts_with("/fetch?") {
+            let url = param(&path, "url").unwrap_or_default();
+            return match fetch(&url) {
+                Ok((status, body)) => respond(out, status, &body),
+                Err(e) => respond(out, 502, &format!("fetch {url}: {e}\n")),
+            };
         }
         if path == "/spin" {
             let mut x: u64 = 0;

@@ -290,6 +290,7 @@ impl Runner {
             memory_limit,
             timeout: None,
             mounts,
+            netns: Some(self.netns.clone()),
         }
     }
 

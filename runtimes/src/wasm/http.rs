@@ -36,6 +36,8 @@ pub struct HttpApp {
     rt: WasmRuntime,
     spec: Arc<ContainerSpec>,
     log: Arc<std::fs::File>,
+    /// Where the guest's outgoing requests leave from.
+    egress: Option<Arc<super::egress::Netns>>,
     pub stats: Arc<HttpStats>,
 }
 
@@ -63,6 +65,7 @@ impl HttpApp {
         Ok(HttpApp {
             pre,
             rt: rt.clone(),
+            egress: spec.netns.clone().map(super::egress::Netns::new),
             spec: Arc::new(spec),
             log: Arc::new(log),
             stats: Arc::default(),
@@ -115,6 +118,7 @@ impl HttpApp {
     ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
         let mut store = new_store(self.rt.engine(), &self.spec, self.wasi()?);
         store.data_mut().limits.hit = oom;
+        store.data_mut().egress.netns = self.egress.clone();
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store
             .data_mut()

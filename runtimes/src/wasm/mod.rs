@@ -7,6 +7,7 @@
 //! request only; the runtime and its other guests keep going.**
 
 mod command;
+mod egress;
 mod error;
 mod http;
 mod state;

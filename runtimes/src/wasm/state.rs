@@ -52,6 +52,7 @@ pub(crate) struct GuestState {
     pub http: WasiHttpCtx,
     pub table: ResourceTable,
     pub limits: MemoryLimit,
+    pub egress: super::egress::PodEgress,
 }
 
 impl WasiView for GuestState {
@@ -68,7 +69,7 @@ impl WasiHttpView for GuestState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.egress,
         }
     }
 }
@@ -124,6 +125,7 @@ pub(crate) fn new_store(
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limits,
+            egress: Default::default(),
         },
     );
     store.limiter(|s| &mut s.limits);
