@@ -121,6 +121,41 @@ fn one_manifest_runs_as_a_container_and_as_wasm_behind_one_service() -> Result<(
     let (code, body) = http_get(&format!("http://{wasm_ip}:8080/"))?;
     assert_eq!(code, 200);
     assert!(body.contains("hello-from-wasm"), "{body}");
+    // kubectl port-forward reaches either pod from loopback, for many
+    // connections in turn and at once.
+    for (pod, want) in [(&boxed, "hello from busybox"), (&wasm, "hello-from-wasm")] {
+        let name = pod["metadata"]["name"].as_str().unwrap();
+        let pf = c.s.port_forward(&format!("pod/{name}"), 8080, &[])?;
+        let url = format!("http://127.0.0.1:{}/", pf.local);
+        for _ in 0..3 {
+            let (code, body) =
+                http_get(&url).map_err(|e| anyhow::anyhow!("{e}: {}", pf.errors()))?;
+            assert_eq!(code, 200);
+            assert!(body.contains(want), "{body}");
+        }
+        let parallel: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || http_get(&url).map(|(code, _)| code).ok())
+            })
+            .collect();
+        for t in parallel {
+            assert_eq!(t.join().unwrap(), Some(200), "{}", pf.errors());
+        }
+    }
+    // A port nothing listens on: kubectl reports the reason and the
+    // connection is closed, not left hanging.
+    {
+        let name = boxed["metadata"]["name"].as_str().unwrap();
+        let pf = c.s.port_forward(&format!("pod/{name}"), 9, &[])?;
+        assert!(http_get(&format!("http://127.0.0.1:{}/", pf.local)).is_err());
+        let said = eventually(Duration::from_secs(10), || {
+            let e = pf.errors();
+            e.to_lowercase().contains("connection refused").then_some(e)
+        });
+        assert!(said.is_some(), "{}", pf.errors());
+    }
+
     // One Service, both as endpoints, both answer through the ClusterIP.
     let ips = eventually(Duration::from_secs(30), || {
         let ep = c.s.json(&["endpoints", "mixed"]);
@@ -217,10 +252,32 @@ spec:
     - {name: GREETING, value: hello-from-duo}
   - name: side
     image: acc/busybox:v1
-    command: ["sh", "-c", "while true; do wget -q -O - http://127.0.0.1:8080/ && echo; sleep 1; done"]
+    command: ["sh", "-c", "mkdir -p /tmp/www && echo from-the-sidecar > /tmp/www/index.html && httpd -p 8081 -h /tmp/www && while true; do wget -q -O - http://127.0.0.1:8080/ && echo; sleep 1; done"]
 "#,
     );
     c.s.k(&["wait", "--for=condition=Ready", "pod/duo", "--timeout=60s"]);
+    // The Wasm container calls its sidecar on localhost (outgoing wasi:http
+    // leaves from the pod's namespace) ...
+    let duo_ip = c.s.json(&["pod", "duo"])["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let fetched = eventually(Duration::from_secs(30), || {
+        let r = http_get(&format!(
+            "http://{duo_ip}:8080/fetch?url=http://localhost:8081/"
+        ))
+        .ok()?;
+        (r.0 == 200).then_some(r.1)
+    });
+    assert_eq!(fetched.as_deref().map(str::trim), Some("from-the-sidecar"));
+    // ... and never from the host's: the API server's loopback port is not
+    // reachable from there.
+    let api_port = c.s.url().rsplit(':').next().unwrap().to_string();
+    let (code, body) = http_get(&format!(
+        "http://{duo_ip}:8080/fetch?url=http://127.0.0.1:{api_port}/"
+    ))?;
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("ConnectionRefused"), "{body}");
     let side = eventually(Duration::from_secs(30), || {
         let l = c.s.k(&["logs", "duo", "-c", "side"]);
         l.contains("hello-from-duo").then_some(l)
@@ -456,5 +513,31 @@ fn a_hundred_container_pods_leave_nothing_behind() -> Result<()> {
         "namespaces {} vs {baseline_ns}",
         c.net.namespaces(0).len()
     );
+    Ok(())
+}
+
+#[test]
+fn a_node_without_containerd_is_not_given_container_pods() -> Result<()> {
+    let c = common::one_node(&[])?;
+    c.s.import_tar(&common::busybox_image(&c.s, "acc/busybox:v1", &[])?)?;
+    let node = c.s.json(&["node", &c.net.node(0).0]);
+    assert!(
+        node["metadata"]["labels"]
+            .get("runtime.skiff.dev/runc")
+            .is_none(),
+        "{}",
+        node["metadata"]["labels"]
+    );
+    c.s.apply(&bad_pod(
+        "box",
+        "acc/busybox:v1",
+        "    command: [\"sleep\", \"60\"]\n",
+    ));
+    let why =
+        common::unschedulable_message(&c.s, "box").expect("the container pod is unschedulable");
+    assert!(why.contains("runtime handler \"runc\""), "{why}");
+    // Wasm pods still land there.
+    c.s.apply(&bad_pod("wasm", "acc/hello:v1", ""));
+    c.s.k(&["wait", "--for=condition=Ready", "pod/wasm", "--timeout=60s"]);
     Ok(())
 }

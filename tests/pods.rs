@@ -422,15 +422,8 @@ fn bad_input_gets_a_waiting_reason_a_message_and_an_event() -> Result<()> {
         &["ErrImagePull", "ImagePullBackOff"],
         "not found",
     );
-    let unsched = eventually(Duration::from_secs(30), || {
-        let p = s.json(&["pod", "noclass"]);
-        p["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .find(|c| c["type"] == "PodScheduled" && c["status"] == "False")
-            .map(|c| c["message"].as_str().unwrap_or("").to_string())
-    })
-    .expect("an unknown RuntimeClass keeps the pod unscheduled");
+    let unsched = common::unschedulable_message(s, "noclass")
+        .expect("an unknown RuntimeClass keeps the pod unscheduled");
     assert!(unsched.contains("gvisor"), "{unsched}");
     let events = s.k(&[
         "get",

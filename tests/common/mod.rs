@@ -308,6 +308,75 @@ impl Server {
         }
     }
 
+    /// Start `kubectl port-forward TARGET :PORT` (plus `extra` arguments) and
+    /// wait for its "Forwarding from 127.0.0.1:N" line.
+    pub fn port_forward(&self, target: &str, port: u16, extra: &[&str]) -> Result<PortForward> {
+        let cache = self.dir.with_extension("kubecache");
+        let mut child = Command::new(kubectl_path())
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(["port-forward", "--address", "127.0.0.1", target])
+            .arg(format!(":{port}"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let stderr = child.stderr.take().expect("piped stderr");
+        let errors = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = errors.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            let mut r = stderr;
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut pf = PortForward {
+            child,
+            local: 0,
+            errors,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
+                        let port = rest.split_whitespace().next().unwrap_or("");
+                        pf.local = port.parse()?;
+                        return Ok(pf);
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if let Ok(Some(status)) = pf.child.try_wait() {
+                        anyhow::bail!("kubectl port-forward ended ({status}): {}", pf.errors());
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        anyhow::bail!("kubectl port-forward never listened: {}", pf.errors())
+    }
+
     /// `kubectl apply -f` of a manifest given as text, which must succeed.
     pub fn apply(&self, yaml: &str) -> String {
         let r = self.try_apply(yaml);
@@ -903,6 +972,28 @@ impl Drop for Agent {
     }
 }
 
+/// A running `kubectl port-forward`, stopped when dropped.
+pub struct PortForward {
+    child: std::process::Child,
+    /// The local port it listens on.
+    pub local: u16,
+    errors: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl PortForward {
+    /// What kubectl has written to stderr so far.
+    pub fn errors(&self) -> String {
+        self.errors.lock().unwrap().clone()
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// GET `url` (a pod IP on a test's network) with a 10 s timeout: status and body.
 pub fn http_get(url: &str) -> Result<(u16, String)> {
     let r = reqwest::blocking::Client::builder()
@@ -912,6 +1003,18 @@ pub fn http_get(url: &str) -> Result<(u16, String)> {
         .get(url)
         .send()?;
     Ok((r.status().as_u16(), r.text()?))
+}
+
+/// Wait (up to 30 s) for `pod` to be PodScheduled=False; the condition's message.
+pub fn unschedulable_message(s: &Server, pod: &str) -> Option<String> {
+    eventually(Duration::from_secs(30), || {
+        let p = s.json(&["pod", pod]);
+        p["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "PodScheduled" && c["status"] == "False")
+            .map(|c| c["message"].as_str().unwrap_or("").to_string())
+    })
 }
 
 /// Wait (up to a minute each) for `node` to register and to be Ready.
