@@ -414,7 +414,7 @@ fn bad_input_gets_a_waiting_reason_a_message_and_an_event() -> Result<()> {
     waiting(
         "text",
         &["CreateContainerError"],
-        "not a Wasm component image",
+        "neither a Wasm component image nor a container image",
     );
     waiting("weird", &["CreateContainerError"], "wasi:teleport/beam");
     waiting(
