@@ -53,6 +53,30 @@ spec:
     targetPort: 8080
 "#;
 
+/// Wait (up to a minute) for `pod` to be Ready; its IP.
+fn ready_ip(c: &Cluster, pod: &str) -> String {
+    c.s.k(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("pod/{pod}"),
+        "--timeout=60s",
+    ]);
+    c.s.json(&["pod", pod])["status"]["podIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `kubectl get events` about the object named `name`.
+fn events_of(c: &Cluster, name: &str) -> String {
+    c.s.k(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={name}"),
+    ])
+}
+
 fn pod_of(c: &Cluster, selector: &str) -> Value {
     let list = c.s.json(&["pods", "-l", selector]);
     list["items"][0].clone()
@@ -202,16 +226,7 @@ spec:
       runAsUser: 1234
 "#,
     );
-    c.s.k(&[
-        "wait",
-        "--for=condition=Ready",
-        "pod/talker",
-        "--timeout=60s",
-    ]);
-    let talker_ip = c.s.json(&["pod", "talker"])["status"]["podIP"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let talker_ip = ready_ip(&c, "talker");
     let logs = eventually(Duration::from_secs(20), || {
         let l = c.s.k(&["logs", "talker"]);
         l.contains("1234").then_some(l)
@@ -255,13 +270,9 @@ spec:
     command: ["sh", "-c", "mkdir -p /tmp/www && echo from-the-sidecar > /tmp/www/index.html && httpd -p 8081 -h /tmp/www && while true; do wget -q -O - http://127.0.0.1:8080/ && echo; sleep 1; done"]
 "#,
     );
-    c.s.k(&["wait", "--for=condition=Ready", "pod/duo", "--timeout=60s"]);
+    let duo_ip = ready_ip(&c, "duo");
     // The Wasm container calls its sidecar on localhost (outgoing wasi:http
     // leaves from the pod's namespace) ...
-    let duo_ip = c.s.json(&["pod", "duo"])["status"]["podIP"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let fetched = eventually(Duration::from_secs(30), || {
         let r = http_get(&format!(
             "http://{duo_ip}:8080/fetch?url=http://localhost:8081/"
@@ -415,12 +426,7 @@ fn oom_kills_crash_loops_and_bad_input_get_clear_reasons() -> Result<()> {
     ));
     let msg = wait_for_reason(&c, "priv", &["CreateContainerConfigError"]);
     assert!(msg.contains("privileged"), "{msg}");
-    let events = c.s.k(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=priv",
-    ]);
+    let events = events_of(&c, "priv");
     assert!(events.contains("privileged"), "{events}");
 
     // The agent keeps running pods.
@@ -546,5 +552,70 @@ fn a_node_without_containerd_is_not_given_container_pods() -> Result<()> {
     // Wasm pods still land there.
     c.s.apply(&bad_pod("wasm", "acc/hello:v1", ""));
     c.s.k(&["wait", "--for=condition=Ready", "pod/wasm", "--timeout=60s"]);
+    Ok(())
+}
+
+#[test]
+fn exec_probes_and_pre_stop_hooks_run_in_the_container() -> Result<()> {
+    let c = common::one_node_with_containers(&[])?;
+    // A Wasm pod logs every request it gets: the hooks below call it.
+    c.s.apply(&bad_pod("watcher", "acc/hello:v1", ""));
+    let w = ready_ip(&c, "watcher");
+    c.s.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: leaver
+spec:
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: main
+    image: acc/busybox:v1
+    command: ["sleep", "3600"]
+    readinessProbe:
+      exec: {{command: ["test", "-f", "/tmp/ready"]}}
+      periodSeconds: 1
+    lifecycle:
+      preStop:
+        exec: {{command: ["wget", "-q", "-O", "-", "http://{w}:8080/prestop-exec"]}}
+  - name: side
+    image: acc/busybox:v1
+    command: ["sleep", "3600"]
+    lifecycle:
+      preStop:
+        httpGet: {{host: "{w}", port: 8080, path: /prestop-http}}
+"#
+    ));
+    c.s.k(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Running",
+        "pod/leaver",
+        "--timeout=60s",
+    ]);
+    // The exec readiness probe fails until the file exists, then passes.
+    std::thread::sleep(Duration::from_secs(3));
+    let p = c.s.json(&["pod", "leaver"]);
+    let statuses = p["status"]["containerStatuses"].as_array().cloned();
+    let main_ready = statuses
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| s["name"] == "main")
+        .map(|s| s["ready"].clone())
+        .next();
+    assert_eq!(main_ready, Some(Value::Bool(false)), "{}", p["status"]);
+    let events = events_of(&c, "leaver");
+    assert!(events.contains("Readiness probe failed"), "{events}");
+    c.s.k(&["exec", "leaver", "-c", "main", "--", "touch", "/tmp/ready"]);
+    c.s.k(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/leaver",
+        "--timeout=30s",
+    ]);
+    // Deleting runs both preStop hooks before the containers are stopped.
+    c.s.k(&["delete", "pod", "leaver", "--timeout=60s"]);
+    let logs = c.s.k(&["logs", "watcher"]);
+    assert!(logs.contains("request /prestop-exec"), "{logs}");
+    assert!(logs.contains("request /prestop-http"), "{logs}");
     Ok(())
 }

@@ -483,7 +483,8 @@ impl Runner {
                 return Outcome::Failed("RunContainerError", "the pod sandbox stopped".into());
             }
         }
-        let (started_at, mut probing, liveness, readiness) = self.start_probed(&probes).await;
+        let (started_at, mut probing, liveness, readiness) =
+            self.start_probed(&probes, self.ctx.probes.clone()).await;
         let (mut oom_seen, mut timeouts_seen) = (0, 0);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut stop = self.stop.clone();
@@ -530,6 +531,7 @@ impl Runner {
     async fn start_probed(
         &self,
         probes: &[Probe],
+        checker: Arc<dyn probes::Checker>,
     ) -> (String, Prober, Option<Probe>, Option<Probe>) {
         let find = |k: ProbeKind| probes.iter().find(|p| p.kind == k).cloned();
         let (startup, liveness, readiness) = (
@@ -540,7 +542,7 @@ impl Runner {
         let started_at = self
             .started(startup.is_none(), startup.is_none() && readiness.is_none())
             .await;
-        let mut probing = Prober::new(self.view.borrow().pod_ip.clone(), self.ctx.probes.clone());
+        let mut probing = Prober::new(self.view.borrow().pod_ip.clone(), checker);
         match &startup {
             Some(p) => probing.spawn(p.clone()),
             None => liveness
@@ -637,7 +639,8 @@ impl Runner {
         let task = self
             .sandbox
             .spawn(async move { run_command(&rt, &component, &spec, log, err).await });
-        let (started_at, mut probing, liveness, readiness) = self.start_probed(&probes).await;
+        let (started_at, mut probing, liveness, readiness) =
+            self.start_probed(&probes, self.ctx.probes.clone()).await;
         let mut stop = self.stop.clone();
         let mut task = task;
         let result = loop {

@@ -1,9 +1,11 @@
 //! Container probes as the kubelet runs them: liveness, readiness and startup,
 //! with `httpGet`, `tcpSocket` and `grpc` checks sent from the host to the
 //! pod IP (the host routes the node's pod block to the bridge), thresholds and
-//! timing with Kubernetes' defaults. `exec` cannot run in a Wasm container (it
-//! has no processes): such a probe errors on every attempt, which counts as a
-//! failure, and each attempt is recorded as an `Unhealthy` warning naming why.
+//! timing with Kubernetes' defaults. `exec` runs in a container image's run
+//! (its runner's own checker, `container/oci.rs`), but not in a Wasm container
+//! (it has no processes): there such a probe errors on every attempt, which
+//! counts as a failure, and each attempt is recorded as an `Unhealthy` warning
+//! naming why. The same handlers serve lifecycle hooks (plus `sleep`).
 //!
 //! **A probe result only changes after `successThreshold` successes or
 //! `failureThreshold` failures in a row; the first settles readiness (which
@@ -61,6 +63,10 @@ pub enum Handler {
     Exec {
         command: Vec<String>,
     },
+    /// A lifecycle hook's pause.
+    Sleep {
+        seconds: u64,
+    },
 }
 
 /// One probe of a container, with Kubernetes' defaults filled in.
@@ -107,15 +113,10 @@ fn port(v: Option<&Value>, container: &Value) -> Result<u16, String> {
     }
 }
 
-impl Probe {
-    /// The container's probe of this kind, if it has one.
-    pub fn of(container: &Value, kind: ProbeKind) -> Option<Result<Probe, String>> {
-        let v = container.get(kind.field()).filter(|v| v.is_object())?;
-        Some(Probe::parse(v, container, kind))
-    }
-
-    fn parse(v: &Value, container: &Value, kind: ProbeKind) -> Result<Probe, String> {
-        let handler = if let Some(h) = v.get("httpGet") {
+impl Handler {
+    /// The handler of a probe or lifecycle hook (`what` names it in errors).
+    pub fn parse(v: &Value, container: &Value, what: &str) -> Result<Handler, String> {
+        Ok(if let Some(h) = v.get("httpGet") {
             let path = h.get("path").and_then(Value::as_str).unwrap_or("/");
             Handler::Http {
                 https: h.get("scheme").and_then(Value::as_str) == Some("HTTPS"),
@@ -155,9 +156,25 @@ impl Probe {
                     .filter_map(|s| s.as_str().map(str::to_string))
                     .collect(),
             }
+        } else if let Some(z) = v.get("sleep") {
+            Handler::Sleep {
+                seconds: z.get("seconds").and_then(Value::as_u64).unwrap_or(0),
+            }
         } else {
-            return Err(format!("{} has no handler", kind.field()));
-        };
+            return Err(format!("{what} has no handler"));
+        })
+    }
+}
+
+impl Probe {
+    /// The container's probe of this kind, if it has one.
+    pub fn of(container: &Value, kind: ProbeKind) -> Option<Result<Probe, String>> {
+        let v = container.get(kind.field()).filter(|v| v.is_object())?;
+        Some(Probe::parse(v, container, kind))
+    }
+
+    fn parse(v: &Value, container: &Value, kind: ProbeKind) -> Result<Probe, String> {
+        let handler = Handler::parse(v, container, kind.field())?;
         let success_threshold = match kind {
             // Liveness and startup must use 1 (the API enforces it).
             ProbeKind::Readiness => v.get("successThreshold").and_then(Value::as_u64),
@@ -352,6 +369,10 @@ impl Checker for NetChecker {
                 }
                 Handler::Grpc { port, service } => {
                     grpc_check(std::net::SocketAddr::new(ip, *port), service).await
+                }
+                Handler::Sleep { seconds } => {
+                    tokio::time::sleep(Duration::from_secs(*seconds)).await;
+                    Ok(())
                 }
                 Handler::Exec { command } => Err(format!(
                     "exec probes cannot run in a Wasm container (it has no processes to run {command:?} in); use httpGet, tcpSocket or grpc"

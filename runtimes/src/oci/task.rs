@@ -275,7 +275,17 @@ impl Task {
                 .open_receiver(path)?;
             readers.push(tokio::spawn(collect(rx, done_rx.clone())));
         }
+        // Dropped before the end (a probe's timeout): kill and delete the
+        // process and its FIFOs in the background.
+        let mut guard = ExecGuard {
+            rt: self.rt.clone(),
+            container_id: self.id.clone(),
+            exec_id: exec_id.clone(),
+            fifos: vec![out.clone(), err.clone()],
+            armed: true,
+        };
         let result = self.run_exec(&exec_id, args, &out, &err).await;
+        guard.armed = false;
         let _ = done_tx.send(true);
         let mut outputs = Vec::new();
         for r in readers {
@@ -348,6 +358,50 @@ impl Task {
         };
         let _ = tasks.delete_process(self.rt.request(del, false)).await;
         result
+    }
+}
+
+/// Cleans up an exec whose caller went away before it ended.
+struct ExecGuard {
+    rt: OciRuntime,
+    container_id: String,
+    exec_id: String,
+    fifos: Vec<PathBuf>,
+    armed: bool,
+}
+
+impl Drop for ExecGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (rt, container_id, exec_id) = (
+            self.rt.clone(),
+            self.container_id.clone(),
+            self.exec_id.clone(),
+        );
+        let fifos = std::mem::take(&mut self.fifos);
+        handle.spawn(async move {
+            let mut tasks = TasksClient::new(rt.channel.clone());
+            let kill = KillRequest {
+                container_id: container_id.clone(),
+                exec_id: exec_id.clone(),
+                signal: 9,
+                all: false,
+            };
+            let _ = tasks.kill(rt.request(kill, false)).await;
+            let del = DeleteProcessRequest {
+                container_id,
+                exec_id,
+            };
+            let _ = tasks.delete_process(rt.request(del, false)).await;
+            for f in fifos {
+                let _ = std::fs::remove_file(f);
+            }
+        });
     }
 }
 

@@ -16,9 +16,10 @@ use skiff_runtimes::oci::spec::{argv, merge_env};
 use skiff_runtimes::oci::{OciContainer, OciError, OciImage, SecurityOptions, Task};
 
 use super::super::env::Env;
-use super::super::probes::Probe;
+use super::super::probes::{Checker, Handler, Probe};
 use super::super::status::{Ended, now};
 use super::{Outcome, Runner, killed_by_probe, stopped};
+use futures::future::BoxFuture;
 
 /// Processes a container may run unless the agent says otherwise.
 pub const PIDS_LIMIT: i64 = 4096;
@@ -283,7 +284,9 @@ impl Runner {
             tokio::spawn(async move { t.wait().await })
         };
         let mut waiter = super::super::AbortOnDrop(waiter);
-        let (started_at, mut probing, liveness, readiness) = self.start_probed(probes).await;
+        let checker = Arc::new(self.task_checker(task));
+        let (started_at, mut probing, liveness, readiness) =
+            self.start_probed(probes, checker).await;
         let mut stop = self.stop.clone();
         loop {
             tokio::select! {
@@ -325,18 +328,119 @@ impl Runner {
         }
     }
 
-    /// SIGTERM, then SIGKILL once the grace period is over.
+    /// The preStop hook (within the grace period), SIGTERM, then SIGKILL once
+    /// the grace period is over (at least 2 s after SIGTERM, as the kubelet gives).
     async fn terminate(
         &self,
         task: &Task,
         waiter: &mut tokio::task::JoinHandle<Result<u32, OciError>>,
     ) {
-        let _ = task.signal(15).await;
         let grace = self.pod.grace;
-        if tokio::time::timeout(grace, &mut *waiter).await.is_err() {
+        let start = tokio::time::Instant::now();
+        self.pre_stop(task, grace).await;
+        let _ = task.signal(15).await;
+        let left = grace
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_secs(2));
+        if tokio::time::timeout(left, &mut *waiter).await.is_err() {
             let _ = task.signal(9).await;
             let _ = tokio::time::timeout(Duration::from_secs(5), waiter).await;
         }
+    }
+
+    /// Run `lifecycle.preStop` (exec in the container, httpGet to the pod or
+    /// its `host`, tcpSocket, sleep) for at most `budget`; a failure is a
+    /// `FailedPreStopHook` warning and the stop goes on.
+    async fn pre_stop(&self, task: &Task, budget: Duration) {
+        let Some(hook) = self
+            .spec
+            .pointer("/lifecycle/preStop")
+            .filter(|v| v.is_object())
+        else {
+            return;
+        };
+        let pod_ip = self.view.borrow().pod_ip.clone();
+        let host = ["httpGet", "tcpSocket"]
+            .iter()
+            .find_map(|k| hook.pointer(&format!("/{k}/host")).and_then(Value::as_str))
+            .map(str::to_string);
+        let result = match (
+            Handler::parse(hook, &self.spec, "preStop"),
+            host.or(pod_ip).and_then(|ip| ip.parse().ok()),
+        ) {
+            (Err(e), _) => Err(e),
+            (Ok(Handler::Exec { command }), _) => {
+                let h = Handler::Exec { command };
+                let checker = self.task_checker(task);
+                let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+                tokio::time::timeout(budget, checker.check(ip, &h, budget))
+                    .await
+                    .unwrap_or_else(|_| Err("the hook ran past the grace period".into()))
+            }
+            (Ok(h), Some(ip)) => {
+                tokio::time::timeout(budget, self.ctx.probes.check(ip, &h, budget))
+                    .await
+                    .unwrap_or_else(|_| Err("the hook ran past the grace period".into()))
+            }
+            (Ok(_), None) => Err("the pod has no IP to send the hook to".into()),
+        };
+        if let Err(why) = result {
+            self.ctx
+                .events
+                .record(
+                    &self.subject(),
+                    true,
+                    "FailedPreStopHook",
+                    &format!("PreStopHook failed: {why}"),
+                )
+                .await;
+        }
+    }
+
+    fn task_checker(&self, task: &Task) -> TaskChecker {
+        TaskChecker {
+            task: task.clone(),
+            scratch: self.ctx.logs.0.join(".exec"),
+            net: self.ctx.probes.clone(),
+        }
+    }
+}
+
+/// Checks for a container image's run: `exec` runs the command in the
+/// container (exit code 0 passes), everything else goes over the network.
+struct TaskChecker {
+    task: Task,
+    scratch: std::path::PathBuf,
+    net: Arc<dyn Checker>,
+}
+
+impl Checker for TaskChecker {
+    fn check<'a>(
+        &'a self,
+        ip: std::net::IpAddr,
+        h: &'a Handler,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        let Handler::Exec { command } = h else {
+            return self.net.check(ip, h, timeout);
+        };
+        Box::pin(async move {
+            let out = self
+                .task
+                .exec(command, &self.scratch)
+                .await
+                .map_err(|e| format!("exec {command:?}: {e}"))?;
+            if out.exit_code == 0 {
+                return Ok(());
+            }
+            let mut said = String::from_utf8_lossy(&out.stdout).into_owned();
+            said.push_str(&String::from_utf8_lossy(&out.stderr));
+            Err(format!(
+                "command {command:?} exited with {}: {}",
+                out.exit_code,
+                said.trim()
+            ))
+        })
     }
 }
 
