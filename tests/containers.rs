@@ -260,14 +260,20 @@ metadata:
   name: duo
 spec:
   terminationGracePeriodSeconds: 1
+  volumes:
+  - {name: shared, emptyDir: {}}
   containers:
   - name: web
     image: acc/hello:v1
     env:
     - {name: GREETING, value: hello-from-duo}
+    volumeMounts:
+    - {name: shared, mountPath: /shared}
   - name: side
     image: acc/busybox:v1
-    command: ["sh", "-c", "mkdir -p /tmp/www && echo from-the-sidecar > /tmp/www/index.html && httpd -p 8081 -h /tmp/www && while true; do wget -q -O - http://127.0.0.1:8080/ && echo; sleep 1; done"]
+    command: ["sh", "-c", "echo written-by-side > /shared/note && mkdir -p /tmp/www && echo from-the-sidecar > /tmp/www/index.html && httpd -p 8081 -h /tmp/www && while true; do wget -q -O - http://127.0.0.1:8080/ && echo; sleep 1; done"]
+    volumeMounts:
+    - {name: shared, mountPath: /shared}
 "#,
     );
     let duo_ip = ready_ip(&c, "duo");
@@ -281,6 +287,10 @@ spec:
         (r.0 == 200).then_some(r.1)
     });
     assert_eq!(fetched.as_deref().map(str::trim), Some("from-the-sidecar"));
+    // An emptyDir volume is one directory for both: the container writes, the
+    // Wasm component reads.
+    let (code, note) = http_get(&format!("http://{duo_ip}:8080/file?path=/shared/note"))?;
+    assert_eq!((code, note.trim()), (200, "written-by-side"));
     // ... and never from the host's: the API server's loopback port is not
     // reachable from there.
     let api_port = c.s.url().rsplit(':').next().unwrap().to_string();
@@ -568,6 +578,14 @@ metadata:
   name: leaver
 spec:
   terminationGracePeriodSeconds: 5
+  initContainers:
+  - name: prep
+    image: acc/busybox:v1
+    command: ["sh", "-c", "echo prepared"]
+  - name: helper
+    image: acc/busybox:v1
+    restartPolicy: Always
+    command: ["sleep", "3600"]
   containers:
   - name: main
     image: acc/busybox:v1
@@ -612,6 +630,24 @@ spec:
         "pod/leaver",
         "--timeout=30s",
     ]);
+    // The init container ran to completion, the sidecar (restartPolicy
+    // Always) runs beside the app.
+    let p = c.s.json(&["pod", "leaver"]);
+    let init = &p["status"]["initContainerStatuses"];
+    let state = |name: &str| {
+        init.as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["name"] == name)
+            .map(|s| s["state"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(state("prep")["terminated"]["reason"], "Completed", "{init}");
+    assert!(state("helper")["running"].is_object(), "{init}");
+    assert!(
+        c.s.k(&["logs", "leaver", "-c", "prep"])
+            .contains("prepared")
+    );
     // Deleting runs both preStop hooks before the containers are stopped.
     c.s.k(&["delete", "pod", "leaver", "--timeout=60s"]);
     let logs = c.s.k(&["logs", "watcher"]);

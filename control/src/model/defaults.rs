@@ -26,6 +26,7 @@ pub fn apply(api_version: &str, kind: &str, v: &mut Value) {
     match (api_version, kind) {
         ("v1", "Pod") => {
             pod_spec(obj(v, "spec"));
+            requests_from_limits(obj(v, "spec"));
             default_tolerations(obj(v, "spec"));
             let status = obj(v, "status");
             set(status, "phase", json!("Pending"));
@@ -256,6 +257,28 @@ fn container(c: &mut Map<String, Value>) {
     }
 }
 
+/// A pod's container with a limit but no request for a resource requests its
+/// limit (Kubernetes' `SetDefaults_Pod`; pod templates are left as written).
+fn requests_from_limits(spec: &mut Map<String, Value>) {
+    for list in ["containers", "initContainers"] {
+        let Some(Value::Array(cs)) = spec.get_mut(list) else {
+            continue;
+        };
+        for c in cs.iter_mut() {
+            let Some(Value::Object(limits)) = c.pointer("/resources/limits").cloned() else {
+                continue;
+            };
+            let res = obj(c, "resources");
+            let requests = res.entry("requests").or_insert_with(|| json!({}));
+            if let Some(r) = requests.as_object_mut() {
+                for (k, v) in limits {
+                    r.entry(k).or_insert(v);
+                }
+            }
+        }
+    }
+}
+
 fn service(spec: &mut Map<String, Value>) {
     set(spec, "type", json!("ClusterIP"));
     set(spec, "sessionAffinity", json!("None"));
@@ -318,6 +341,30 @@ mod tests {
         assert_eq!(pod["spec"]["containers"][1]["ports"][0]["protocol"], "TCP");
         assert_eq!(pod["status"]["phase"], "Pending");
         assert_eq!(pod["status"]["qosClass"], "BestEffort");
+    }
+
+    #[test]
+    fn requests_default_to_limits_in_pods_only() {
+        let c = json!({"name": "a", "image": "i:1", "resources": {
+            "limits": {"cpu": "500m", "memory": "64Mi"}, "requests": {"cpu": "100m"}}});
+        let mut pod = json!({"spec": {"containers": [c.clone()]}});
+        apply("v1", "Pod", &mut pod);
+        let r = &pod["spec"]["containers"][0]["resources"]["requests"];
+        assert_eq!(
+            (r["cpu"].as_str(), r["memory"].as_str()),
+            (Some("100m"), Some("64Mi"))
+        );
+        let mut only_limits = json!({"spec": {"containers": [{"name": "a", "image": "i:1",
+            "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
+        apply("v1", "Pod", &mut only_limits);
+        assert_eq!(only_limits["status"]["qosClass"], "Guaranteed");
+        let mut d = json!({"spec": {"template": {"spec": {"containers": [c]}}}});
+        apply("apps/v1", "Deployment", &mut d);
+        assert!(
+            d["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
+                .get("memory")
+                .is_none()
+        );
     }
 
     #[test]
