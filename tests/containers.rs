@@ -67,6 +67,18 @@ fn ready_ip(c: &Cluster, pod: &str) -> String {
         .to_string()
 }
 
+/// Wait (up to two minutes each) for the Deployments' rollouts.
+fn rolled_out(c: &Cluster, deployments: &[&str]) {
+    for d in deployments {
+        c.s.k(&[
+            "rollout",
+            "status",
+            &format!("deployment/{d}"),
+            "--timeout=120s",
+        ]);
+    }
+}
+
 /// `kubectl get events` about the object named `name`.
 fn events_of(c: &Cluster, name: &str) -> String {
     c.s.k(&[
@@ -118,14 +130,7 @@ fn one_manifest_runs_as_a_container_and_as_wasm_behind_one_service() -> Result<(
     c.s.apply(&deployment("box", "acc/busybox-httpd:v1"));
     c.s.apply(&deployment("wasm", "acc/hello:v1"));
     c.s.apply(SERVICE);
-    for d in ["box", "wasm"] {
-        c.s.k(&[
-            "rollout",
-            "status",
-            &format!("deployment/{d}"),
-            "--timeout=120s",
-        ]);
-    }
+    rolled_out(&c, &["box", "wasm"]);
     let boxed = pod_of(&c, "flavour=box");
     let wasm = pod_of(&c, "flavour=wasm");
     let box_ip = boxed["status"]["podIP"].as_str().unwrap().to_string();
@@ -653,5 +658,61 @@ spec:
     let logs = c.s.k(&["logs", "watcher"]);
     assert!(logs.contains("request /prestop-exec"), "{logs}");
     assert!(logs.contains("request /prestop-http"), "{logs}");
+    Ok(())
+}
+
+#[test]
+fn the_container_and_mixed_examples_run() -> Result<()> {
+    let c = common::one_node_with_containers(&[])?;
+    c.s.import_tar(&common::busybox_image(&c.s, "example/busybox:v1", &[])?)?;
+    let httpd = [
+        "--cmd", "httpd", "--cmd", "-f", "--cmd", "-p", "--cmd", "8080", "--cmd", "-h", "--cmd",
+        "/var/www",
+    ];
+    c.s.import_tar(&common::busybox_image(
+        &c.s,
+        "example/busybox-httpd:v1",
+        &httpd,
+    )?)?;
+    c.s.import_wasm(
+        &common::example_wasm("hello-wasm", "hello_wasm.wasm"),
+        "example/hello-wasm:v1",
+    )?;
+    let example = |name: &str| -> Result<String> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/manifests")
+            .join(name);
+        Ok(std::fs::read_to_string(path)?)
+    };
+
+    // The container Deployment, reached through kubectl port-forward, once
+    // over WebSocket (kubectl's default) and once over plain SPDY.
+    c.s.apply(&example("container-deployment.yaml")?);
+    rolled_out(&c, &["web-container"]);
+    for env in [&[][..], &[("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")][..]] {
+        let pf = c.s.port_forward("deploy/web-container", 8080, env)?;
+        let (code, body) = http_get(&format!("http://127.0.0.1:{}/", pf.local))
+            .map_err(|e| anyhow::anyhow!("{e} ({env:?}): {}", pf.errors()))?;
+        assert_eq!((code, body.trim()), (200, "hello from busybox"), "{env:?}");
+    }
+
+    // The mixed app: the Wasm front end calls the container back end through
+    // its Service (the back end's fixed ClusterIP moved into this test's range).
+    let backend_ip = format!("10.96.{}.200", c.net.octet);
+    c.s.apply(&example("mixed-app.yaml")?.replace("10.96.200.10", &backend_ip));
+    rolled_out(&c, &["backend", "frontend"]);
+    let frontend = c.s.json(&["svc", "frontend"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let answer = eventually(Duration::from_secs(30), || {
+        let (code, body) =
+            http_get(&format!("http://{frontend}/fetch?url=http://{backend_ip}/")).ok()?;
+        (code == 200).then_some(body)
+    });
+    assert_eq!(
+        answer.as_deref().map(str::trim),
+        Some("hello from the container back end")
+    );
     Ok(())
 }

@@ -308,9 +308,14 @@ impl Server {
         }
     }
 
-    /// Start `kubectl port-forward TARGET :PORT` (plus `extra` arguments) and
-    /// wait for its "Forwarding from 127.0.0.1:N" line.
-    pub fn port_forward(&self, target: &str, port: u16, extra: &[&str]) -> Result<PortForward> {
+    /// Start `kubectl port-forward TARGET :PORT` (with `env` set) and wait for
+    /// its "Forwarding from 127.0.0.1:N" line.
+    pub fn port_forward(
+        &self,
+        target: &str,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Result<PortForward> {
         let cache = self.dir.with_extension("kubecache");
         let mut child = Command::new(kubectl_path())
             .arg("--kubeconfig")
@@ -319,7 +324,7 @@ impl Server {
             .arg(&cache)
             .args(["port-forward", "--address", "127.0.0.1", target])
             .arg(format!(":{port}"))
-            .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
