@@ -1,5 +1,6 @@
 //! skiff-common: small, dependency-free pieces both the control plane and the
 //! node agent need, so neither has to link the other.
 
+pub mod media;
 pub mod qos;
 pub mod quantity;

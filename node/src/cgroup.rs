@@ -13,6 +13,12 @@ use cgroups_rs::fs::{Cgroup, hierarchies};
 /// CFS period used for `limits.cpu`.
 const PERIOD_US: u64 = 100_000;
 
+/// The CFS quota and period (µs) for a CPU limit in millicores, as the kubelet
+/// sets them (at least 1 ms per period).
+pub fn cfs_quota(millis: u64) -> (i64, u64) {
+    ((millis * PERIOD_US / 1000).max(1000) as i64, PERIOD_US)
+}
+
 /// Errors of the pod cgroups.
 #[derive(Debug, thiserror::Error)]
 #[error("cgroup {path}: {reason}")]
@@ -68,8 +74,8 @@ impl PodCgroup {
         if let Some(m) = cpu_millis.filter(|m| *m > 0)
             && let Some(cpu) = cg.controller_of::<CpuController>()
         {
-            let quota = (m * PERIOD_US / 1000).max(1000) as i64;
-            cpu.set_cfs_quota_and_period(Some(quota), Some(PERIOD_US))
+            let (quota, period) = cfs_quota(m);
+            cpu.set_cfs_quota_and_period(Some(quota), Some(period))
                 .map_err(|e| err(format!("cpu quota: {e}")))?;
         }
         Ok(PodCgroup {

@@ -8,48 +8,33 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
+use skiff_common::media::{ImageKind, WASM_ARCHES, kind_of};
 
 use crate::api::objects::Objects;
 use crate::images::{Images, Reference};
 
-/// Layer media types of a Wasm component.
-const WASM_LAYERS: &[&str] = &[
-    "application/wasm",
-    "application/vnd.wasm.content.layer.v1+wasm",
-];
-
 /// The handler a manifest (or index) needs: `wasmtime`, `runc`, or unknown.
 pub fn handler_of_manifest(bytes: &[u8]) -> Option<&'static str> {
     let m: Value = serde_json::from_slice(bytes).ok()?;
-    let text = |v: &Value, p: &str| {
-        v.pointer(p)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
+    fn text<'a>(v: &'a Value, p: &str) -> &'a str {
+        v.pointer(p).and_then(Value::as_str).unwrap_or("")
+    }
     if let Some(list) = m.get("manifests").and_then(Value::as_array) {
-        let wasm = list.iter().any(|e| {
-            matches!(
-                text(e, "/platform/architecture").as_str(),
-                "wasm" | "wasm32"
-            )
-        });
+        let wasm = list
+            .iter()
+            .any(|e| WASM_ARCHES.contains(&text(e, "/platform/architecture")));
         return Some(if wasm { "wasmtime" } else { "runc" });
     }
-    let layers = m.get("layers").and_then(Value::as_array)?;
-    if layers
+    let layers: Vec<&str> = m
+        .get("layers")?
+        .as_array()?
         .iter()
-        .any(|l| WASM_LAYERS.contains(&text(l, "/mediaType").as_str()))
-    {
-        return Some("wasmtime");
+        .map(|l| text(l, "/mediaType"))
+        .collect();
+    match kind_of(text(&m, "/config/mediaType"), &layers)? {
+        ImageKind::Wasm => Some("wasmtime"),
+        ImageKind::Container => Some("runc"),
     }
-    let config = text(&m, "/config/mediaType");
-    let container = matches!(
-        config.as_str(),
-        "application/vnd.oci.image.config.v1+json"
-            | "application/vnd.docker.container.image.v1+json"
-    );
-    container.then_some("runc")
 }
 
 /// `runc` when any of the pod's images is a container image in the store.

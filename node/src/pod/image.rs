@@ -14,14 +14,8 @@ use kube::Client;
 use kube::client::Body;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use skiff_runtimes::oci::image::{CONFIG_TYPES, LAYER_TYPES};
+use skiff_common::media::{ImageKind, WASM_ARCHES, WASM_LAYER_TYPES, kind_of};
 use skiff_runtimes::oci::{Blob, OciImage};
-
-/// Layer media types that carry a Wasm component.
-pub const WASM_LAYER_TYPES: &[&str] = &[
-    "application/wasm",
-    "application/vnd.wasm.content.layer.v1+wasm",
-];
 
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
@@ -235,7 +229,7 @@ impl Images {
             };
             let pick = list
                 .iter()
-                .find(|m| matches!(arch(m).as_str(), "wasm" | "wasm32"))
+                .find(|m| WASM_ARCHES.contains(&arch(m).as_str()))
                 .or_else(|| list.iter().find(|m| arch(m) == host_arch()))
                 .or_else(|| list.first())
                 .and_then(|m| m.get("digest").and_then(Value::as_str))
@@ -290,13 +284,9 @@ impl Images {
             });
         }
         let config = manifest.get("config").cloned().unwrap_or(Value::Null);
-        let is_container = CONFIG_TYPES.contains(&media_type(&config).as_str())
-            && !layers.is_empty()
-            && layers
-                .iter()
-                .all(|l| LAYER_TYPES.contains(&media_type(l).as_str()));
-        if !is_container {
-            let types: Vec<String> = layers.iter().map(media_type).collect();
+        let types: Vec<String> = layers.iter().map(media_type).collect();
+        let type_refs: Vec<&str> = types.iter().map(String::as_str).collect();
+        if kind_of(&media_type(&config), &type_refs) != Some(ImageKind::Container) {
             return Err(unusable(format!(
                 "config {:?}, layers [{}]; a Wasm image needs a layer of type {}, a container image an image config and filesystem layers",
                 media_type(&config),

@@ -26,20 +26,11 @@ use sha2::{Digest, Sha256};
 
 use super::{OciError, OciRuntime};
 
-/// Layer media types the diff service can apply.
-pub const LAYER_TYPES: &[&str] = &[
-    "application/vnd.oci.image.layer.v1.tar",
-    "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.oci.image.layer.v1.tar+zstd",
-    "application/vnd.docker.image.rootfs.diff.tar",
-    "application/vnd.docker.image.rootfs.diff.tar.gzip",
-];
-
-/// Config media types of a container image.
-pub const CONFIG_TYPES: &[&str] = &[
-    "application/vnd.oci.image.config.v1+json",
-    "application/vnd.docker.container.image.v1+json",
-];
+/// Layer media types the diff service can apply, and config media types of a
+/// container image (shared with the scheduler through skiff-common).
+pub use skiff_common::media::{
+    CONTAINER_CONFIG_TYPES as CONFIG_TYPES, CONTAINER_LAYER_TYPES as LAYER_TYPES,
+};
 
 /// One content-addressed blob.
 #[derive(Debug, Clone)]

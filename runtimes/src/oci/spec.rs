@@ -108,8 +108,8 @@ pub struct OciContainer {
     pub cgroups_path: String,
     pub memory_limit: Option<i64>,
     pub cpu_shares: Option<u64>,
-    /// CFS quota in µs per 100 ms period.
-    pub cpu_quota: Option<i64>,
+    /// CFS quota and period, both in µs.
+    pub cpu_quota: Option<(i64, u64)>,
     pub pids_limit: Option<i64>,
     pub security: SecurityOptions,
 }
@@ -220,9 +220,9 @@ impl OciContainer {
         if let Some(s) = self.cpu_shares {
             cpu.insert("shares".into(), json!(s));
         }
-        if let Some(q) = self.cpu_quota {
-            cpu.insert("quota".into(), json!(q));
-            cpu.insert("period".into(), json!(100_000));
+        if let Some((quota, period)) = self.cpu_quota {
+            cpu.insert("quota".into(), json!(quota));
+            cpu.insert("period".into(), json!(period));
         }
         if !cpu.is_empty() {
             resources["cpu"] = Value::Object(cpu);
@@ -337,7 +337,7 @@ mod tests {
             }],
             cgroups_path: "/skiff/n/pod1/c1".into(),
             memory_limit: Some(64 << 20),
-            cpu_quota: Some(50_000),
+            cpu_quota: Some((50_000, 100_000)),
             pids_limit: Some(100),
             security: SecurityOptions {
                 read_only_root: true,

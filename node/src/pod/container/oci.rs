@@ -142,7 +142,9 @@ impl Runner {
             cpu_shares: cpu_millis("/resources/requests/cpu")
                 .or_else(|| cpu_millis("/resources/limits/cpu"))
                 .map(|m| ((m * 1024) / 1000).max(2) as u64),
-            cpu_quota: cpu_millis("/resources/limits/cpu").map(|m| (m * 100).max(1000)),
+            cpu_quota: cpu_millis("/resources/limits/cpu")
+                .filter(|m| *m > 0)
+                .map(|m| crate::cgroup::cfs_quota(m as u64)),
             pids_limit: Some(PIDS_LIMIT),
             security: SecurityOptions {
                 privileged,
