@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use super::objects::Objects;
-use super::podlog::{container, pod_and_agent, unavailable};
+use super::podlog::{agent_client, container, pod_and_agent, unavailable};
 use super::request::{query_all, query_map};
 use super::status::{ApiError, ApiResult};
 
@@ -80,7 +80,7 @@ async fn run_on_agent(
     base: &str,
     command: &[String],
 ) -> Result<(Vec<u8>, Vec<u8>, i64), String> {
-    let resp = reqwest::Client::new()
+    let resp = agent_client()
         .post(format!("{base}/exec/{ns}/{name}/{container}"))
         .bearer_auth(agent_token)
         .json(&json!({"command": command}))

@@ -14,6 +14,13 @@ use super::objects::Objects;
 use super::status::{ApiError, ApiResult};
 use std::collections::HashMap;
 
+/// The one HTTP client for calls to node agents (logs, exec, port-forward),
+/// so their connections are pooled rather than set up per request.
+pub(super) fn agent_client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(reqwest::Client::new).clone()
+}
+
 pub(super) fn unavailable(message: String) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -124,7 +131,7 @@ pub async fn pod_log(
     if !params.is_empty() {
         url = format!("{url}?{}", params.join("&"));
     }
-    let resp = reqwest::Client::new()
+    let resp = agent_client()
         .get(&url)
         .bearer_auth(agent_token)
         .send()

@@ -29,7 +29,7 @@ use super::objects::Objects;
 use super::podexec::{
     accept_key, is_upgrade, offered_protocols, switching_to_websocket, take_upgrade,
 };
-use super::podlog::pod_and_agent;
+use super::podlog::{agent_client, pod_and_agent};
 use super::status::{ApiError, ApiResult};
 use spdy::{Decoder, Encoder, Frame};
 
@@ -278,6 +278,9 @@ async fn session(
                 Frame::Other => {}
             }
         }
+        // Finished relays leave the set (a long session forwards many connections).
+        while tasks.try_join_next().is_some() {}
+        relays.retain(|_, r| !r.is_closed());
         match bytes_in.recv().await {
             Some(b) => decoder.push(&b),
             None => break,
@@ -362,7 +365,7 @@ async fn connect(t: &Target, port: &str) -> Result<reqwest::Upgraded, String> {
         .ok()
         .filter(|p| *p > 0)
         .ok_or_else(|| format!("invalid port {port:?}"))?;
-    let resp = reqwest::Client::new()
+    let resp = agent_client()
         .get(format!(
             "{}/portForward/{}/{}/{port}?ip={}",
             t.agent, t.ns, t.pod, t.pod_ip
