@@ -88,6 +88,21 @@ struct NodeArgs {
     /// First container restart back-off in milliseconds (doubles up to 5 min).
     #[arg(long, default_value_t = 1000, hide = true)]
     restart_backoff_ms: u64,
+    /// Port of the activator on the node's pod bridge address (where
+    /// scale-to-zero Services without ready pods send their connections).
+    #[arg(long, default_value_t = skiff_node::activator::DEFAULT_PORT)]
+    activator_port: u16,
+    /// Longest the activator holds a request while its Deployment wakes
+    /// (a Go duration); later it answers 503 with Retry-After.
+    #[arg(long, default_value = "30s", value_parser = go_duration)]
+    activator_timeout: std::time::Duration,
+    /// Most requests the activator holds at once.
+    #[arg(long, default_value_t = 1000)]
+    activator_max_held: usize,
+}
+
+fn go_duration(s: &str) -> Result<std::time::Duration, String> {
+    skiff_common::scale::parse_duration(s)
 }
 
 fn agent_config(
@@ -116,6 +131,9 @@ fn agent_config(
             (None, false) => skiff_node::agent::ContainerdMode::Own,
         },
         allow_privileged: n.allow_privileged,
+        activator_port: n.activator_port,
+        activator_timeout: n.activator_timeout,
+        activator_max_held: n.activator_max_held,
     }
 }
 
@@ -160,6 +178,9 @@ struct ServerArgs {
     /// (and its pods are evicted after their toleration, 30 s by default).
     #[arg(long, default_value_t = 10)]
     node_monitor_grace_period: u64,
+    /// How often each HorizontalPodAutoscaler is evaluated (a Go duration).
+    #[arg(long, default_value = "15s", value_parser = go_duration)]
+    horizontal_pod_autoscaler_sync_period: std::time::Duration,
     /// Events kept for watches that resume from a resourceVersion.
     #[arg(long, default_value_t = 10_000, hide = true)]
     watch_history: usize,
@@ -243,6 +264,7 @@ fn main() -> std::process::ExitCode {
                     pod_cidrs,
                     node_grace: std::time::Duration::from_secs(a.node_monitor_grace_period),
                     services,
+                    hpa_sync_period: a.horizontal_pod_autoscaler_sync_period,
                 };
                 server::run(cfg).await.map_err(Into::into)
             }

@@ -2,5 +2,8 @@
 //! node agent need, so neither has to link the other.
 
 pub mod media;
+pub mod prom;
 pub mod qos;
 pub mod quantity;
+pub mod scale;
+pub mod stats;

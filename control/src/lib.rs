@@ -4,6 +4,7 @@
 pub mod api;
 pub mod controllers;
 pub mod images;
+pub mod metrics;
 pub mod model;
 pub mod scheduler;
 pub mod server;

@@ -23,6 +23,8 @@ pub struct ServerConfig {
     pub node_grace: std::time::Duration,
     /// The Service CIDR (ClusterIPs) and the NodePort range.
     pub services: crate::api::services::ServiceRanges,
+    /// How often HorizontalPodAutoscalers are evaluated.
+    pub hpa_sync_period: std::time::Duration,
 }
 
 /// Where agents read the cluster's network settings.
@@ -358,6 +360,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
         store.clone(),
         app.clone(),
         admin,
+        cfg.hpa_sync_period,
     ));
     tracing::info!(api_addr = %cfg.api_addr, "serving api (https)");
     tokio::select! {

@@ -187,3 +187,37 @@ pub fn remove_pod_dirs(node: &str, uid: &str) {
         }
     }
 }
+
+/// The working set (usage minus inactive file pages, as the kubelet reports
+/// it) of a pod's OCI containers, from their memory cgroup parent; `None` when
+/// the pod has none.
+pub fn containers_working_set(node: &str, uid: &str) -> Option<u64> {
+    let parent = container_parent(node, uid);
+    let (dir, usage_file, inactive_key) = if hierarchies::is_cgroup2_unified_mode() {
+        (
+            format!("/sys/fs/cgroup{parent}"),
+            "memory.current",
+            "inactive_file ",
+        )
+    } else {
+        (
+            format!("/sys/fs/cgroup/memory{parent}"),
+            "memory.usage_in_bytes",
+            "total_inactive_file ",
+        )
+    };
+    let usage: u64 = std::fs::read_to_string(format!("{dir}/{usage_file}"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let inactive = std::fs::read_to_string(format!("{dir}/memory.stat"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(inactive_key))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    Some(usage.saturating_sub(inactive))
+}

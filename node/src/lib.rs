@@ -4,11 +4,13 @@
 //! the node's Service proxy (nftables), the cluster DNS and the routes to the
 //! other nodes' pods.
 
+pub mod activator;
 pub mod agent;
 pub mod cgroup;
 pub mod dns;
 pub mod net;
 pub mod pod;
 pub mod proxy;
+pub mod stats;
 
 pub use skiff_runtimes as runtimes;

@@ -28,6 +28,9 @@ pub struct ContainerSpec {
     /// The pod's network namespace: a Wasm guest's outgoing HTTP requests
     /// leave from there (none: they are refused).
     pub netns: Option<std::path::PathBuf>,
+    /// Where the guest's linear memory in use is added up (one gauge per pod,
+    /// read by the node's metrics), in bytes.
+    pub memory_gauge: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// A host directory preopened for the guest at `guest_path`.

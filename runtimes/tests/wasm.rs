@@ -59,6 +59,7 @@ async fn commands_exit_codes_output_limits() {
         timeout: Some(Duration::from_secs(2)),
         mounts: Vec::new(),
         netns: None,
+        memory_gauge: None,
     };
     let (exit, out, err) = run(&rt, dir.path(), spec("ok", &["a", "b"])).await;
     assert_eq!(exit, Exit::Code(0));
@@ -170,15 +171,17 @@ async fn http_component_serves_and_survives_bad_requests() {
     let (dir, rt) = runtime();
     let bytes = example("hello-wasm", "hello_wasm.wasm");
     let component = rt.load("sha256:hello", &bytes).unwrap();
+    let gauge = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let spec = ContainerSpec {
         name: "hello".into(),
         env: vec![("GREETING".into(), "hi from the pod".into())],
         memory_limit: Some(32 << 20),
         timeout: Some(Duration::from_secs(1)),
+        memory_gauge: Some(gauge.clone()),
         ..Default::default()
     };
     let log = std::fs::File::create(dir.path().join("hello.log")).unwrap();
-    let app = HttpApp::new(&rt, &component, spec, log).unwrap();
+    let app = HttpApp::new(&rt, &component, spec, log, Default::default()).unwrap();
     let stats = app.stats.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -205,6 +208,16 @@ async fn http_component_serves_and_survives_bad_requests() {
     use std::sync::atomic::Ordering;
     assert_eq!(stats.out_of_memory.load(Ordering::Relaxed), 1);
     assert_eq!(stats.timeouts.load(Ordering::Relaxed), 1);
+    // Every request is over: nothing in flight, the time they took counted,
+    // and the guests' memory given back.
+    assert_eq!(stats.requests.load(Ordering::Relaxed), 6);
+    assert_eq!(stats.in_flight.load(Ordering::Relaxed), 0);
+    assert!(
+        stats.busy_now_ns() >= 1_000_000_000,
+        "the /spin request ran ≥ 1 s"
+    );
+    assert!(stats.last_end_ns.load(Ordering::Relaxed) > 0);
+    assert_eq!(gauge.load(Ordering::Relaxed), 0);
     let log = std::fs::read_to_string(dir.path().join("hello.log")).unwrap();
     assert!(log.contains("request /alloc?mb=128"), "{log}");
 }
@@ -229,9 +242,15 @@ fn bad_images_are_named() {
     .unwrap();
     let component = rt.load("sha256:weird", &weird).unwrap();
     let log = tempfile::tempfile().unwrap();
-    let err = HttpApp::new(&rt, &component, ContainerSpec::default(), log)
-        .err()
-        .unwrap();
+    let err = HttpApp::new(
+        &rt,
+        &component,
+        ContainerSpec::default(),
+        log,
+        Default::default(),
+    )
+    .err()
+    .unwrap();
     match err {
         WasmError::UnsupportedImport { import } => {
             assert!(import.contains("wasi:teleport/beam"), "{import}")

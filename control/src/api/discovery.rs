@@ -43,12 +43,15 @@ fn group_doc(name: &str, versions: &[&str]) -> Value {
 }
 
 pub fn api_group_list(reg: &Registry) -> Value {
-    let groups: Vec<Value> = reg
+    let mut groups: Vec<Value> = reg
         .groups()
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, vs)| group_doc(g, &vs))
         .collect();
+    // The metrics groups come last, as aggregated APIs do, so the built-in
+    // `nodes` and `pods` win kubectl's resource mapping.
+    groups.extend(super::metrics::api_groups());
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 

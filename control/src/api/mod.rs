@@ -8,12 +8,14 @@ pub mod apply;
 pub mod body;
 pub mod discovery;
 pub mod fieldset;
+pub mod metrics;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
 pub mod podexec;
 pub mod podlog;
 pub mod portforward;
+pub mod prom;
 pub mod protobuf;
 pub mod registry;
 pub mod request;
@@ -54,19 +56,27 @@ pub struct ApiState {
     pub uploads: registry::Uploads,
     /// The cluster CA certificate (PEM) agents bootstrap with.
     pub ca_pem: String,
+    /// `GET /metrics`: request, Raft and pod metrics.
+    pub metrics: Arc<prom::Metrics>,
+    /// Node agents' usage reports, for `metrics.k8s.io` and
+    /// `custom.metrics.k8s.io` (one shared, briefly cached round).
+    pub collector: crate::metrics::Collector,
 }
 
 impl ApiState {
     pub fn new(store: Store, token: String, admin_token: String, server_addr: String) -> ApiState {
         let registry = Arc::new(Registry::builtin());
         let openapi = Arc::new(openapi::OpenApi::build(&registry));
+        let metrics = Arc::new(prom::Metrics::new(&store, &registry));
+        let objects = objects::Objects {
+            store: store.clone(),
+            registry,
+            services: Arc::new(services::ServiceRanges::default()),
+        };
         ApiState {
+            collector: crate::metrics::Collector::new(objects.clone(), token.clone()),
             rest: rest::Rest {
-                objects: objects::Objects {
-                    store: store.clone(),
-                    registry,
-                    services: Arc::new(services::ServiceRanges::default()),
-                },
+                objects,
                 server_addr,
                 agent_token: token.clone(),
             },
@@ -77,6 +87,7 @@ impl ApiState {
             token,
             admin_token,
             openapi,
+            metrics,
         }
     }
 }
@@ -130,6 +141,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/livez", get(healthz))
         .route("/readyz", get(readyz))
         .route("/version", get(version))
+        .route("/metrics", get(prom::metrics))
         .route("/openapi/v2", get(openapi_v2))
         .route("/openapi/v3", get(openapi_index))
         .route("/openapi/v3/{*gv}", get(openapi_doc))
@@ -152,6 +164,10 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            prom::track,
         ))
         .with_state(state)
 }
@@ -238,6 +254,16 @@ async fn kube(State(s): State<ApiState>, req: Request) -> Response {
         return portforward::pod_port_forward(&s.rest.objects, token, ns, name, parts)
             .await
             .unwrap_or_else(|e| e.into_response());
+    }
+    if let Some(route) = metrics::route(&path) {
+        return metrics::serve(
+            &s.collector,
+            &s.rest.objects,
+            &parts.method,
+            route,
+            parts.uri.query(),
+        )
+        .await;
     }
     s.rest
         .handle(parts.method, &path, parts.uri.query(), parts.headers, body)

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 /// The one HTTP client for calls to node agents (logs, exec, port-forward),
 /// so their connections are pooled rather than set up per request.
-pub(super) fn agent_client() -> reqwest::Client {
+pub(crate) fn agent_client() -> reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     CLIENT.get_or_init(reqwest::Client::new).clone()
 }

@@ -348,6 +348,103 @@ fn job_status(v: &Value) -> Value {
     })
 }
 
+/// A quantity as Go's `Quantity.String()` writes it; a missing one is
+/// `<nil>`, as Go prints a nil quantity.
+fn quantity(v: Option<&Value>) -> String {
+    let raw = match v {
+        None | Some(Value::Null) => return "<nil>".into(),
+        Some(Value::String(q)) => q.clone(),
+        Some(x) => x.to_string(),
+    };
+    crate::metrics::quantity::canonical(&raw).unwrap_or(raw)
+}
+
+/// An HPA's TARGETS cell, as Kubernetes' `formatHPAMetrics` writes it: each
+/// spec metric against the status metric at the same index (`<unknown>`
+/// when there is none), at most two, then `+ N more...`.
+fn hpa_targets(v: &Value) -> Value {
+    let specs = arr(v, "/spec/metrics");
+    let statuses = arr(v, "/status/currentMetrics");
+    if specs.is_empty() {
+        return json!("<none>");
+    }
+    let unknown = || "<unknown>".to_string();
+    let parts: Vec<String> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let ty = s(spec, "/type");
+            // The source's field: external, pods, object, resource, containerResource.
+            let field = match ty.as_str() {
+                "External" => "external",
+                "Pods" => "pods",
+                "Object" => "object",
+                "Resource" => "resource",
+                "ContainerResource" => "containerResource",
+                _ => return "<unknown type>".to_string(),
+            };
+            let src = spec.get(field).unwrap_or(&Value::Null);
+            let status = statuses
+                .get(i)
+                .and_then(|st| st.get(field))
+                .filter(|x| !x.is_null());
+            let target_avg = src.pointer("/target/averageValue").filter(|x| !x.is_null());
+            match field {
+                "pods" => {
+                    let cur = status
+                        .map_or_else(unknown, |st| quantity(st.pointer("/current/averageValue")));
+                    format!("{cur}/{}", quantity(target_avg))
+                }
+                "external" | "object" => match target_avg {
+                    Some(t) => {
+                        let cur = status
+                            .and_then(|st| st.pointer("/current/averageValue"))
+                            .filter(|x| !x.is_null())
+                            .map_or_else(unknown, |c| quantity(Some(c)));
+                        format!("{cur}/{} (avg)", quantity(Some(t)))
+                    }
+                    None => {
+                        let cur = status
+                            .map_or_else(unknown, |st| quantity(st.pointer("/current/value")));
+                        format!("{cur}/{}", quantity(src.pointer("/target/value")))
+                    }
+                },
+                _ => {
+                    let name = s(src, "/name");
+                    match target_avg {
+                        Some(t) => {
+                            let cur = status.map_or_else(unknown, |st| {
+                                quantity(st.pointer("/current/averageValue"))
+                            });
+                            format!("{name}: {cur}/{}", quantity(Some(t)))
+                        }
+                        None => {
+                            let cur = status
+                                .and_then(|st| st.pointer("/current/averageUtilization"))
+                                .and_then(Value::as_i64)
+                                .map_or_else(unknown, |u| format!("{u}%"));
+                            let target = src
+                                .pointer("/target/averageUtilization")
+                                .and_then(Value::as_i64)
+                                .map_or_else(|| "<auto>".to_string(), |u| format!("{u}%"));
+                            format!("{name}: {cur}/{target}")
+                        }
+                    }
+                }
+            }
+        })
+        .collect();
+    const MAX: usize = 2;
+    if parts.len() > MAX {
+        return json!(format!(
+            "{} + {} more...",
+            parts[..MAX].join(", "),
+            parts.len() - MAX
+        ));
+    }
+    json!(parts.join(", "))
+}
+
 fn columns(t: &ResourceType) -> Vec<Col> {
     match (t.group, t.kind) {
         ("", "Pod") => vec![
@@ -689,27 +786,7 @@ fn columns(t: &ResourceType) -> Vec<Col> {
                     s(v, "/spec/scaleTargetRef/name")
                 ))
             }),
-            col("Targets", |v| {
-                let m = arr(v, "/spec/metrics");
-                let cur = arr(v, "/status/currentMetrics");
-                let parts: Vec<String> = m
-                    .iter()
-                    .enumerate()
-                    .map(|(idx, mm)| {
-                        let target = mm
-                            .pointer("/resource/target/averageUtilization")
-                            .map(|x| format!("{x}%"))
-                            .unwrap_or_else(|| "<unknown>".into());
-                        let now = cur
-                            .get(idx)
-                            .and_then(|c| c.pointer("/resource/current/averageUtilization"))
-                            .map(|x| format!("{x}%"))
-                            .unwrap_or_else(|| "<unknown>".into());
-                        format!("{}: {now}/{target}", s(mm, "/resource/name"))
-                    })
-                    .collect();
-                or_none(parts.join(", "))
-            }),
+            col("Targets", hpa_targets),
             int("MinPods", |v| {
                 json!(
                     v.pointer("/spec/minReplicas")
@@ -989,6 +1066,107 @@ mod tests {
         assert_eq!(cells[5], "10.88.0.5");
         assert_eq!(tb["columnDefinitions"][5]["priority"], 1);
         assert_eq!(tb["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    }
+
+    #[test]
+    fn hpa_targets_as_kubectl_prints_them() {
+        let hpa = |metrics: Value, current: Value| json!({"spec": {"metrics": metrics}, "status": {"currentMetrics": current}});
+        let cpu_util = json!({"type": "Resource", "resource": {"name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": 50}}});
+        let mem_avg = json!({"type": "Resource", "resource": {"name": "memory",
+            "target": {"type": "AverageValue", "averageValue": "100Mi"}}});
+        let rps = json!({"type": "Pods", "pods": {"metric": {"name": "requests_per_second"},
+            "target": {"type": "AverageValue", "averageValue": "5"}}});
+        let obj = json!({"type": "Object", "object": {"metric": {"name": "connections_total"},
+            "describedObject": {"kind": "Service", "name": "s", "apiVersion": "v1"},
+            "target": {"type": "Value", "value": "10"}}});
+        let obj_avg = json!({"type": "Object", "object": {"metric": {"name": "x"},
+            "target": {"type": "AverageValue", "averageValue": "2"}}});
+        let ext = json!({"type": "External", "external": {"metric": {"name": "q"},
+            "target": {"type": "Value", "value": "1k"}}});
+        let ext_avg = json!({"type": "External", "external": {"metric": {"name": "q"},
+            "target": {"type": "AverageValue", "averageValue": "0.5"}}});
+        let cr = json!({"type": "ContainerResource", "containerResource": {"name": "cpu",
+            "container": "app", "target": {"type": "Utilization", "averageUtilization": 60}}});
+        let cases = vec![
+            (json!([]), json!([]), "<none>"),
+            (json!([cpu_util]), json!([]), "cpu: <unknown>/50%"),
+            (
+                json!([cpu_util]),
+                json!([{"type": "Resource", "resource": {"name": "cpu",
+                    "current": {"averageUtilization": 40, "averageValue": "20m"}}}]),
+                "cpu: 40%/50%",
+            ),
+            (
+                json!([mem_avg]),
+                json!([{"type": "Resource", "resource": {"name": "memory",
+                    "current": {"averageValue": "10Mi"}}}]),
+                "memory: 10Mi/100Mi",
+            ),
+            (
+                // A decimal count of bytes stays one, as Go keeps its format.
+                json!([mem_avg]),
+                json!([{"type": "Resource", "resource": {"name": "memory",
+                    "current": {"averageValue": "10485760"}}}]),
+                "memory: 10485760/100Mi",
+            ),
+            (
+                json!([rps]),
+                json!([{"type": "Pods", "pods": {"metric": {"name": "requests_per_second"},
+                    "current": {"averageValue": "2.5"}}}]),
+                "2500m/5",
+            ),
+            (json!([rps]), json!([]), "<unknown>/5"),
+            (
+                json!([obj, obj_avg]),
+                json!([{"type": "Object", "object": {"current": {"value": "7"}}}]),
+                "7/10, <unknown>/2 (avg)",
+            ),
+            (
+                json!([ext, ext_avg]),
+                json!([{"type": "External", "external": {"current": {"value": "1500"}}},
+                    {"type": "External", "external": {"current": {"averageValue": "250m"}}}]),
+                "1500/1k, 250m/500m (avg)",
+            ),
+            (
+                json!([cr]),
+                json!([{"type": "ContainerResource", "containerResource": {"name": "cpu",
+                    "container": "app", "current": {"averageUtilization": 70}}}]),
+                "cpu: 70%/60%",
+            ),
+            (
+                json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization"}}}]),
+                json!([]),
+                "cpu: <unknown>/<auto>",
+            ),
+            (json!([{"type": "Weird"}]), json!([]), "<unknown type>"),
+        ];
+        for (metrics, current, want) in cases {
+            let v = hpa(metrics, current);
+            assert_eq!(hpa_targets(&v), want, "{v}");
+        }
+        let three = hpa(json!([cpu_util, mem_avg, rps]), json!([]));
+        assert_eq!(
+            hpa_targets(&three),
+            "cpu: <unknown>/50%, memory: <unknown>/100Mi + 1 more..."
+        );
+        let reg = crate::model::Registry::builtin();
+        let t = reg
+            .by_kind("autoscaling/v2", "HorizontalPodAutoscaler")
+            .unwrap();
+        let obj = json!({"metadata": {"name": "h", "creationTimestamp": "2020-01-01T00:00:00Z"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "minReplicas": 2,
+                "maxReplicas": 5, "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 50}}}]},
+            "status": {"currentReplicas": 3}});
+        let tb = table(t, &[obj], "1", None, Include::None);
+        let cells = &tb["rows"][0]["cells"];
+        assert_eq!(cells[1], "Deployment/web");
+        assert_eq!(cells[2], "cpu: <unknown>/50%");
+        assert_eq!(
+            (cells[3].clone(), cells[4].clone(), cells[5].clone()),
+            (json!(2), json!(5), json!(3))
+        );
     }
 
     #[test]

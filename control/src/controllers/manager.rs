@@ -14,6 +14,7 @@ use axum::http::{self, HeaderValue};
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -24,9 +25,11 @@ use super::cronjob::CronJobs;
 use super::daemonset::DaemonSets;
 use super::deployment::Deployments;
 use super::endpoints::ServiceEndpoints;
+use super::hpa::Autoscalers;
 use super::job::Jobs;
 use super::replicaset::ReplicaSets;
 use super::runtime::{Expectations, Informer, Key, Kind, Queue, run};
+use super::scaletozero::ScaleToZero;
 use super::statefulset::StatefulSets;
 use crate::store::Store;
 
@@ -47,14 +50,18 @@ pub fn in_process_client(router: Router, token: &str) -> Client {
 }
 
 /// Run the controllers whenever this server leads.
-pub async fn run_while_leader(store: Store, router: Router, token: String) {
+pub async fn run_while_leader(store: Store, router: Router, token: String, hpa_sync: Duration) {
     loop {
         while store.status().role != "leader" {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         tracing::info!("leading: starting controllers");
         let mut tasks = JoinSet::new();
-        start(&mut tasks, in_process_client(router.clone(), &token));
+        start(
+            &mut tasks,
+            in_process_client(router.clone(), &token),
+            hpa_sync,
+        );
         while store.status().role == "leader" {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -77,7 +84,7 @@ fn all_keys<K: Kind>(inf: &Arc<Informer<K>>) -> impl Fn() -> Vec<Key> + Send + '
     move || inf.list("").iter().map(|o| Key::of(o.as_ref())).collect()
 }
 
-fn start(tasks: &mut JoinSet<()>, client: Client) {
+fn start(tasks: &mut JoinSet<()>, client: Client, hpa_sync: Duration) {
     let pods = inform::<Pod>(tasks, &client);
     let sets = inform::<ReplicaSet>(tasks, &client);
 
@@ -208,6 +215,40 @@ fn start(tasks: &mut JoinSet<()>, client: Client) {
         endpoints: endpoints.clone(),
         slices: slices.clone(),
     });
+    let hpas = inform::<HorizontalPodAutoscaler>(tasks, &client);
+    let stz = Arc::new(ScaleToZero {
+        client: client.clone(),
+        deployments: deployments.clone(),
+        hpas: hpas.clone(),
+        pods: pods.clone(),
+        services: services.clone(),
+    });
+    let hc = Arc::new(Autoscalers {
+        client: client.clone(),
+        hpas: hpas.clone(),
+        sync_period: hpa_sync,
+        history: Default::default(),
+    });
+    let q = Queue::new();
+    hc.watch(&q);
+    spawn(tasks, hc, q, 2, all_keys(&hpas), vec![(&hpas).into()]);
+
+    let q = Queue::new();
+    stz.watch(&q);
+    spawn(
+        tasks,
+        stz,
+        q,
+        2,
+        all_keys(&deployments),
+        vec![
+            (&pods).into(),
+            (&services).into(),
+            (&hpas).into(),
+            (&deployments).into(),
+        ],
+    );
+
     let q = Queue::new();
     ec.watch(&q);
     let keys = {

@@ -7,6 +7,7 @@
 
 pub mod defaults;
 pub mod registry;
+pub mod scaling;
 pub mod validate;
 
 pub use registry::{Registry, ResourceType};

@@ -32,6 +32,8 @@ struct AgentApi {
     pods: Pods,
     tasks: Tasks,
     net: PodNetwork,
+    stats: std::sync::Arc<crate::stats::Stats>,
+    metrics: std::sync::Arc<super::metrics::AgentMetrics>,
 }
 
 /// Serve the agent API on `listener` until it fails.
@@ -40,20 +42,42 @@ pub async fn serve(
     token: String,
     ctx: std::sync::Arc<crate::pod::NodeCtx>,
     pods: Pods,
+    metrics: std::sync::Arc<super::metrics::AgentMetrics>,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
         .route("/exec/{ns}/{pod}/{container}", post(exec))
         .route("/portForward/{ns}/{pod}/{port}", get(port_forward))
+        .route("/stats/summary", get(stats_summary))
+        .route("/metrics", get(prometheus))
         .with_state(AgentApi {
             token,
             logs: ctx.logs.clone(),
             pods,
             tasks: ctx.tasks.clone(),
             net: ctx.net.clone(),
+            stats: ctx.stats.clone(),
+            metrics,
         });
     axum::serve(listener, app).await
+}
+
+/// The node's resource and traffic figures (`skiff_common::stats::Summary`).
+async fn stats_summary(State(s): State<AgentApi>, headers: HeaderMap) -> Response {
+    if !authorized(&headers, &s.token) {
+        return text(StatusCode::UNAUTHORIZED, "unauthorized\n".into());
+    }
+    axum::Json(s.stats.summary()).into_response()
+}
+
+/// Prometheus text metrics of the node.
+async fn prometheus(State(s): State<AgentApi>, headers: HeaderMap) -> Response {
+    if !authorized(&headers, &s.token) {
+        return text(StatusCode::UNAUTHORIZED, "unauthorized\n".into());
+    }
+    let body = s.metrics.render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 fn text(code: StatusCode, msg: String) -> Response {

@@ -6,6 +6,7 @@
 //! before it runs any pod, and reports Ready only after that.**
 
 mod api;
+mod metrics;
 mod node;
 mod pods;
 
@@ -82,6 +83,12 @@ pub struct AgentConfig {
     pub containerd: ContainerdMode,
     /// Whether privileged containers may run.
     pub allow_privileged: bool,
+    /// The activator's port on the bridge address.
+    pub activator_port: u16,
+    /// Longest the activator holds a connection.
+    pub activator_timeout: Duration,
+    /// Most connections the activator holds at once.
+    pub activator_max_held: usize,
 }
 
 /// How the agent reaches containerd.
@@ -232,20 +239,37 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
     })
     .await?;
     let dns = crate::dns::ClusterDns::new(CLUSTER_DOMAIN);
+    let gateway = node_cidr.gateway().unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+    let activator_addr = std::net::SocketAddrV4::new(gateway, cfg.activator_port);
     let proxy = crate::proxy::Proxy::start(
         crate::proxy::RuleConfig {
             table: crate::proxy::table_name(&cfg.node_name),
             bridge: cfg.bridge.clone(),
             cluster_cidr,
             service_cidr,
+            activator: Some(activator_addr),
         },
         Arc::new(crate::proxy::NftCli),
         Some(dns.clone()),
     )?;
-    let gateway = node_cidr.gateway().unwrap_or(std::net::Ipv4Addr::LOCALHOST);
     let dns_server = dns.serve(std::net::SocketAddr::from((gateway, 53)));
     let warm = net.clone().keep_warm(cfg.warm_netns);
     let wasm = skiff_runtimes::wasm::WasmRuntime::new(&cfg.data_dir.join("compiled"))?;
+    let stats = crate::stats::Stats::new(&cfg.node_name, oci.is_some());
+    let (views_tx, views_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
+    let metrics = metrics::AgentMetrics::new(stats.clone());
+    let activator = crate::activator::Activator::new(
+        crate::activator::ActivatorConfig {
+            addr: activator_addr,
+            timeout: cfg.activator_timeout,
+            max_held: cfg.activator_max_held,
+        },
+        client.clone(),
+        views_rx,
+        Recorder::new(client.clone(), cfg.node_name.clone()),
+        stats.clone(),
+        metrics.activator.clone(),
+    );
     let ctx = Arc::new(NodeCtx {
         client: client.clone(),
         node: cfg.node_name.clone(),
@@ -266,15 +290,24 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         oci,
         allow_privileged: cfg.allow_privileged,
         tasks: crate::pod::Tasks::default(),
+        stats: stats.clone(),
     });
     let warm_sandboxes = crate::pod::keep_sandboxes_warm(ctx.clone());
     let pods = pods::Pods::default();
-    let server = api::serve(listener, cfg.token.clone(), ctx.clone(), pods.clone());
+    let server = api::serve(
+        listener,
+        cfg.token.clone(),
+        ctx.clone(),
+        pods.clone(),
+        metrics,
+    );
     tracing::info!(node = %cfg.node_name, port, "agent ready");
     tokio::select! {
         r = node::heartbeat(client.clone(), cfg.clone(), port) => r,
         r = pods::watch(ctx, pods) => r,
-        () = proxy.run(client.clone()) => Ok(()),
+        () = proxy.run(client.clone(), stats.clone(), views_tx) => Ok(()),
+        () = stats.clone().run_sampler() => Ok(()),
+        r = activator.serve() => r.map_err(|source| AgentError::Listen { addr: activator_addr.to_string(), source }),
         r = crate::net::routes::run(client.clone(), cfg.node_name.clone()) => r.map_err(AgentError::from),
         r = dns_server => r.map_err(AgentError::from),
         () = warm => Ok(()),

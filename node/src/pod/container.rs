@@ -291,6 +291,7 @@ impl Runner {
             timeout: None,
             mounts,
             netns: Some(self.netns.clone()),
+            memory_gauge: self.ctx.stats.pod(&self.pod.uid).map(|p| p.memory.clone()),
         }
     }
 
@@ -448,7 +449,12 @@ impl Runner {
         probes: Vec<Probe>,
     ) -> Outcome {
         let memory = spec.memory_limit;
-        let app = match HttpApp::new(&self.ctx.wasm, component, spec, log) {
+        let entry = self.ctx.stats.pod(&self.pod.uid);
+        if let Some(e) = &entry {
+            e.serves_http.store(true, Ordering::Relaxed);
+        }
+        let stats = entry.map(|e| e.http.clone()).unwrap_or_default();
+        let app = match HttpApp::new(&self.ctx.wasm, component, spec, log, stats) {
             Ok(a) => a,
             Err(e) => return Outcome::Failed("CreateContainerError", e.to_string()),
         };

@@ -60,7 +60,6 @@ impl Recorder {
         if let Some(c) = &s.container {
             involved["fieldPath"] = json!(format!("spec.containers{{{c}}}"));
         }
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &s.namespace);
         let key = format!(
             "{}/{}/{}/{}/{ty}/{reason}/{message}",
             s.namespace,
@@ -68,6 +67,41 @@ impl Recorder {
             s.uid,
             s.container.as_deref().unwrap_or("")
         );
+        self.emit(&s.namespace, &s.name, key, involved, ty, reason, message)
+            .await;
+    }
+
+    /// Record an event about any object (`kind` of `api_version`).
+    pub async fn record_object(
+        &self,
+        (kind, api_version): (&str, &str),
+        (namespace, name, uid): (&str, &str, &str),
+        warning: bool,
+        reason: &str,
+        message: &str,
+    ) {
+        let ty = if warning { "Warning" } else { "Normal" };
+        tracing::info!(object = %format!("{kind} {namespace}/{name}"), reason, message, "event");
+        let involved = json!({"kind": kind, "apiVersion": api_version, "namespace": namespace,
+            "name": name, "uid": uid});
+        let key = format!("{kind}/{namespace}/{name}/{uid}/{ty}/{reason}/{message}");
+        self.emit(namespace, name, key, involved, ty, reason, message)
+            .await;
+    }
+
+    /// Create the event, or bump the count of the same one recorded lately.
+    #[allow(clippy::too_many_arguments)]
+    async fn emit(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: String,
+        involved: serde_json::Value,
+        ty: &str,
+        reason: &str,
+        message: &str,
+    ) {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
         let repeat = {
             let mut recent = self.recent.lock().expect("recent events");
             match recent.get_mut(&key) {
@@ -94,7 +128,7 @@ impl Recorder {
         let suffix: u64 = rand_suffix();
         let ev = json!({
             "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": format!("{}.{suffix:x}", s.name), "namespace": s.namespace},
+            "metadata": {"name": format!("{name}.{suffix:x}"), "namespace": namespace},
             "involvedObject": involved,
             "reason": reason, "message": message, "type": ty,
             "source": {"component": "kubelet", "host": self.node},

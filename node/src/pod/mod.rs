@@ -68,6 +68,8 @@ pub struct NodeCtx {
     pub allow_privileged: bool,
     /// Running container tasks (for exec).
     pub tasks: Tasks,
+    /// Per-pod CPU, memory and request figures (metrics, autoscaling).
+    pub stats: Arc<crate::stats::Stats>,
 }
 
 /// Running container tasks by `namespace/pod/container`.
@@ -450,6 +452,7 @@ async fn stop((stop_tx, runners, sandbox, cgroup): Started, ctx: &NodeCtx, info:
         }
     }
     sandbox.stop().await;
+    ctx.stats.remove_pod(&info.uid);
     if let Some(cg) = cgroup {
         cg.delete();
     }
@@ -667,6 +670,19 @@ async fn start(
         }
         match prepare(ctx, info, spec).await {
             Ok((ip, sandbox, cgroup, netns)) => {
+                let names = ["/spec/initContainers", "/spec/containers"]
+                    .iter()
+                    .filter_map(|p| spec.pointer(p).and_then(Value::as_array))
+                    .flatten()
+                    .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+                    .collect();
+                ctx.stats.add_pod(
+                    &info.namespace,
+                    &info.name,
+                    &info.uid,
+                    names,
+                    cgroup.clone(),
+                );
                 view.send_modify(|v| {
                     v.pod_ip = Some(ip);
                     v.sandbox_error = None;

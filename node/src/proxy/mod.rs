@@ -10,17 +10,22 @@
 
 pub mod nft;
 pub mod rules;
+pub mod wake;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 pub use nft::{NftCli, Ruleset};
 pub use rules::{RuleConfig, ServiceView};
@@ -62,35 +67,97 @@ impl Proxy {
         Ok(Proxy { cfg, nft, dns })
     }
 
-    /// Follow Services and EndpointSlices until the future is dropped; each
-    /// change reprograms the table (changes arriving together share one sync).
-    pub async fn run(self, client: Client) {
+    /// Follow Services, EndpointSlices, Deployments and
+    /// HorizontalPodAutoscalers until the future is dropped; each change
+    /// reprograms the table (changes arriving together share one sync) and
+    /// publishes the views on `views`. Connection counts go to `stats`.
+    pub async fn run(
+        self,
+        client: Client,
+        stats: Arc<crate::stats::Stats>,
+        views: watch::Sender<Arc<Vec<ServiceView>>>,
+    ) {
         let (services, w1) = reflector::store::<Service>();
         let (slices, w2) = reflector::store::<EndpointSlice>();
+        let (deployments, w3) = reflector::store::<Deployment>();
+        let (hpas, w4) = reflector::store::<HorizontalPodAutoscaler>();
         let changed = Arc::new(Notify::new());
         let follow_services = follow(Api::<Service>::all(client.clone()), w1, changed.clone());
-        let follow_slices = follow(Api::<EndpointSlice>::all(client), w2, changed.clone());
-        let sync = self.sync_loop(services, slices, changed);
+        let follow_slices = follow(
+            Api::<EndpointSlice>::all(client.clone()),
+            w2,
+            changed.clone(),
+        );
+        let follow_deployments =
+            follow(Api::<Deployment>::all(client.clone()), w3, changed.clone());
+        let follow_hpas = follow(
+            Api::<HorizontalPodAutoscaler>::all(client),
+            w4,
+            changed.clone(),
+        );
+        let sources = Sources {
+            services,
+            slices,
+            deployments,
+            hpas,
+        };
+        let sync = self.sync_loop(sources, changed, stats, views);
         tokio::select! {
             () = follow_services => {},
             () = follow_slices => {},
+            () = follow_deployments => {},
+            () = follow_hpas => {},
             () = sync => {},
         }
     }
 
+    /// Add the connections counted since the last read to `totals` (the
+    /// table's counters start from zero after every sync).
+    fn read_counts(&self, totals: &mut Counts) {
+        let Ok(json) = self.nft.list_chain(&self.cfg.table, "services") else {
+            return;
+        };
+        let now = rules::connection_counts(&json);
+        for (k, n) in &now {
+            let seen = totals.read.get(k).copied().unwrap_or(0);
+            *totals.total.entry(k.clone()).or_default() += n.saturating_sub(seen);
+        }
+        totals.total.retain(|k, _| now.contains_key(k));
+        totals.read = now;
+    }
+
     async fn sync_loop(
         &self,
-        services: Store<Service>,
-        slices: Store<EndpointSlice>,
+        src: Sources,
         changed: Arc<Notify>,
+        stats: Arc<crate::stats::Stats>,
+        publish: watch::Sender<Arc<Vec<ServiceView>>>,
     ) {
         let mut last = String::new();
+        let mut counts = Counts::default();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
-            changed.notified().await;
+            tokio::select! {
+                () = changed.notified() => {}
+                _ = tick.tick() => {
+                    self.read_counts(&mut counts);
+                    stats.count_connections(&counts.total);
+                    continue;
+                }
+            }
             // Let a burst of events land before syncing.
             tokio::time::sleep(Duration::from_millis(5)).await;
-            let svcs: Vec<Service> = services.state().iter().map(|s| (**s).clone()).collect();
-            let sls: Vec<EndpointSlice> = slices.state().iter().map(|s| (**s).clone()).collect();
+            let svcs: Vec<Service> = src.services.state().iter().map(|s| (**s).clone()).collect();
+            let sls: Vec<EndpointSlice> =
+                src.slices.state().iter().map(|s| (**s).clone()).collect();
+            let deps: Vec<Deployment> = src
+                .deployments
+                .state()
+                .iter()
+                .map(|s| (**s).clone())
+                .collect();
+            let hpas: Vec<HorizontalPodAutoscaler> =
+                src.hpas.state().iter().map(|s| (**s).clone()).collect();
             if let Some(dns) = &self.dns {
                 dns.update(crate::dns::Records::build(
                     crate::agent::CLUSTER_DOMAIN,
@@ -98,10 +165,14 @@ impl Proxy {
                     &sls,
                 ));
             }
-            let script = rules::render(&self.cfg, &rules::views(&svcs, &sls));
+            let views = rules::views(&svcs, &sls, &wake::Wakers::build(&deps, &hpas));
+            let script = rules::render(&self.cfg, &views);
+            publish.send_replace(Arc::new(views));
             if script == last {
                 continue;
             }
+            // The counters restart with the new table: take what they hold.
+            self.read_counts(&mut counts);
             let t = Instant::now();
             let (nft, text) = (self.nft.clone(), script.clone());
             let applied = tokio::task::spawn_blocking(move || nft.apply(&text))
@@ -115,6 +186,7 @@ impl Proxy {
                         "rules synced"
                     );
                     last = script;
+                    counts.read.clear();
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "proxy sync failed; retrying");
@@ -124,6 +196,22 @@ impl Proxy {
             }
         }
     }
+}
+
+/// The caches the proxy renders from.
+struct Sources {
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    deployments: Store<Deployment>,
+    hpas: Store<HorizontalPodAutoscaler>,
+}
+
+/// Connections per Service: the totals since the proxy started and what the
+/// current table's counters held at the last read.
+#[derive(Default)]
+struct Counts {
+    total: BTreeMap<(String, String), u64>,
+    read: BTreeMap<(String, String), u64>,
 }
 
 impl Drop for Proxy {

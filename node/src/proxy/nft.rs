@@ -9,6 +9,10 @@ use super::ProxyError;
 /// Something that can load an nft script as one transaction.
 pub trait Ruleset: Send + Sync {
     fn apply(&self, script: &str) -> Result<(), ProxyError>;
+
+    /// `nft -j list chain ip <table> <chain>`: the chain's rules with their
+    /// counters, as nft's JSON.
+    fn list_chain(&self, table: &str, chain: &str) -> Result<String, ProxyError>;
 }
 
 /// `nft -f -` (Debian's `nftables` package).
@@ -16,6 +20,21 @@ pub trait Ruleset: Send + Sync {
 pub struct NftCli;
 
 impl Ruleset for NftCli {
+    fn list_chain(&self, table: &str, chain: &str) -> Result<String, ProxyError> {
+        let out = Command::new("nft")
+            .args(["-j", "list", "chain", "ip", table, chain])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| ProxyError::Nft(format!("run nft: {e}")))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(ProxyError::Nft(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ))
+        }
+    }
+
     fn apply(&self, script: &str) -> Result<(), ProxyError> {
         let mut child = Command::new("nft")
             .args(["-f", "-"])

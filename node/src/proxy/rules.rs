@@ -42,6 +42,10 @@ pub struct ServiceView {
     /// sessionAffinity ClientIP timeout in seconds.
     pub affinity: Option<u32>,
     pub ports: Vec<PortView>,
+    /// The Deployment that scales to zero behind this Service: while a TCP
+    /// port has no ready endpoints, its connections go to the activator,
+    /// which wakes the Deployment.
+    pub wake: Option<String>,
 }
 
 /// The node-wide settings of the rules.
@@ -51,6 +55,9 @@ pub struct RuleConfig {
     pub bridge: String,
     pub cluster_cidr: Cidr,
     pub service_cidr: Cidr,
+    /// Where the node's activator listens (scale-to-zero Services without
+    /// ready endpoints are sent there).
+    pub activator: Option<std::net::SocketAddrV4>,
 }
 
 fn proto_of(p: Option<&str>) -> Option<&'static str> {
@@ -64,7 +71,11 @@ fn proto_of(p: Option<&str>) -> Option<&'static str> {
 /// The Services that need rules: ClusterIP, NodePort and LoadBalancer ones with
 /// an address (headless and ExternalName Services have none), each port with
 /// the ready endpoints of the EndpointSlices that name the Service.
-pub fn views(services: &[Service], slices: &[EndpointSlice]) -> Vec<ServiceView> {
+pub fn views(
+    services: &[Service],
+    slices: &[EndpointSlice],
+    wakers: &super::wake::Wakers,
+) -> Vec<ServiceView> {
     let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
     for sl in slices {
         let svc = sl
@@ -156,6 +167,7 @@ pub fn views(services: &[Service], slices: &[EndpointSlice]) -> Vec<ServiceView>
                 .and_then(|t| u32::try_from(t).ok())
                 .unwrap_or(10800)
         });
+        let wake = wakers.behind(&ns, spec.selector.as_ref());
         out.push(ServiceView {
             namespace: ns,
             name,
@@ -163,6 +175,7 @@ pub fn views(services: &[Service], slices: &[EndpointSlice]) -> Vec<ServiceView>
             ingress,
             affinity,
             ports,
+            wake,
         });
     }
     out
@@ -220,15 +233,38 @@ pub fn render(cfg: &RuleConfig, views: &[ServiceView]) -> String {
     let mut services = String::new();
     let mut chains = String::new();
     for v in views {
+        // Each Service's rules count new connections (nat chains see the
+        // first packet of a connection only), named by the comment.
+        let note = format!("comment \"{}/{}\"", v.namespace, v.name);
         for p in &v.ports {
             if p.endpoints.is_empty() {
+                if let (Some(act), Some(_), "tcp") = (cfg.activator, &v.wake, p.proto) {
+                    let _ = writeln!(
+                        services,
+                        "    ip daddr {} tcp dport {} counter dnat to {act} {note}",
+                        v.cluster_ip, p.port
+                    );
+                    for ip in &v.ingress {
+                        let _ = writeln!(
+                            services,
+                            "    ip daddr {ip} tcp dport {} counter dnat to {act} {note}",
+                            p.port
+                        );
+                    }
+                    if let Some(np) = p.node_port {
+                        let _ = writeln!(
+                            services,
+                            "    fib daddr type local ip daddr != 127.0.0.0/8 tcp dport {np} counter dnat to {act} {note}"
+                        );
+                    }
+                }
                 continue;
             }
             let sid = id(v, p);
             let proto = p.proto;
             let _ = writeln!(
                 services,
-                "    ip daddr {} {proto} dport {} goto s_{sid}",
+                "    ip daddr {} {proto} dport {} counter goto s_{sid} {note}",
                 v.cluster_ip, p.port
             );
             let external = !v.ingress.is_empty() || p.node_port.is_some();
@@ -236,14 +272,14 @@ pub fn render(cfg: &RuleConfig, views: &[ServiceView]) -> String {
                 for ip in &v.ingress {
                     let _ = writeln!(
                         services,
-                        "    ip daddr {ip} {proto} dport {} goto x_{sid}",
+                        "    ip daddr {ip} {proto} dport {} counter goto x_{sid} {note}",
                         p.port
                     );
                 }
                 if let Some(np) = p.node_port {
                     let _ = writeln!(
                         services,
-                        "    fib daddr type local ip daddr != 127.0.0.0/8 {proto} dport {np} goto x_{sid}"
+                        "    fib daddr type local ip daddr != 127.0.0.0/8 {proto} dport {np} counter goto x_{sid} {note}"
                     );
                 }
                 let _ = writeln!(
@@ -286,6 +322,29 @@ pub fn render(cfg: &RuleConfig, views: &[ServiceView]) -> String {
     s
 }
 
+/// New connections per Service (`namespace/name`) counted by the rules of
+/// the `services` chain, from `nft -j list chain`'s output.
+pub fn connection_counts(json: &str) -> BTreeMap<(String, String), u64> {
+    let mut out = BTreeMap::new();
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(json) else {
+        return out;
+    };
+    for item in doc["nftables"].as_array().into_iter().flatten() {
+        let rule = &item["rule"];
+        let Some((ns, name)) = rule["comment"].as_str().and_then(|c| c.split_once('/')) else {
+            continue;
+        };
+        let packets: u64 = rule["expr"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["counter"]["packets"].as_u64())
+            .sum();
+        *out.entry((ns.to_string(), name.to_string())).or_default() += packets;
+    }
+    out
+}
+
 /// The script that removes the node's table.
 pub fn remove(table: &str) -> String {
     format!("table ip {table}\ndelete table ip {table}\n")
@@ -296,12 +355,26 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn connection_counts_sum_each_services_rules() {
+        let j = r#"{"nftables":[{"metainfo":{}},{"chain":{"name":"services"}},
+            {"rule":{"comment":"d/web","expr":[{"match":{}},{"counter":{"packets":3,"bytes":180}},{"goto":{"target":"s_x"}}]}},
+            {"rule":{"comment":"d/web","expr":[{"counter":{"packets":2,"bytes":120}}]}},
+            {"rule":{"comment":"d/db","expr":[{"counter":{"packets":0,"bytes":0}}]}},
+            {"rule":{"expr":[{"counter":{"packets":9,"bytes":0}}]}}]}"#;
+        let c = connection_counts(j);
+        assert_eq!(c[&("d".to_string(), "web".to_string())], 5);
+        assert_eq!(c[&("d".to_string(), "db".to_string())], 0);
+        assert_eq!(c.len(), 2);
+    }
+
     fn cfg() -> RuleConfig {
         RuleConfig {
             table: "skiff_n0".into(),
             bridge: "skiff0".into(),
             cluster_cidr: "10.88.0.0/16".parse().unwrap(),
             service_cidr: "10.96.0.0/16".parse().unwrap(),
+            activator: Some("10.88.0.1:8012".parse().unwrap()),
         }
     }
 
@@ -330,7 +403,7 @@ mod tests {
                    {"addresses": ["10.88.0.6"], "conditions": {"ready": false}},
                    {"addresses": ["10.88.0.7"]}]),
         );
-        let v = views(&[s], &[sl]);
+        let v = views(&[s], &[sl], &Default::default());
         assert_eq!(v.len(), 1);
         let http = &v[0].ports[0];
         assert_eq!(http.proto, "tcp");
@@ -353,7 +426,7 @@ mod tests {
         );
         let b = svc(json!({"metadata": {"name": "e", "namespace": "d"},
             "spec": {"type": "ExternalName", "externalName": "x.example"}}));
-        assert!(views(&[a, b], &[]).is_empty());
+        assert!(views(&[a, b], &[], &Default::default()).is_empty());
     }
 
     #[test]
@@ -374,10 +447,11 @@ mod tests {
                     ("10.88.0.6".parse().unwrap(), 8080),
                 ],
             }],
+            wake: None,
         };
         let r = render(&cfg(), &[v]);
         assert!(r.starts_with("table ip skiff_n0\ndelete table ip skiff_n0\n"));
-        assert!(r.contains("ip daddr 10.96.0.10 tcp dport 80 goto s_"));
+        assert!(r.contains("ip daddr 10.96.0.10 tcp dport 80 counter goto s_"));
         assert!(r.contains("ip daddr 192.168.5.1 tcp dport 80 goto x_"));
         assert!(r.contains("tcp dport 30080 goto x_"));
         assert!(r.contains("numgen random mod 2 vmap"));
@@ -402,9 +476,20 @@ mod tests {
                 node_port: None,
                 endpoints: vec![],
             }],
+            wake: None,
         };
-        let r = render(&cfg(), &[v]);
+        let r = render(&cfg(), &[v.clone()]);
         assert!(!r.contains("10.96.0.11"));
+        let woken = render(
+            &cfg(),
+            &[ServiceView {
+                wake: Some("web".into()),
+                ..v
+            }],
+        );
+        assert!(woken.contains(
+            "ip daddr 10.96.0.11 tcp dport 80 counter dnat to 10.88.0.1:8012 comment \"default/none\""
+        ));
         assert!(
             r.contains("ct state new ip daddr 10.96.0.0/16 meta l4proto tcp reject with tcp reset")
         );

@@ -20,13 +20,75 @@ use super::command::{linker, pre_error};
 use super::state::{GuestState, is_timeout, new_store, wasi_ctx};
 use super::{WasmError, WasmRuntime};
 
-/// Counters a pod's HTTP app keeps (for events and metrics).
+/// Counters a pod's HTTP app keeps (for events and metrics). One set may be
+/// shared by all HTTP containers of a pod.
 #[derive(Debug, Default)]
 pub struct HttpStats {
     pub requests: AtomicU64,
     pub failures: AtomicU64,
     pub out_of_memory: AtomicU64,
     pub timeouts: AtomicU64,
+    /// Requests being handled now.
+    pub in_flight: AtomicU64,
+    /// Nanoseconds spent in finished requests, summed (with `in_flight` and
+    /// the start times this gives the average concurrency over a window).
+    pub busy_ns: AtomicU64,
+    /// Start of the requests in flight, summed, in nanoseconds since `epoch`.
+    pub started_ns: AtomicU64,
+    /// When the last request ended, in nanoseconds since `epoch` (0: none yet).
+    pub last_end_ns: AtomicU64,
+    epoch: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl HttpStats {
+    /// The instant the nanosecond fields count from.
+    pub fn epoch(&self) -> std::time::Instant {
+        *self.epoch.get_or_init(std::time::Instant::now)
+    }
+
+    /// Nanoseconds since `epoch`.
+    pub fn now_ns(&self) -> u64 {
+        self.epoch().elapsed().as_nanos() as u64
+    }
+
+    /// Busy time up to now, in nanoseconds, the requests in flight included:
+    /// its growth over a window divided by the window is the average
+    /// concurrency.
+    pub fn busy_now_ns(&self) -> u64 {
+        let now = self.now_ns();
+        let flying = self.in_flight.load(Ordering::Acquire);
+        let started = self.started_ns.load(Ordering::Acquire);
+        self.busy_ns
+            .load(Ordering::Acquire)
+            .saturating_add((flying * now).saturating_sub(started))
+    }
+
+    fn begin(&self) -> u64 {
+        let t = self.now_ns();
+        self.started_ns.fetch_add(t, Ordering::AcqRel);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        t
+    }
+
+    fn end(&self, began: u64) {
+        let t = self.now_ns();
+        self.busy_ns
+            .fetch_add(t.saturating_sub(began), Ordering::AcqRel);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.started_ns.fetch_sub(began, Ordering::AcqRel);
+        self.last_end_ns.fetch_max(t.max(1), Ordering::AcqRel);
+    }
+}
+
+/// Ends a request's accounting however the handler finishes (even when the
+/// connection goes away and the future is dropped).
+struct InFlight<'a>(&'a HttpStats, u64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.end(self.1);
+    }
 }
 
 /// One pod's HTTP component, ready to serve.
@@ -49,6 +111,7 @@ impl HttpApp {
         component: &Component,
         spec: ContainerSpec,
         log: std::fs::File,
+        stats: Arc<HttpStats>,
     ) -> Result<HttpApp, WasmError> {
         if let Some(m) = spec.mounts.iter().find(|m| !m.host_path.is_dir()) {
             return Err(WasmError::Mount {
@@ -68,7 +131,7 @@ impl HttpApp {
             egress: spec.netns.clone().map(super::egress::Netns::new),
             spec: Arc::new(spec),
             log: Arc::new(log),
-            stats: Arc::default(),
+            stats,
         })
     }
 
@@ -83,7 +146,7 @@ impl HttpApp {
         &self,
         req: hyper::Request<Incoming>,
     ) -> hyper::Response<HyperOutgoingBody> {
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let _flight = InFlight(&self.stats, self.stats.begin());
         let oom = Arc::new(std::sync::atomic::AtomicBool::new(false));
         match self.try_handle(req, oom.clone()).await {
             Ok(resp) => resp,

@@ -21,7 +21,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use command::run_command;
 pub use error::WasmError;
-pub use http::HttpApp;
+pub use http::{HttpApp, HttpStats};
 pub use wasmtime::component::Component;
 
 /// How often the epoch advances: the granularity of timeouts.

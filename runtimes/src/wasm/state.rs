@@ -1,7 +1,7 @@
 //! The per-store state of a guest: WASI contexts and resource limits.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store};
@@ -17,12 +17,23 @@ use super::EPOCH_TICK;
 pub(crate) struct MemoryLimit {
     max: Option<usize>,
     pub hit: Arc<AtomicBool>,
+    /// The pod's gauge of memory in use, and this store's part of it.
+    gauge: Option<Arc<AtomicU64>>,
+    counted: u64,
+}
+
+impl Drop for MemoryLimit {
+    fn drop(&mut self) {
+        if let Some(g) = &self.gauge {
+            g.fetch_sub(self.counted, Ordering::Relaxed);
+        }
+    }
 }
 
 impl ResourceLimiter for MemoryLimit {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -33,7 +44,14 @@ impl ResourceLimiter for MemoryLimit {
                     "memory limit of {max} bytes reached (wanted {desired})"
                 ))
             }
-            _ => Ok(true),
+            _ => {
+                if let Some(g) = &self.gauge {
+                    let grown = desired.saturating_sub(current) as u64;
+                    g.fetch_add(grown, Ordering::Relaxed);
+                    self.counted += grown;
+                }
+                Ok(true)
+            }
         }
     }
 
@@ -117,6 +135,8 @@ pub(crate) fn new_store(
             .memory_limit
             .map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
         hit: Arc::default(),
+        gauge: spec.memory_gauge.clone(),
+        counted: 0,
     };
     let mut store = Store::new(
         engine,
