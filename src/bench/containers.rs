@@ -145,7 +145,7 @@ fn shims_kib() -> (usize, u64) {
     (n, kib)
 }
 
-fn summary(label: &str, v: &mut [f64]) -> f64 {
+pub(super) fn summary(label: &str, v: &mut [f64]) -> f64 {
     let p50 = pct(v, 0.5);
     println!(
         "{label:<40} p50 {p50:7.1} ms  p99 {:7.1} ms  (n={})",
@@ -155,16 +155,21 @@ fn summary(label: &str, v: &mut [f64]) -> f64 {
     p50
 }
 
-pub async fn run(b: ContainersBench) -> Result<()> {
-    let cluster = start_cluster(&b.component, b.density.max(b.starts) + 20).await?;
-    let api = cluster.api.clone();
+/// Build the busybox test image as `name` (`pack_args` set its command) and
+/// import it into the bench cluster.
+pub(super) fn import_busybox(
+    cluster: &super::pods::Cluster,
+    name: &str,
+    pack_args: &[&str],
+) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let tar = dir.path().join("busybox.tar");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/busybox/build.sh");
     let built = Command::new("bash")
         .arg(&script)
         .arg(&tar)
-        .arg(BUSYBOX)
+        .arg(name)
+        .args(pack_args)
         .env("SKIFF", std::env::current_exe()?)
         .output()?;
     anyhow::ensure!(
@@ -184,6 +189,13 @@ pub async fn run(b: ContainersBench) -> Result<()> {
         "import: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    Ok(())
+}
+
+pub async fn run(b: ContainersBench) -> Result<()> {
+    let cluster = start_cluster(&b.component, b.density.max(b.starts) + 20).await?;
+    let api = cluster.api.clone();
+    import_busybox(&cluster, BUSYBOX, &[])?;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let _watch = watch(&api, seen.clone()).await?;
     // A first container pod pulls and unpacks the image; not counted.

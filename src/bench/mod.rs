@@ -5,6 +5,7 @@ mod api;
 mod containers;
 mod etcd;
 mod pods;
+mod scale;
 mod services;
 mod store;
 mod workloads;
@@ -35,6 +36,9 @@ enum What {
     Containers(containers::ContainersBench),
     /// Workload controllers: a large Deployment to Ready, a rollout, reconcile rate.
     Workloads(workloads::WorkloadsBench),
+    /// Scale to zero: first-request latency after zero (Wasm and containers)
+    /// next to warm requests, and memory of 1,000 scaled-to-zero Services.
+    Scale(scale::ScaleBench),
 }
 
 pub async fn run(a: BenchArgs) -> Result<()> {
@@ -45,6 +49,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         What::Services(b) => services::run(b).await,
         What::Workloads(b) => workloads::run(b).await,
         What::Containers(b) => containers::run(b).await,
+        What::Scale(b) => scale::run(b).await,
     }
 }
 

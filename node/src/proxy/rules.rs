@@ -478,7 +478,7 @@ mod tests {
             }],
             wake: None,
         };
-        let r = render(&cfg(), &[v.clone()]);
+        let r = render(&cfg(), std::slice::from_ref(&v));
         assert!(!r.contains("10.96.0.11"));
         let woken = render(
             &cfg(),

@@ -8,16 +8,18 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use skiff_common::scale::{SCALE_TO_ZERO_AFTER, parse_duration};
 
+/// A Deployment's name and its pods' labels.
+type Waker = (String, BTreeMap<String, String>);
+
 /// The scale-to-zero Deployments of each namespace with their pod labels.
 #[derive(Debug, Default, Clone)]
 pub struct Wakers {
-    by_namespace: BTreeMap<String, Vec<(String, BTreeMap<String, String>)>>,
+    by_namespace: BTreeMap<String, Vec<Waker>>,
 }
 
 impl Wakers {
     pub fn build(deployments: &[Deployment], hpas: &[HorizontalPodAutoscaler]) -> Wakers {
-        let mut by_namespace: BTreeMap<String, Vec<(String, BTreeMap<String, String>)>> =
-            BTreeMap::new();
+        let mut by_namespace: BTreeMap<String, Vec<Waker>> = BTreeMap::new();
         for d in deployments {
             let (Some(ns), Some(name)) = (&d.metadata.namespace, &d.metadata.name) else {
                 continue;
