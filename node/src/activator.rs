@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::pod::events::Recorder;
 use crate::proxy::ServiceView;
+use crate::proxy::rules::PortView;
 
 /// Default port of the activator on the node's bridge address.
 pub const DEFAULT_PORT: u16 = 8012;
@@ -145,7 +146,7 @@ impl Activator {
             let _ = sock.shutdown().await;
             return;
         };
-        let Some((view, port_name, port)) = self.find(orig) else {
+        let Some((view, port_view)) = self.find(orig) else {
             respond_503(&mut sock, "no scale-to-zero Service here", 1).await;
             return;
         };
@@ -167,10 +168,7 @@ impl Activator {
             .await;
             return;
         }
-        match self
-            .wait_for_endpoint(&ns, &svc, &deployment, &port_name, port)
-            .await
-        {
+        match self.wait_for_endpoint(&view, &port_view, &deployment).await {
             Ok(target) => match connect(target).await {
                 Ok(mut upstream) => {
                     let took = t0.elapsed();
@@ -202,18 +200,45 @@ impl Activator {
     }
 
     /// The Service port a translated connection was meant for.
-    fn find(&self, orig: SocketAddrV4) -> Option<(ServiceView, String, u16)> {
+    fn find(&self, orig: SocketAddrV4) -> Option<(ServiceView, PortView)> {
         let views = self.views.borrow().clone();
         for v in views.iter() {
             for p in v.ports.iter().filter(|p| p.proto == "tcp") {
                 let by_ip = (v.cluster_ip == *orig.ip() || v.ingress.contains(orig.ip()))
                     && p.port == orig.port();
                 if by_ip || p.node_port == Some(orig.port()) {
-                    return Some((v.clone(), p.name.clone(), p.port));
+                    return Some((v.clone(), p.clone()));
                 }
             }
         }
         None
+    }
+
+    /// A pod of this node that the Service selects and that just became
+    /// Ready: the agent knows before the EndpointSlices do.
+    fn local_endpoint(&self, view: &ServiceView, port: &PortView) -> Option<SocketAddr> {
+        if view.selector.is_empty() {
+            return None;
+        }
+        let pods = self.node_stats.ready_pods();
+        let matching: Vec<_> = pods
+            .iter()
+            .filter(|p| {
+                p.namespace == view.namespace
+                    && view
+                        .selector
+                        .iter()
+                        .all(|(k, v)| p.labels.get(k) == Some(v))
+            })
+            .filter_map(|p| {
+                let n = p.target(port.target_name.as_deref(), port.target_port)?;
+                Some(SocketAddr::from((p.ip, n)))
+            })
+            .collect();
+        if matching.is_empty() {
+            return None;
+        }
+        Some(matching[self.next.fetch_add(1, Ordering::Relaxed) % matching.len()])
     }
 
     /// A ready endpoint of the Service port, once there is one: wakes the
@@ -221,17 +246,20 @@ impl Activator {
     /// cannot start.
     async fn wait_for_endpoint(
         self: &Arc<Self>,
-        ns: &str,
-        svc: &str,
+        view: &ServiceView,
+        port: &PortView,
         deployment: &str,
-        port_name: &str,
-        port: u16,
     ) -> Result<SocketAddr, Refusal> {
+        let (ns, svc) = (view.namespace.as_str(), view.name.as_str());
         let deadline = tokio::time::Instant::now() + self.cfg.timeout;
         let mut views = self.views.clone();
+        let mut local = self.node_stats.watch_ready();
         let mut wake = Some(self.wake(ns, deployment));
         loop {
-            if let Some(t) = self.ready_endpoint(&views.borrow(), ns, svc, port_name, port) {
+            if let Some(t) = self.local_endpoint(view, port) {
+                return Ok(t);
+            }
+            if let Some(t) = self.ready_endpoint(&views.borrow(), ns, svc, &port.name, port.port) {
                 return Ok(t);
             }
             if let Some(Wake::Failed(why, _)) = wake.as_ref().map(|w| w.borrow().clone()) {
@@ -247,6 +275,7 @@ impl Activator {
                 r = views.changed() => if r.is_err() {
                     return Err(Refusal::Busy("the node's proxy stopped".into()));
                 },
+                _ = local.changed() => {},
                 alive = woken => if !alive {
                     // The wake-up ended with a ready pod: its endpoint is on
                     // its way to the proxy's views.

@@ -63,11 +63,39 @@ struct ServiceCount {
     last: Instant,
 }
 
+/// A pod of this node the moment its agent finds it Ready (before the API
+/// and the EndpointSlices hear of it): what the activator needs to forward to
+/// it at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadyPod {
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub ip: std::net::Ipv4Addr,
+    /// Container ports: name ("" when unnamed), number, protocol.
+    pub ports: Vec<(String, u16, String)>,
+}
+
+impl ReadyPod {
+    /// The pod's port for a Service's `targetPort` (a number, or a port name).
+    pub fn target(&self, by_name: Option<&str>, number: u16) -> Option<u16> {
+        match by_name {
+            Some(n) => self
+                .ports
+                .iter()
+                .find(|(name, _, proto)| name == n && proto == "TCP")
+                .map(|p| p.1),
+            None => Some(number),
+        }
+    }
+}
+
 /// The node's statistics.
 pub struct Stats {
     node: String,
     oci_node: bool,
     pods: Mutex<HashMap<String, Arc<PodEntry>>>,
+    ready: Mutex<HashMap<String, ReadyPod>>,
+    ready_changed: tokio::sync::watch::Sender<u64>,
     services: Mutex<BTreeMap<(String, String), ServiceCount>>,
     cpu: Mutex<VecDeque<(Instant, u64)>>,
 }
@@ -78,9 +106,39 @@ impl Stats {
             node: node.to_string(),
             oci_node,
             pods: Mutex::default(),
+            ready: Mutex::default(),
+            ready_changed: tokio::sync::watch::Sender::new(0),
             services: Mutex::default(),
             cpu: Mutex::default(),
         })
+    }
+
+    /// Note whether pod `uid` is Ready now (`None`: not, or gone).
+    pub fn set_ready(&self, uid: &str, pod: Option<ReadyPod>) {
+        let mut ready = self.ready.lock().expect("ready pods");
+        let changed = match pod {
+            Some(p) => ready.insert(uid.to_string(), p.clone()).as_ref() != Some(&p),
+            None => ready.remove(uid).is_some(),
+        };
+        drop(ready);
+        if changed {
+            self.ready_changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// The pods of this node that are Ready now.
+    pub fn ready_pods(&self) -> Vec<ReadyPod> {
+        self.ready
+            .lock()
+            .expect("ready pods")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Changes whenever a pod of this node becomes Ready or stops being so.
+    pub fn watch_ready(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.ready_changed.subscribe()
     }
 
     /// Start keeping a pod's figures (again, after a restart of its sandbox:
@@ -122,6 +180,7 @@ impl Stats {
     /// Forget a pod (it stopped).
     pub fn remove_pod(&self, uid: &str) {
         self.pods.lock().expect("stats").remove(uid);
+        self.set_ready(uid, None);
     }
 
     /// Set the connection totals the proxy counted per Service since it

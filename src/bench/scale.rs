@@ -73,7 +73,12 @@ async fn post(api: &Api, path: &str, body: &Value) -> Result<Value> {
 
 async fn create(api: &Api, name: &str, image: &str, replicas: u32) -> Result<String> {
     let (d, s) = objects(name, image, replicas);
-    post(api, &format!("/apis/apps/v1/namespaces/{NS}/deployments"), &d).await?;
+    post(
+        api,
+        &format!("/apis/apps/v1/namespaces/{NS}/deployments"),
+        &d,
+    )
+    .await?;
     let svc = post(api, &format!("/api/v1/namespaces/{NS}/services"), &s).await?;
     svc.pointer("/spec/clusterIP")
         .and_then(Value::as_str)

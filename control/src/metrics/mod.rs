@@ -18,8 +18,7 @@ use serde_json::Value;
 use skiff_common::stats::{PodUsage, ServiceActivity, Summary};
 
 use crate::api::objects::Objects;
-use crate::api::selector::{FieldSelector, LabelSelector};
-use crate::api::status::{ApiError, ApiResult};
+use crate::api::status::ApiResult;
 
 /// How long one agent may take to answer.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -356,22 +355,8 @@ impl Collector {
     }
 
     async fn collect(&self) -> ApiResult<Snapshot> {
-        let o = &self.inner.objects;
-        let t = o
-            .registry
-            .by_kind("v1", "Node")
-            .cloned()
-            .ok_or_else(|| ApiError::internal("no node type"))?;
-        let (nodes, _, _) = o
-            .list(
-                &t,
-                None,
-                &LabelSelector::default(),
-                &FieldSelector::default(),
-                None,
-                None,
-            )
-            .await?;
+        let nodes =
+            crate::controllers::support::list_all(&self.inner.objects, "v1", "Node").await?;
         let calls = nodes.iter().map(|n| {
             let name = n
                 .pointer("/metadata/name")

@@ -252,6 +252,95 @@ fn cpu_millis(spec: &Value) -> Option<u64> {
     Some((total * 1000.0).round() as u64)
 }
 
+/// Tells the node's statistics when the pod is Ready, from the status the
+/// agent is about to write.
+struct LocalReady {
+    stats: Arc<crate::stats::Stats>,
+    uid: String,
+    namespace: String,
+    labels: std::collections::BTreeMap<String, String>,
+    ports: Vec<(String, u16, String)>,
+}
+
+impl LocalReady {
+    fn new(ctx: &NodeCtx, info: &PodInfo, spec: &Value) -> LocalReady {
+        let labels = info
+            .object
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ports = spec
+            .get("containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(|c| {
+                c.get("ports")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|p| {
+                Some((
+                    p.get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    u16::try_from(p.get("containerPort")?.as_u64()?).ok()?,
+                    p.get("protocol")
+                        .and_then(Value::as_str)
+                        .unwrap_or("TCP")
+                        .to_string(),
+                ))
+            })
+            .collect();
+        LocalReady {
+            stats: ctx.stats.clone(),
+            uid: info.uid.clone(),
+            namespace: info.namespace.clone(),
+            labels,
+            ports,
+        }
+    }
+
+    /// Follow the pod's view until its sender is dropped (as soon as it
+    /// changes, not after the previous status write), then forget the pod.
+    async fn follow(self, mut rx: watch::Receiver<PodView>) {
+        let mut transitions = Transitions::default();
+        loop {
+            let view = rx.borrow_and_update().clone();
+            self.update(&view.status(&mut transitions), view.pod_ip.as_deref());
+            if rx.changed().await.is_err() {
+                self.stats.set_ready(&self.uid, None);
+                return;
+            }
+        }
+    }
+
+    fn update(&self, status: &Value, ip: Option<&str>) {
+        let ready = status["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        let pod = ip
+            .and_then(|ip| ip.parse().ok())
+            .filter(|_| ready)
+            .map(|ip| crate::stats::ReadyPod {
+                namespace: self.namespace.clone(),
+                labels: self.labels.clone(),
+                ip,
+                ports: self.ports.clone(),
+            });
+        self.stats.set_ready(&self.uid, pod);
+    }
+}
+
 /// Write the pod's status whenever its view changes, until the view's sender
 /// is dropped.
 async fn write_status(api: Api<Pod>, name: String, mut rx: watch::Receiver<PodView>) {
@@ -401,6 +490,8 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
     let (view_tx, view_rx) = watch::channel(view);
     let finished = matches!(phase.as_str(), "Succeeded" | "Failed");
     if !finished {
+        // The node hears of readiness first (the activator forwards at once).
+        tokio::spawn(LocalReady::new(&ctx, &info, &spec).follow(view_rx.clone()));
         let writer = tokio::spawn(write_status(api.clone(), info.name.clone(), view_rx));
         let started = start(&ctx, &info, &spec, &view_tx, &mut pod).await;
         if let Some(started) = started {

@@ -112,14 +112,25 @@ impl Sandbox {
     }
 
     /// Account the sandbox's threads (those running and those to come) to `cg`.
+    /// Threads that start from now on join it themselves; the running ones
+    /// are moved on a helper thread, off the pod's start (a cgroup v1 thread
+    /// migration waits for an RCU grace period, ~1 ms each), so a warm
+    /// sandbox serves at once and its first milliseconds count to the agent.
     pub fn assign_cgroup(&self, cg: PodCgroup) {
-        let mut slot = self.cgroup.lock().expect("cgroup");
-        for tid in self.tids.lock().expect("tids").iter() {
-            if let Err(e) = cg.add_thread(*tid) {
-                tracing::debug!(error = %e, tid, "thread not moved to the pod cgroup");
-            }
+        *self.cgroup.lock().expect("cgroup") = Some(cg.clone());
+        let tids: Vec<u64> = self.tids.lock().expect("tids").clone();
+        let moved = std::thread::Builder::new()
+            .name("cgroup-move".into())
+            .spawn(move || {
+                for tid in tids {
+                    if let Err(e) = cg.add_thread(tid) {
+                        tracing::debug!(error = %e, tid, "thread not moved to the pod cgroup");
+                    }
+                }
+            });
+        if let Err(e) = moved {
+            tracing::warn!(error = %e, "cannot move the pod's threads to its cgroup");
         }
-        *slot = Some(cg);
     }
 
     /// Fail if any of the pod's threads is outside its namespace.

@@ -12,6 +12,7 @@ use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::net::Cidr;
 
@@ -29,6 +30,9 @@ pub struct PortView {
     pub node_port: Option<u16>,
     /// Ready endpoints: address and target port.
     pub endpoints: Vec<(Ipv4Addr, u16)>,
+    /// The Service's `targetPort`: a container port's name, or a number.
+    pub target_name: Option<String>,
+    pub target_port: u16,
 }
 
 /// A Service as the proxy sees it.
@@ -46,6 +50,8 @@ pub struct ServiceView {
     /// port has no ready endpoints, its connections go to the activator,
     /// which wakes the Deployment.
     pub wake: Option<String>,
+    /// The Service's selector.
+    pub selector: BTreeMap<String, String>,
 }
 
 /// The node-wide settings of the rules.
@@ -142,12 +148,20 @@ pub fn views(
             }
             endpoints.sort();
             endpoints.dedup();
+            let port = u16::try_from(p.port).unwrap_or(0);
+            let (target_name, target_port) = match &p.target_port {
+                Some(IntOrString::String(n)) => (Some(n.clone()), 0),
+                Some(IntOrString::Int(n)) => (None, u16::try_from(*n).unwrap_or(port)),
+                None => (None, port),
+            };
             ports.push(PortView {
                 name: pname,
                 proto,
-                port: u16::try_from(p.port).unwrap_or(0),
+                port,
                 node_port: p.node_port.and_then(|n| u16::try_from(n).ok()),
                 endpoints,
+                target_name,
+                target_port,
             });
         }
         let ingress = svc
@@ -176,6 +190,7 @@ pub fn views(
             affinity,
             ports,
             wake,
+            selector: spec.selector.clone().unwrap_or_default(),
         });
     }
     out
@@ -446,8 +461,11 @@ mod tests {
                     ("10.88.0.5".parse().unwrap(), 8080),
                     ("10.88.0.6".parse().unwrap(), 8080),
                 ],
+                target_name: None,
+                target_port: 8080,
             }],
             wake: None,
+            selector: BTreeMap::new(),
         };
         let r = render(&cfg(), &[v]);
         assert!(r.starts_with("table ip skiff_n0\ndelete table ip skiff_n0\n"));
@@ -475,8 +493,11 @@ mod tests {
                 port: 80,
                 node_port: None,
                 endpoints: vec![],
+                target_name: None,
+                target_port: 80,
             }],
             wake: None,
+            selector: BTreeMap::new(),
         };
         let r = render(&cfg(), std::slice::from_ref(&v));
         assert!(!r.contains("10.96.0.11"));
