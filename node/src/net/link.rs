@@ -269,3 +269,33 @@ pub async fn configure_pod(
         &format!("default route via {gateway}"),
     )
 }
+
+/// Forget what the host's neighbour table holds for `ip` on the bridge: a pod
+/// address used before keeps its old pod's MAC as a stale entry, and the first
+/// packets to the new pod would go to that MAC (lost for seconds, until the
+/// kernel re-resolves), so every address is forgotten when it is given out
+/// and when it is freed. Nothing to forget is fine.
+pub async fn forget_neighbour(h: &Handle, bridge: u32, ip: Ipv4Addr) -> Result<(), NetError> {
+    use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute};
+    let mut entries = h
+        .neighbours()
+        .get()
+        .set_address_family(rtnetlink::packet_route::AddressFamily::Inet)
+        .execute();
+    let mut stale = Vec::new();
+    while let Some(msg) = entries.try_next().await.map_err(nl("list neighbours"))? {
+        let same = msg.header.ifindex == bridge
+            && msg.attributes.iter().any(|a| {
+                matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) if *d == ip)
+            });
+        if same {
+            stale.push(msg);
+        }
+    }
+    for msg in stale {
+        if let Err(e) = h.neighbours().del(msg).execute().await {
+            tracing::debug!(%ip, error = %e, "cannot forget neighbour");
+        }
+    }
+    Ok(())
+}

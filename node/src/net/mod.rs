@@ -171,6 +171,7 @@ impl PodNetwork {
     }
 
     async fn plumb(&self, ip: Ipv4Addr) -> Result<Attachment, NetError> {
+        link::forget_neighbour(&self.host, self.bridge_index, ip).await?;
         let n = self.netns_name(ip);
         let (path, new) = blocking(move || netns::create(&n)).await?;
         let (host_end, pod_end) = self.veth_names(ip);
@@ -216,6 +217,7 @@ impl PodNetwork {
     async fn remove(&self, ip: Ipv4Addr) -> Result<(), NetError> {
         let (host_end, _) = self.veth_names(ip);
         link::delete(&self.host, &host_end).await?;
+        link::forget_neighbour(&self.host, self.bridge_index, ip).await?;
         let name = self.netns_name(ip);
         resolv::remove(&name);
         blocking(move || netns::delete(&name)).await
