@@ -168,11 +168,12 @@ impl Activator {
             .await;
             return;
         }
-        match self.wait_for_endpoint(&view, &port_view, &deployment).await {
-            Ok(target) => match {
-                tracing::debug!(%target, after_ms = t0.elapsed().as_secs_f64() * 1e3, "endpoint ready");
-                connect(target).await
-            } {
+        let found = self.wait_for_endpoint(&view, &port_view, &deployment).await;
+        if let Ok(target) = &found {
+            tracing::debug!(%target, after_ms = t0.elapsed().as_secs_f64() * 1e3, "endpoint ready");
+        }
+        match found {
+            Ok(target) => match connect(target).await {
                 Ok(mut upstream) => {
                     let took = t0.elapsed();
                     self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
