@@ -470,8 +470,8 @@ mod tests {
         let r = render(&cfg(), &[v]);
         assert!(r.starts_with("table ip skiff_n0\ndelete table ip skiff_n0\n"));
         assert!(r.contains("ip daddr 10.96.0.10 tcp dport 80 counter goto s_"));
-        assert!(r.contains("ip daddr 192.168.5.1 tcp dport 80 goto x_"));
-        assert!(r.contains("tcp dport 30080 goto x_"));
+        assert!(r.contains("ip daddr 192.168.5.1 tcp dport 80 counter goto x_"));
+        assert!(r.contains("tcp dport 30080 counter goto x_"));
         assert!(r.contains("numgen random mod 2 vmap"));
         assert!(r.contains("dnat to 10.88.0.6:8080"));
         assert!(r.contains("flags dynamic,timeout; timeout 60s"));
