@@ -95,6 +95,9 @@ pub struct Stats {
     oci_node: bool,
     pods: Mutex<HashMap<String, Arc<PodEntry>>>,
     ready: Mutex<HashMap<String, ReadyPod>>,
+    /// Pods being stopped: never Ready again (Kubernetes takes terminating
+    /// pods out of the ready endpoints).
+    stopping: Mutex<std::collections::HashSet<String>>,
     ready_changed: tokio::sync::watch::Sender<u64>,
     services: Mutex<BTreeMap<(String, String), ServiceCount>>,
     cpu: Mutex<VecDeque<(Instant, u64)>>,
@@ -107,6 +110,7 @@ impl Stats {
             oci_node,
             pods: Mutex::default(),
             ready: Mutex::default(),
+            stopping: Mutex::default(),
             ready_changed: tokio::sync::watch::Sender::new(0),
             services: Mutex::default(),
             cpu: Mutex::default(),
@@ -115,6 +119,7 @@ impl Stats {
 
     /// Note whether pod `uid` is Ready now (`None`: not, or gone).
     pub fn set_ready(&self, uid: &str, pod: Option<ReadyPod>) {
+        let pod = pod.filter(|_| !self.stopping.lock().expect("stopping").contains(uid));
         let mut ready = self.ready.lock().expect("ready pods");
         let changed = match pod {
             Some(p) => ready.insert(uid.to_string(), p.clone()).as_ref() != Some(&p),
@@ -124,6 +129,21 @@ impl Stats {
         if changed {
             self.ready_changed.send_modify(|n| *n += 1);
         }
+    }
+
+    /// The pod is being stopped: it is not Ready from now on.
+    pub fn stopping(&self, uid: &str) {
+        self.stopping
+            .lock()
+            .expect("stopping")
+            .insert(uid.to_string());
+        self.set_ready(uid, None);
+    }
+
+    /// The pod's worker is gone: forget its readiness for good.
+    pub fn forget_ready(&self, uid: &str) {
+        self.set_ready(uid, None);
+        self.stopping.lock().expect("stopping").remove(uid);
     }
 
     /// The pods of this node that are Ready now.
@@ -453,6 +473,29 @@ mod tests {
         let s = &stats.summary().services[0];
         assert_eq!(s.connections_total, 3);
         assert!(s.idle_seconds < 0.02);
+    }
+
+    #[test]
+    fn a_stopping_pod_is_not_ready_again() {
+        let stats = Stats::new("n", false);
+        let pod = ReadyPod {
+            namespace: "d".into(),
+            labels: BTreeMap::new(),
+            ip: "10.88.0.5".parse().unwrap(),
+            ports: vec![("http".into(), 8080, "TCP".into())],
+        };
+        let mut changed = stats.watch_ready();
+        stats.set_ready("u1", Some(pod.clone()));
+        assert!(changed.has_changed().unwrap());
+        changed.mark_unchanged();
+        assert_eq!(stats.ready_pods()[0].target(Some("http"), 0), Some(8080));
+        stats.stopping("u1");
+        assert!(stats.ready_pods().is_empty());
+        stats.set_ready("u1", Some(pod.clone()));
+        assert!(stats.ready_pods().is_empty(), "still stopping");
+        stats.forget_ready("u1");
+        stats.set_ready("u1", Some(pod));
+        assert_eq!(stats.ready_pods().len(), 1, "a new run of the uid");
     }
 
     #[test]

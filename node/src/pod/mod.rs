@@ -316,7 +316,7 @@ impl LocalReady {
             let view = rx.borrow_and_update().clone();
             self.update(&view.status(&mut transitions), view.pod_ip.as_deref());
             if rx.changed().await.is_err() {
-                self.stats.set_ready(&self.uid, None);
+                self.stats.forget_ready(&self.uid);
                 return;
             }
         }
@@ -531,6 +531,7 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
 
 /// Stop the containers, then the pod's threads, then remove its cgroup.
 async fn stop((stop_tx, runners, sandbox, cgroup): Started, ctx: &NodeCtx, info: &PodInfo) {
+    ctx.stats.stopping(&info.uid);
     let _ = stop_tx.send(true);
     for r in runners {
         let abort = r.abort_handle();
