@@ -78,6 +78,15 @@ impl Drop for Procs {
                 }
             }
         }
+        // Each pod namespace's resolv.conf directory (the agent is killed, so
+        // it cannot remove them itself).
+        if let Ok(d) = std::fs::read_dir("/etc/netns") {
+            for e in d.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         let _ = Command::new("ip").args(["link", "del", BRIDGE]).status();
         let _ = Command::new("ip")
             .args(["route", "del", "unreachable", CLUSTER_CIDR])
