@@ -65,11 +65,10 @@ pub fn idle_window(d: &Deployment, hpas: &[Arc<HorizontalPodAutoscaler>]) -> Opt
 impl ScaleToZero {
     pub fn watch(self: &Arc<Self>, queue: &Arc<Queue>) {
         self.deployments.on(enqueue_self(queue));
-        let (q, deployments) = (queue.clone(), self.deployments.clone());
+        let q = queue.clone();
         self.hpas.on(move |_, h| {
             let ns = h.namespace().unwrap_or_default();
             q.add(Key::new(&ns, &h.spec.scale_target_ref.name));
-            let _ = &deployments;
         });
     }
 
