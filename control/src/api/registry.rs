@@ -1,23 +1,70 @@
 //! The OCI distribution endpoint (`/v2/`) over the cluster's image store: pull
-//! (manifests and blobs by tag or digest) and push (monolithic or chunked uploads,
-//! manifests), so any OCI client, `skiff image import` and the nodes use one API.
+//! (manifests and blobs by tag or digest), push (monolithic or chunked uploads,
+//! streamed into the store as they arrive; manifests), the catalog and tag
+//! lists, and manifest deletion, so any OCI client, `skiff image` and the nodes
+//! use one API.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde_json::json;
 
-use crate::images::{ImageError, Images, Reference};
+use crate::images::{BlobWriter, ImageError, Images, Reference};
 
-/// Largest blob or manifest accepted in one request.
-const MAX_UPLOAD: usize = 512 * 1024 * 1024;
+/// Largest manifest accepted.
+const MAX_MANIFEST: usize = 16 * 1024 * 1024;
 
-/// Upload sessions in progress on this server.
+/// An upload session untouched this long is dropped (with its parts).
+const SESSION_IDLE: Duration = Duration::from_secs(3600);
+
+struct Session {
+    writer: BlobWriter,
+    touched: Instant,
+}
+
+/// Upload sessions in progress on this server. A session is taken out of the
+/// map while a request appends to it, so chunks of one upload are sequential.
 #[derive(Clone, Default)]
-pub struct Uploads(Arc<Mutex<HashMap<String, Vec<u8>>>>);
+pub struct Uploads(Arc<Mutex<HashMap<String, Session>>>);
+
+impl Uploads {
+    fn take(&self, id: &str) -> Option<BlobWriter> {
+        self.0.lock().unwrap().remove(id).map(|s| s.writer)
+    }
+
+    fn put(&self, id: String, writer: BlobWriter) {
+        let stale: Vec<BlobWriter> = {
+            let mut map = self.0.lock().unwrap();
+            map.insert(
+                id,
+                Session {
+                    writer,
+                    touched: Instant::now(),
+                },
+            );
+            let old: Vec<String> = map
+                .iter()
+                .filter(|(_, s)| s.touched.elapsed() > SESSION_IDLE)
+                .map(|(k, _)| k.clone())
+                .collect();
+            old.iter()
+                .filter_map(|k| map.remove(k).map(|s| s.writer))
+                .collect()
+        };
+        for w in stale {
+            tokio::spawn(w.abort());
+        }
+    }
+
+    fn size(&self, id: &str) -> Option<u64> {
+        self.0.lock().unwrap().get(id).map(|s| s.writer.size())
+    }
+}
 
 fn err(code: StatusCode, oci: &str, message: impl Into<String>) -> Response {
     let body = json!({"errors": [{"code": oci, "message": message.into()}]});
@@ -38,7 +85,7 @@ fn from_image_error(e: ImageError) -> Response {
         ImageError::BadManifest(_) => {
             err(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", e.to_string())
         }
-        ImageError::MissingBlob(_) => err(
+        ImageError::MissingBlob(_) | ImageError::MissingManifest(_) => err(
             StatusCode::BAD_REQUEST,
             "MANIFEST_BLOB_UNKNOWN",
             e.to_string(),
@@ -46,6 +93,9 @@ fn from_image_error(e: ImageError) -> Response {
         ImageError::NotFound { what: "blob", .. } => {
             err(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", e.to_string())
         }
+        ImageError::NotFound {
+            what: "repository", ..
+        } => err(StatusCode::NOT_FOUND, "NAME_UNKNOWN", e.to_string()),
         ImageError::NotFound { .. } => {
             err(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", e.to_string())
         }
@@ -58,16 +108,82 @@ fn from_image_error(e: ImageError) -> Response {
 }
 
 async fn read_all(body: Body) -> Result<Vec<u8>, Response> {
-    axum::body::to_bytes(body, MAX_UPLOAD)
+    axum::body::to_bytes(body, MAX_MANIFEST)
         .await
         .map(|b| b.to_vec())
         .map_err(|_| {
             err(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "SIZE_INVALID",
-                format!("uploads are limited to {MAX_UPLOAD} bytes"),
+                format!("manifests are limited to {MAX_MANIFEST} bytes"),
             )
         })
+}
+
+/// Stream a request body into `w`; on failure the writer is dropped with its parts.
+async fn stream_into(body: Body, mut w: BlobWriter) -> Result<BlobWriter, Response> {
+    let mut frames = body.into_data_stream();
+    while let Some(frame) = frames.next().await {
+        let failed = match frame {
+            Ok(data) => match w.write(&data).await {
+                Ok(()) => continue,
+                Err(e) => from_image_error(e),
+            },
+            Err(e) => err(
+                StatusCode::BAD_REQUEST,
+                "BLOB_UPLOAD_INVALID",
+                format!("reading the upload: {e}"),
+            ),
+        };
+        w.abort().await;
+        return Err(failed);
+    }
+    Ok(w)
+}
+
+/// Drain a request body without keeping it.
+async fn drain(body: Body) {
+    let mut frames = body.into_data_stream();
+    while let Some(Ok(_)) = frames.next().await {}
+}
+
+fn upload_status(code: StatusCode, name: &str, id: &str, size: u64) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = code;
+    let h = r.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("/v2/{name}/blobs/uploads/{id}")).expect("ascii"),
+    );
+    h.insert(
+        "docker-upload-uuid",
+        HeaderValue::from_str(id).expect("ascii"),
+    );
+    h.insert(
+        header::RANGE,
+        HeaderValue::from_str(&format!("0-{}", size.saturating_sub(1))).expect("ascii"),
+    );
+    r
+}
+
+fn json_ok(v: serde_json::Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+/// `n` and `last` of a list request applied to sorted `items`.
+fn page(items: Vec<String>, raw_query: Option<&str>) -> Vec<String> {
+    let last = query(raw_query, "last");
+    let n = query(raw_query, "n").and_then(|n| n.parse::<usize>().ok());
+    items
+        .into_iter()
+        .filter(|i| last.as_ref().is_none_or(|l| i > l))
+        .take(n.unwrap_or(usize::MAX))
+        .collect()
 }
 
 fn query(q: Option<&str>, key: &str) -> Option<String> {
@@ -93,7 +209,20 @@ pub async fn handle(
         )
             .into_response();
     }
-    let split = ["/blobs/uploads", "/blobs/", "/manifests/"]
+    if rest == "_catalog" {
+        if method != Method::GET {
+            return err(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "UNSUPPORTED",
+                format!("{method} on /v2/_catalog"),
+            );
+        }
+        return match images.repositories().await {
+            Ok(repos) => json_ok(json!({"repositories": page(repos, raw_query)})),
+            Err(e) => from_image_error(e),
+        };
+    }
+    let split = ["/blobs/uploads", "/blobs/", "/manifests/", "/tags/list"]
         .iter()
         .find_map(|m| rest.find(m).map(|i| (i, *m)));
     let Some((i, kind)) = split else {
@@ -150,6 +279,27 @@ pub async fn handle(
                 Err(e) => from_image_error(e),
             }
         }
+        ("/manifests/", &Method::DELETE) => match images.delete(&repository, arg).await {
+            Ok(d) => {
+                tracing::info!(
+                    repository = %repository,
+                    reference = %arg,
+                    tags = d.tags.len(),
+                    manifests = d.manifests.len(),
+                    blobs = d.blobs,
+                    bytes = d.bytes,
+                    "image deleted"
+                );
+                (StatusCode::ACCEPTED, "").into_response()
+            }
+            Err(e) => from_image_error(e),
+        },
+        ("/tags/list", &Method::GET) if arg.is_empty() => match images.tags(&repository).await {
+            Ok(tags) => json_ok(
+                json!({"name": repository, "tags": page(tags.into_keys().collect(), raw_query)}),
+            ),
+            Err(e) => from_image_error(e),
+        },
         ("/blobs/", &Method::GET | &Method::HEAD) => {
             if method == Method::HEAD {
                 return match images.has_blob(arg).await {
@@ -188,74 +338,86 @@ pub async fn handle(
             }
         }
         ("/blobs/uploads", &Method::POST) => {
-            let bytes = match read_all(body).await {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
             if let Some(d) = query(raw_query, "digest") {
-                return match images.put_blob(&d, &bytes).await {
-                    Ok(()) => created(&format!("/v2/{name}/blobs/{d}"), &d),
-                    Err(e) => from_image_error(e),
+                // Monolithic: the body is the blob.
+                match images.has_blob(&d).await {
+                    Ok(Some(_)) => {
+                        drain(body).await;
+                        return created(&format!("/v2/{name}/blobs/{d}"), &d);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return from_image_error(e),
+                }
+                return match stream_into(body, images.writer()).await {
+                    Ok(w) => match w.commit(&d).await {
+                        Ok(()) => created(&format!("/v2/{name}/blobs/{d}"), &d),
+                        Err(e) => from_image_error(e),
+                    },
+                    Err(r) => r,
                 };
             }
-            let id = super::objects::new_uid();
-            uploads.0.lock().unwrap().insert(id.clone(), bytes);
-            let mut r = Response::new(Body::empty());
-            *r.status_mut() = StatusCode::ACCEPTED;
-            r.headers_mut().insert(
-                header::LOCATION,
-                HeaderValue::from_str(&format!("/v2/{name}/blobs/uploads/{id}")).expect("ascii"),
-            );
-            r.headers_mut().insert(
-                "docker-upload-uuid",
-                HeaderValue::from_str(&id).expect("ascii"),
-            );
-            r.headers_mut()
-                .insert(header::RANGE, HeaderValue::from_static("0-0"));
-            r
-        }
-        ("/blobs/uploads", &Method::PATCH | &Method::PUT) => {
-            let bytes = match read_all(body).await {
-                Ok(b) => b,
+            let w = match stream_into(body, images.writer()).await {
+                Ok(w) => w,
                 Err(r) => return r,
             };
+            let id = super::objects::new_uid();
+            let size = w.size();
+            uploads.put(id.clone(), w);
+            upload_status(StatusCode::ACCEPTED, name, &id, size)
+        }
+        ("/blobs/uploads", &Method::GET) => match uploads.size(arg) {
+            Some(size) => upload_status(StatusCode::NO_CONTENT, name, arg, size),
+            None => upload_unknown(arg),
+        },
+        ("/blobs/uploads", &Method::DELETE) => match uploads.take(arg) {
+            Some(w) => {
+                w.abort().await;
+                (StatusCode::NO_CONTENT, "").into_response()
+            }
+            None => upload_unknown(arg),
+        },
+        ("/blobs/uploads", &Method::PATCH | &Method::PUT) => {
             let id = arg.to_string();
-            let total = {
-                let mut up = uploads.0.lock().unwrap();
-                let Some(buf) = up.get_mut(&id) else {
-                    return err(
-                        StatusCode::NOT_FOUND,
-                        "BLOB_UPLOAD_UNKNOWN",
-                        format!("upload {id} not found"),
-                    );
-                };
-                buf.extend_from_slice(&bytes);
-                buf.len()
+            let Some(w) = uploads.take(&id) else {
+                return upload_unknown(&id);
             };
-            if method == Method::PATCH {
-                let mut r = Response::new(Body::empty());
-                *r.status_mut() = StatusCode::ACCEPTED;
-                r.headers_mut().insert(
-                    header::LOCATION,
-                    HeaderValue::from_str(&format!("/v2/{name}/blobs/uploads/{id}"))
-                        .expect("ascii"),
-                );
-                r.headers_mut().insert(
-                    header::RANGE,
-                    HeaderValue::from_str(&format!("0-{}", total.saturating_sub(1)))
-                        .expect("ascii"),
+            // A chunk must start where the upload stands.
+            let start = headers
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim_start_matches("bytes ").split('-').next())
+                .and_then(|s| s.trim().parse::<u64>().ok());
+            if let Some(start) = start
+                && start != w.size()
+            {
+                let size = w.size();
+                uploads.put(id.clone(), w);
+                let mut r = upload_status(StatusCode::RANGE_NOT_SATISFIABLE, name, &id, size);
+                *r.body_mut() = Body::from(
+                    json!({"errors": [{"code": "BLOB_UPLOAD_INVALID",
+                        "message": format!("chunk starts at {start}, the upload is at {size}")}]})
+                    .to_string(),
                 );
                 return r;
             }
+            let w = match stream_into(body, w).await {
+                Ok(w) => w,
+                Err(r) => return r,
+            };
+            if method == Method::PATCH {
+                let size = w.size();
+                uploads.put(id.clone(), w);
+                return upload_status(StatusCode::ACCEPTED, name, &id, size);
+            }
             let Some(d) = query(raw_query, "digest") else {
+                w.abort().await;
                 return err(
                     StatusCode::BAD_REQUEST,
                     "DIGEST_INVALID",
                     "the final PUT of an upload needs ?digest=",
                 );
             };
-            let data = uploads.0.lock().unwrap().remove(&id).unwrap_or_default();
-            match images.put_blob(&d, &data).await {
+            match w.commit(&d).await {
                 Ok(()) => created(&format!("/v2/{name}/blobs/{d}"), &d),
                 Err(e) => from_image_error(e),
             }
@@ -266,6 +428,14 @@ pub async fn handle(
             format!("{method} on /v2/{rest}"),
         ),
     }
+}
+
+fn upload_unknown(id: &str) -> Response {
+    err(
+        StatusCode::NOT_FOUND,
+        "BLOB_UPLOAD_UNKNOWN",
+        format!("upload {id} not found"),
+    )
 }
 
 fn created(location: &str, digest: &str) -> Response {

@@ -5,12 +5,22 @@
 //! `docker.io/library/busybox:latest`).
 //!
 //! **A blob is stored only under the digest of its bytes; a manifest only after
-//! every blob it names is present.**
+//! every blob (and, for an index, every manifest) it names is present.**
+//!
+//! Uploads stream through [`BlobWriter`] (`upload.rs`); deletion and the blob
+//! collection that follows it are in `delete.rs`; the catalog in `catalog.rs`.
+
+mod catalog;
+mod delete;
+mod upload;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::store::{Expect, Op, Store, StoreError, Txn};
+use crate::store::{ConflictKind, Expect, KeyValue, Op, Store, StoreError, Txn};
+
+pub use delete::Deleted;
+pub use upload::BlobWriter;
 
 const CHUNK: usize = 512 * 1024;
 
@@ -27,6 +37,8 @@ pub enum ImageError {
     BadManifest(String),
     #[error("manifest references blob {0}, which is not in the store")]
     MissingBlob(String),
+    #[error("index references manifest {0}, which is not in the repository")]
+    MissingManifest(String),
     #[error("{what} {name} not found")]
     NotFound { what: &'static str, name: String },
     #[error(transparent)]
@@ -35,14 +47,30 @@ pub enum ImageError {
 
 /// `sha256:<hex>` of some bytes.
 pub fn digest_of(bytes: &[u8]) -> String {
-    let h = Sha256::digest(bytes);
+    hex_digest(Sha256::digest(bytes).as_slice())
+}
+
+fn hex_digest(h: &[u8]) -> String {
     format!(
         "sha256:{}",
         h.iter().map(|b| format!("{b:02x}")).collect::<String>()
     )
 }
 
-fn check_digest(d: &str) -> Result<(), ImageError> {
+/// A reader that gunzips `r` (for `.tar.gz` archives on the client side).
+pub fn gunzip<R: std::io::Read>(r: R) -> impl std::io::Read {
+    flate2::read::MultiGzDecoder::new(r)
+}
+
+/// Seconds since the Unix epoch.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub(crate) fn check_digest(d: &str) -> Result<(), ImageError> {
     match d.strip_prefix("sha256:") {
         Some(hex)
             if hex.len() == 64
@@ -119,6 +147,53 @@ impl Reference {
 struct BlobMeta {
     size: u64,
     chunks: usize,
+    /// The upload whose parts hold the chunks (`/skiff/blobparts/<id>/`);
+    /// none for chunks kept under the digest (`/skiff/blobchunks/<digest>/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parts: Option<String>,
+    /// When the blob was stored (Unix seconds; 0 for blobs older than the field).
+    #[serde(default)]
+    created: u64,
+}
+
+impl BlobMeta {
+    fn chunk_prefix(&self, digest: &str) -> String {
+        match &self.parts {
+            Some(id) => format!("/skiff/blobparts/{id}/"),
+            None => format!("/skiff/blobchunks/{digest}/"),
+        }
+    }
+
+    fn parse(kv: &KeyValue) -> Result<BlobMeta, ImageError> {
+        serde_json::from_slice(&kv.value).map_err(|e| ImageError::BadManifest(e.to_string()))
+    }
+}
+
+/// The digests a manifest names: its config and layers (`blobs`) and, for an
+/// index, its manifests.
+#[derive(Debug, Default)]
+pub(crate) struct Names {
+    pub blobs: Vec<String>,
+    pub manifests: Vec<String>,
+}
+
+pub(crate) fn names_of(v: &serde_json::Value) -> Names {
+    let digest =
+        |e: &serde_json::Value| e.get("digest").and_then(|d| d.as_str()).map(str::to_string);
+    let list = |k: &str| {
+        v.get(k)
+            .and_then(|l| l.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(digest)
+            .collect::<Vec<_>>()
+    };
+    let mut blobs: Vec<String> = v.get("config").and_then(digest).into_iter().collect();
+    blobs.extend(list("layers"));
+    Names {
+        blobs,
+        manifests: list("manifests"),
+    }
 }
 
 /// A stored manifest.
@@ -148,51 +223,36 @@ impl Images {
         check_digest(digest)?;
         Ok(
             match self.store.get(&format!("/skiff/blobs/{digest}")).await? {
-                Some(kv) => Some(
-                    serde_json::from_slice::<BlobMeta>(&kv.value)
-                        .map_err(|e| ImageError::BadManifest(e.to_string()))?
-                        .size,
-                ),
+                Some(kv) => Some(BlobMeta::parse(&kv)?.size),
                 None => None,
             },
         )
     }
 
+    /// A writer that streams a new blob into the store (see [`BlobWriter`]).
+    pub fn writer(&self) -> BlobWriter {
+        BlobWriter::new(self.clone())
+    }
+
     /// Store a blob, which must hash to `digest`.
     pub async fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), ImageError> {
         check_digest(digest)?;
-        let actual = digest_of(bytes);
-        if actual != digest {
-            return Err(ImageError::DigestMismatch {
-                expected: digest.to_string(),
-                actual,
-            });
-        }
         if self.has_blob(digest).await?.is_some() {
+            let actual = digest_of(bytes);
+            if actual != digest {
+                return Err(ImageError::DigestMismatch {
+                    expected: digest.to_string(),
+                    actual,
+                });
+            }
             return Ok(());
         }
-        let chunks: Vec<&[u8]> = bytes.chunks(CHUNK).collect();
-        for (i, c) in chunks.iter().enumerate() {
-            self.store
-                .write(Op::Put {
-                    key: format!("/skiff/blobchunks/{digest}/{i:06}"),
-                    value: c.to_vec(),
-                    expect: Expect::Any,
-                })
-                .await?;
+        let mut w = self.writer();
+        if let Err(e) = w.write(bytes).await {
+            w.abort().await;
+            return Err(e);
         }
-        let meta = BlobMeta {
-            size: bytes.len() as u64,
-            chunks: chunks.len(),
-        };
-        self.store
-            .write(Op::Put {
-                key: format!("/skiff/blobs/{digest}"),
-                value: serde_json::to_vec(&meta).expect("json"),
-                expect: Expect::Any,
-            })
-            .await?;
-        Ok(())
+        w.commit(digest).await
     }
 
     pub async fn get_blob(&self, digest: &str) -> Result<Vec<u8>, ImageError> {
@@ -205,15 +265,10 @@ impl Images {
                 what: "blob",
                 name: digest.to_string(),
             })?;
-        let meta: BlobMeta = serde_json::from_slice(&meta.value)
-            .map_err(|e| ImageError::BadManifest(e.to_string()))?;
+        let meta = BlobMeta::parse(&meta)?;
         let (parts, _) = self
             .store
-            .list(
-                &format!("/skiff/blobchunks/{digest}/"),
-                None,
-                meta.chunks + 1,
-            )
+            .list(&meta.chunk_prefix(digest), None, meta.chunks + 1)
             .await?;
         let mut out = Vec::with_capacity(meta.size as usize);
         for p in parts {
@@ -229,6 +284,9 @@ impl Images {
     }
 
     /// Store a manifest for `repository` under its digest and, if given, a tag.
+    /// The blobs it names are re-written in the same transaction with their
+    /// revision as precondition, so a blob deleted meanwhile fails the write
+    /// instead of leaving a manifest without it.
     pub async fn put_manifest(
         &self,
         repository: &str,
@@ -238,42 +296,69 @@ impl Images {
     ) -> Result<String, ImageError> {
         let v: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| ImageError::BadManifest(e.to_string()))?;
-        let mut needed: Vec<String> = Vec::new();
-        if let Some(c) = v.pointer("/config/digest").and_then(|d| d.as_str()) {
-            needed.push(c.to_string());
+        if !v.is_object() {
+            return Err(ImageError::BadManifest("not a JSON object".into()));
         }
-        for l in v
-            .get("layers")
-            .and_then(|l| l.as_array())
-            .into_iter()
-            .flatten()
-        {
-            if let Some(d) = l.get("digest").and_then(|d| d.as_str()) {
-                needed.push(d.to_string());
-            }
-        }
-        for d in &needed {
-            if self.has_blob(d).await?.is_none() {
-                return Err(ImageError::MissingBlob(d.clone()));
-            }
-        }
+        let names = names_of(&v);
         let digest = digest_of(bytes);
         let repo = repo_key(repository);
         let stored = serde_json::json!({"mediaType": media_type, "manifest": String::from_utf8_lossy(bytes)});
-        let mut ops = vec![Op::Put {
-            key: format!("/skiff/manifests/{repo}/{digest}"),
-            value: serde_json::to_vec(&stored).expect("json"),
-            expect: Expect::Any,
-        }];
-        if let Some(t) = tag {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut ops = Vec::new();
+            for d in &names.blobs {
+                check_digest(d)?;
+                let key = format!("/skiff/blobs/{d}");
+                let kv = self
+                    .store
+                    .get(&key)
+                    .await?
+                    .ok_or_else(|| ImageError::MissingBlob(d.clone()))?;
+                ops.push(Op::Put {
+                    key,
+                    value: kv.value,
+                    expect: Expect::Revision(kv.mod_revision),
+                });
+            }
+            for d in &names.manifests {
+                check_digest(d)?;
+                let key = format!("/skiff/manifests/{repo}/{d}");
+                let kv = self
+                    .store
+                    .get(&key)
+                    .await?
+                    .ok_or_else(|| ImageError::MissingManifest(d.clone()))?;
+                ops.push(Op::Put {
+                    key,
+                    value: kv.value,
+                    expect: Expect::Revision(kv.mod_revision),
+                });
+            }
+            ops.sort_by(|a, b| a.key().cmp(b.key()));
+            ops.dedup_by(|a, b| a.key() == b.key());
             ops.push(Op::Put {
-                key: format!("/skiff/tags/{repo}/{t}"),
-                value: digest.clone().into_bytes(),
+                key: format!("/skiff/manifests/{repo}/{digest}"),
+                value: serde_json::to_vec(&stored).expect("json"),
                 expect: Expect::Any,
             });
+            if let Some(t) = tag {
+                ops.push(Op::Put {
+                    key: format!("/skiff/tags/{repo}/{t}"),
+                    value: digest.clone().into_bytes(),
+                    expect: Expect::Any,
+                });
+            }
+            match self.store.txn(Txn { ops }).await {
+                Ok(_) => return Ok(digest),
+                // Another push touched a shared blob, or one was deleted: look again.
+                Err(StoreError::Conflict {
+                    kind: ConflictKind::RevisionMismatch { .. } | ConflictKind::NotFound,
+                    ..
+                }) if attempt < 8 => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
-        self.store.txn(Txn { ops }).await?;
-        Ok(digest)
     }
 
     /// A manifest by tag or digest.
@@ -322,7 +407,10 @@ impl Images {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod reference_tests {
     use super::*;
 
     #[test]
