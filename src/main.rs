@@ -31,7 +31,7 @@ enum Command {
     Agent(AgentArgs),
     /// Benchmarks (store throughput and latency).
     Bench(bench::BenchArgs),
-    /// Images in the cluster's own store (import an OCI layout tarball).
+    /// Images in the cluster's own store: import (OCI layout or docker save), ls, rm, pack.
     Image(image::ImageArgs),
 }
 

@@ -1,6 +1,8 @@
 //! The cluster's image store: `skiff image import` of an OCI layout tarball (a Wasm
-//! artifact), pulls through `/v2/` by tag and digest under normalised names,
-//! chunked pushes of large blobs, and the errors bad content gets.
+//! artifact), of a `docker save` archive and of a layout with nested indexes,
+//! pulls through `/v2/` by tag and digest under normalised names, chunked
+//! pushes of large blobs, the errors bad content gets, `skiff image ls` and
+//! `skiff image rm`.
 
 mod common;
 
@@ -143,5 +145,183 @@ fn import_then_pull_by_tag_and_digest_and_push_large_blobs() -> Result<()> {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("junk.tar"), "{err}");
+    Ok(())
+}
+
+fn skiff_image(s: &common::Server, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(common::skiff_bin())
+        .arg("image")
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(s.kubeconfig())
+        .output()
+        .unwrap()
+}
+
+fn kube_token(s: &common::Server) -> String {
+    std::fs::read_to_string(s.kubeconfig())
+        .unwrap()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: ").map(str::to_string))
+        .unwrap()
+}
+
+fn tar_of(path: &Path, files: &[(String, Vec<u8>)]) {
+    let mut t = tar::Builder::new(std::fs::File::create(path).unwrap());
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        t.append_data(&mut h, name, data.as_slice()).unwrap();
+    }
+    t.finish().unwrap();
+}
+
+fn blob_name(b: &[u8]) -> String {
+    format!("blobs/sha256/{}", digest(b).trim_start_matches("sha256:"))
+}
+
+#[test]
+fn docker_save_and_nested_index_then_ls_and_rm() -> Result<()> {
+    let (root, s) = single_server()?;
+
+    // A legacy `docker save` archive whose one layer (a 9 MiB tar) goes up in chunks.
+    let big: Vec<u8> = (0..9u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let layer_path = root.path().join("layer.tar");
+    tar_of(&layer_path, &[("data".into(), big)]);
+    let layer = std::fs::read(&layer_path)?;
+    let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/data"]},
+        "rootfs": {"type": "layers", "diff_ids": [digest(&layer)]}}))?;
+    let saved = root.path().join("saved.tar");
+    tar_of(
+        &saved,
+        &[
+            (
+                "manifest.json".into(),
+                serde_json::to_vec(&json!([{"Config": "config.json",
+                "RepoTags": ["acc/saved:v1"], "Layers": ["abc/layer.tar"]}]))?,
+            ),
+            ("config.json".into(), config),
+            ("abc/layer.tar".into(), layer.clone()),
+        ],
+    );
+    let out = s.import_tar(&saved)?;
+    assert!(out.starts_with("docker.io/acc/saved:v1@sha256:"), "{out}");
+
+    // An OCI layout: index.json -> index -> index -> a Wasm artifact (present)
+    // and a linux/s390x image (absent): the Wasm manifest is imported.
+    let wasm = hello_wasm();
+    let wasm_config = br#"{"architecture":"wasm","os":"wasip2"}"#.to_vec();
+    let manifest = serde_json::to_vec(&json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.wasm.config.v0+json", "digest": digest(&wasm_config), "size": wasm_config.len()},
+        "layers": [{"mediaType": "application/wasm", "digest": digest(&wasm), "size": wasm.len()}]}))?;
+    let index_type = "application/vnd.oci.image.index.v1+json";
+    let inner = serde_json::to_vec(
+        &json!({"schemaVersion": 2, "mediaType": index_type, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(b"elsewhere"), "size": 9,
+            "platform": {"os": "linux", "architecture": "s390x"}},
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(&manifest), "size": manifest.len(),
+            "platform": {"os": "wasip2", "architecture": "wasm"}}]}),
+    )?;
+    let outer = serde_json::to_vec(
+        &json!({"schemaVersion": 2, "mediaType": index_type, "manifests": [
+        {"mediaType": index_type, "digest": digest(&inner), "size": inner.len()}]}),
+    )?;
+    let index = serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [
+        {"mediaType": index_type, "digest": digest(&outer), "size": outer.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "v1"}}]}))?;
+    let nested = root.path().join("nested.tar");
+    let mut files = vec![
+        (
+            "oci-layout".to_string(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        ),
+        ("index.json".to_string(), index),
+    ];
+    for b in [&wasm_config, &wasm, &manifest, &inner, &outer] {
+        files.push((blob_name(b), b.to_vec()));
+    }
+    tar_of(&nested, &files);
+    let out = skiff_image(
+        &s,
+        &["import", nested.to_str().unwrap(), "--name", "acc/nested"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("docker.io/acc/nested:v1@{}", digest(&manifest))
+    );
+    // Not a terminal: nothing but the reference.
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let ls = |s: &common::Server| {
+        let out = skiff_image(s, &["ls"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = ls(&s);
+    let row = |name: &str| {
+        listed
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(str::to_string)
+    };
+    let saved_row = row("docker.io/acc/saved:v1").unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        saved_row.contains(" container ") && saved_row.contains("MiB"),
+        "{listed}"
+    );
+    let nested_row = row("docker.io/acc/nested:v1").unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        nested_row.contains(&digest(&manifest)) && nested_row.contains(" Wasm "),
+        "{listed}"
+    );
+
+    // rm drops the tag, the manifest and the blobs only it named.
+    let out = skiff_image(&s, &["rm", "acc/saved:v1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "deleted docker.io/acc/saved:v1"
+    );
+    let listed = ls(&s);
+    assert!(!listed.contains("acc/saved"), "{listed}");
+    assert!(listed.contains("docker.io/acc/nested:v1"), "{listed}");
+    let blob = s
+        .http()
+        .head(format!("{}/v2/acc/saved/blobs/{}", s.url(), digest(&layer)))
+        .bearer_auth(kube_token(&s))
+        .send()?;
+    assert_eq!(blob.status().as_u16(), 404);
+
+    // An unknown reference fails, naming it.
+    let out = skiff_image(&s, &["rm", "acc/nope:v1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("acc/nope:v1") && err.contains("not found"),
+        "{err}"
+    );
     Ok(())
 }
