@@ -9,6 +9,7 @@ use skiff_control::store::ReplicaConfig;
 
 mod bench;
 mod image;
+mod snapshot;
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +22,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the server's flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run a control-plane server (Raft store + API).
@@ -33,6 +36,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Images in the cluster's own store: import (OCI layout or docker save), ls, rm, pack.
     Image(image::ImageArgs),
+    /// Back up a running cluster's store to a file, or restore one into a new data dir.
+    Snapshot(snapshot::SnapshotArgs),
 }
 
 #[derive(clap::Args)]
@@ -184,6 +189,16 @@ struct ServerArgs {
     /// Events kept for watches that resume from a resourceVersion.
     #[arg(long, default_value_t = 10_000, hide = true)]
     watch_history: usize,
+    /// Take a snapshot of this server's store every interval (a Go duration,
+    /// e.g. `6h`); off unless given.
+    #[arg(long, value_parser = go_duration)]
+    snapshot_schedule: Option<std::time::Duration>,
+    /// Scheduled snapshots kept (the newest; 0 keeps all).
+    #[arg(long, default_value_t = 5)]
+    snapshot_retention: usize,
+    /// Where scheduled snapshots go (default: `<data-dir>/snapshots`).
+    #[arg(long)]
+    snapshot_dir: Option<PathBuf>,
 }
 
 /// The embedded agent joins this server once it has written its join token,
@@ -250,6 +265,13 @@ fn main() -> std::process::ExitCode {
                 if !a.disable_agent {
                     spawn_embedded_agent(&a);
                 }
+                let snapshots = a.snapshot_schedule.filter(|d| !d.is_zero()).map(|every| {
+                    skiff_control::store::backup::Schedule {
+                        every,
+                        retention: a.snapshot_retention,
+                        dir: a.snapshot_dir.clone().unwrap_or_else(|| a.data_dir.join("snapshots")),
+                    }
+                });
                 let cfg = ServerConfig {
                     data_dir: a.data_dir,
                     api_addr: a.api_addr,
@@ -265,11 +287,13 @@ fn main() -> std::process::ExitCode {
                     node_grace: std::time::Duration::from_secs(a.node_monitor_grace_period),
                     services,
                     hpa_sync_period: a.horizontal_pod_autoscaler_sync_period,
+                    snapshots,
                 };
                 server::run(cfg).await.map_err(Into::into)
             }
             Command::Bench(b) => bench::run(b).await,
             Command::Image(i) => image::run(i).await,
+            Command::Snapshot(s) => snapshot::run(s).await,
         }
     });
     match result {

@@ -25,6 +25,8 @@ pub struct ServerConfig {
     pub services: crate::api::services::ServiceRanges,
     /// How often HorizontalPodAutoscalers are evaluated.
     pub hpa_sync_period: std::time::Duration,
+    /// Scheduled snapshots of this server's store (`--snapshot-schedule`).
+    pub snapshots: Option<crate::store::backup::Schedule>,
 }
 
 /// Where agents read the cluster's network settings.
@@ -278,6 +280,8 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
         return Err(file_err(&cfg.data_dir, "data dir is not a directory"));
     }
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| file_err(&cfg.data_dir, e))?;
+    // Before anything in the data dir is written: refuse a newer format.
+    crate::store::format::ensure(&cfg.data_dir)?;
     let token = cluster_token(&cfg)?;
     let fresh_id = loop {
         let id: u64 = rand::random::<u64>() >> 1;
@@ -339,6 +343,13 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
         &cfg.data_dir.join("kubeconfig"),
         &kubeconfig(&cfg.api_addr, &ca.cert_pem, &admin_token),
     )?;
+    if let Some(schedule) = cfg.snapshots.clone() {
+        tokio::spawn(crate::store::backup::run_schedule(
+            store.clone(),
+            token.clone(),
+            schedule,
+        ));
+    }
     let mut state = ApiState::new(store.clone(), token, admin_token, cfg.api_addr.clone());
     state.ca_pem = ca.cert_pem.clone();
     state.rest.objects.services = std::sync::Arc::new(cfg.services.clone());

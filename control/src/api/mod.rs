@@ -22,6 +22,7 @@ pub mod request;
 pub mod rest;
 pub mod selector;
 pub mod services;
+pub mod snapshot;
 pub mod status;
 pub mod strategic;
 pub mod table;
@@ -155,6 +156,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/skiff/v0/status", get(status))
         .route("/skiff/v0/join", post(join))
         .route("/skiff/v0/agent", get(agent_bootstrap))
+        .route("/skiff/v0/snapshot", get(snapshot::snapshot))
         .route("/skiff/v0/kv", get(list))
         .route(
             "/skiff/v0/kv/{*key}",

@@ -15,7 +15,7 @@ use super::DataDir;
 use super::command::{KeyValue, Op, Txn, TxnOutcome};
 use super::error::StoreError;
 use super::replica::{Done, Replica, ReplicaConfig, ReplicaStatus};
-use super::state::StateMachine;
+use super::state::{SnapshotData, StateMachine};
 use super::transport::{Inbound, Transport};
 use super::watch::{Watch, WatchHub};
 
@@ -37,6 +37,7 @@ enum Input {
     Txn(Txn, Done<TxnOutcome>),
     Read(Done<u64>),
     AddVoter(u64, String, Done<()>),
+    Dump(Done<SnapshotData>),
     Net(Inbound),
     Shutdown,
 }
@@ -205,6 +206,20 @@ impl Store {
         self.hub.oldest()
     }
 
+    /// The whole applied state at one applied index, read on the Raft thread (so no
+    /// entry applies halfway through it) after everything committed before the call
+    /// has applied here.
+    pub(crate) async fn dump(&self) -> Result<SnapshotData, StoreError> {
+        self.linearize().await?;
+        self.call(Input::Dump).await
+    }
+
+    /// This replica's applied state at one applied index, without waiting for a
+    /// leader.
+    pub(crate) async fn dump_local(&self) -> Result<SnapshotData, StoreError> {
+        self.call(Input::Dump).await
+    }
+
     /// Add a voter (joining server) with its peer address.
     pub async fn add_voter(&self, id: u64, peer_addr: String) -> Result<(), StoreError> {
         self.call(|d| Input::AddVoter(id, peer_addr, d)).await
@@ -270,6 +285,7 @@ fn handle(replica: &mut Replica, transport: &Transport, input: Input) -> bool {
             transport.set_peer(id, Some(addr.clone()));
             replica.add_voter(id, addr, done)
         }
+        Input::Dump(done) => done(replica.state_machine().dump()),
         Input::Net(Inbound::Message(m)) => replica.step(m),
         Input::Net(Inbound::Unreachable(id)) => replica.report_unreachable(id),
         Input::Net(Inbound::Snapshot { to, ok }) => replica.report_snapshot(to, ok),

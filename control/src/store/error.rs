@@ -20,6 +20,14 @@ pub enum StoreError {
     OpenDataDir { path: PathBuf, reason: String },
     #[error("data dir {path} is corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "data dir {path} has format version {found}, but this skiff binary supports format version {supported} at most: use a newer skiff (or restore a snapshot into a new data dir)"
+    )]
+    FormatTooNew {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     #[error("storage i/o on {path}: {source}")]
     Io {
         path: PathBuf,

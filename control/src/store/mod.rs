@@ -4,9 +4,11 @@
 //! Raft core; the driver thread in [`driver`] feeds it ticks, requests and peer
 //! messages and sends what it returns through the [`transport`].
 
+pub mod backup;
 pub mod command;
 mod driver;
 pub mod error;
+pub mod format;
 mod logger;
 mod manifest;
 pub mod replica;
@@ -42,6 +44,7 @@ impl DataDir {
             reason,
         };
         std::fs::create_dir_all(path).map_err(|e| fail(e.to_string()))?;
+        format::ensure(path)?;
         let cfg = sled::Config::new()
             .path(&db_path)
             .cache_capacity(64 << 20)
