@@ -269,7 +269,10 @@ fn main() -> std::process::ExitCode {
                     skiff_control::store::backup::Schedule {
                         every,
                         retention: a.snapshot_retention,
-                        dir: a.snapshot_dir.clone().unwrap_or_else(|| a.data_dir.join("snapshots")),
+                        dir: a
+                            .snapshot_dir
+                            .clone()
+                            .unwrap_or_else(|| a.data_dir.join("snapshots")),
                     }
                 });
                 let cfg = ServerConfig {
