@@ -2,12 +2,14 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use skiff_control::controllers::nodes::PodCidrs;
 use skiff_control::server::{self, ServerConfig};
 use skiff_control::store::ReplicaConfig;
 
 mod bench;
+mod cli_extra;
+mod config;
 mod image;
 mod snapshot;
 
@@ -15,11 +17,14 @@ mod snapshot;
 #[command(
     name = "skiff",
     version,
-    about = "A WebAssembly-first orchestrator that speaks the Kubernetes API"
+    about = "A WebAssembly-first orchestrator that speaks the Kubernetes API",
+    args_override_self = true
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: cli_extra::LogArgs,
 }
 
 // Parsed once at start: the size of the server's flags does not matter.
@@ -36,6 +41,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Images in the cluster's own store: import (OCI layout or docker save), ls, rm, pack.
     Image(image::ImageArgs),
+    /// Print the admin kubeconfig a server wrote (`<data-dir>/kubeconfig`).
+    Kubeconfig(cli_extra::KubeconfigArgs),
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completion(cli_extra::CompletionArgs),
     /// Back up a running cluster's store to a file, or restore one into a new data dir.
     Snapshot(snapshot::SnapshotArgs),
 }
@@ -45,9 +54,22 @@ struct AgentArgs {
     /// URL of the API server to join (https://HOST:6443).
     #[arg(long)]
     server: String,
-    /// The cluster's join token (`<data-dir>/join-token` on a server).
-    #[arg(long, env = "SKIFF_TOKEN")]
-    token: String,
+    /// The cluster's join token (`<data-dir>/join-token` on a server); also
+    /// SKIFF_TOKEN.
+    #[arg(
+        long,
+        required_unless_present = "token_file",
+        overrides_with = "token_file"
+    )]
+    token: Option<String>,
+    /// Read the join token from this file instead (of the two, the one from
+    /// the stronger source wins: flag > SKIFF_* variable > config file).
+    #[arg(long, overrides_with = "token")]
+    token_file: Option<PathBuf>,
+    /// A YAML file of flags by long name (default: /etc/skiff/config.yaml
+    /// when present). Precedence: default < file < SKIFF_* env < flag.
+    #[arg(long, env = "SKIFF_CONFIG")]
+    config: Option<PathBuf>,
     /// Where the agent keeps images, compiled components and logs.
     #[arg(long, default_value = "./skiff-agent", env = "SKIFF_AGENT_DIR")]
     data_dir: PathBuf,
@@ -65,9 +87,10 @@ struct NodeArgs {
     #[arg(long, default_value = "skiff0")]
     bridge: String,
     /// This node's address: pods see it as hostIP, the API server reaches the
-    /// agent (logs) here.
-    #[arg(long, default_value = "127.0.0.1")]
-    node_ip: std::net::IpAddr,
+    /// agent (logs) here (default: the IPv4 address of the default route's
+    /// interface, else 127.0.0.1).
+    #[arg(long)]
+    node_ip: Option<std::net::IpAddr>,
     /// Port of the agent's API (0: any free port; the Node publishes it).
     #[arg(long, default_value_t = 0)]
     agent_port: u16,
@@ -124,7 +147,7 @@ fn agent_config(
         heartbeat: std::time::Duration::from_secs(2),
         data_dir,
         bridge: n.bridge,
-        address: n.node_ip,
+        address: n.node_ip.unwrap_or_else(cli_extra::discover_node_ip),
         port: n.agent_port,
         cgroups: !n.no_cgroups,
         max_pods: n.max_pods,
@@ -156,9 +179,23 @@ struct ServerArgs {
     /// URL of an existing server to join as a voter.
     #[arg(long)]
     join: Option<String>,
-    /// The cluster's join token (from `<data-dir>/join-token` of an existing server).
-    #[arg(long, env = "SKIFF_TOKEN")]
+    /// The cluster's join token (from `<data-dir>/join-token` of an existing
+    /// server); also SKIFF_TOKEN.
+    #[arg(long, overrides_with = "token_file")]
     token: Option<String>,
+    /// Read the join token from this file instead (of the two, the one from
+    /// the stronger source wins: flag > SKIFF_* variable > config file).
+    #[arg(long, overrides_with = "token")]
+    token_file: Option<PathBuf>,
+    /// A YAML file of flags by long name (default: /etc/skiff/config.yaml
+    /// when present). Precedence: default < file < SKIFF_* env < flag.
+    #[arg(long, env = "SKIFF_CONFIG")]
+    config: Option<PathBuf>,
+    /// One more DNS name or IP the API's serving certificate covers
+    /// (repeatable; localhost, 127.0.0.1, the node IP and the `kubernetes.*`
+    /// service names always are).
+    #[arg(long, value_name = "NAME_OR_IP")]
+    tls_san: Vec<String>,
     /// Compact the Raft log after this many applied entries.
     #[arg(long, default_value_t = 10_000, hide = true)]
     snapshot_threshold: u64,
@@ -179,10 +216,11 @@ struct ServerArgs {
     /// Size of each node's block of the cluster CIDR.
     #[arg(long, default_value_t = 24)]
     node_cidr_mask_size: u8,
-    /// Seconds a node's Lease may go unrenewed before the node is NotReady
-    /// (and its pods are evicted after their toleration, 30 s by default).
-    #[arg(long, default_value_t = 10)]
-    node_monitor_grace_period: u64,
+    /// How long a node's Lease may go unrenewed before the node is NotReady
+    /// (and its pods are evicted after their toleration, 30 s by default); a
+    /// Go duration (a bare number is seconds).
+    #[arg(long, default_value = "10s", value_parser = cli_extra::duration_or_secs)]
+    node_monitor_grace_period: std::time::Duration,
     /// How often each HorizontalPodAutoscaler is evaluated (a Go duration).
     #[arg(long, default_value = "15s", value_parser = go_duration)]
     horizontal_pod_autoscaler_sync_period: std::time::Duration,
@@ -204,7 +242,9 @@ struct ServerArgs {
 /// The embedded agent joins this server once it has written its join token,
 /// and starts over if it fails.
 fn spawn_embedded_agent(a: &ServerArgs) {
-    let server = format!("https://{}", a.api_addr);
+    // Loopback when the API listens on every address (0.0.0.0): always
+    // reachable, and covered by the serving certificate.
+    let server = format!("https://{}", server::advertised_addr(&a.api_addr, None));
     let (data_dir, node) = (a.data_dir.clone(), a.node.clone());
     tokio::spawn(async move {
         loop {
@@ -227,14 +267,21 @@ fn spawn_embedded_agent(a: &ServerArgs) {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,raft=warn,sled=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+    let mut cmd = Cli::command();
+    cmd.build();
+    let argv = match config::effective_args(&cmd, std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
+    if let Err(e) = cli_extra::init_logging(&cli.log) {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::from(2);
+    }
+    cli_extra::publish_build_info();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -245,16 +292,23 @@ fn main() -> std::process::ExitCode {
     let result: anyhow::Result<()> = rt.block_on(async {
         match cli.command {
             Command::Version => {
-                println!("skiff {}", env!("CARGO_PKG_VERSION"));
+                println!("{}", cli_extra::version_line());
                 Ok(())
             }
             Command::Agent(a) => {
                 skiff_control::api::tls::install_crypto_provider();
-                skiff_node::agent::run(agent_config(a.server, a.token, a.data_dir, a.node))
+                let token = cli_extra::token(a.token, a.token_file.as_deref())?
+                    .ok_or_else(|| anyhow::anyhow!("--token or --token-file is required"))?;
+                skiff_node::agent::run(agent_config(a.server, token, a.data_dir, a.node))
                     .await
                     .map_err(Into::into)
             }
-            Command::Server(a) => {
+            Command::Server(mut a) => {
+                let token = cli_extra::token(a.token.take(), a.token_file.as_deref())?;
+                let node_ip = *a
+                    .node
+                    .node_ip
+                    .get_or_insert_with(cli_extra::discover_node_ip);
                 let pod_cidrs = PodCidrs::new(&a.cluster_cidr, a.node_cidr_mask_size)
                     .map_err(anyhow::Error::msg)?;
                 let services = skiff_control::api::services::ServiceRanges::parse(
@@ -280,22 +334,26 @@ fn main() -> std::process::ExitCode {
                     api_addr: a.api_addr,
                     peer_addr: a.peer_addr,
                     join: a.join,
-                    token: a.token,
+                    token,
                     replica: ReplicaConfig {
                         snapshot_threshold: a.snapshot_threshold,
                         watch_capacity: a.watch_history,
                         ..ReplicaConfig::default()
                     },
                     pod_cidrs,
-                    node_grace: std::time::Duration::from_secs(a.node_monitor_grace_period),
+                    node_grace: a.node_monitor_grace_period,
                     services,
                     hpa_sync_period: a.horizontal_pod_autoscaler_sync_period,
+                    tls_san: a.tls_san,
+                    node_ip: Some(node_ip),
                     snapshots,
                 };
                 server::run(cfg).await.map_err(Into::into)
             }
             Command::Bench(b) => bench::run(b).await,
             Command::Image(i) => image::run(i).await,
+            Command::Kubeconfig(k) => cli_extra::print_kubeconfig(&k),
+            Command::Completion(c) => cli_extra::print_completion(&c, Cli::command()),
             Command::Snapshot(s) => snapshot::run(s).await,
         }
     });

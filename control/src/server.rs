@@ -27,6 +27,29 @@ pub struct ServerConfig {
     pub hpa_sync_period: std::time::Duration,
     /// Scheduled snapshots of this server's store (`--snapshot-schedule`).
     pub snapshots: Option<crate::store::backup::Schedule>,
+    /// More names and addresses the serving certificate covers (`--tls-san`).
+    pub tls_san: Vec<String>,
+    /// This host's address: covered by the certificate and, when `api_addr`
+    /// is unspecified (`0.0.0.0:6443`), the address clients are given.
+    pub node_ip: Option<std::net::IpAddr>,
+}
+
+/// The address clients are given for an API listening on `api_addr`: itself,
+/// or with an unspecified IP (`0.0.0.0`, `::`) `node_ip`, else loopback.
+pub fn advertised_addr(api_addr: &str, node_ip: Option<std::net::IpAddr>) -> String {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    match api_addr.parse::<SocketAddr>() {
+        Ok(sa) if sa.ip().is_unspecified() => {
+            let ip = node_ip
+                .filter(|ip| !ip.is_unspecified())
+                .unwrap_or(match sa {
+                    SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                });
+            SocketAddr::new(ip, sa.port()).to_string()
+        }
+        _ => api_addr.to_string(),
+    }
 }
 
 /// Where agents read the cluster's network settings.
@@ -336,12 +359,18 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
     )
     .await?;
     let admin_token = String::from_utf8_lossy(&admin).to_string();
-    let (chain, key) = ca.serving_cert(&tls::serving_hosts(&cfg.api_addr))?;
+    let advertised = advertised_addr(&cfg.api_addr, cfg.node_ip);
+    let mut sans = cfg.tls_san.clone();
+    sans.extend(cfg.node_ip.map(|ip| ip.to_string()));
+    if let Ok(sa) = advertised.parse::<std::net::SocketAddr>() {
+        sans.push(sa.ip().to_string());
+    }
+    let (chain, key) = ca.serving_cert(&tls::serving_hosts(&cfg.api_addr, &sans))?;
     let tls_config = tls::server_config(&chain, &key)?;
     write_private(&cfg.data_dir.join("ca.crt"), &ca.cert_pem)?;
     write_private(
         &cfg.data_dir.join("kubeconfig"),
-        &kubeconfig(&cfg.api_addr, &ca.cert_pem, &admin_token),
+        &kubeconfig(&advertised, &ca.cert_pem, &admin_token),
     )?;
     if let Some(schedule) = cfg.snapshots.clone() {
         tokio::spawn(crate::store::backup::run_schedule(
@@ -350,7 +379,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
             schedule,
         ));
     }
-    let mut state = ApiState::new(store.clone(), token, admin_token, cfg.api_addr.clone());
+    let mut state = ApiState::new(store.clone(), token, admin_token, advertised);
     state.ca_pem = ca.cert_pem.clone();
     state.rest.objects.services = std::sync::Arc::new(cfg.services.clone());
     ensure_defaults(&state, &cfg).await;
@@ -388,5 +417,26 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term.recv() => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_addr_replaces_only_an_unspecified_ip() {
+        let ip = Some("192.168.1.4".parse().unwrap());
+        for (api, node_ip, want) in [
+            ("127.0.0.1:6443", ip, "127.0.0.1:6443"),
+            ("10.0.0.1:6443", ip, "10.0.0.1:6443"),
+            ("0.0.0.0:6443", ip, "192.168.1.4:6443"),
+            ("0.0.0.0:6443", None, "127.0.0.1:6443"),
+            ("[::]:6443", None, "[::1]:6443"),
+            ("[::]:7000", ip, "192.168.1.4:7000"),
+            ("localhost:6443", ip, "localhost:6443"),
+        ] {
+            assert_eq!(advertised_addr(api, node_ip), want, "{api}");
+        }
     }
 }

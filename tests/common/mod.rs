@@ -524,6 +524,10 @@ impl TestNet {
             &node,
             "--bridge",
             &bridge,
+            // Not the default-route address skiff would pick: tests stay on
+            // loopback (a later `--node-ip` in a test's flags wins).
+            "--node-ip",
+            "127.0.0.1",
             "--cluster-cidr",
             &self.cluster_cidr(),
             "--node-cidr-mask-size",
@@ -948,6 +952,7 @@ impl Agent {
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(["--node-name", &node, "--bridge", &bridge])
+            .args(["--node-ip", "127.0.0.1"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)

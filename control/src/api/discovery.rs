@@ -6,14 +6,33 @@ use serde_json::{Value, json};
 use crate::model::Registry;
 use crate::model::registry::VERBS;
 
+/// The build of the running binary: git commit and build date (RFC 3339 UTC).
+#[derive(Debug, Clone, Copy)]
+pub struct BuildInfo {
+    pub commit: &'static str,
+    pub date: &'static str,
+}
+
+static BUILD: std::sync::OnceLock<BuildInfo> = std::sync::OnceLock::new();
+
+/// Set once at start by the binary (whose build script knows them); `/version`
+/// answers "unknown" without it.
+pub fn set_build_info(info: BuildInfo) {
+    let _ = BUILD.set(info);
+}
+
 pub fn version() -> Value {
+    let build = BUILD.get().copied().unwrap_or(BuildInfo {
+        commit: "unknown",
+        date: "1970-01-01T00:00:00Z",
+    });
     json!({
         "major": "1",
         "minor": "37",
         "gitVersion": format!("v1.37.0-skiff.{}", env!("CARGO_PKG_VERSION")),
-        "gitCommit": "skiff",
+        "gitCommit": build.commit,
         "gitTreeState": "clean",
-        "buildDate": "2026-11-23T00:00:00Z",
+        "buildDate": build.date,
         "goVersion": "n/a (rust)",
         "compiler": "rustc",
         "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH }),

@@ -99,21 +99,40 @@ impl ClusterCa {
     }
 }
 
-/// The names a server's certificate covers: localhost, loopback, and its API host.
-pub fn serving_hosts(api_addr: &str) -> Vec<String> {
-    let mut hosts = vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-        "kubernetes".to_string(),
-        "kubernetes.default".to_string(),
-        "kubernetes.default.svc".to_string(),
-    ];
+/// The names a server's certificate covers: localhost, loopback, the in-cluster
+/// names of the API (`kubernetes`, ..., `kubernetes.default.svc.cluster.local`,
+/// as Kubernetes has them: agents may reach any server by such a fixed name),
+/// its API host unless unspecified, and `extra` (`--tls-san`, the node IP).
+pub fn serving_hosts(api_addr: &str, extra: &[String]) -> Vec<String> {
+    let mut hosts: Vec<String> = [
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
+    .iter()
+    .map(|h| h.to_string())
+    .collect();
+    let mut add = |h: String| {
+        if !h.is_empty() && !hosts.contains(&h) {
+            hosts.push(h);
+        }
+    };
     if let Ok(sa) = api_addr.parse::<std::net::SocketAddr>() {
         let ip: IpAddr = sa.ip();
-        if !ip.is_unspecified() && !hosts.contains(&ip.to_string()) {
-            hosts.push(ip.to_string());
+        if !ip.is_unspecified() {
+            add(ip.to_string());
         }
+    }
+    for h in extra {
+        // An IP in any spelling ("::0001") is stored in its canonical form.
+        let h = h.trim();
+        add(h
+            .parse::<IpAddr>()
+            .map_or_else(|_| h.to_string(), |ip| ip.to_string()));
     }
     hosts
 }
@@ -193,8 +212,32 @@ mod tests {
     #[test]
     fn ca_signs_a_serving_cert_that_rustls_accepts() {
         let ca = ClusterCa::generate().unwrap();
-        let (chain, key) = ca.serving_cert(&serving_hosts("127.0.0.1:6443")).unwrap();
+        let (chain, key) = ca
+            .serving_cert(&serving_hosts("127.0.0.1:6443", &[]))
+            .unwrap();
         assert!(chain.matches("BEGIN CERTIFICATE").count() == 2);
         server_config(&chain, &key).unwrap();
+    }
+
+    #[test]
+    fn serving_hosts_cover_fixed_names_the_api_host_and_extras() {
+        let h = serving_hosts(
+            "0.0.0.0:6443",
+            &["edge.example".into(), "10.0.0.5".into(), "localhost".into()],
+        );
+        for want in [
+            "localhost",
+            "127.0.0.1",
+            "kubernetes.default.svc.cluster.local",
+            "edge.example",
+            "10.0.0.5",
+        ] {
+            assert!(h.contains(&want.to_string()), "{want} in {h:?}");
+        }
+        assert!(!h.contains(&"0.0.0.0".to_string()), "{h:?}");
+        assert_eq!(h.iter().filter(|x| *x == "localhost").count(), 1);
+        let h = serving_hosts("192.168.1.4:6443", &["::0001".into()]);
+        assert!(h.contains(&"192.168.1.4".to_string()), "{h:?}");
+        assert_eq!(h.iter().filter(|x| *x == "::1").count(), 1, "{h:?}");
     }
 }
