@@ -111,6 +111,8 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(log)
             .env("RUST_LOG", "info,raft=info")
+            // No /etc/skiff/config.yaml of this host's own in tests.
+            .env("SKIFF_CONFIG", "")
             .spawn()
             .context("spawn skiff server")?;
         self.child = Some(child);
@@ -942,6 +944,7 @@ impl Agent {
             None => Command::new(skiff_bin()),
         };
         let child = cmd
+            .env("SKIFF_CONFIG", "")
             .args([
                 "agent",
                 "--server",
