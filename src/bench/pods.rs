@@ -357,6 +357,9 @@ pub(super) async fn start_cluster(component: &Path, max_pods: usize) -> Result<C
                 BRIDGE,
                 "--max-pods",
                 &max_pods,
+                // As before node-IP discovery: the bench stays on loopback.
+                "--node-ip",
+                "127.0.0.1",
             ])
             .arg("--data-dir")
             .arg(dir.path().join("agent"))
