@@ -299,6 +299,7 @@ impl Objects {
             causes.extend(validate::metadata(m));
         }
         causes.extend(crate::model::scaling::check(t.group, t.kind, &obj));
+        causes.extend(crate::model::podspec::check(t.group, t.kind, &obj));
         if matches!(t.kind, "ConfigMap" | "Secret") && t.group.is_empty() {
             let n = data_size(&obj);
             if n > MAX_DATA {

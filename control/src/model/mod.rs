@@ -6,6 +6,7 @@
 //! it, never written per kind.**
 
 pub mod defaults;
+pub mod podspec;
 pub mod registry;
 pub mod scaling;
 pub mod validate;

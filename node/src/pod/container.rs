@@ -122,6 +122,10 @@ impl Runner {
 
     /// The container's environment and mounts, from the objects it refers to.
     async fn config(&self) -> Result<(Env, Vec<skiff_runtimes::Mount>), ConfigError> {
+        // The name becomes part of host paths (logs, container ids).
+        let name = self.name();
+        volumes::plain_name(&name)
+            .map_err(|why| ConfigError::Invalid(format!("container name {name:?} {why}")))?;
         let refs = Refs::of_container(&self.spec);
         let sources = Sources::fetch(&self.ctx.client, &self.pod.namespace, &refs).await?;
         let env = env::resolve(&self.spec, &self.facts(), &sources)?;

@@ -27,8 +27,12 @@ pub struct VolumeError {
 pub struct PodDir(pub PathBuf);
 
 impl PodDir {
-    pub fn volume(&self, name: &str) -> PathBuf {
-        self.0.join("volumes").join(name)
+    /// The directory of the volume `name`; a name that is not one plain path
+    /// component (`/tmp/x`, `..`, `a/b`) is refused, so a manifest never names
+    /// a place outside the pod's directory.
+    pub fn volume(&self, name: &str) -> Result<PathBuf, String> {
+        plain_name(name).map_err(|why| format!("volume name {name:?} {why}"))?;
+        Ok(self.0.join("volumes").join(name))
     }
 
     /// Remove everything the pod had on disk.
@@ -140,6 +144,16 @@ fn downward_files(
     Ok(())
 }
 
+/// Whether `name` can be one component of a host path: not empty, not `.` or
+/// `..`, no `/` and no NUL. The API admits only DNS labels; this guards the
+/// host against anything that reached the node another way.
+pub fn plain_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+        return Err("is not a plain name (one path component)");
+    }
+    Ok(())
+}
+
 /// A relative path with no `..`, or an error.
 fn safe_relative(p: &Path) -> Result<(), String> {
     if p.as_os_str().is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
@@ -198,7 +212,7 @@ pub fn materialise(
 ) -> Result<(), VolumeError> {
     for v in arr(spec, "volumes") {
         let name = v.get("name").and_then(Value::as_str).unwrap_or("");
-        let path = dir.volume(name);
+        let path = dir.volume(name).map_err(|e| err(name, e))?;
         let items = |src: &Value| arr(src, "items").to_vec();
         let optional = |src: &Value| src.get("optional").and_then(Value::as_bool) == Some(true);
         let mut files = BTreeMap::new();
@@ -292,7 +306,7 @@ pub fn mounts(dir: &PodDir, spec: &Value, container: &Value) -> Result<Vec<Mount
                 "mountPath {guest:?} of volume {name:?} must be absolute"
             )));
         }
-        let mut host = dir.volume(name);
+        let mut host = dir.volume(name).map_err(ConfigError::Invalid)?;
         let sub = m.get("subPath").and_then(Value::as_str).unwrap_or("");
         if !sub.is_empty() {
             safe_relative(Path::new(sub)).map_err(ConfigError::Invalid)?;
@@ -377,21 +391,24 @@ mod tests {
                 {"secret": {"name": "sec"}}]}},
         ]});
         materialise(&dir, &spec, &facts(), &sources()).unwrap();
-        assert_eq!(read(dir.volume("all").join("a")), "1");
-        assert_eq!(read(dir.volume("all").join("b")), "2");
-        assert_eq!(read(dir.volume("some").join("sub/bee")), "2");
-        assert!(!dir.volume("some").join("a").exists());
-        assert!(dir.volume("opt").is_dir());
-        assert_eq!(read(dir.volume("sec").join("token")), "s3cret");
-        assert!(dir.volume("scratch").is_dir());
-        assert_eq!(read(dir.volume("info").join("name")), "p");
-        assert_eq!(read(dir.volume("info").join("labels")), "app=\"x\"");
-        assert_eq!(read(dir.volume("info").join("mem")), "2048");
-        assert_eq!(read(dir.volume("proj").join("token")), "s3cret");
-        assert_eq!(read(dir.volume("proj").join("a")), "1");
+        assert_eq!(read(dir.volume("all").unwrap().join("a")), "1");
+        assert_eq!(read(dir.volume("all").unwrap().join("b")), "2");
+        assert_eq!(read(dir.volume("some").unwrap().join("sub/bee")), "2");
+        assert!(!dir.volume("some").unwrap().join("a").exists());
+        assert!(dir.volume("opt").unwrap().is_dir());
+        assert_eq!(read(dir.volume("sec").unwrap().join("token")), "s3cret");
+        assert!(dir.volume("scratch").unwrap().is_dir());
+        assert_eq!(read(dir.volume("info").unwrap().join("name")), "p");
+        assert_eq!(
+            read(dir.volume("info").unwrap().join("labels")),
+            "app=\"x\""
+        );
+        assert_eq!(read(dir.volume("info").unwrap().join("mem")), "2048");
+        assert_eq!(read(dir.volume("proj").unwrap().join("token")), "s3cret");
+        assert_eq!(read(dir.volume("proj").unwrap().join("a")), "1");
 
         // A refresh drops keys that went away and keeps emptyDir contents.
-        std::fs::write(dir.volume("scratch").join("keep"), "k").unwrap();
+        std::fs::write(dir.volume("scratch").unwrap().join("keep"), "k").unwrap();
         let mut fewer = sources();
         fewer.config_maps.insert(
             "cfg".into(),
@@ -399,9 +416,9 @@ mod tests {
         );
         let spec2 = json!({"volumes": [spec["volumes"][0].clone(), spec["volumes"][4].clone()]});
         materialise(&dir, &spec2, &facts(), &fewer).unwrap();
-        assert_eq!(read(dir.volume("all").join("a")), "one");
-        assert!(!dir.volume("all").join("b").exists());
-        assert_eq!(read(dir.volume("scratch").join("keep")), "k");
+        assert_eq!(read(dir.volume("all").unwrap().join("a")), "one");
+        assert!(!dir.volume("all").unwrap().join("b").exists());
+        assert_eq!(read(dir.volume("scratch").unwrap().join("keep")), "k");
 
         let c = json!({"volumeMounts": [
             {"name": "all", "mountPath": "/etc/config"},
@@ -418,6 +435,29 @@ mod tests {
 
         dir.remove();
         assert!(!tmp.path().join("uid").exists());
+    }
+
+    #[test]
+    fn names_that_are_not_one_path_component_touch_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = PodDir(tmp.path().join("uid"));
+        let outside = tmp.path().join("outside");
+        for name in [
+            outside.to_str().unwrap(),
+            "../outside",
+            "a/b",
+            "..",
+            ".",
+            "",
+        ] {
+            let spec = json!({"volumes": [{"name": name, "emptyDir": {}}]});
+            let e = materialise(&dir, &spec, &facts(), &sources()).unwrap_err();
+            assert!(e.to_string().contains("is not a plain name"), "{name}: {e}");
+            let m = json!({"volumeMounts": [{"name": name, "mountPath": "/x"}]});
+            assert!(mounts(&dir, &spec, &m).is_err(), "{name}");
+        }
+        assert!(!outside.exists() && !tmp.path().join("uid").exists());
+        assert!(plain_name("data-1").is_ok());
     }
 
     #[test]
