@@ -12,6 +12,7 @@ mod cli_extra;
 mod config;
 mod image;
 mod snapshot;
+mod uninstall;
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +48,9 @@ enum Command {
     Completion(cli_extra::CompletionArgs),
     /// Back up a running cluster's store to a file, or restore one into a new data dir.
     Snapshot(snapshot::SnapshotArgs),
+    /// Take Skiff off this host: stop its processes and pods, remove its
+    /// namespaces, links, routes, nft tables, cgroups, mounts and data dir.
+    Uninstall(uninstall::UninstallArgs),
 }
 
 #[derive(clap::Args)]
@@ -67,8 +71,9 @@ struct AgentArgs {
     #[arg(long, overrides_with = "token")]
     token_file: Option<PathBuf>,
     /// A YAML file of flags by long name (default: /etc/skiff/config.yaml
-    /// when present). Precedence: default < file < SKIFF_* env < flag.
-    #[arg(long, env = "SKIFF_CONFIG")]
+    /// when present; `SKIFF_CONFIG` names one too, empty for none).
+    /// Precedence: default < file < SKIFF_* env < flag.
+    #[arg(long)]
     config: Option<PathBuf>,
     /// Where the agent keeps images, compiled components and logs.
     #[arg(long, default_value = "./skiff-agent", env = "SKIFF_AGENT_DIR")]
@@ -188,8 +193,9 @@ struct ServerArgs {
     #[arg(long, overrides_with = "token")]
     token_file: Option<PathBuf>,
     /// A YAML file of flags by long name (default: /etc/skiff/config.yaml
-    /// when present). Precedence: default < file < SKIFF_* env < flag.
-    #[arg(long, env = "SKIFF_CONFIG")]
+    /// when present; `SKIFF_CONFIG` names one too, empty for none).
+    /// Precedence: default < file < SKIFF_* env < flag.
+    #[arg(long)]
     config: Option<PathBuf>,
     /// One more DNS name or IP the API's serving certificate covers
     /// (repeatable; localhost, 127.0.0.1, the node IP and the `kubernetes.*`
@@ -355,6 +361,7 @@ fn main() -> std::process::ExitCode {
             Command::Kubeconfig(k) => cli_extra::print_kubeconfig(&k),
             Command::Completion(c) => cli_extra::print_completion(&c, Cli::command()),
             Command::Snapshot(s) => snapshot::run(s).await,
+            Command::Uninstall(u) => uninstall::run(u).await,
         }
     });
     match result {

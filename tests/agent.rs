@@ -144,3 +144,134 @@ fn agents_register_heartbeat_and_share_the_pods() -> Result<()> {
     assert_eq!(nodes.len(), 2, "pods spread over both nodes: {nodes:?}");
     Ok(())
 }
+
+/// A Wasm Deployment behind a Service.
+const WEB: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: acc/hello:v1
+        ports: [{containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"#;
+
+#[test]
+fn a_standalone_agent_outlives_its_server() -> Result<()> {
+    let net = TestNet::claim();
+    let root = tempfile::tempdir()?;
+    let mut s = Server::with_node(&root.path().join("s"), &net, &["--disable-agent"]);
+    s.start()?;
+    s.wait_ready(Duration::from_secs(30))?;
+    let node = net.node(1).0;
+    let mut agent = common::Agent::join_in(
+        &s,
+        &net,
+        1,
+        &root.path().join("agent"),
+        None,
+        &["--no-containerd"],
+    )?;
+    agent.wait_ready(&s, &node);
+    s.import_wasm(
+        &common::example_wasm("hello-wasm", "hello_wasm.wasm"),
+        "acc/hello:v1",
+    )?;
+    s.apply(WEB);
+    s.k(&["rollout", "status", "deploy/web", "--timeout=90s"]);
+    let ip = s.k(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let url = format!("http://{ip}/");
+    eventually(Duration::from_secs(20), || {
+        common::http_get(&url).ok().filter(|(c, _)| *c == 200)
+    })
+    .expect("the Service answers");
+    let pod = s.k(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[0].metadata.uid}",
+    ]);
+
+    // Its only server away for a minute: the agent keeps running and serving.
+    s.kill();
+    let away = std::time::Instant::now();
+    let mut requests = 0;
+    while away.elapsed() < Duration::from_secs(60) {
+        let answer = common::http_get(&url);
+        assert!(
+            matches!(answer, Ok((200, _))),
+            "the Service answers while the API is away ({:?} in): {answer:?}",
+            away.elapsed()
+        );
+        assert!(
+            agent.child.try_wait()?.is_none(),
+            "the agent is running; log:\n{}",
+            std::fs::read_to_string(&agent.log).unwrap_or_default()
+        );
+        requests += 1;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+
+    // The server returns: the agent reconnects by itself, renews its Lease and
+    // runs new pods; the old pod was never replaced.
+    s.start()?;
+    s.wait_ready(Duration::from_secs(30))?;
+    let lease = |s: &Server| {
+        s.k(&[
+            "get",
+            "lease",
+            &node,
+            "-n",
+            "kube-node-lease",
+            "-o",
+            "jsonpath={.spec.renewTime}",
+        ])
+    };
+    let before = lease(&s);
+    eventually(Duration::from_secs(30), || {
+        (lease(&s) != before).then_some(())
+    })
+    .expect("the agent renews its Lease again");
+    s.k(&["scale", "deploy/web", "--replicas=2"]);
+    s.k(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    let uids = s.k(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].metadata.uid}",
+    ]);
+    assert!(uids.contains(&pod), "the first pod is still there: {uids}");
+    let restarts = s.k(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].status.containerStatuses[0].restartCount}",
+    ]);
+    assert!(
+        restarts.split(' ').all(|r| r == "0"),
+        "no restarts: {restarts}"
+    );
+    eprintln!("{requests} requests answered while the server was away");
+    agent.kill();
+    Ok(())
+}

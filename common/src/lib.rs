@@ -2,6 +2,7 @@
 //! node agent need, so neither has to link the other.
 
 pub mod media;
+pub mod notify;
 pub mod prom;
 pub mod qos;
 pub mod quantity;

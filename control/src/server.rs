@@ -242,6 +242,48 @@ async fn ensure_defaults(state: &ApiState, cfg: &ServerConfig) {
     ensure_objects(state, "v1", "ConfigMap", vec![config]).await;
 }
 
+/// Where agents learn every API server of the cluster: ConfigMap
+/// `kube-system/skiff-apiservers`, one `server-<id>: HOST:PORT` entry per server.
+pub const APISERVERS: (&str, &str) = ("kube-system", "skiff-apiservers");
+
+/// Publish this server's API address among the cluster's API servers (retried
+/// until the store takes it, as the ConfigMap may be written by several
+/// servers at once).
+async fn publish_apiserver(state: &ApiState, id: u64, addr: &str) {
+    let objects = &state.rest.objects;
+    let Some(t) = objects.registry.by_kind("v1", "ConfigMap").cloned() else {
+        return;
+    };
+    let (ns, name) = APISERVERS;
+    let key = format!("server-{id:x}");
+    let wo = crate::controllers::support::writer("skiff");
+    for _ in 0..50 {
+        let result = match objects.get(&t, Some(ns), name).await {
+            Ok(mut cm) => {
+                if cm.pointer(&format!("/data/{key}")).and_then(|v| v.as_str()) == Some(addr) {
+                    return;
+                }
+                cm["data"][&key] = serde_json::json!(addr);
+                objects.update(&t, Some(ns), name, cm, None, &wo).await
+            }
+            Err(e) if e.reason == "NotFound" => {
+                let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": name, "namespace": ns}, "data": {&key: addr}});
+                objects.create(&t, Some(ns), cm, &wo).await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(_) => {
+                tracing::info!(%addr, "published the api address for agents");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e.message, "cannot publish the api address yet"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn join(
     url: &str,
     token: &str,
@@ -298,7 +340,10 @@ async fn join(
 }
 
 /// Start everything and serve until a shutdown signal or a fatal store error.
-pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
+pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
+    // Paths reach other programs (containerd, runc, kubeconfig readers) that
+    // run in other directories: resolve the data dir once, here.
+    cfg.data_dir = std::path::absolute(&cfg.data_dir).map_err(|e| file_err(&cfg.data_dir, e))?;
     if cfg.data_dir.exists() && !cfg.data_dir.is_dir() {
         return Err(file_err(&cfg.data_dir, "data dir is not a directory"));
     }
@@ -383,6 +428,10 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
     state.ca_pem = ca.cert_pem.clone();
     state.rest.objects.services = std::sync::Arc::new(cfg.services.clone());
     ensure_defaults(&state, &cfg).await;
+    {
+        let (state, addr) = (state.clone(), state.rest.server_addr.clone());
+        tokio::spawn(async move { publish_apiserver(&state, id, &addr).await });
+    }
     tokio::spawn(crate::scheduler::run(state.rest.objects.clone()));
     tokio::spawn(crate::controllers::gc::run(state.rest.objects.clone()));
     tokio::spawn(crate::api::services::repair(state.rest.objects.clone()));
@@ -402,11 +451,33 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
         admin,
         cfg.hpa_sync_period,
     ));
+    tokio::spawn(tell_systemd(store.clone()));
     tracing::info!(api_addr = %cfg.api_addr, "serving api (https)");
     tokio::select! {
         () = tls::serve(listener, tls_config, app) => Ok(()),
         () = shutdown_signal() => Ok(()),
         reason = store.stopped() => Err(ServerError::Stopped(reason)),
+    }
+}
+
+/// Under systemd (`Type=notify`): ready once the store knows a leader (as
+/// `/readyz`), then watchdog pings while the Raft loop runs.
+async fn tell_systemd(store: Store) {
+    use skiff_common::notify;
+    while store.status().leader_id == 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    notify::ready();
+    let Some(every) = notify::watchdog_interval() else {
+        return;
+    };
+    let mut stopped = std::pin::pin!(store.stopped());
+    loop {
+        notify::notify("WATCHDOG=1");
+        tokio::select! {
+            _ = &mut stopped => return,
+            () = tokio::time::sleep(every) => {}
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod activator;
 pub mod agent;
 pub mod cgroup;
 pub mod dns;
+pub mod host;
 pub mod net;
 pub mod pod;
 pub mod proxy;

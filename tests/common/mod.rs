@@ -46,6 +46,9 @@ pub struct Server {
     pub peer: String,
     pub extra: Vec<String>,
     pub child: Option<Child>,
+    /// Run from the data dir's parent with `--data-dir <its name>`, as the
+    /// README does (`./skiff-data`).
+    pub relative: bool,
 }
 
 impl Server {
@@ -81,15 +84,22 @@ impl Server {
             peer: format!("127.0.0.1:{}", free_port()),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
+            relative: false,
         }
     }
 
     pub fn command(&self) -> Command {
         let mut c = Command::new(skiff_bin());
-        c.arg("server")
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .arg("--api-addr")
+        c.arg("server").arg("--data-dir");
+        match (self.relative, self.dir.parent(), self.dir.file_name()) {
+            (true, Some(parent), Some(name)) => {
+                c.current_dir(parent).arg(Path::new(".").join(name));
+            }
+            _ => {
+                c.arg(&self.dir);
+            }
+        }
+        c.arg("--api-addr")
             .arg(&self.api)
             .arg("--peer-addr")
             .arg(&self.peer)
@@ -285,6 +295,14 @@ pub struct Kubectl {
 }
 
 impl Server {
+    /// Whether `kubectl get ARGS` answers NotFound (and not some other failure).
+    pub fn not_found(&self, args: &[&str]) -> bool {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        let r = self.kubectl(&a);
+        !r.ok && r.stderr.contains("(NotFound)")
+    }
+
     /// Run kubectl against this server with its kubeconfig and a private cache dir.
     pub fn kubectl(&self, args: &[&str]) -> Kubectl {
         self.kubectl_env(args, &[])

@@ -110,17 +110,48 @@ fn mask(prefix: u8) -> u32 {
 
 /// Run the node controllers until the process ends.
 pub async fn run(objects: Objects, cidrs: PodCidrs, grace: Duration) {
+    let probes = Probes::default();
     leader_loop(
         objects,
         "nodes",
         &["/core/nodes/"],
         Duration::from_secs(1),
-        move |o| async move { pass(&o, cidrs, grace).await },
+        move |o| {
+            let probes = probes.clone();
+            async move { pass(&o, cidrs, grace, &probes).await }
+        },
     )
     .await;
 }
 
-async fn pass(o: &Objects, cidrs: PodCidrs, grace: Duration) -> ApiResult<()> {
+/// When this controller last saw each node's Lease renewed, by its own clock
+/// (Kubernetes' `probeTimestamp`): a node is judged on how long ago the
+/// controller saw its renewTime change, so a controller that starts (a server
+/// restart, a new leader) gives every node a full grace period, and clock skew
+/// between hosts does not matter.
+#[derive(Clone, Default)]
+struct Probes(
+    std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
+    >,
+);
+
+impl Probes {
+    /// How long ago `node`'s lease was first seen with `renewed`.
+    fn age(&self, node: &str, renewed: &str) -> Duration {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        let e = map
+            .entry(node.to_string())
+            .or_insert_with(|| (renewed.to_string(), now));
+        if e.0 != renewed {
+            *e = (renewed.to_string(), now);
+        }
+        now - e.1
+    }
+}
+
+async fn pass(o: &Objects, cidrs: PodCidrs, grace: Duration, probes: &Probes) -> ApiResult<()> {
     let Some(nt) = o.registry.by_kind("v1", "Node").cloned() else {
         return Ok(());
     };
@@ -146,13 +177,13 @@ async fn pass(o: &Objects, cidrs: PodCidrs, grace: Duration) -> ApiResult<()> {
                 tracing::info!(node = name, cidr, "allocated pod CIDR");
             }
         }
-        lifecycle(o, n, grace).await?;
+        lifecycle(o, n, grace, probes).await?;
     }
     evict(o).await
 }
 
 /// Mark a node Unknown/unreachable when its Lease is stale.
-async fn lifecycle(o: &Objects, node: &Value, grace: Duration) -> ApiResult<()> {
+async fn lifecycle(o: &Objects, node: &Value, grace: Duration, probes: &Probes) -> ApiResult<()> {
     let (Some(nt), Some(lt)) = (
         o.registry.by_kind("v1", "Node").cloned(),
         o.registry
@@ -167,12 +198,7 @@ async fn lifecycle(o: &Objects, node: &Value, grace: Duration) -> ApiResult<()> 
         Err(_) => return Ok(()), // not heartbeating through a Lease: not judged
     };
     let renewed = s(&lease, "/spec/renewTime");
-    let stale = match renewed.parse::<jiff::Timestamp>() {
-        Ok(t) => {
-            jiff::Timestamp::now().as_millisecond() - t.as_millisecond() > grace.as_millis() as i64
-        }
-        Err(_) => true,
-    };
+    let stale = probes.age(name, renewed) > grace;
     let conds = node
         .pointer("/status/conditions")
         .and_then(Value::as_array)

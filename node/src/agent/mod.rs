@@ -6,6 +6,7 @@
 //! before it runs any pod, and reports Ready only after that.**
 
 mod api;
+pub mod apiservers;
 mod metrics;
 mod node;
 mod pods;
@@ -16,9 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Client;
 use kube::api::Api;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use serde::Deserialize;
 
 use crate::net::{Cidr, NetConfig, NetError, PodNetwork};
@@ -31,6 +31,8 @@ pub use node::hostname;
 pub enum AgentError {
     #[error("bootstrap with {server}: {reason}")]
     Bootstrap { server: String, reason: String },
+    #[error("bootstrap with {server}: the server refused the join token ({status})")]
+    Refused { server: String, status: String },
     #[error("api: {0}")]
     Api(#[from] kube::Error),
     #[error("pod network: {0}")]
@@ -45,6 +47,8 @@ pub enum AgentError {
     Proxy(#[from] crate::proxy::ProxyError),
     #[error("cluster dns: {0}")]
     Dns(#[from] crate::dns::DnsError),
+    #[error("host: {0}")]
+    Host(#[from] crate::host::HostError),
     #[error("agent api on {addr}: {source}")]
     Listen {
         addr: String,
@@ -154,44 +158,73 @@ struct Bootstrap {
     token: String,
 }
 
-/// Trade the join token for the cluster CA and API credentials. The first
-/// request cannot verify the server (it does not know the CA yet); the token
-/// proves the server to be ours only in that it accepts it.
-async fn bootstrap(cfg: &AgentConfig) -> Result<Client, AgentError> {
-    let bad = |reason: String| AgentError::Bootstrap {
-        server: cfg.server.clone(),
+/// Trade the join token for the cluster CA and API credentials, with the first
+/// known server that answers. The first request cannot verify the server (it
+/// does not know the CA yet); the token proves the server to be ours only in
+/// that it accepts it.
+async fn bootstrap(cfg: &AgentConfig, servers: &apiservers::Servers) -> Result<Client, AgentError> {
+    let bad = |server: &str, reason: String| AgentError::Bootstrap {
+        server: server.to_string(),
         reason,
     };
     let http = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(10))
         .build()
-        .map_err(|e| bad(e.to_string()))?;
-    let resp = http
-        .get(format!(
-            "{}/skiff/v0/agent",
-            cfg.server.trim_end_matches('/')
-        ))
-        .bearer_auth(&cfg.token)
-        .send()
-        .await
-        .map_err(|e| bad(e.to_string()))?;
-    if !resp.status().is_success() {
-        return Err(bad(format!("the server answered {}", resp.status())));
+        .map_err(|e| bad(&cfg.server, e.to_string()))?;
+    let mut last = bad(&cfg.server, "no api server is known".into());
+    for server in servers.all() {
+        let resp = match http
+            .get(format!("https://{server}/skiff/v0/agent"))
+            .bearer_auth(&cfg.token)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => r,
+            // A wrong token is not an outage: waiting will not fix it.
+            Ok(r) if matches!(r.status().as_u16(), 401 | 403) => {
+                return Err(AgentError::Refused {
+                    server,
+                    status: r.status().to_string(),
+                });
+            }
+            Ok(r) => {
+                last = bad(&server, format!("the server answered {}", r.status()));
+                continue;
+            }
+            Err(e) => {
+                last = bad(&server, e.to_string());
+                continue;
+            }
+        };
+        let b: Bootstrap = resp.json().await.map_err(|e| bad(&server, e.to_string()))?;
+        return apiservers::client(servers, &b.ca_cert, &b.token)
+            .await
+            .map_err(|e| bad(&server, e));
     }
-    let b: Bootstrap = resp.json().await.map_err(|e| bad(e.to_string()))?;
-    let kubeconfig = serde_json::json!({
-        "apiVersion": "v1", "kind": "Config", "current-context": "skiff",
-        "clusters": [{"name": "skiff", "cluster": {"server": cfg.server,
-            "certificate-authority-data": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b.ca_cert.as_bytes())}}],
-        "users": [{"name": "agent", "user": {"token": b.token}}],
-        "contexts": [{"name": "skiff", "context": {"cluster": "skiff", "user": "agent"}}],
-    });
-    let kc: Kubeconfig = serde_json::from_value(kubeconfig).map_err(|e| bad(e.to_string()))?;
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| bad(e.to_string()))?;
-    Ok(Client::try_from(config)?)
+    Err(last)
+}
+
+/// Run `step` until it succeeds: the API may be away (restarting, or every
+/// server down); the agent waits for it rather than giving up. Only a refused
+/// join token ends the wait (waiting will not fix it).
+async fn until_ok<T, F, Fut>(what: &str, mut step: F) -> Result<T, AgentError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AgentError>>,
+{
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match step().await {
+            Ok(v) => return Ok(v),
+            Err(e @ AgentError::Refused { .. }) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "{what} failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
 }
 
 /// The cluster and Service CIDRs from `kube-system/skiff-cluster`.
@@ -210,12 +243,18 @@ async fn cluster_cidrs(client: &Client) -> Result<(Cidr, Cidr), AgentError> {
 
 /// Run the agent until it fails.
 pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
-    let client = bootstrap(&cfg).await?;
+    // Every path handed to containerd, runc and mounts must be absolute.
+    cfg.data_dir = std::path::absolute(&cfg.data_dir)
+        .map_err(|e| AgentError::Config(format!("data dir {}: {e}", cfg.data_dir.display())))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| AgentError::Config(format!("data dir {}: {e}", cfg.data_dir.display())))?;
+    let servers = apiservers::Servers::load(&cfg.server, Some(cfg.data_dir.join("servers")));
+    let client = until_ok("joining the cluster", || bootstrap(&cfg, &servers)).await?;
     let oci = containerd(&cfg).await;
     if oci.is_some() && !cfg.runtimes.iter().any(|r| r == crate::pod::RUNC_HANDLER) {
         cfg.runtimes.push(crate::pod::RUNC_HANDLER.into());
     }
-    node::register(&client, &cfg).await?;
+    until_ok("registering the node", || node::register(&client, &cfg)).await?;
     let listener = tokio::net::TcpListener::bind((cfg.address, cfg.port))
         .await
         .map_err(|source| AgentError::Listen {
@@ -223,21 +262,37 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
             source,
         })?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(cfg.port);
-    node::post_status(&client, &cfg, false, port).await?;
-    let node_cidr: Cidr = node::pod_cidr(&client, &cfg)
+    until_ok("posting the node status", || {
+        node::post_status(&client, &cfg, false, port)
+    })
+    .await?;
+    let node_cidr: Cidr = until_ok("reading the pod CIDR", || node::pod_cidr(&client, &cfg))
         .await?
         .parse()
         .map_err(|e: NetError| AgentError::Config(e.to_string()))?;
-    let (cluster_cidr, service_cidr) = cluster_cidrs(&client).await?;
+    let (cluster_cidr, service_cidr) =
+        until_ok("reading the cluster CIDRs", || cluster_cidrs(&client)).await?;
+    // Recorded before any of it is made, so `skiff uninstall` finds it all.
+    let footprint =
+        crate::host::Footprint::of(&cfg.node_name, &cfg.bridge, cluster_cidr, service_cidr);
+    crate::host::record(&cfg.data_dir, &footprint)?;
     let net = PodNetwork::prepare(NetConfig {
         bridge: cfg.bridge.clone(),
         node_cidr,
         cluster_cidr,
         service_cidr,
         state_dir: cfg.data_dir.join("ipam"),
-        netns_prefix: format!("skiff-{}-", cfg.node_name),
+        netns_prefix: footprint.netns_prefix.clone(),
     })
     .await?;
+    {
+        let (keep, dir) = (net.known_netns(), cfg.data_dir.clone());
+        let removed =
+            tokio::task::spawn_blocking(move || crate::host::sweep(&footprint, &keep, &dir))
+                .await
+                .unwrap_or_default();
+        removed.log("start-up sweep removed what an earlier run of this node left");
+    }
     let dns = crate::dns::ClusterDns::new(CLUSTER_DOMAIN);
     let gateway = node_cidr.gateway().unwrap_or(std::net::Ipv4Addr::LOCALHOST);
     let activator_addr = std::net::SocketAddrV4::new(gateway, cfg.activator_port);
@@ -302,8 +357,19 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         metrics,
     );
     tracing::info!(node = %cfg.node_name, port, "agent ready");
+    skiff_common::notify::ready();
+    let watchdog = async {
+        match skiff_common::notify::watchdog_interval() {
+            Some(every) => loop {
+                skiff_common::notify::notify("WATCHDOG=1");
+                tokio::time::sleep(every).await;
+            },
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
-        r = node::heartbeat(client.clone(), cfg.clone(), port) => r,
+        () = node::heartbeat(client.clone(), cfg.clone(), port) => Ok(()),
+        () = apiservers::follow(client.clone(), servers.clone()) => Ok(()),
         r = pods::watch(ctx, pods) => r,
         () = proxy.run(client.clone(), stats.clone(), views_tx) => Ok(()),
         () = stats.clone().run_sampler() => Ok(()),
@@ -311,6 +377,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         r = crate::net::routes::run(client.clone(), cfg.node_name.clone()) => r.map_err(AgentError::from),
         r = dns_server => r.map_err(AgentError::from),
         () = warm => Ok(()),
+        () = watchdog => Ok(()),
         () = warm_sandboxes => Ok(()),
         r = server => r.map_err(|source| AgentError::Listen { addr: format!("{}:{port}", cfg.address), source }),
     }

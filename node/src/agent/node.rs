@@ -144,14 +144,30 @@ pub async fn pod_cidr(client: &Client, cfg: &AgentConfig) -> Result<String, Agen
 }
 
 /// Keep the Lease (every `heartbeat`) and the status (every fifth beat) fresh.
-pub async fn heartbeat(client: Client, cfg: AgentConfig, port: u16) -> Result<(), AgentError> {
+/// Runs for ever: while no API server answers, the node's pods keep running
+/// and the beats are tried again (the first failure and the recovery are
+/// logged).
+pub async fn heartbeat(client: Client, cfg: AgentConfig, port: u16) {
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let mut ticks: u64 = 0;
+    let mut failing = false;
     loop {
-        if ticks.is_multiple_of(5) {
-            post_status(&client, &cfg, true, port).await?;
+        let mut beat = renew(&leases, &cfg).await;
+        if beat.is_ok() && (ticks.is_multiple_of(5) || failing) {
+            beat = post_status(&client, &cfg, true, port).await;
         }
-        renew(&leases, &cfg).await?;
+        match beat {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("api reachable again; node heartbeat resumed");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "node heartbeat failed; pods keep running, retrying");
+            }
+            Err(e) => tracing::debug!(error = %e, "node heartbeat failed"),
+        }
         ticks += 1;
         tokio::time::sleep(cfg.heartbeat).await;
     }

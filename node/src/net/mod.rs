@@ -9,7 +9,7 @@
 
 mod cidr;
 mod ipam;
-mod link;
+pub(crate) mod link;
 pub mod netns;
 pub mod resolv;
 pub mod routes;
@@ -239,6 +239,16 @@ impl PodNetwork {
             .expect("warm pool")
             .iter()
             .map(|ip| netns::path(&self.netns_name(*ip)))
+            .collect()
+    }
+
+    /// The namespaces of every address on record (pods' and warm ones): what
+    /// the start-up sweep keeps.
+    pub fn known_netns(&self) -> std::collections::HashSet<String> {
+        self.ipam
+            .all()
+            .into_iter()
+            .map(|(ip, _)| self.netns_name(ip))
             .collect()
     }
 

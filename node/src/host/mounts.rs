@@ -1,0 +1,84 @@
+//! Mounts a node left under its directories (containers' root filesystems of
+//! an agent that died): found in `/proc/self/mountinfo`, detached deepest
+//! first.
+//!
+//! **Only mount points strictly below the given directory are chosen, never the
+//! directory itself (it may be a disk the admin mounted there).**
+
+use std::path::{Path, PathBuf};
+
+/// The mount points in `mountinfo` strictly below `dir`, deepest first. A mount
+/// point whose directory was deleted (`…//deleted`) still counts.
+pub fn below(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| {
+            let m = unescape(m);
+            PathBuf::from(m.strip_suffix("//deleted").unwrap_or(&m))
+        })
+        .filter(|m| m != dir && m.starts_with(dir))
+        .collect();
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out.dedup();
+    out
+}
+
+/// Undo mountinfo's octal escapes (`\040` is a space).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Detach every mount below `dir`; returns the ones detached.
+pub fn detach_below(dir: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    below(&text, dir)
+        .into_iter()
+        .filter(|m| nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH).is_ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn below_table() {
+        let info = "\
+22 1 0:21 / / rw - ext4 /dev/sda1 rw
+90 22 0:50 / /d/agent rw - ext4 /dev/sdb rw
+91 90 0:51 / /d/agent/containerd/state/t/ns/a/rootfs rw - overlay overlay rw
+92 90 0:52 / /d/agent/containerd/state/t/ns/b/rootfs//deleted rw - overlay overlay rw
+93 91 0:53 / /d/agent/containerd/state/t/ns/a/rootfs/proc rw - proc proc rw
+94 22 0:54 / /d/agent2/x rw - tmpfs tmpfs rw
+95 22 0:55 / /d/agent/with\\040space rw - tmpfs tmpfs rw
+";
+        let got = below(info, Path::new("/d/agent"));
+        let got: Vec<&str> = got.iter().map(|p| p.to_str().unwrap()).collect();
+        assert_eq!(
+            got,
+            vec![
+                "/d/agent/containerd/state/t/ns/a/rootfs/proc",
+                "/d/agent/containerd/state/t/ns/a/rootfs",
+                "/d/agent/containerd/state/t/ns/b/rootfs",
+                "/d/agent/with space",
+            ]
+        );
+    }
+}
