@@ -200,10 +200,7 @@ fn bad_idle_windows_are_refused_and_a_deployment_that_cannot_start_fails_fast() 
             r.stderr
         );
     }
-    assert!(
-        !c.s.kubectl(&["get", "deployment", "bad"]).ok,
-        "nothing was stored"
-    );
+    assert!(c.s.not_found(&["deployment", "bad"]), "nothing was stored");
     c.s.apply(&deployment(
         "ghost",
         "acc/missing:v1",

@@ -429,7 +429,7 @@ fn bad_services_are_refused_and_addresses_are_released() -> Result<()> {
     let r = s.try_apply(&service("second", "x", &format!("  clusterIP: {want}\n")));
     assert!(!r.ok);
     assert!(r.stderr.contains("already allocated"), "{}", r.stderr);
-    assert!(!s.kubectl(&["get", "svc", "second"]).ok, "nothing stored");
+    assert!(s.not_found(&["svc", "second"]), "nothing stored");
     // A NodePort outside the range.
     let r = s.try_apply(&format!(
         "{}  type: NodePort\n",
@@ -446,7 +446,7 @@ fn bad_services_are_refused_and_addresses_are_released() -> Result<()> {
     s.apply(&service("second", "x", &format!("  clusterIP: {want}\n")));
     let v = s.json(&["svc", "second"]);
     assert_eq!(v["spec"]["clusterIP"], want.as_str());
-    assert!(!s.kubectl(&["get", "svc", "first"]).ok);
+    assert!(s.not_found(&["svc", "first"]));
     // An ExternalName Service has no ClusterIP.
     s.apply(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: ext\nspec:\n  type: ExternalName\n  externalName: db.example.org\n",

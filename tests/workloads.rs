@@ -254,7 +254,7 @@ fn deleting_a_deployment_cascades_or_orphans() -> Result<()> {
             .contains("foregroundDeletion")
     );
     eventually(Duration::from_secs(60), || {
-        let gone = !s.kubectl(&["get", "deploy", "fg"]).ok;
+        let gone = s.not_found(&["deploy", "fg"]);
         gone.then_some(())
     })
     .expect("foreground deletion completes");
@@ -263,7 +263,7 @@ fn deleting_a_deployment_cascades_or_orphans() -> Result<()> {
 
     // Orphan: the ReplicaSet and pods stay, without an owner.
     s.k(&["delete", "deploy", "orph", "--cascade=orphan"]);
-    assert!(!s.kubectl(&["get", "deploy", "orph"]).ok);
+    assert!(s.not_found(&["deploy", "orph"]));
     std::thread::sleep(Duration::from_secs(3));
     let rs = s.json(&["rs", "-l", "app=orph"]);
     assert_eq!(rs["items"].as_array().unwrap().len(), 1);

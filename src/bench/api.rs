@@ -47,17 +47,20 @@ impl Drop for Server {
     }
 }
 
+/// The resident memory of `pid` in KiB, if it can be read.
+pub(crate) fn try_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+}
+
+/// The resident memory of `pid` in KiB. A figure of 0 would be a lie in a
+/// table: the bench stops instead.
 pub(crate) fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmRSS:")
-                    .map(|v| v.trim().trim_end_matches(" kB").trim().to_string())
-            })
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    try_rss_kib(pid)
+        .unwrap_or_else(|| panic!("cannot read the RSS of process {pid}: has it exited?"))
 }
 
 async fn start_server() -> Result<(Server, Duration)> {

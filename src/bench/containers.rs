@@ -138,8 +138,11 @@ fn shims_kib() -> (usize, u64) {
             && cmd.contains(&format!("skiff-{NODE}"))
             && let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>()
         {
-            n += 1;
-            kib += rss_kib(pid);
+            // A shim may exit between the two reads.
+            if let Some(k) = super::api::try_rss_kib(pid) {
+                n += 1;
+                kib += k;
+            }
         }
     }
     (n, kib)

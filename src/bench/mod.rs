@@ -4,6 +4,7 @@
 mod api;
 mod containers;
 mod etcd;
+mod footprint;
 mod pods;
 mod scale;
 mod services;
@@ -39,6 +40,9 @@ enum What {
     /// Scale to zero: first-request latency after zero (Wasm and containers)
     /// next to warm requests, and memory of 1,000 scaled-to-zero Services.
     Scale(scale::ScaleBench),
+    /// What Skiff costs a host: binary size, idle RSS of a server with its
+    /// embedded agent, RSS with idle Wasm pods.
+    Footprint(footprint::FootprintBench),
 }
 
 pub async fn run(a: BenchArgs) -> Result<()> {
@@ -50,6 +54,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         What::Workloads(b) => workloads::run(b).await,
         What::Containers(b) => containers::run(b).await,
         What::Scale(b) => scale::run(b).await,
+        What::Footprint(b) => footprint::run(b).await,
     }
 }
 
