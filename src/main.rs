@@ -11,6 +11,7 @@ mod bench;
 mod cli_extra;
 mod config;
 mod image;
+mod kubeconfig;
 mod snapshot;
 mod uninstall;
 

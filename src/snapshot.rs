@@ -4,9 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use base64::Engine;
 use clap::Subcommand;
-use serde_json::Value;
 use skiff_control::store::backup::{self, Backup};
 
 #[derive(clap::Args)]
@@ -79,72 +77,26 @@ fn read(file: &Path) -> Result<Vec<u8>> {
     std::fs::read(file).with_context(|| format!("read {}", file.display()))
 }
 
-/// Server URL, token and an HTTPS client trusting the cluster CA.
-struct Target {
-    server: String,
-    token: String,
-    client: reqwest::Client,
-}
-
-fn target(a: &SaveArgs) -> Result<Target> {
-    let path = a
-        .kubeconfig
-        .clone()
-        .or_else(|| a.data_dir.as_ref().map(|d| d.join("kubeconfig")))
-        .or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("skiff-data/kubeconfig"));
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("read kubeconfig {}", path.display()))?;
-    let kc: Value = serde_norway::from_str(&text)
-        .with_context(|| format!("parse kubeconfig {}", path.display()))?;
-    let current = kc["current-context"].as_str().unwrap_or_default();
-    let ctx = kc["contexts"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["name"] == current))
-        .map(|c| &c["context"]);
-    let find = |list: &str, field: &str| -> Value {
-        let name = ctx.and_then(|c| c[field].as_str());
-        kc[list]
-            .as_array()
-            .and_then(|l| l.iter().find(|e| name.is_none_or(|n| e["name"] == n)))
-            .map(|e| e[field].clone())
-            .unwrap_or(Value::Null)
-    };
-    let cluster = find("clusters", "cluster");
-    let user = find("users", "user");
-    let server = match &a.server {
-        Some(s) => s.clone(),
-        None => cluster["server"]
-            .as_str()
-            .context("kubeconfig has no server")?
-            .to_string(),
-    };
-    let token = match &a.token {
-        Some(t) => t.clone(),
-        None => user["token"]
-            .as_str()
-            .context("kubeconfig has no token (give --token)")?
-            .to_string(),
-    };
-    skiff_control::api::tls::install_crypto_provider();
-    let mut b = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(10));
-    match cluster["certificate-authority-data"].as_str() {
-        Some(ca) => {
-            let pem = base64::engine::general_purpose::STANDARD
-                .decode(ca)
-                .context("certificate-authority-data")?;
-            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
-        }
-        None => bail!(
-            "kubeconfig {} has no certificate-authority-data",
-            path.display()
-        ),
+/// The cluster to save: the kubeconfig's (`--kubeconfig`, `<data-dir>/kubeconfig`,
+/// `$KUBECONFIG`, `./skiff-data/kubeconfig`), with `--server` and `--token`
+/// taking precedence.
+fn target(a: &SaveArgs) -> Result<crate::kubeconfig::Target> {
+    let path = crate::kubeconfig::path(
+        a.kubeconfig
+            .clone()
+            .or_else(|| a.data_dir.as_ref().map(|d| d.join("kubeconfig"))),
+    );
+    let mut t = crate::kubeconfig::target(&path)?;
+    if let Some(s) = &a.server {
+        t.server = s.trim_end_matches('/').to_string();
     }
-    Ok(Target {
-        server: server.trim_end_matches('/').to_string(),
-        token,
-        client: b.build()?,
-    })
+    if let Some(tok) = &a.token {
+        t.token = tok.clone();
+    }
+    if t.token.is_empty() {
+        bail!("kubeconfig {} has no token (give --token)", path.display());
+    }
+    Ok(t)
 }
 
 async fn save(a: SaveArgs) -> Result<()> {

@@ -7,7 +7,6 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use base64::Engine;
 use serde_json::Value;
 
 use super::archive::{Blob, Manifest, Plan};
@@ -16,59 +15,17 @@ use super::source::Source;
 /// Blobs up to this size go in one request; larger ones in chunks of it.
 const CHUNK: usize = 8 << 20;
 
-/// The cluster a kubeconfig names.
-pub struct Target {
-    pub server: String,
-    token: String,
-    client: reqwest::Client,
-}
+pub use crate::kubeconfig::Target;
 
+/// The cluster the kubeconfig (`--kubeconfig`, `$KUBECONFIG`, or
+/// `./skiff-data/kubeconfig`) names; its token is required.
 pub fn target(kubeconfig: Option<PathBuf>) -> Result<Target> {
-    let path = kubeconfig
-        .or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("skiff-data/kubeconfig"));
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("read kubeconfig {}", path.display()))?;
-    let kc: Value = serde_norway::from_str(&text)
-        .with_context(|| format!("parse kubeconfig {}", path.display()))?;
-    let current = kc["current-context"].as_str().unwrap_or_default();
-    let ctx = kc["contexts"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["name"] == current))
-        .map(|c| &c["context"]);
-    let cluster_name = ctx.and_then(|c| c["cluster"].as_str());
-    let user_name = ctx.and_then(|c| c["user"].as_str());
-    let find = |list: &str, name: Option<&str>, field: &str| -> Value {
-        kc[list]
-            .as_array()
-            .and_then(|l| l.iter().find(|e| name.is_none_or(|n| e["name"] == n)))
-            .map(|e| e[field].clone())
-            .unwrap_or(Value::Null)
-    };
-    let cluster = find("clusters", cluster_name, "cluster");
-    let user = find("users", user_name, "user");
-    let server = cluster["server"]
-        .as_str()
-        .context("kubeconfig has no server")?
-        .trim_end_matches('/')
-        .to_string();
-    let token = user["token"]
-        .as_str()
-        .context("kubeconfig has no token")?
-        .to_string();
-    skiff_control::api::tls::install_crypto_provider();
-    let mut b = reqwest::Client::builder();
-    if let Some(ca) = cluster["certificate-authority-data"].as_str() {
-        let pem = base64::engine::general_purpose::STANDARD
-            .decode(ca)
-            .context("certificate-authority-data")?;
-        b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+    let path = crate::kubeconfig::path(kubeconfig);
+    let t = crate::kubeconfig::target(&path)?;
+    if t.token.is_empty() {
+        bail!("kubeconfig {} has no token", path.display());
     }
-    Ok(Target {
-        server,
-        token,
-        client: b.build()?,
-    })
+    Ok(t)
 }
 
 /// The `code` and `message` of a distribution error body.
