@@ -145,31 +145,6 @@ fn agents_register_heartbeat_and_share_the_pods() -> Result<()> {
     Ok(())
 }
 
-/// A Wasm Deployment behind a Service.
-const WEB: &str = r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-      - name: web
-        image: acc/hello:v1
-        ports: [{containerPort: 8080}]
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
-spec:
-  selector: {app: web}
-  ports: [{port: 80, targetPort: 8080}]
-"#;
-
 #[test]
 fn a_standalone_agent_outlives_its_server() -> Result<()> {
     let net = TestNet::claim();
@@ -191,7 +166,7 @@ fn a_standalone_agent_outlives_its_server() -> Result<()> {
         &common::example_wasm("hello-wasm", "hello_wasm.wasm"),
         "acc/hello:v1",
     )?;
-    s.apply(WEB);
+    s.apply(&common::web_app(1));
     s.k(&["rollout", "status", "deploy/web", "--timeout=90s"]);
     let ip = s.k(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
     let url = format!("http://{ip}/");

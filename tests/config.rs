@@ -176,3 +176,74 @@ fn config_file_env_and_flags_kubeconfig_and_version() -> Result<()> {
     drop((s1, s2));
     Ok(())
 }
+
+#[test]
+fn config_files_name_nodes_and_a_flag_overrides_them() -> Result<()> {
+    let net = common::TestNet::claim();
+    let root = tempfile::tempdir()?;
+    let api = loopback(free_port());
+    let (n0, bridge0) = net.node(0);
+    let (n1, bridge1) = net.node(1);
+    // The server's file names its node `…-file`; the command line's
+    // --node-name wins over it.
+    let server_cfg = root.path().join("server.yaml");
+    std::fs::write(
+        &server_cfg,
+        format!(
+            "api-addr: {api}\nnode-name: {n0}-file\nbridge: {bridge0}\nnode-ip: 127.0.0.1\n\
+             no-containerd: true\ncluster-cidr: {}\nnode-cidr-mask-size: 26\nservice-cidr: {}\n\
+             service-node-port-range: {}\n",
+            net.cluster_cidr(),
+            net.service_cidr(),
+            net.node_ports()
+        ),
+    )?;
+    let s = spawn(
+        &root.path().join("s"),
+        &api,
+        &[
+            "--config",
+            server_cfg.to_str().unwrap(),
+            "--data-dir",
+            root.path().join("s").to_str().unwrap(),
+            "--peer-addr",
+            &loopback(free_port()),
+            "--node-name",
+            &n0,
+        ],
+        &[],
+    )?;
+    s.wait_ready(Duration::from_secs(30))?;
+    assert!(common::node_ready(&s, &n0), "{}", s.log());
+    // An agent set up by its file alone (as scripts/install.sh writes it).
+    let agent_cfg = root.path().join("agent.yaml");
+    let token = root.path().join("token");
+    std::fs::write(&token, s.token())?;
+    std::fs::write(
+        &agent_cfg,
+        format!(
+            "server: https://{api}\ntoken-file: {}\nnode-name: {n1}\nbridge: {bridge1}\n\
+             node-ip: 127.0.0.1\nno-containerd: true\ndata-dir: {}\n",
+            token.display(),
+            root.path().join("agent").display()
+        ),
+    )?;
+    let mut agent = Command::new(skiff_bin())
+        .args(["agent", "--config", agent_cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(root.path().join("agent.log"))?)
+        .spawn()?;
+    let ready = common::node_ready(&s, &n1);
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(
+        ready,
+        "the agent's node from its config file: {}",
+        std::fs::read_to_string(root.path().join("agent.log")).unwrap_or_default()
+    );
+    assert!(
+        s.not_found(&["node", &format!("{n0}-file")]),
+        "the flag beat the file's node name"
+    );
+    Ok(())
+}

@@ -350,31 +350,6 @@ fn garbage_on_the_peer_port_is_rejected_and_the_node_keeps_serving() -> Result<(
     Ok(())
 }
 
-/// A Wasm Deployment behind a Service, served by a standalone agent.
-const WEB: &str = r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-      - name: web
-        image: acc/hello:v1
-        ports: [{containerPort: 8080}]
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
-spec:
-  selector: {app: web}
-  ports: [{port: 80, targetPort: 8080}]
-"#;
-
 /// The pods of `web` as `uid restartCount` lines, sorted.
 fn web_pods(s: &Server) -> String {
     let out = s.k(&[
@@ -427,7 +402,7 @@ fn servers_restarted_one_at_a_time_lose_no_write_and_restart_no_pod() -> Result<
         &example_wasm("hello-wasm", "hello_wasm.wasm"),
         "acc/hello:v1",
     )?;
-    servers[0].apply(WEB);
+    servers[0].apply(&common::web_app(2));
     servers[0].k(&["rollout", "status", "deploy/web", "--timeout=90s"]);
     let ip = servers[0].k(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
     let url = format!("http://{ip}/");

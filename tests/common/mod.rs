@@ -1062,3 +1062,33 @@ pub fn node_ready(s: &Server, node: &str) -> bool {
         ])
         .ok
 }
+
+/// A hello-wasm (`acc/hello:v1`) Deployment `web` with `replicas` pods behind
+/// a Service `web` (port 80 to the pods' 8080).
+pub fn web_app(replicas: u32) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+      - name: web
+        image: acc/hello:v1
+        ports: [{{containerPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080}}]
+"#
+    )
+}
