@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 use super::free_port;
-use super::pods::{Api, rss_kib, wait_for};
+use super::pods::{Api, ready, rss_kib, skiff, wait_for};
 
 #[derive(clap::Args)]
 pub struct FootprintBench {
@@ -119,11 +119,7 @@ pub async fn run(b: FootprintBench) -> Result<()> {
     };
     wait_for(Duration::from_secs(60), async || {
         let n = api.get(&format!("/api/v1/nodes/{NODE}")).await.ok()?;
-        n.pointer("/status/conditions")?
-            .as_array()?
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            .then_some(())
+        ready(&n).then_some(())
     })
     .await
     .context("the embedded agent's node becomes Ready")?;
@@ -137,28 +133,14 @@ pub async fn run(b: FootprintBench) -> Result<()> {
     println!("idle RSS: {:.1} MiB", mib(idle));
 
     let tar = running.dir.path().join("hello.tar");
-    let out = Command::new(&exe)
-        .args(["image", "pack"])
-        .arg(&b.component)
-        .args(["--name", "bench/hello:v1", "-o"])
-        .arg(&tar)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "pack: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new(&exe)
-        .args(["image", "import"])
-        .arg(&tar)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "import: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    skiff(
+        &["image", "pack", "--name", "bench/hello:v1", "-o"],
+        &[tar.as_path(), b.component.as_path()],
+    )?;
+    skiff(
+        &["image", "import", "--kubeconfig"],
+        &[kubeconfig.as_path(), tar.as_path()],
+    )?;
     let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "idle"},
         "spec": {"replicas": b.pods, "selector": {"matchLabels": {"app": "idle"}},

@@ -148,7 +148,8 @@ pub(super) fn pct(v: &mut [f64], p: f64) -> f64 {
     v[i]
 }
 
-fn ready(p: &Value) -> bool {
+/// Whether a pod's or node's Ready condition is True.
+pub(super) fn ready(p: &Value) -> bool {
     p.pointer("/status/conditions")
         .and_then(Value::as_array)
         .is_some_and(|cs| {
@@ -266,7 +267,8 @@ pub(super) async fn wait_for<T>(
     bail!("timed out after {within:?}")
 }
 
-fn skiff(args: &[&str], extra: &[&Path]) -> Result<String> {
+/// Run this `skiff` binary with `args` and then `extra`; its stdout.
+pub(super) fn skiff(args: &[&str], extra: &[&Path]) -> Result<String> {
     let out = Command::new(std::env::current_exe()?)
         .args(args)
         .args(extra)
