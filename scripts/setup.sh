@@ -11,6 +11,8 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # The node's Service proxy programs nftables through the nft command.
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v nsenter >/dev/null 2>&1 || need_apt+=(util-linux)
+# The tests check the systemd units with systemd-analyze.
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 # Container pods: the agent runs its own containerd (with runc); the test image
 # is made from busybox-static.
 command -v containerd >/dev/null 2>&1 || need_apt+=(containerd)
