@@ -87,20 +87,7 @@ fn file_err(path: &Path, reason: impl ToString) -> ServerError {
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<(), ServerError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| file_err(&tmp, e))?;
-    f.write_all(contents.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| file_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| file_err(path, e))
+    skiff_common::fs::write_private(path, contents.as_bytes()).map_err(|(p, e)| file_err(&p, e))
 }
 
 /// The cluster token: given, stored in the data dir, or new (first server only).

@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 use super::free_port;
-use super::pods::{Api, ready, rss_kib, skiff, wait_for};
+use super::pods::{Api, rss_kib, skiff, wait_for};
 
 #[derive(clap::Args)]
 pub struct FootprintBench {
@@ -107,22 +107,8 @@ pub async fn run(b: FootprintBench) -> Result<()> {
         .lines()
         .find_map(|l| l.trim().strip_prefix("token: ").map(str::to_string))
         .context("token in kubeconfig")?;
-    let api = Api {
-        url: format!("https://{api_addr}"),
-        token,
-        http: reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(
-                data.join("ca.crt"),
-            )?)?)
-            .timeout(Duration::from_secs(60))
-            .build()?,
-    };
-    wait_for(Duration::from_secs(60), async || {
-        let n = api.get(&format!("/api/v1/nodes/{NODE}")).await.ok()?;
-        ready(&n).then_some(())
-    })
-    .await
-    .context("the embedded agent's node becomes Ready")?;
+    let api = Api::new(&api_addr, token, &data)?;
+    api.node_ready(NODE).await?;
     println!("== skiff server with its embedded agent ==");
     println!(
         "node Ready {:.1} s after start",

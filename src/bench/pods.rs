@@ -111,6 +111,30 @@ pub(super) struct Api {
 }
 
 impl Api {
+    /// The API at `addr` with `token`, trusting the CA in the server's data dir.
+    pub(super) fn new(addr: &str, token: String, data: &Path) -> Result<Api> {
+        Ok(Api {
+            url: format!("https://{addr}"),
+            token,
+            http: reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(
+                    data.join("ca.crt"),
+                )?)?)
+                .timeout(Duration::from_secs(60))
+                .build()?,
+        })
+    }
+
+    /// Wait (up to 60 s) until node `name` is Ready.
+    pub(super) async fn node_ready(&self, name: &str) -> Result<()> {
+        wait_for(Duration::from_secs(60), async || {
+            let n = self.get(&format!("/api/v1/nodes/{name}")).await.ok()?;
+            ready(&n).then_some(())
+        })
+        .await
+        .with_context(|| format!("node {name} becomes Ready"))
+    }
+
     pub(super) async fn get(&self, path: &str) -> Result<Value> {
         let r = self
             .http
@@ -149,7 +173,7 @@ pub(super) fn pct(v: &mut [f64], p: f64) -> f64 {
 }
 
 /// Whether a pod's or node's Ready condition is True.
-pub(super) fn ready(p: &Value) -> bool {
+fn ready(p: &Value) -> bool {
     p.pointer("/status/conditions")
         .and_then(Value::as_array)
         .is_some_and(|cs| {
@@ -379,22 +403,8 @@ pub(super) async fn start_cluster(component: &Path, max_pods: usize) -> Result<C
     );
     let agent_pid = procs.children[1].id();
     let server_pid = procs.children[0].id();
-    let api = Api {
-        url: format!("https://{api_addr}"),
-        token: admin,
-        http: reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(
-                data.join("ca.crt"),
-            )?)?)
-            .timeout(Duration::from_secs(60))
-            .build()?,
-    };
-    wait_for(Duration::from_secs(60), async || {
-        let n = api.get(&format!("/api/v1/nodes/{NODE}")).await.ok()?;
-        ready(&n).then_some(())
-    })
-    .await
-    .context("the agent's node becomes Ready")?;
+    let api = Api::new(&api_addr, admin, &data)?;
+    api.node_ready(NODE).await?;
     let tar = dir.path().join("hello.tar");
     let out = Command::new(std::env::current_exe()?)
         .args(["image", "pack"])

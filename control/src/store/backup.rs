@@ -214,22 +214,8 @@ pub async fn take(
 
 /// Write `bytes` to `path` readable by the owner only, atomically.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    skiff_common::fs::write_private(path, bytes)
+        .map_err(|(path, source)| BackupError::Io { path, source })
 }
 
 /// What a restore made.
