@@ -4,7 +4,7 @@
 //! address, the cluster DNS resolves Services and headless Services from a
 //! pod's namespace, bad Services are refused, and nothing leaks.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::process::Command;

@@ -4,7 +4,7 @@
 //! pushes of large blobs, the errors bad content gets, `skiff image ls` and
 //! `skiff image rm`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

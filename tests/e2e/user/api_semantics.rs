@@ -2,7 +2,7 @@
 //! optimistic concurrency, generation, dry run, field validation warnings,
 //! deletecollection, and watch resume / expiry / bookmarks.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `skiff server --config FILE`, `SKIFF_*` variables and flags in their order
 //! of precedence; `skiff kubeconfig`; `skiff version`; `--tls-san`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -4,7 +4,7 @@
 //! OOM kills, crash loops, clear reasons for bad input, and nothing left in
 //! containerd, the cgroups or the pod network after many pods.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -487,9 +487,13 @@ fn pod_cgroups(c: &Cluster) -> Vec<String> {
 #[test]
 fn a_hundred_container_pods_leave_nothing_behind() -> Result<()> {
     let c = common::one_node_with_containers(&[])?;
-    // The warm pool fills first, so namespaces can be compared with it.
-    std::thread::sleep(Duration::from_secs(2));
-    let baseline_ns = c.net.namespaces(0).len();
+    // The warm pool (8 namespaces) fills first, so namespaces can be compared
+    // with it.
+    let baseline_ns = eventually(Duration::from_secs(60), || {
+        let n = c.net.namespaces(0).len();
+        (n >= 8).then_some(n)
+    })
+    .expect("the warm pool fills");
     for round in 0..5 {
         let mut yaml = String::new();
         for i in 0..20 {
@@ -616,7 +620,11 @@ spec:
         "--timeout=60s",
     ]);
     // The exec readiness probe fails until the file exists, then passes.
-    std::thread::sleep(Duration::from_secs(3));
+    let events = eventually(Duration::from_secs(30), || {
+        let e = events_of(&c, "leaver");
+        e.contains("Readiness probe failed").then_some(e)
+    });
+    assert!(events.is_some(), "{}", events_of(&c, "leaver"));
     let p = c.s.json(&["pod", "leaver"]);
     let statuses = p["status"]["containerStatuses"].as_array().cloned();
     let main_ready = statuses
@@ -626,8 +634,6 @@ spec:
         .map(|s| s["ready"].clone())
         .next();
     assert_eq!(main_ready, Some(Value::Bool(false)), "{}", p["status"]);
-    let events = events_of(&c, "leaver");
-    assert!(events.contains("Readiness probe failed"), "{events}");
     c.s.k(&["exec", "leaver", "-c", "main", "--", "touch", "/tmp/ready"]);
     c.s.k(&[
         "wait",

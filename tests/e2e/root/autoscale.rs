@@ -8,7 +8,7 @@
 //! a Deployment that cannot start fails its held requests fast with a 503 and
 //! an event naming the cause; the server and the agent serve Prometheus text.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! in order, each after the one before is Ready, recreates a deleted pod under
 //! its name, rolls, and scales down from the highest ordinal.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

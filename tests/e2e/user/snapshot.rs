@@ -2,7 +2,7 @@
 //! server, `skiff snapshot restore` into a new data dir, a server there serving the
 //! same objects with revisions that keep growing; scheduled snapshots; refusals.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

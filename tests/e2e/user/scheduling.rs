@@ -2,7 +2,7 @@
 //! nodes, selectors, resources, spread, and the condition and event an
 //! unschedulable pod gets.
 
-mod common;
+use crate::common;
 
 use anyhow::Result;
 use common::{Server, single_server};

@@ -3,7 +3,7 @@
 //! components ending by exit code and restartPolicy, limits that stop runaway
 //! guests, clear reasons for bad input, and clean-up of namespaces and veths.
 
-mod common;
+use crate::common;
 
 use common::http_get as get;
 
