@@ -159,8 +159,8 @@ async fn restart_resumes_id_and_state() {
             .unwrap();
     }
     s.shutdown();
+    s.stopped().await;
     drop(s);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let s = start(dir.path(), ReplicaConfig::default()).await;
     assert_eq!(s.id(), id);
     let (all, _) = s.list("/r/", None, usize::MAX).await.unwrap();

@@ -103,6 +103,9 @@ impl Store {
             .name(format!("raft-{id:x}"))
             .spawn(move || {
                 let err = run(&mut replica, rx, &transport, &status, tick);
+                // Release the data dir (sled's lock on it) before anyone hears
+                // that the loop stopped, so a new store may open it at once.
+                drop(replica);
                 match err {
                     StoreError::Stopped => tracing::info!("raft loop stopped"),
                     ref e => tracing::error!(error = %e, "raft loop failed"),
@@ -127,7 +130,8 @@ impl Store {
         self.status.read().unwrap().clone()
     }
 
-    /// Resolves with the reason once the Raft loop has stopped (a fatal storage error).
+    /// Resolves with the reason once the Raft loop has stopped (a fatal storage
+    /// error, or [`Store::shutdown`]) and let go of the data dir.
     pub async fn stopped(&self) -> String {
         let mut rx = self.stopped.clone();
         loop {
