@@ -1,5 +1,6 @@
-//! skiff-common: small, dependency-free pieces both the control plane and the
-//! node agent need, so neither has to link the other.
+//! skiff-common: small pieces (no dependency but serde) that more than one
+//! crate must read the same way: the control plane, the node agent, the
+//! runtimes and the `skiff` binary, so that none has to link another.
 
 pub mod fs;
 pub mod media;

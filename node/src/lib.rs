@@ -1,8 +1,10 @@
 //! skiff-node: the node agent. It registers its Node, heartbeats through a
 //! Lease, builds the pod network (bridge, veth, a namespace per pod), and runs
-//! every pod bound to it as Wasm components in per-pod sandboxes; it also runs
-//! the node's Service proxy (nftables), the cluster DNS and the routes to the
-//! other nodes' pods.
+//! every pod bound to it, each container either as a Wasm component in the
+//! pod's sandbox threads or as an OCI container through containerd (the image
+//! decides); it also runs the node's Service proxy (nftables), the activator
+//! of scaled-to-zero Services, the cluster DNS and the routes to the other
+//! nodes' pods.
 
 pub mod activator;
 pub mod agent;
