@@ -28,7 +28,7 @@ async fn run(
     dir: &std::path::Path,
     spec: ContainerSpec,
 ) -> (Exit, String, String) {
-    let bytes = example("wasm-job", "wasm-job.wasm");
+    let bytes = example("wasm-job", "wasm_job.wasm");
     let component = rt.load("sha256:job", &bytes).unwrap();
     let out = dir.join(format!("{}.out", spec.name));
     let err = dir.join(format!("{}.err", spec.name));

@@ -920,7 +920,7 @@ pub fn one_node_on(net: TestNet, extra: &[&str]) -> Result<Cluster> {
         &example_wasm("hello-wasm", "hello_wasm.wasm"),
         "acc/hello:v1",
     )?;
-    s.import_wasm(&example_wasm("wasm-job", "wasm-job.wasm"), "acc/job:v1")?;
+    s.import_wasm(&example_wasm("wasm-job", "wasm_job.wasm"), "acc/job:v1")?;
     Ok(Cluster {
         s,
         net,
