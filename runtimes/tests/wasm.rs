@@ -9,7 +9,7 @@ use std::time::Duration;
 use skiff_runtimes::wasm::{HttpApp, WasmError, WasmRuntime, run_command};
 use skiff_runtimes::{ContainerSpec, Exit};
 
-#[path = "../../tests/common/examples.rs"]
+#[path = "../../tests/e2e/common/examples.rs"]
 mod examples;
 
 /// Build an example component and return its bytes.
@@ -28,7 +28,7 @@ async fn run(
     dir: &std::path::Path,
     spec: ContainerSpec,
 ) -> (Exit, String, String) {
-    let bytes = example("wasm-job", "wasm-job.wasm");
+    let bytes = example("wasm-job", "wasm_job.wasm");
     let component = rt.load("sha256:job", &bytes).unwrap();
     let out = dir.join(format!("{}.out", spec.name));
     let err = dir.join(format!("{}.err", spec.name));

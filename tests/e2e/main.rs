@@ -42,5 +42,6 @@ mod root {
     mod services;
     mod sets;
     mod store_cluster;
+    mod wit_worlds;
     mod workloads;
 }

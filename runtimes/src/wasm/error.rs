@@ -11,9 +11,10 @@ pub enum WasmError {
     CoreModule,
     #[error("compile component: {reason}")]
     Compile { reason: String },
-    #[error("the component imports {import}, which skiff does not provide")]
+    /// It imports interfaces (named, comma-separated) outside its world.
+    #[error("the component imports {import}, which this node does not provide")]
     UnsupportedImport { import: String },
-    #[error("the component exports neither wasi:http/incoming-handler nor wasi:cli/run: {reason}")]
+    #[error("the component fits none of the worlds this node hosts: {reason}")]
     UnsupportedWorld { reason: String },
     #[error("mount a volume: {reason}")]
     Mount { reason: String },

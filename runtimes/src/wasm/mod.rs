@@ -11,6 +11,7 @@ mod egress;
 mod error;
 mod http;
 mod state;
+mod world;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub use command::run_command;
 pub use error::WasmError;
 pub use http::{HttpApp, HttpStats};
 pub use wasmtime::component::Component;
+pub use world::{World, check as check_world};
 
 /// How often the epoch advances: the granularity of timeouts.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -57,45 +59,20 @@ pub fn classify(bytes: &[u8]) -> Result<BinaryKind, WasmError> {
     }
 }
 
-/// What a component is for, from the interfaces it exports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum World {
-    /// Exports `wasi:http/incoming-handler`: served per request.
-    Http,
-    /// Exports `wasi:cli/run`: runs to an exit code.
-    Command,
-}
-
-/// The world a component targets: an error names an import Skiff does not
-/// provide, or what the component exports instead of a world Skiff runs.
+/// The world a component targets, from its imports and exports checked
+/// against the worlds in `wit/` (see `world`); then the linker of that world
+/// type-checks the imports. An error names an import Skiff does not provide,
+/// or what the component exports instead of a world Skiff runs.
 pub fn world(rt: &WasmRuntime, component: &Component) -> Result<World, WasmError> {
-    command::linker(rt, true)?
+    let ty = component.component_type();
+    let w = world::check(
+        ty.imports(rt.engine()).map(|(name, _)| name),
+        ty.exports(rt.engine()).map(|(name, _)| name),
+    )?;
+    command::linker(rt, w == World::Http)?
         .instantiate_pre(component)
         .map_err(command::pre_error)?;
-    let names: Vec<String> = component
-        .component_type()
-        .exports(rt.engine())
-        .map(|(name, _)| name.to_string())
-        .collect();
-    if names
-        .iter()
-        .any(|n| n.starts_with("wasi:http/incoming-handler@"))
-    {
-        Ok(World::Http)
-    } else if names.iter().any(|n| n.starts_with("wasi:cli/run@")) {
-        Ok(World::Command)
-    } else {
-        Err(WasmError::UnsupportedWorld {
-            reason: format!(
-                "it exports {}",
-                if names.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    names.join(", ")
-                }
-            ),
-        })
-    }
+    Ok(w)
 }
 
 /// Linkers built once per runtime: WASI p2, and WASI p2 with wasi:http.

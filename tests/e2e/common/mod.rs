@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod components;
 mod examples;
 #[allow(unused_imports)]
 pub use examples::example_wasm;
@@ -920,7 +921,7 @@ pub fn one_node_on(net: TestNet, extra: &[&str]) -> Result<Cluster> {
         &example_wasm("hello-wasm", "hello_wasm.wasm"),
         "acc/hello:v1",
     )?;
-    s.import_wasm(&example_wasm("wasm-job", "wasm-job.wasm"), "acc/job:v1")?;
+    s.import_wasm(&example_wasm("wasm-job", "wasm_job.wasm"), "acc/job:v1")?;
     Ok(Cluster {
         s,
         net,
