@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use skiff_control::controllers::nodes::PodCidrs;
+use skiff_control::controllers::nodeipam::PodCidrs;
 use skiff_control::server::{self, ServerConfig};
 use skiff_control::store::ReplicaConfig;
 

@@ -11,6 +11,5 @@ pub mod controllers;
 pub mod images;
 pub mod metrics;
 pub mod model;
-pub mod scheduler;
 pub mod server;
 pub mod store;

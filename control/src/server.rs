@@ -18,7 +18,7 @@ pub struct ServerConfig {
     pub token: Option<String>,
     pub replica: ReplicaConfig,
     /// The cluster CIDR and the block size each node gets.
-    pub pod_cidrs: crate::controllers::nodes::PodCidrs,
+    pub pod_cidrs: crate::controllers::nodeipam::PodCidrs,
     /// How long a node's Lease may go unrenewed before it is NotReady.
     pub node_grace: std::time::Duration,
     /// The Service CIDR (ClusterIPs) and the NodePort range.
@@ -419,24 +419,20 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
         let (state, addr) = (state.clone(), state.rest.server_addr.clone());
         tokio::spawn(async move { publish_apiserver(&state, id, &addr).await });
     }
-    tokio::spawn(crate::scheduler::run(state.rest.objects.clone()));
-    tokio::spawn(crate::controllers::gc::run(state.rest.objects.clone()));
     tokio::spawn(crate::api::services::repair(state.rest.objects.clone()));
-    tokio::spawn(crate::controllers::servicelb::run(
-        state.rest.objects.clone(),
-    ));
-    tokio::spawn(crate::controllers::nodes::run(
-        state.rest.objects.clone(),
-        cfg.pod_cidrs,
-        cfg.node_grace,
-    ));
     let admin = state.admin_token.clone();
     let app = api::router(state);
+    let settings = crate::controllers::registration::Settings {
+        hpa_sync: cfg.hpa_sync_period,
+        pod_cidrs: cfg.pod_cidrs,
+        node_grace: cfg.node_grace,
+        images: Some(crate::images::Images::new(store.clone())),
+    };
     tokio::spawn(crate::controllers::manager::run_while_leader(
         store.clone(),
         app.clone(),
         admin,
-        cfg.hpa_sync_period,
+        settings,
     ));
     tokio::spawn(tell_systemd(store.clone()));
     tracing::info!(api_addr = %cfg.api_addr, "serving api (https)");

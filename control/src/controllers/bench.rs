@@ -13,12 +13,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client};
 
+use super::framework::{ControllerError, Expectations, Informer, Key, Reconciler};
 use super::podutil::controller_ref;
 use super::replicaset::ReplicaSets;
-use super::runtime::{ControllerError, Expectations, Informer, Key, Reconciler};
 
-/// A client whose every request fails: the benchmark must not reach an API.
-fn no_api() -> Client {
+/// A client whose every request fails: a benchmark or test must not reach an API.
+pub fn no_api() -> Client {
     let svc = tower::service_fn(|_req: http::Request<kube::client::Body>| async {
         Err::<http::Response<kube::client::Body>, std::io::Error>(std::io::Error::other(
             "no API in this benchmark",

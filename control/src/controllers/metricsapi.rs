@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::runtime::{ControllerError, Result};
+use super::framework::{ControllerError, Result};
 
 /// Per-pod usage: CPU in millicores and memory in bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

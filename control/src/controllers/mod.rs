@@ -1,4 +1,7 @@
-//! Controllers: level-triggered loops that run on the Raft leader.
+//! Controllers: level-triggered reconcilers on the controller framework that
+//! run on the Raft leader, one folder per controller, started from the
+//! registration table; plus what several of them share (pod helpers, owner
+//! claiming, events, node eligibility, revisions).
 
 pub mod bench;
 pub mod cronjob;
@@ -7,18 +10,22 @@ pub mod deployment;
 pub mod eligibility;
 pub mod endpoints;
 pub mod events;
+pub mod framework;
 pub mod gc;
 pub mod hpa;
 pub mod job;
 pub mod manager;
 pub mod metricsapi;
-pub mod nodes;
+pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod owners;
 pub mod podutil;
+pub mod registration;
 pub mod replicaset;
 pub mod revisions;
-pub mod runtime;
 pub mod scaletozero;
+pub mod scheduler;
 pub mod servicelb;
 pub mod statefulset;
 pub mod support;
+pub mod tainteviction;

@@ -10,9 +10,9 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::framework::Result;
+use super::framework::{Informer, Key, Kind, Queue, controller_keys};
 use super::podutil::{controlled_by, controller_of, selects, terminating};
-use super::runtime::Result;
-use super::runtime::{Informer, Key, Kind, Queue, controller_keys};
 
 /// The objects among `candidates` (all in one namespace) that `owner`
 /// controls after adopting and releasing. An owner being deleted adopts nothing.

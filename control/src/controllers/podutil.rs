@@ -42,9 +42,9 @@ pub fn empty_selector(sel: &LabelSelector) -> bool {
 }
 
 /// Refuse an empty selector: a workload controller would own everything.
-pub fn require_selector(sel: &LabelSelector) -> Result<(), super::runtime::ControllerError> {
+pub fn require_selector(sel: &LabelSelector) -> Result<(), super::framework::ControllerError> {
     if empty_selector(sel) {
-        return Err(super::runtime::ControllerError::Invalid(
+        return Err(super::framework::ControllerError::Invalid(
             "empty selector selects nothing".into(),
         ));
     }

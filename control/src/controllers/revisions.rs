@@ -18,8 +18,8 @@ use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
+use super::framework::{ControllerError, Result};
 use super::owners::claim;
-use super::runtime::{ControllerError, Result};
 
 /// The label on pods (and revisions) naming their revision.
 pub const REVISION_LABEL: &str = "controller-revision-hash";

@@ -1,5 +1,9 @@
-//! What every controller loop shares: the write options of a controller, listing
-//! a whole type, a string field, and waiting for the next change.
+//! Store-side loop helpers over `api::objects` (write options of a named
+//! writer, listing a whole type, a pass after every change). No controller
+//! uses them any more (controllers read informers and write through the
+//! client); they serve the Service allocation repair loop (`api/services.rs`),
+//! the metrics collector and server bootstrap, and belong with the storage
+//! layer.
 
 use std::time::Duration;
 
@@ -17,11 +21,6 @@ pub fn writer(manager: &str) -> WriteOptions {
         manager: manager.into(),
         apply_fields: None,
     }
-}
-
-/// A string field of a JSON object ("" when absent).
-pub fn s<'a>(v: &'a Value, p: &str) -> &'a str {
-    v.pointer(p).and_then(Value::as_str).unwrap_or_default()
 }
 
 /// Every object of a kind, in all namespaces.

@@ -12,6 +12,7 @@
 
 pub mod calc;
 
+use crate::controllers::registration::all_keys;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,10 +27,11 @@ use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
-use super::metricsapi;
-use super::runtime::{
-    ControllerError, Informer, Key, Queue, Reconciler, Result, enqueue_self, write_status,
+use super::framework::{
+    Action, Controller, ControllerError, Informer, Key, Queue, Reconciler, Result, enqueue_self,
+    write_status,
 };
+use super::metricsapi;
 use calc::{MetricTarget, PodSample, Preflight};
 
 /// Kubernetes' default tolerance.
@@ -339,10 +341,10 @@ impl Reconciler for Autoscalers {
         "horizontal-pod-autoscaler"
     }
 
-    async fn reconcile(&self, key: &Key) -> Result<Option<Duration>> {
+    async fn reconcile(&self, key: &Key) -> Result<Action> {
         let Some(hpa) = self.hpas.get(key) else {
             self.history.lock().expect("history").remove(key);
-            return Ok(None);
+            return Ok(Action::await_change());
         };
         let path = Self::scale_path(&hpa);
         let min = hpa.spec.min_replicas.unwrap_or(1);
@@ -370,7 +372,7 @@ impl Reconciler for Autoscalers {
                 carry_times(old.as_ref(), &mut conds);
                 status.conditions = Some(conds);
                 write_status(&self.client, hpa.as_ref(), status).await?;
-                return Ok(Some(self.sync_period));
+                return Ok(Action::requeue(self.sync_period));
             }
         };
         let current = scale
@@ -526,6 +528,25 @@ impl Reconciler for Autoscalers {
         carry_times(old.as_ref(), &mut conds);
         status.conditions = Some(conds);
         write_status(&self.client, hpa.as_ref(), status).await?;
-        Ok(Some(self.sync_period))
+        Ok(Action::requeue(self.sync_period))
     }
+}
+
+/// Start the HorizontalPodAutoscaler controller (2 workers).
+pub fn start(ctx: &mut crate::controllers::registration::Ctx<'_>) {
+    let hpas = ctx.informer::<HorizontalPodAutoscaler>();
+    let hc = Arc::new(Autoscalers {
+        client: ctx.client.clone(),
+        hpas: hpas.clone(),
+        sync_period: ctx.settings.hpa_sync,
+        history: Default::default(),
+    });
+    let q = Queue::new();
+    hc.watch(&q);
+    ctx.run(
+        Controller::new(hc, q)
+            .workers(2)
+            .after_sync(vec![(&hpas).into()])
+            .resync(all_keys(&hpas)),
+    );
 }

@@ -6,6 +6,7 @@
 //! **A Job's name is the CronJob's name plus its scheduled minute, so a
 //! schedule is never run twice, even across leader changes.**
 
+use crate::controllers::registration::all_keys;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +18,11 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{PostParams, PropagationPolicy};
 use kube::{Api, Client, ResourceExt};
 
-use super::owners::delete_exact;
-use super::podutil::{controlled_by, controller_ref, terminating};
-use super::runtime::{ControllerError, Informer, Key, Queue, Reconciler, Result};
+use crate::controllers::framework::{
+    Action, Controller, ControllerError, Informer, Key, Queue, Reconciler, Result,
+};
+use crate::controllers::owners::delete_exact;
+use crate::controllers::podutil::{controlled_by, controller_ref, terminating};
 
 pub const SCHEDULED_AT: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
 
@@ -31,10 +34,11 @@ pub struct CronJobs {
 
 impl CronJobs {
     pub fn watch(self: &Arc<Self>, queue: &Arc<Queue>) {
-        self.cronjobs.on(super::runtime::enqueue_self(queue));
+        self.cronjobs
+            .on(crate::controllers::framework::enqueue_self(queue));
         let q = queue.clone();
         self.jobs.on(move |old, new| {
-            for k in super::runtime::controller_keys(old, new, "CronJob") {
+            for k in crate::controllers::framework::controller_keys(old, new, "CronJob") {
                 q.add(k);
             }
         });
@@ -129,12 +133,12 @@ impl Reconciler for CronJobs {
         "cronjob"
     }
 
-    async fn reconcile(&self, key: &Key) -> Result<Option<Duration>> {
+    async fn reconcile(&self, key: &Key) -> Result<Action> {
         let Some(cj) = self.cronjobs.get(key) else {
-            return Ok(None);
+            return Ok(Action::await_change());
         };
         if terminating(cj.as_ref()) {
-            return Ok(None);
+            return Ok(Action::await_change());
         }
         let cj = cj.as_ref();
         let uid = cj.uid().unwrap_or_default();
@@ -191,11 +195,13 @@ impl Reconciler for CronJobs {
             }
         }
         status.active = (!active.is_empty()).then_some(active);
-        super::runtime::write_status(&self.client, cj, status).await?;
+        crate::controllers::framework::write_status(&self.client, cj, status).await?;
         let next = schedule
             .next(now)
             .map(|n| (n - now).num_milliseconds().max(0) as u64 + 100);
-        Ok(Some(Duration::from_millis(next.unwrap_or(60_000))))
+        Ok(Action::requeue(Duration::from_millis(
+            next.unwrap_or(60_000),
+        )))
     }
 }
 
@@ -268,6 +274,24 @@ impl CronJobs {
         }
         Ok(())
     }
+}
+
+/// Start the CronJob controller (1 worker).
+pub fn start(ctx: &mut crate::controllers::registration::Ctx<'_>) {
+    let jobs = ctx.informer::<Job>();
+    let cronjobs = ctx.informer::<CronJob>();
+    let cc = Arc::new(CronJobs {
+        client: ctx.client.clone(),
+        cronjobs: cronjobs.clone(),
+        jobs: jobs.clone(),
+    });
+    let q = Queue::new();
+    cc.watch(&q);
+    ctx.run(
+        Controller::new(cc, q)
+            .after_sync(vec![(&jobs).into(), (&cronjobs).into()])
+            .resync(all_keys(&cronjobs)),
+    );
 }
 
 #[cfg(test)]

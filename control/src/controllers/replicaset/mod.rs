@@ -5,6 +5,7 @@
 //! **Pods are created or deleted only when the cache shows every earlier write
 //! of this ReplicaSet (expectations), so a slow cache never doubles them.**
 
+use crate::controllers::registration::all_keys;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,15 +16,16 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 
-use super::owners::{claim, delete_exact};
-use super::podutil::{
-    active, available, controller_ref, deletion_order, generate_prefix, pod_from_template, ready,
-    selector_matches, terminating, until_available,
+use crate::controllers::framework::{
+    Action, Controller, Expectations, Informer, Key, Queue, Reconciler, Result,
 };
-use super::runtime::{Expectations, Informer, Key, Queue, Reconciler, Result};
+use crate::controllers::owners::{claim, delete_exact};
+use crate::controllers::podutil::{
+    active, available, controller_ref, generate_prefix, pod_from_template, ready, selector_matches,
+    terminating, until_available,
+};
 
-/// At most this many pods are created or deleted in one pass (Kubernetes' burst).
-const BURST: usize = 500;
+pub mod plan;
 
 pub struct ReplicaSets {
     pub client: Client,
@@ -36,8 +38,9 @@ impl ReplicaSets {
     /// Wire the informers to `queue`: a set's own changes, and pod changes to the
     /// set that controls (or could adopt) the pod.
     pub fn watch(self: &Arc<Self>, queue: &Arc<Queue>) {
-        self.sets.on(super::runtime::enqueue_self(queue));
-        self.pods.on(super::owners::enqueue_owners(
+        self.sets
+            .on(crate::controllers::framework::enqueue_self(queue));
+        self.pods.on(crate::controllers::owners::enqueue_owners(
             queue,
             &self.sets,
             "ReplicaSet",
@@ -49,19 +52,19 @@ impl ReplicaSets {
         Api::namespaced(self.client.clone(), ns)
     }
 
-    /// Create or delete pods so `active` becomes `want`; returns the uids of
-    /// the pods it deleted.
+    /// Create or delete pods so `active` becomes `want` (see `plan`); returns
+    /// the uids of the pods it deleted.
     async fn manage(
         &self,
         rs: &ReplicaSet,
         key: &Key,
-        mut active: Vec<Arc<Pod>>,
+        active: Vec<Arc<Pod>>,
         want: usize,
     ) -> Result<Vec<String>> {
-        let have = active.len();
-        if have < want {
+        let p = plan::plan(want, active);
+        if p.create > 0 {
             let Some(template) = rs.spec.template.clone() else {
-                return Err(super::runtime::ControllerError::Invalid(
+                return Err(crate::controllers::framework::ControllerError::Invalid(
                     "no pod template".into(),
                 ));
             };
@@ -72,7 +75,7 @@ impl ReplicaSets {
                 None,
                 controller_ref(rs),
             );
-            create_in_batches(want.min(have + BURST) - have, |_| {
+            create_in_batches(p.create, |_| {
                 let pod = pod.clone();
                 async move {
                     let made = self
@@ -84,27 +87,22 @@ impl ReplicaSets {
                 }
             })
             .await?;
-        } else if have > want {
-            deletion_order(&mut active);
-            let surplus = (have - want).min(BURST);
-            let deletes = active.iter().take(surplus).map(|p| async move {
-                self.expectations.deleted(key, &p.uid().unwrap_or_default());
-                delete_exact(&self.pods_api(&key.ns), p.as_ref(), None).await
-            });
-            for r in futures::future::join_all(deletes).await {
-                r?;
-            }
-            return Ok(active
-                .iter()
-                .take(surplus)
-                .map(|p| p.uid().unwrap_or_default())
-                .collect());
         }
-        Ok(Vec::new())
+        let deletes = p.delete.iter().map(|p| async move {
+            self.expectations.deleted(key, &p.uid().unwrap_or_default());
+            delete_exact(&self.pods_api(&key.ns), p.as_ref(), None).await
+        });
+        for r in futures::future::join_all(deletes).await {
+            r?;
+        }
+        Ok(p.delete
+            .iter()
+            .map(|p| p.uid().unwrap_or_default())
+            .collect())
     }
 
     async fn write_status(&self, rs: &ReplicaSet, status: ReplicaSetStatus) -> Result<()> {
-        super::runtime::write_status(&self.client, rs, status).await
+        crate::controllers::framework::write_status(&self.client, rs, status).await
     }
 }
 
@@ -134,10 +132,10 @@ impl Reconciler for ReplicaSets {
         "replicaset"
     }
 
-    async fn reconcile(&self, key: &Key) -> Result<Option<Duration>> {
+    async fn reconcile(&self, key: &Key) -> Result<Action> {
         let Some(rs) = self.sets.get(key) else {
             self.expectations.forget(key);
-            return Ok(None);
+            return Ok(Action::await_change());
         };
         let synced = self.expectations.seen_in(key, &self.pods);
         let owned = claim(
@@ -228,12 +226,34 @@ impl Reconciler for ReplicaSets {
             return Err(e);
         }
         if !synced {
-            return Ok(Some(Duration::from_secs(1)));
+            return Ok(Action::requeue(Duration::from_secs(1)));
         }
         let soonest = active
             .iter()
             .filter_map(|p| until_available(p, min_ready, now))
             .min();
-        Ok(soonest.map(|s| Duration::from_secs(s as u64)))
+        Ok(Action::requeue_opt(
+            soonest.map(|s| Duration::from_secs(s as u64)),
+        ))
     }
+}
+
+/// Start the ReplicaSet controller (4 workers).
+pub fn start(ctx: &mut crate::controllers::registration::Ctx<'_>) {
+    let pods = ctx.informer::<Pod>();
+    let sets = ctx.informer::<ReplicaSet>();
+    let rs = Arc::new(ReplicaSets {
+        client: ctx.client.clone(),
+        sets: sets.clone(),
+        pods: pods.clone(),
+        expectations: Expectations::default(),
+    });
+    let q = Queue::new();
+    rs.watch(&q);
+    ctx.run(
+        Controller::new(rs, q)
+            .workers(4)
+            .after_sync(vec![(&pods).into(), (&sets).into()])
+            .resync(all_keys(&sets)),
+    );
 }

@@ -5,17 +5,18 @@
 //! that says why, node by node.
 //!
 //! **Filtering and scoring are pure functions of the pod and the nodes' state;
-//! the loop around them is level-triggered and only runs on the Raft leader.**
+//! the controller around them (`controller.rs`) reads informer caches and only
+//! runs on the Raft leader.**
 
 pub use skiff_common::quantity;
+mod controller;
 mod images;
-mod run;
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-pub use run::run;
+pub use controller::start;
 
 /// Label a node carries for each runtime handler it offers
 /// (`runtime.skiff.dev/wasmtime: "true"`). A node with no such label does not

@@ -8,6 +8,7 @@
 //! **Every pass recomputes the whole plan from the cached ReplicaSets and
 //! makes at most one scaling step, so a rollout survives any restart.**
 
+use crate::controllers::registration::all_keys;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,15 +18,24 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use super::owners::{claim, delete_exact};
-use super::podutil::{controlled_by, controller_ref, terminating};
-use super::runtime::{ControllerError, Informer, Key, Queue, Reconciler, Result, controller_keys};
+use crate::controllers::framework::{
+    Action, Controller, ControllerError, Informer, Key, Queue, Reconciler, Result, controller_keys,
+};
+use crate::controllers::owners::{claim, delete_exact};
+use crate::controllers::podutil::{controlled_by, controller_ref, terminating};
+
+pub mod plan;
+
+pub use plan::scaled_value;
+use plan::{
+    Sets, complete, created, new_replicas, replicas, revision, rolling, rs_replicas, rs_status,
+    surge_and_unavailable,
+};
 
 pub const HASH_LABEL: &str = "pod-template-hash";
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -53,8 +63,9 @@ pub struct Deployments {
 
 impl Deployments {
     pub fn watch(self: &Arc<Self>, queue: &Arc<Queue>) {
-        self.deployments.on(super::runtime::enqueue_self(queue));
-        self.sets.on(super::owners::enqueue_owners(
+        self.deployments
+            .on(crate::controllers::framework::enqueue_self(queue));
+        self.sets.on(crate::controllers::owners::enqueue_owners(
             queue,
             &self.deployments,
             "Deployment",
@@ -83,85 +94,6 @@ impl Deployments {
     fn api(&self, ns: &str) -> Api<Deployment> {
         Api::namespaced(self.client.clone(), ns)
     }
-}
-
-/// The deployment's replicas, defaulting to 1.
-fn replicas(d: &Deployment) -> i32 {
-    d.spec.replicas.unwrap_or(1).max(0)
-}
-
-fn rs_replicas(rs: &ReplicaSet) -> i32 {
-    rs.spec.replicas.unwrap_or(1)
-}
-
-fn rs_status(
-    rs: &ReplicaSet,
-    f: impl Fn(&k8s_openapi::api::apps::v1::ReplicaSetStatus) -> i32,
-) -> i32 {
-    rs.status.as_ref().map(f).unwrap_or(0)
-}
-
-/// Whether a set's status reflects its current spec.
-fn settled(rs: &ReplicaSet) -> bool {
-    rs.status.as_ref().and_then(|s| s.observed_generation) >= rs.metadata.generation
-}
-
-fn rolling(d: &Deployment) -> bool {
-    d.spec
-        .strategy
-        .as_ref()
-        .and_then(|s| s.type_.as_deref())
-        .unwrap_or("RollingUpdate")
-        != "Recreate"
-}
-
-/// Resolve an int-or-percent against `total`, rounding up or down.
-pub fn scaled_value(
-    v: Option<&IntOrString>,
-    default: &str,
-    total: i32,
-    round_up: bool,
-) -> Result<i32> {
-    let v = v
-        .cloned()
-        .unwrap_or_else(|| IntOrString::String(default.into()));
-    match v {
-        IntOrString::Int(i) => Ok(i.max(0)),
-        IntOrString::String(s) => {
-            let p: i64 = s
-                .strip_suffix('%')
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| {
-                    ControllerError::Invalid(format!(
-                        "invalid value {s:?}: want an integer or a percentage"
-                    ))
-                })?;
-            let x = p * i64::from(total);
-            let r = if round_up { (x + 99) / 100 } else { x / 100 };
-            Ok(r.max(0) as i32)
-        }
-    }
-}
-
-/// (maxSurge, maxUnavailable) resolved for the deployment; both zero is not
-/// allowed, so unavailable becomes 1 then (as Kubernetes does).
-pub fn surge_and_unavailable(d: &Deployment) -> Result<(i32, i32)> {
-    if !rolling(d) {
-        return Ok((0, 0));
-    }
-    let ru = d
-        .spec
-        .strategy
-        .as_ref()
-        .and_then(|s| s.rolling_update.as_ref());
-    let n = replicas(d);
-    let surge = scaled_value(ru.and_then(|r| r.max_surge.as_ref()), "25%", n, true)?;
-    let mut unavailable =
-        scaled_value(ru.and_then(|r| r.max_unavailable.as_ref()), "25%", n, false)?;
-    if surge == 0 && unavailable == 0 {
-        unavailable = 1;
-    }
-    Ok((surge, unavailable.min(n)))
 }
 
 /// Kubernetes' hash of a pod template: FNV-32a, printed in decimal, mapped to
@@ -210,24 +142,6 @@ fn same_template(rs: &ReplicaSet, d: &Deployment) -> bool {
     rs.spec.template.as_ref().map(without_hash) == Some(without_hash(&d.spec.template))
 }
 
-pub fn revision(rs: &ReplicaSet) -> i64 {
-    rs.annotations()
-        .get(REVISION)
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0)
-}
-
-fn created(rs: &ReplicaSet) -> (i64, String) {
-    (
-        rs.metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.as_second())
-            .unwrap_or(0),
-        rs.name_any(),
-    )
-}
-
 fn condition<'a>(s: &'a DeploymentStatus, type_: &str) -> Option<&'a DeploymentCondition> {
     s.conditions
         .as_ref()?
@@ -265,26 +179,6 @@ fn cond(type_: &str, status: &str, reason: &str, message: String) -> DeploymentC
         message: Some(message),
         last_update_time: now.clone(),
         last_transition_time: now,
-    }
-}
-
-/// What one pass found: the new ReplicaSet (if any) and the old ones.
-struct Sets {
-    new: Option<Arc<ReplicaSet>>,
-    old: Vec<Arc<ReplicaSet>>,
-}
-
-impl Sets {
-    fn all(&self) -> impl Iterator<Item = &Arc<ReplicaSet>> {
-        self.old.iter().chain(self.new.iter())
-    }
-    fn spec_total(&self) -> i32 {
-        self.all().map(|r| rs_replicas(r)).sum()
-    }
-    fn available(&self) -> i32 {
-        self.all()
-            .map(|r| rs_status(r, |s| s.available_replicas.unwrap_or(0)))
-            .sum()
     }
 }
 
@@ -479,74 +373,17 @@ impl Deployments {
         Ok(rs_replicas(rs) != to)
     }
 
-    /// A rolling step: grow the new set within the surge, then shrink old
-    /// sets within the availability budget. Returns whether anything moved.
+    /// A rolling step (see `plan::roll`). Returns whether anything moved.
     async fn roll(&self, d: &Deployment, sets: &Sets) -> Result<bool> {
-        let Some(new) = &sets.new else {
-            return Ok(false);
-        };
-        let want = replicas(d);
-        let cur = rs_replicas(new);
-        if cur > want {
-            return self.scale(d, new, want).await;
-        }
-        if cur < want {
-            let to = new_replicas(d, sets, cur)?;
-            if self.scale(d, new, to).await? {
-                return Ok(true);
-            }
-        }
-        // Scale down old sets, judging availability only from statuses that
-        // have caught up with their sets' last scaling (a stale count would let
-        // two steps take the same available pod).
-        let old_total: i32 = sets.old.iter().map(|r| rs_replicas(r)).sum();
-        if old_total == 0 || !sets.all().all(|r| settled(r)) {
-            return Ok(false);
-        }
-        let (_, max_unavailable) = surge_and_unavailable(d)?;
-        let min_available = want - max_unavailable;
-        let new_unavailable =
-            rs_replicas(new) - rs_status(new, |s| s.available_replicas.unwrap_or(0));
-        let mut budget = sets.spec_total() - min_available - new_unavailable;
-        if budget <= 0 {
-            return Ok(false);
-        }
+        let steps = plan::roll(d, sets)?;
+        self.apply(d, &steps).await
+    }
+
+    /// Make the scaling steps in order; returns whether any changed a size.
+    async fn apply(&self, d: &Deployment, steps: &[plan::Scale]) -> Result<bool> {
         let mut moved = false;
-        let mut old: Vec<_> = sets.old.clone();
-        old.sort_by_key(|r| created(r));
-        // First the old pods that are not available anyway.
-        let mut cleaned = 0;
-        for rs in &old {
-            if budget <= 0 {
-                break;
-            }
-            let spec = rs_replicas(rs);
-            let avail = rs_status(rs, |s| s.available_replicas.unwrap_or(0));
-            if spec == 0 || avail >= spec {
-                continue;
-            }
-            let down = budget.min(spec - avail);
-            budget -= down;
-            cleaned += down;
-            moved |= self.scale(d, rs, spec - down).await?;
-        }
-        if moved {
-            return Ok(true);
-        }
-        // Then available ones, as far as availability allows.
-        let available = sets.available();
-        let mut can = available - min_available - cleaned;
-        for rs in &old {
-            if can <= 0 {
-                break;
-            }
-            let spec = rs_replicas(rs);
-            if spec == 0 {
-                continue;
-            }
-            let down = can.min(spec);
-            can -= down;
-            moved |= self.scale(d, rs, spec - down).await?;
+        for (rs, to) in steps {
+            moved |= self.scale(d, rs, *to).await?;
         }
         Ok(moved)
     }
@@ -559,20 +396,17 @@ impl Deployments {
         sets: &mut Sets,
         status: &mut DeploymentStatus,
     ) -> Result<()> {
-        let mut moved = false;
-        for rs in &sets.old {
-            if rs_replicas(rs) > 0 {
-                moved |= self.scale(d, rs, 0).await?;
-            }
-        }
-        if moved {
+        if self.apply(d, &plan::recreate_old(sets)).await? {
             return Ok(());
         }
         let old_uids: Vec<String> = sets.old.iter().filter_map(|r| r.uid()).collect();
         let ns = d.namespace().unwrap_or_default();
         let old_running = self.pods.list(&ns).iter().any(|p| {
             old_uids.iter().any(|u| controlled_by(p.as_ref(), u))
-                && !matches!(super::podutil::phase(p), "Succeeded" | "Failed")
+                && !matches!(
+                    crate::controllers::podutil::phase(p),
+                    "Succeeded" | "Failed"
+                )
         });
         if old_running {
             return Ok(());
@@ -584,90 +418,17 @@ impl Deployments {
         Ok(())
     }
 
-    /// Bring every active set to the deployment's size without rolling (a
-    /// paused deployment, or a scale while a rollout is under way):
-    /// proportionally, within the surge.
+    /// Bring every active set to the deployment's size without rolling (see
+    /// `plan::proportional`).
     async fn proportional(&self, d: &Deployment, sets: &Sets) -> Result<()> {
-        let want = replicas(d);
-        let active: Vec<&Arc<ReplicaSet>> = sets.all().filter(|r| rs_replicas(r) > 0).collect();
-        if active.len() <= 1 {
-            let target = active
-                .first()
-                .copied()
-                .or(sets.new.as_ref())
-                .or(sets.old.last());
-            if let Some(rs) = target {
-                self.scale(d, rs, want).await?;
-            }
-            return Ok(());
-        }
-        if let Some(new) = &sets.new
-            && rs_replicas(new) == want
-            && rs_status(new, |s| s.available_replicas.unwrap_or(0)) == want
-        {
-            for rs in &sets.old {
-                self.scale(d, rs, 0).await?;
-            }
-            return Ok(());
-        }
-        let (surge, _) = surge_and_unavailable(d)?;
-        let allowed = if want > 0 { want + surge } else { 0 };
-        let total: i32 = active.iter().map(|r| rs_replicas(r)).sum();
-        let delta = allowed - total;
-        if delta == 0 {
-            return Ok(());
-        }
-        // Share `delta` in proportion to current sizes; the rest goes to the
-        // biggest (newest on growth, oldest on shrink).
-        let mut order = active.clone();
-        if delta > 0 {
-            order.sort_by_key(|r| (-rs_replicas(r), std::cmp::Reverse(created(r))));
-        } else {
-            order.sort_by_key(|r| (-rs_replicas(r), created(r)));
-        }
-        let mut given = 0;
-        let mut sizes: Vec<i32> = order
-            .iter()
-            .map(|r| {
-                let share = i64::from(delta) * i64::from(rs_replicas(r)) / i64::from(total.max(1));
-                given += share as i32;
-                rs_replicas(r) + share as i32
-            })
-            .collect();
-        sizes[0] += delta - given;
-        for (rs, size) in order.iter().zip(sizes) {
-            self.scale(d, rs, size.max(0)).await?;
-        }
+        let steps = plan::proportional(d, sets)?;
+        self.apply(d, &steps).await?;
         Ok(())
     }
 
-    /// Whether the deployment's size changed since its active sets were
-    /// last scaled for it.
-    fn scaling_event(&self, d: &Deployment, sets: &Sets) -> bool {
-        let want = replicas(d).to_string();
-        sets.all().filter(|r| rs_replicas(r) > 0).any(|r| {
-            r.annotations()
-                .get(DESIRED_REPLICAS)
-                .is_some_and(|v| *v != want)
-        })
-    }
-
-    /// Delete old, empty sets beyond revisionHistoryLimit, oldest revision first.
+    /// Delete old, empty sets beyond revisionHistoryLimit (see `plan::cleanup`).
     async fn cleanup(&self, d: &Deployment, sets: &Sets) -> Result<()> {
-        let limit = d.spec.revision_history_limit.unwrap_or(10).max(0) as usize;
-        let mut cleanable: Vec<_> = sets
-            .old
-            .iter()
-            .filter(|r| {
-                rs_replicas(r) == 0 && rs_status(r, |s| s.replicas) == 0 && !terminating(r.as_ref())
-            })
-            .collect();
-        if cleanable.len() <= limit {
-            return Ok(());
-        }
-        cleanable.sort_by_key(|r| (revision(r), created(r)));
-        let n = cleanable.len() - limit;
-        for rs in cleanable.into_iter().take(n) {
+        for rs in plan::cleanup(d, sets) {
             delete_exact(
                 &self.sets_api(&d.namespace().unwrap_or_default()),
                 rs.as_ref(),
@@ -679,36 +440,20 @@ impl Deployments {
     }
 }
 
-/// The new set's size for the next rolling step: grow to fill the surge but
-/// not past the deployment's size.
-fn new_replicas(d: &Deployment, sets: &Sets, cur: i32) -> Result<i32> {
-    if !rolling(d) {
-        return Ok(replicas(d));
-    }
-    let (surge, _) = surge_and_unavailable(d)?;
-    let want = replicas(d);
-    let total = sets.spec_total();
-    let max_total = want + surge;
-    if total >= max_total {
-        return Ok(cur);
-    }
-    Ok(cur + (max_total - total).min(want - cur).max(0))
-}
-
 impl Reconciler for Deployments {
     fn name(&self) -> &'static str {
         "deployment"
     }
 
-    async fn reconcile(&self, key: &Key) -> Result<Option<Duration>> {
+    async fn reconcile(&self, key: &Key) -> Result<Action> {
         let Some(d) = self.deployments.get(key) else {
-            return Ok(None);
+            return Ok(Action::await_change());
         };
         if terminating(d.as_ref()) {
-            return Ok(None);
+            return Ok(Action::await_change());
         }
         let d = d.as_ref();
-        super::podutil::require_selector(&d.spec.selector)?;
+        crate::controllers::podutil::require_selector(&d.spec.selector)?;
         let owned = claim(
             &self.sets_api(&key.ns),
             &controller_ref(d),
@@ -720,7 +465,7 @@ impl Reconciler for Deployments {
         let mut sets = self.split(d, owned);
         let mut status = d.status.clone().unwrap_or_default();
         let paused = d.spec.paused.unwrap_or(false);
-        if paused || self.scaling_event(d, &sets) {
+        if paused || plan::scaling_event(d, &sets) {
             self.sync_new(d, &mut sets, false, &mut status).await?;
             self.proportional(d, &sets).await?;
             if paused {
@@ -740,20 +485,8 @@ impl Reconciler for Deployments {
         }
         self.sync_revision(d, &sets).await?;
         let requeue = self.write_status(d, &sets, status, paused).await?;
-        Ok(requeue)
+        Ok(Action::requeue_opt(requeue))
     }
-}
-
-/// The new set has every replica and they are all available, with no old pods.
-fn complete(d: &Deployment, sets: &Sets) -> bool {
-    let Some(new) = &sets.new else {
-        return false;
-    };
-    let want = replicas(d);
-    rs_status(new, |s| s.replicas) == want
-        && rs_status(new, |s| s.available_replicas.unwrap_or(0)) == want
-        && sets.old.iter().all(|r| rs_status(r, |s| s.replicas) == 0)
-        && sets.all().all(|r| settled(r))
 }
 
 impl Deployments {
@@ -939,7 +672,7 @@ impl Deployments {
             ),
             None => remove_condition(&mut status, "ReplicaFailure"),
         }
-        super::runtime::write_status(&self.client, d, status).await?;
+        crate::controllers::framework::write_status(&self.client, d, status).await?;
         Ok(requeue)
     }
 }
@@ -954,9 +687,31 @@ fn progressed(prev: &DeploymentStatus, now: &DeploymentStatus) -> bool {
         || old_pods(now) < old_pods(prev)
 }
 
+/// Start the Deployment controller (2 workers).
+pub fn start(ctx: &mut crate::controllers::registration::Ctx<'_>) {
+    let pods = ctx.informer::<Pod>();
+    let sets = ctx.informer::<ReplicaSet>();
+    let deployments = ctx.informer::<Deployment>();
+    let dc = Arc::new(Deployments {
+        client: ctx.client.clone(),
+        deployments: deployments.clone(),
+        sets: sets.clone(),
+        pods: pods.clone(),
+    });
+    let q = Queue::new();
+    dc.watch(&q);
+    ctx.run(
+        Controller::new(dc, q)
+            .workers(2)
+            .after_sync(vec![(&pods).into(), (&sets).into(), (&deployments).into()])
+            .resync(all_keys(&deployments)),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     #[test]
     fn percentages_round_like_kubernetes() {

@@ -9,6 +9,7 @@
 //! is Ready and reports being idle for the whole window: a starting pod, a pod
 //! without figures yet or a request in flight keeps it up.**
 
+use crate::controllers::registration::all_keys;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,9 +20,11 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use skiff_common::scale::{SCALE_TO_ZERO_AFTER, parse_duration};
 
-use super::metricsapi;
-use super::podutil::{ready, selects, terminating};
-use super::runtime::{Informer, Key, Queue, Reconciler, Result, enqueue_self};
+use crate::controllers::framework::{
+    Action, Controller, Informer, Key, Queue, Reconciler, Result, enqueue_self,
+};
+use crate::controllers::metricsapi;
+use crate::controllers::podutil::{ready, selects, terminating};
 
 /// The idle window of an HPA with `minReplicas: 0` and no annotation on its
 /// Deployment: its scale-down stabilisation window, by default (as
@@ -127,15 +130,15 @@ impl Reconciler for ScaleToZero {
         "scale-to-zero"
     }
 
-    async fn reconcile(&self, key: &Key) -> Result<Option<Duration>> {
+    async fn reconcile(&self, key: &Key) -> Result<Action> {
         let Some(d) = self.deployments.get(key) else {
-            return Ok(None);
+            return Ok(Action::await_change());
         };
         let Some(window) = idle_window(&d, &self.hpas.list(&key.ns)) else {
-            return Ok(None);
+            return Ok(Action::await_change());
         };
         if d.spec.replicas == Some(0) || d.metadata.deletion_timestamp.is_some() {
-            return Ok(None);
+            return Ok(Action::await_change());
         }
         let idle = self.idle_for(&d).await?;
         match idle {
@@ -149,7 +152,7 @@ impl Reconciler for ScaleToZero {
                     idle.as_secs_f64(),
                     window
                 );
-                super::events::record(
+                crate::controllers::events::record(
                     &self.client,
                     "scale-to-zero",
                     d.as_ref(),
@@ -158,12 +161,40 @@ impl Reconciler for ScaleToZero {
                     &message,
                 )
                 .await;
-                Ok(None)
+                Ok(Action::await_change())
             }
-            Some(idle) => Ok(Some(
+            Some(idle) => Ok(Action::requeue(
                 (window - idle).clamp(Duration::from_millis(500), RECHECK_MAX),
             )),
-            None => Ok(Some(Duration::from_secs(1))),
+            None => Ok(Action::requeue(Duration::from_secs(1))),
         }
     }
+}
+
+/// Start the scale-to-zero controller (2 workers).
+pub fn start(ctx: &mut crate::controllers::registration::Ctx<'_>) {
+    let pods = ctx.informer::<Pod>();
+    let services = ctx.informer::<Service>();
+    let hpas = ctx.informer::<HorizontalPodAutoscaler>();
+    let deployments = ctx.informer::<Deployment>();
+    let stz = Arc::new(ScaleToZero {
+        client: ctx.client.clone(),
+        deployments: deployments.clone(),
+        hpas: hpas.clone(),
+        pods: pods.clone(),
+        services: services.clone(),
+    });
+    let q = Queue::new();
+    stz.watch(&q);
+    ctx.run(
+        Controller::new(stz, q)
+            .workers(2)
+            .after_sync(vec![
+                (&pods).into(),
+                (&services).into(),
+                (&hpas).into(),
+                (&deployments).into(),
+            ])
+            .resync(all_keys(&deployments)),
+    );
 }

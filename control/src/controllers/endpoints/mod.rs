@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
@@ -22,10 +21,12 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::PostParams;
 use kube::{Api, Client, Resource, ResourceExt};
 
-use super::deployment::salted_hash;
-use super::owners::delete_exact;
-use super::podutil::{controller_ref, phase, ready, terminating};
-use super::runtime::{ControllerError, Informer, Key, Queue, Reconciler, Result, enqueue_self};
+use crate::controllers::deployment::salted_hash;
+use crate::controllers::framework::{
+    Action, Controller, ControllerError, Informer, Key, Queue, Reconciler, Result, enqueue_self,
+};
+use crate::controllers::owners::delete_exact;
+use crate::controllers::podutil::{controller_ref, phase, ready, terminating};
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const SLICE_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
@@ -512,7 +513,7 @@ impl Reconciler for ServiceEndpoints {
         "endpoints"
     }
 
-    async fn reconcile(&self, key: &Key) -> Result<Option<Duration>> {
+    async fn reconcile(&self, key: &Key) -> Result<Action> {
         let Some(svc) = self.services.get(key) else {
             // Gone: its slices follow through owner references, its Endpoints here.
             if let Some(ep) = self
@@ -523,18 +524,50 @@ impl Reconciler for ServiceEndpoints {
                 let api: Api<Endpoints> = Api::namespaced(self.client.clone(), &key.ns);
                 delete_exact(&api, ep.as_ref(), None).await?;
             }
-            return Ok(None);
+            return Ok(Action::await_change());
         };
         if terminating(svc.as_ref()) {
-            return Ok(None);
+            return Ok(Action::await_change());
         }
         let Some(want) = desired(&svc, &self.pods.list(&key.ns)) else {
-            return Ok(None);
+            return Ok(Action::await_change());
         };
         self.sync_endpoints(key, want.endpoints).await?;
         self.sync_slices(key, want.slices).await?;
-        Ok(None)
+        Ok(Action::await_change())
     }
+}
+
+/// Start the endpoints controller (2 workers).
+pub fn start(ctx: &mut crate::controllers::registration::Ctx<'_>) {
+    let pods = ctx.informer::<Pod>();
+    let services = ctx.informer::<Service>();
+    let endpoints = ctx.informer::<Endpoints>();
+    let slices = ctx.informer::<EndpointSlice>();
+    let ec = Arc::new(ServiceEndpoints {
+        client: ctx.client.clone(),
+        services: services.clone(),
+        pods: pods.clone(),
+        endpoints: endpoints.clone(),
+        slices: slices.clone(),
+    });
+    let q = Queue::new();
+    ec.watch(&q);
+    let keys = {
+        let ec = ec.clone();
+        move || ec.keys()
+    };
+    ctx.run(
+        Controller::new(ec, q)
+            .workers(2)
+            .after_sync(vec![
+                (&pods).into(),
+                (&services).into(),
+                (&endpoints).into(),
+                (&slices).into(),
+            ])
+            .resync(keys),
+    );
 }
 
 #[cfg(test)]

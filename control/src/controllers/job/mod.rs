@@ -7,6 +7,7 @@
 //! **Succeeded and failed counts come from the pods the job owns, which it
 //! keeps until the job itself is deleted, so a restart never recounts.**
 
+use crate::controllers::registration::all_keys;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,19 +19,19 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{PostParams, PropagationPolicy};
 use kube::{Api, Client, ResourceExt};
 
-use super::owners::{claim, delete_exact};
-use super::podutil::{
+use crate::controllers::framework::{
+    Action, Controller, ControllerError, Expectations, Informer, Key, Queue, Reconciler, Result,
+};
+use crate::controllers::owners::{claim, delete_exact};
+use crate::controllers::podutil::{
     active, controller_ref, deletion_order, generate_prefix, phase, pod_from_template, ready,
     terminating,
 };
-use super::replicaset::create_in_batches;
-use super::runtime::{ControllerError, Expectations, Informer, Key, Queue, Reconciler, Result};
+use crate::controllers::replicaset::create_in_batches;
 
 pub const INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
 const INDEX_LABEL: &str = "batch.kubernetes.io/job-completion-index";
-/// First delay before a failed pod is replaced; doubles per failure up to 6 min.
-const FAILURE_BACKOFF: Duration = Duration::from_secs(10);
-const FAILURE_BACKOFF_MAX: Duration = Duration::from_secs(360);
+pub mod plan;
 
 pub struct Jobs {
     pub client: Client,
@@ -41,10 +42,11 @@ pub struct Jobs {
 
 impl Jobs {
     pub fn watch(self: &Arc<Self>, queue: &Arc<Queue>) {
-        self.jobs.on(super::runtime::enqueue_self(queue));
+        self.jobs
+            .on(crate::controllers::framework::enqueue_self(queue));
         let q = queue.clone();
         self.pods.on(move |old, new| {
-            for k in super::runtime::controller_keys(old, new, "Job") {
+            for k in crate::controllers::framework::controller_keys(old, new, "Job") {
                 q.add(k);
             }
         });
@@ -120,15 +122,18 @@ impl Reconciler for Jobs {
         "job"
     }
 
-    async fn reconcile(&self, key: &Key) -> Result<Option<Duration>> {
+    async fn reconcile(&self, key: &Key) -> Result<Action> {
         let Some(job) = self.expectations.live(key, &self.jobs) else {
-            return Ok(None);
+            return Ok(Action::await_change());
         };
         let job = job.as_ref();
         let mut status = job.status.clone().unwrap_or_default();
         let now = Timestamp::now();
         if has_condition(&status, "Complete") || has_condition(&status, "Failed") {
-            return self.expire(job, &status, now).await;
+            return self
+                .expire(job, &status, now)
+                .await
+                .map(Action::requeue_opt);
         }
         let Some(spec) = job.spec.as_ref() else {
             return Err(ControllerError::Invalid("job has no spec".into()));
@@ -183,38 +188,31 @@ impl Reconciler for Jobs {
             status.start_time = Some(Time(now));
         }
 
-        // Finished?
-        let mut finish: Option<JobCondition> = None;
-        let backoff_limit = spec.backoff_limit.unwrap_or(6);
-        let complete = match completions {
-            Some(c) => succeeded >= c,
-            None => succeeded > 0 && running.is_empty(),
+        let busy: BTreeSet<i32> = running.iter().filter_map(|p| index_of(p)).collect();
+        let input = plan::Input {
+            completions,
+            parallelism,
+            backoff_limit: spec.backoff_limit.unwrap_or(6),
+            active_deadline: spec.active_deadline_seconds,
+            started: status.start_time.as_ref().map(|t| t.0.as_second()),
+            suspended,
+            indexed,
+            succeeded,
+            failed,
+            running: running.len(),
+            busy,
+            done: done_indexes.clone(),
+            failed_pods: owned.iter().filter(|p| phase(p) == "Failed").count() as u32,
+            last_failure: last_failure(&owned).map(|t| t.as_second()),
+            synced,
+            now: now.as_second(),
         };
-        if complete {
-            finish = Some(condition(
-                "Complete",
-                "CompletionsReached",
-                "Reached expected number of succeeded pods",
-            ));
-        } else if failed > backoff_limit {
-            finish = Some(condition(
-                "Failed",
-                "BackoffLimitExceeded",
-                "Job has reached the specified backoff limit",
-            ));
-        } else if let (Some(ads), Some(start)) =
-            (spec.active_deadline_seconds, status.start_time.as_ref())
-            && !suspended
-            && now.as_second() - start.0.as_second() >= ads
-        {
-            finish = Some(condition(
-                "Failed",
-                "DeadlineExceeded",
-                "Job was active longer than specified deadline",
-            ));
-        }
-
-        let mut requeue = None;
+        let todo = plan::plan(&input);
+        let finish: Option<JobCondition> = todo.finish.map(|f| {
+            let (type_, reason, message) = f.condition();
+            condition(type_, reason, message)
+        });
+        let mut requeue = todo.wait;
         if let Some(c) = &finish {
             for p in &running {
                 self.delete_pod(key, p).await?;
@@ -236,48 +234,14 @@ impl Reconciler for Jobs {
                 status.completion_time = Some(Time(now));
             }
             tracing::info!(job = %key, outcome = %c.type_, "job finished");
-        } else if synced {
-            let want = if suspended {
-                0
-            } else {
-                match completions {
-                    Some(c) => parallelism.min(c - succeeded).max(0),
-                    None if succeeded > 0 => 0,
-                    None => parallelism,
-                }
-            };
-            let have = running.len() as i32;
-            if want > have {
-                // Replace failed pods only after the failure back-off.
-                let failures = owned.iter().filter(|p| phase(p) == "Failed").count() as u32;
-                let wait = match last_failure(&owned) {
-                    Some(at) if failures > 0 => {
-                        let delay =
-                            super::runtime::backoff(FAILURE_BACKOFF, FAILURE_BACKOFF_MAX, failures);
-                        let ready_at = at.as_second() + delay.as_secs() as i64;
-                        (ready_at - now.as_second()).max(0)
-                    }
-                    _ => 0,
-                };
-                if wait > 0 {
-                    requeue = Some(Duration::from_secs(wait as u64));
-                } else {
-                    let busy: BTreeSet<i32> = running.iter().filter_map(|p| index_of(p)).collect();
-                    let free: Vec<Option<i32>> = if indexed {
-                        (0..completions.unwrap_or(1))
-                            .filter(|i| !done_indexes.contains(i) && !busy.contains(i))
-                            .take((want - have) as usize)
-                            .map(Some)
-                            .collect()
-                    } else {
-                        vec![None; (want - have) as usize]
-                    };
-                    self.create_pods(job, key, &free).await?;
-                }
-            } else if want < have {
+        } else {
+            if !todo.create.is_empty() {
+                self.create_pods(job, key, &todo.create).await?;
+            }
+            if todo.delete > 0 {
                 let mut surplus = running.clone();
                 deletion_order(&mut surplus);
-                for p in surplus.iter().take((have - want) as usize) {
+                for p in surplus.iter().take(todo.delete) {
                     self.delete_pod(key, p).await?;
                 }
             }
@@ -306,9 +270,12 @@ impl Reconciler for Jobs {
         if indexed {
             status.completed_indexes = Some(compress_indexes(&done_indexes));
         }
-        super::runtime::write_status(&self.client, job, status.clone()).await?;
+        crate::controllers::framework::write_status(&self.client, job, status.clone()).await?;
         if finish.is_some() {
-            return self.expire(job, &status, now).await;
+            return self
+                .expire(job, &status, now)
+                .await
+                .map(Action::requeue_opt);
         }
         if let (Some(ads), Some(start)) = (spec.active_deadline_seconds, status.start_time.as_ref())
         {
@@ -319,7 +286,7 @@ impl Reconciler for Jobs {
         if !synced {
             requeue = Some(Duration::from_secs(1));
         }
-        Ok(requeue)
+        Ok(Action::requeue_opt(requeue))
     }
 }
 
@@ -406,6 +373,26 @@ impl Jobs {
         delete_exact(&api, job, Some(PropagationPolicy::Background)).await?;
         Ok(None)
     }
+}
+
+/// Start the Job controller (2 workers).
+pub fn start(ctx: &mut crate::controllers::registration::Ctx<'_>) {
+    let pods = ctx.informer::<Pod>();
+    let jobs = ctx.informer::<Job>();
+    let jc = Arc::new(Jobs {
+        client: ctx.client.clone(),
+        jobs: jobs.clone(),
+        pods: pods.clone(),
+        expectations: Expectations::default(),
+    });
+    let q = Queue::new();
+    jc.watch(&q);
+    ctx.run(
+        Controller::new(jc, q)
+            .workers(2)
+            .after_sync(vec![(&pods).into(), (&jobs).into()])
+            .resync(all_keys(&jobs)),
+    );
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //! **A node gets at most one create per pass, and only when the cache shows
 //! every earlier write of this DaemonSet (expectations).**
 
+use crate::controllers::registration::all_keys;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,17 +28,18 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
 
-use super::deployment::scaled_value;
-use super::eligibility::{Fit, fit, with_daemon_tolerations};
-use super::owners::claim;
-use super::podutil::{
+use crate::controllers::deployment::scaled_value;
+use crate::controllers::eligibility::{Fit, fit, with_daemon_tolerations};
+use crate::controllers::framework::{
+    Action, Controller, ControllerError, Expectations, Informer, Key, Queue, Reconciler, Result,
+    controller_keys,
+};
+use crate::controllers::owners::claim;
+use crate::controllers::podutil::{
     available, controller_ref, generate_prefix, phase, pod_from_template, ready, require_selector,
     terminating, until_available,
 };
-use super::revisions::{self, REVISION_LABEL};
-use super::runtime::{
-    ControllerError, Expectations, Informer, Key, Queue, Reconciler, Result, controller_keys,
-};
+use crate::controllers::revisions::{self, REVISION_LABEL};
 
 /// The deprecated label Kubernetes still puts on daemon pods.
 const TEMPLATE_GENERATION: &str = "pod-template-generation";
@@ -73,7 +75,7 @@ impl FailedBackoff {
             return Err(e.1 - now);
         }
         e.0 = e.0.saturating_add(1);
-        e.1 = now + super::runtime::backoff(FAILED_BASE, FAILED_CAP, e.0);
+        e.1 = now + crate::controllers::framework::backoff(FAILED_BASE, FAILED_CAP, e.0);
         Ok(())
     }
 
@@ -279,8 +281,9 @@ fn surge(
 
 impl DaemonSets {
     pub fn watch(self: &Arc<Self>, queue: &Arc<Queue>) {
-        self.sets.on(super::runtime::enqueue_self(queue));
-        self.pods.on(super::owners::enqueue_owners(
+        self.sets
+            .on(crate::controllers::framework::enqueue_self(queue));
+        self.pods.on(crate::controllers::owners::enqueue_owners(
             queue,
             &self.sets,
             "DaemonSet",
@@ -400,7 +403,7 @@ impl DaemonSets {
     }
 
     async fn write_status(&self, ds: &DaemonSet, status: DaemonSetStatus) -> Result<()> {
-        super::runtime::write_status(&self.client, ds, status).await
+        crate::controllers::framework::write_status(&self.client, ds, status).await
     }
 }
 
@@ -436,9 +439,9 @@ impl Reconciler for DaemonSets {
         "daemonset"
     }
 
-    async fn reconcile(&self, key: &Key) -> Result<Option<Duration>> {
+    async fn reconcile(&self, key: &Key) -> Result<Action> {
         let Some(ds) = self.expectations.live(key, &self.sets) else {
-            return Ok(None);
+            return Ok(Action::await_change());
         };
         let ds = ds.as_ref();
         require_selector(&ds.spec.selector)?;
@@ -561,7 +564,7 @@ impl Reconciler for DaemonSets {
                 .get(node)
                 .into_iter()
                 .flatten()
-                .filter(|p| super::podutil::active(p))
+                .filter(|p| crate::controllers::podutil::active(p))
                 .collect();
             running.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
             let scheduled = !running.is_empty();
@@ -595,14 +598,44 @@ impl Reconciler for DaemonSets {
             return Err(e);
         }
         if !synced {
-            return Ok(Some(Duration::from_secs(1)));
+            return Ok(Action::requeue(Duration::from_secs(1)));
         }
         let soonest = soonest.map(|s| Duration::from_secs(s as u64));
-        Ok(match (soonest, held) {
+        Ok(Action::requeue_opt(match (soonest, held) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        })
+        }))
     }
+}
+
+/// Start the DaemonSet controller (2 workers).
+pub fn start(ctx: &mut crate::controllers::registration::Ctx<'_>) {
+    let pods = ctx.informer::<Pod>();
+    let nodes = ctx.informer::<Node>();
+    let revisions = ctx.informer::<ControllerRevision>();
+    let daemons = ctx.informer::<DaemonSet>();
+    let dsc = Arc::new(DaemonSets {
+        client: ctx.client.clone(),
+        sets: daemons.clone(),
+        nodes: nodes.clone(),
+        pods: pods.clone(),
+        revisions: revisions.clone(),
+        expectations: Expectations::default(),
+        failed: Default::default(),
+    });
+    let q = Queue::new();
+    dsc.watch(&q);
+    ctx.run(
+        Controller::new(dsc, q)
+            .workers(2)
+            .after_sync(vec![
+                (&pods).into(),
+                (&nodes).into(),
+                (&revisions).into(),
+                (&daemons).into(),
+            ])
+            .resync(all_keys(&daemons)),
+    );
 }
 
 #[cfg(test)]

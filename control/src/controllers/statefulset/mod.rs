@@ -13,6 +13,7 @@
 //! most one create or delete.** volumeClaimTemplates are ignored (Skiff has no
 //! PersistentVolumeClaims yet).
 
+use crate::controllers::registration::all_keys;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,13 +24,15 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
 
-use super::owners::claim;
-use super::podutil::{
+use crate::controllers::framework::{
+    self, Controller, Expectations, Informer, Key, Queue, Reconciler, Result, controller_keys,
+};
+use crate::controllers::owners::claim;
+use crate::controllers::podutil::{
     available, controller_ref, phase, pod_from_template, ready, require_selector, terminating,
     until_available,
 };
-use super::revisions::{self, REVISION_LABEL, template_of};
-use super::runtime::{Expectations, Informer, Key, Queue, Reconciler, Result, controller_keys};
+use crate::controllers::revisions::{self, REVISION_LABEL, template_of};
 
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
@@ -161,7 +164,7 @@ pub fn ordinal(set: &str, pod: &str) -> Option<i32> {
     n.parse::<i32>().ok().filter(|n| *n >= 0)
 }
 
-fn start(set: &StatefulSet) -> i32 {
+fn first_ordinal(set: &StatefulSet) -> i32 {
     set.spec
         .ordinals
         .as_ref()
@@ -199,14 +202,18 @@ pub fn max_unavailable(set: &StatefulSet) -> Result<i32> {
         .and_then(|r| r.max_unavailable.as_ref());
     Ok(match v {
         None => 1,
-        Some(v) => super::deployment::scaled_value(Some(v), "0%", replicas(set), false)?.max(1),
+        Some(v) => {
+            crate::controllers::deployment::scaled_value(Some(v), "0%", replicas(set), false)?
+                .max(1)
+        }
     })
 }
 
 impl StatefulSets {
     pub fn watch(self: &Arc<Self>, queue: &Arc<Queue>) {
-        self.sets.on(super::runtime::enqueue_self(queue));
-        self.pods.on(super::owners::enqueue_owners(
+        self.sets
+            .on(crate::controllers::framework::enqueue_self(queue));
+        self.pods.on(crate::controllers::owners::enqueue_owners(
             queue,
             &self.sets,
             "StatefulSet",
@@ -334,7 +341,7 @@ impl StatefulSets {
     }
 
     async fn write_status(&self, set: &StatefulSet, status: StatefulSetStatus) -> Result<()> {
-        super::runtime::write_status(&self.client, set, status).await
+        crate::controllers::framework::write_status(&self.client, set, status).await
     }
 }
 
@@ -343,9 +350,9 @@ impl Reconciler for StatefulSets {
         "statefulset"
     }
 
-    async fn reconcile(&self, key: &Key) -> Result<Option<Duration>> {
+    async fn reconcile(&self, key: &Key) -> Result<framework::Action> {
         let Some(set) = self.expectations.live(key, &self.sets) else {
-            return Ok(None);
+            return Ok(framework::Action::await_change());
         };
         let set = set.as_ref();
         require_selector(&set.spec.selector)?;
@@ -409,7 +416,7 @@ impl Reconciler for StatefulSets {
         let mut failure = None;
         if synced {
             let actions = plan(&Input {
-                start: start(set),
+                start: first_ordinal(set),
                 replicas: want,
                 ordered: set.spec.pod_management_policy.as_deref() != Some("Parallel"),
                 partition: partition(set),
@@ -481,14 +488,42 @@ impl Reconciler for StatefulSets {
             return Err(e);
         }
         if !synced {
-            return Ok(Some(Duration::from_secs(1)));
+            return Ok(framework::Action::requeue(Duration::from_secs(1)));
         }
         let soonest = members
             .iter()
             .filter_map(|p| until_available(p, min_ready, now))
             .min();
-        Ok(soonest.map(|s| Duration::from_secs(s as u64)))
+        Ok(framework::Action::requeue_opt(
+            soonest.map(|s| Duration::from_secs(s as u64)),
+        ))
     }
+}
+
+/// Start the StatefulSet controller (2 workers).
+pub fn start(ctx: &mut crate::controllers::registration::Ctx<'_>) {
+    let pods = ctx.informer::<Pod>();
+    let revisions = ctx.informer::<ControllerRevision>();
+    let stateful = ctx.informer::<StatefulSet>();
+    let ssc = Arc::new(StatefulSets {
+        client: ctx.client.clone(),
+        sets: stateful.clone(),
+        pods: pods.clone(),
+        revisions: revisions.clone(),
+        expectations: Expectations::default(),
+    });
+    let q = Queue::new();
+    ssc.watch(&q);
+    ctx.run(
+        Controller::new(ssc, q)
+            .workers(2)
+            .after_sync(vec![
+                (&pods).into(),
+                (&revisions).into(),
+                (&stateful).into(),
+            ])
+            .resync(all_keys(&stateful)),
+    );
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use serde_json::Value;
 use skiff_common::media::{ImageKind, WASM_ARCHES, kind_of};
 
-use crate::api::objects::Objects;
 use crate::images::{Images, Reference};
 
 /// The handler a manifest (or index) needs: `wasmtime`, `runc`, or unknown.
@@ -39,11 +38,10 @@ pub fn handler_of_manifest(bytes: &[u8]) -> Option<&'static str> {
 
 /// `runc` when any of the pod's images is a container image in the store.
 pub async fn handler_for(
-    o: &Objects,
+    images: &Images,
     pod: &Value,
     cache: &mut HashMap<String, Option<&'static str>>,
 ) -> Option<String> {
-    let images = Images::new(o.store.clone());
     let mut needs_runc = false;
     for key in ["/spec/initContainers", "/spec/containers"] {
         for c in pod
