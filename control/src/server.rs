@@ -22,7 +22,7 @@ pub struct ServerConfig {
     /// How long a node's Lease may go unrenewed before it is NotReady.
     pub node_grace: std::time::Duration,
     /// The Service CIDR (ClusterIPs) and the NodePort range.
-    pub services: crate::api::services::ServiceRanges,
+    pub services: crate::storage::ServiceRanges,
     /// How often HorizontalPodAutoscalers are evaluated.
     pub hpa_sync_period: std::time::Duration,
     /// Scheduled snapshots of this server's store (`--snapshot-schedule`).
@@ -421,7 +421,9 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
     }
     tokio::spawn(crate::scheduler::run(state.rest.objects.clone()));
     tokio::spawn(crate::controllers::gc::run(state.rest.objects.clone()));
-    tokio::spawn(crate::api::services::repair(state.rest.objects.clone()));
+    tokio::spawn(crate::controllers::serviceips::run(
+        state.rest.objects.clone(),
+    ));
     tokio::spawn(crate::controllers::servicelb::run(
         state.rest.objects.clone(),
     ));

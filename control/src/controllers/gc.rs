@@ -12,11 +12,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::support::{leader_loop, s, writer};
-use crate::api::objects::{
-    DeleteOptions, FOREGROUND_FINALIZER, ORPHAN_FINALIZER, Objects, Propagation, finalizers_of,
-};
-use crate::api::status::ApiResult;
-use crate::model::registry::ResourceType;
+use crate::model::kinds::ResourceType;
+use crate::model::meta::finalizers_of;
+use crate::model::status::ApiResult;
+use crate::storage::{DeleteOptions, FOREGROUND_FINALIZER, ORPHAN_FINALIZER, Objects, Propagation};
 
 const NAME: &str = "garbage-collector";
 

@@ -19,6 +19,7 @@ pub mod replicaset;
 pub mod revisions;
 pub mod runtime;
 pub mod scaletozero;
+pub mod serviceips;
 pub mod servicelb;
 pub mod statefulset;
 pub mod support;

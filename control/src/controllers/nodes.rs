@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::api::objects::{Objects, WriteOptions, now_rfc3339};
-use crate::api::status::ApiResult;
+use crate::model::meta::now_rfc3339;
+use crate::model::status::ApiResult;
+use crate::storage::{Objects, WriteOptions};
 
 use super::support::{leader_loop, list_all, s, writer};
 
@@ -236,7 +237,7 @@ async fn lifecycle(o: &Objects, node: &Value, grace: Duration, probes: &Probes) 
 /// Add (or remove) the `unreachable` NoSchedule and NoExecute taints.
 async fn set_unreachable(
     o: &Objects,
-    nt: &crate::model::registry::ResourceType,
+    nt: &crate::model::kinds::ResourceType,
     name: &str,
     on: bool,
 ) -> ApiResult<()> {
@@ -296,7 +297,7 @@ pub fn eviction_time(pod: &Value, taints: &[Value]) -> Option<i64> {
         let matching: Vec<&Value> = tolerations
             .iter()
             .filter(|t| {
-                crate::scheduler::toleration_matches(
+                crate::model::scheduling::toleration_matches(
                     (
                         s(t, "/key"),
                         s(t, "/operator"),
@@ -367,7 +368,7 @@ async fn evict(o: &Objects) -> ApiResult<()> {
         {
             let (ns, name) = (s(&p, "/metadata/namespace"), s(&p, "/metadata/name"));
             tracing::info!(pod = %format!("{ns}/{name}"), node = %node, "evicting: NoExecute taint not tolerated");
-            let opts = crate::api::objects::DeleteOptions {
+            let opts = crate::storage::DeleteOptions {
                 uid: Some(s(&p, "/metadata/uid").to_string()),
                 ..Default::default()
             };

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::support::{leader_loop, list_all, s, writer};
-use crate::api::objects::Objects;
-use crate::api::status::ApiResult;
+use crate::model::status::ApiResult;
+use crate::storage::Objects;
 
 /// The ingress list every LoadBalancer Service should show.
 pub fn ingress(nodes: &[Value]) -> Vec<Value> {

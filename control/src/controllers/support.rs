@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::api::objects::{FieldValidation, Objects, WriteOptions};
-use crate::api::selector::{FieldSelector, LabelSelector};
-use crate::api::status::ApiResult;
+use crate::model::status::ApiResult;
+use crate::storage::{FieldValidation, Objects, WriteOptions};
 
 /// Writes made by a controller named `manager`.
 pub fn writer(manager: &str) -> WriteOptions {
@@ -26,20 +25,7 @@ pub fn s<'a>(v: &'a Value, p: &str) -> &'a str {
 
 /// Every object of a kind, in all namespaces.
 pub async fn list_all(o: &Objects, api_version: &str, kind: &str) -> ApiResult<Vec<Value>> {
-    let Some(t) = o.registry.by_kind(api_version, kind).cloned() else {
-        return Ok(Vec::new());
-    };
-    let (items, _, _) = o
-        .list(
-            &t,
-            None,
-            &LabelSelector::default(),
-            &FieldSelector::default(),
-            None,
-            None,
-        )
-        .await?;
-    Ok(items)
+    o.list_all(api_version, kind).await
 }
 
 /// Wait until a key under one of `prefixes` changes after revision `from`, or

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::api::objects::{Objects, WriteOptions, new_uid, now_rfc3339};
-use crate::api::status::ApiResult;
 use crate::controllers::support::{leader_loop, list_all, s, writer};
+use crate::model::meta::{new_uid, now_rfc3339};
+use crate::model::status::ApiResult;
+use crate::storage::{Objects, WriteOptions};
 
 use super::{NodeInfo, PodNeeds, pick};
 
