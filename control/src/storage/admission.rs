@@ -34,19 +34,10 @@ impl FieldValidation {
 }
 
 impl Objects {
-    /// Admit an incoming object of type `t` in namespace `ns`: returns the object to
-    /// store (typed-normalised, defaulted) and warnings.
-    pub fn admit(
-        &self,
-        t: &ResourceType,
-        ns: Option<&str>,
-        obj: Value,
-        fv: FieldValidation,
-    ) -> ApiResult<(Value, Vec<String>)> {
-        self.admit_with(super::strategy::for_type(t), t, ns, obj, fv)
-    }
-
-    pub(super) fn admit_with(
+    /// Admit an incoming object of type `t` in namespace `ns` under its kind's
+    /// strategy: returns the object to store (typed-normalised, defaulted) and
+    /// warnings.
+    pub(super) fn admit(
         &self,
         strategy: &dyn Strategy,
         t: &ResourceType,

@@ -28,7 +28,7 @@ impl Objects {
     ) -> ApiResult<Written> {
         let s = strategy::for_type(t);
         s.prepare_for_create(t, &mut obj);
-        let (mut obj, warnings) = self.admit_with(s, t, ns, obj, wo.field_validation)?;
+        let (mut obj, warnings) = self.admit(s, t, ns, obj, wo.field_validation)?;
         if t.namespaced {
             self.namespace_ready(ns.unwrap_or("default")).await?;
         }
@@ -125,7 +125,7 @@ impl Objects {
             return Err(ApiError::conflict(&qualified(t), name));
         }
         let old = decode_stored(&current)?;
-        let (mut new, warnings) = self.admit_with(s, t, ns, obj, wo.field_validation)?;
+        let (mut new, warnings) = self.admit(s, t, ns, obj, wo.field_validation)?;
         // Immutable and server-owned metadata comes from the stored object.
         for k in [
             "uid",
