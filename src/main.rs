@@ -318,7 +318,7 @@ fn main() -> std::process::ExitCode {
                     .get_or_insert_with(cli_extra::discover_node_ip);
                 let pod_cidrs = PodCidrs::new(&a.cluster_cidr, a.node_cidr_mask_size)
                     .map_err(anyhow::Error::msg)?;
-                let services = skiff_control::api::services::ServiceRanges::parse(
+                let services = skiff_control::storage::ServiceRanges::parse(
                     &a.service_cidr,
                     &a.service_node_port_range,
                 )

@@ -22,7 +22,7 @@ pub struct ServerConfig {
     /// How long a node's Lease may go unrenewed before it is NotReady.
     pub node_grace: std::time::Duration,
     /// The Service CIDR (ClusterIPs) and the NodePort range.
-    pub services: crate::api::services::ServiceRanges,
+    pub services: crate::storage::ServiceRanges,
     /// How often HorizontalPodAutoscalers are evaluated.
     pub hpa_sync_period: std::time::Duration,
     /// Scheduled snapshots of this server's store (`--snapshot-schedule`).
@@ -135,7 +135,7 @@ fn kubeconfig(api_addr: &str, ca_pem: &str, token: &str) -> String {
 const CA_KEY: &str = "/skiff/cluster/ca";
 const ADMIN_TOKEN_KEY: &str = "/skiff/cluster/admin-token";
 
-fn random_token(len: usize) -> String {
+pub(crate) fn random_token(len: usize) -> String {
     use rand::Rng;
     let mut rng = rand::rng();
     (0..len)
@@ -193,7 +193,7 @@ async fn ensure_objects(
     let Some(t) = objects.registry.by_kind(api_version, kind).cloned() else {
         return;
     };
-    let wo = crate::controllers::support::writer("skiff");
+    let wo = crate::storage::WriteOptions::internal("skiff");
     for obj in objs {
         let name = obj.pointer("/metadata/name").cloned().unwrap_or_default();
         let ns = obj
@@ -211,7 +211,11 @@ async fn ensure_objects(
 /// Namespaces, RuntimeClasses (`wasm` with handler `wasmtime`, `runc`) and the
 /// network settings agents read (ConfigMap `kube-system/skiff-cluster`) every
 /// cluster has. The first server's settings stay.
-async fn ensure_defaults(state: &ApiState, cfg: &ServerConfig) {
+pub(crate) async fn ensure_defaults(
+    state: &ApiState,
+    pod_cidrs: &crate::controllers::nodeipam::PodCidrs,
+    services: &crate::storage::ServiceRanges,
+) {
     let namespaces = ["default", "kube-system", "kube-public", "kube-node-lease"]
         .iter()
         .map(|ns| serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
@@ -225,7 +229,7 @@ async fn ensure_defaults(state: &ApiState, cfg: &ServerConfig) {
     let (ns, name) = CLUSTER_CONFIG;
     let config = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": name, "namespace": ns},
-        "data": {"clusterCIDR": cfg.pod_cidrs.cluster(), "serviceCIDR": cfg.services.cidr()}});
+        "data": {"clusterCIDR": pod_cidrs.cluster(), "serviceCIDR": services.cidr()}});
     ensure_objects(state, "v1", "ConfigMap", vec![config]).await;
 }
 
@@ -243,7 +247,7 @@ async fn publish_apiserver(state: &ApiState, id: u64, addr: &str) {
     };
     let (ns, name) = APISERVERS;
     let key = format!("server-{id:x}");
-    let wo = crate::controllers::support::writer("skiff");
+    let wo = crate::storage::WriteOptions::internal("skiff");
     for _ in 0..50 {
         let result = match objects.get(&t, Some(ns), name).await {
             Ok(mut cm) => {
@@ -414,19 +418,20 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
     let mut state = ApiState::new(store.clone(), token, admin_token, advertised);
     state.ca_pem = ca.cert_pem.clone();
     state.rest.objects.services = std::sync::Arc::new(cfg.services.clone());
-    ensure_defaults(&state, &cfg).await;
+    ensure_defaults(&state, &cfg.pod_cidrs, &cfg.services).await;
     {
         let (state, addr) = (state.clone(), state.rest.server_addr.clone());
         tokio::spawn(async move { publish_apiserver(&state, id, &addr).await });
     }
-    tokio::spawn(crate::api::services::repair(state.rest.objects.clone()));
     let admin = state.admin_token.clone();
+    let objects = state.rest.objects.clone();
     let app = api::router(state);
     let settings = crate::controllers::registration::Settings {
         hpa_sync: cfg.hpa_sync_period,
         pod_cidrs: cfg.pod_cidrs,
         node_grace: cfg.node_grace,
         images: Some(crate::images::Images::new(store.clone())),
+        objects: Some(objects),
     };
     tokio::spawn(crate::controllers::manager::run_while_leader(
         store.clone(),

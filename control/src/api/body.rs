@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::http::HeaderMap;
 use serde_json::Value;
 
-use super::status::{ApiError, ApiResult};
+use crate::model::status::{ApiError, ApiResult};
 
 /// Largest request body accepted (as the Kubernetes API server: 3 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;

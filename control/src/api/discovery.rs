@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::model::Registry;
-use crate::model::registry::VERBS;
+use crate::model::kinds::VERBS;
 
 /// The build of the running binary: git commit and build date (RFC 3339 UTC).
 #[derive(Debug, Clone, Copy)]

@@ -18,11 +18,12 @@ use crate::metrics::{
 };
 use crate::model::ResourceType;
 
-use super::objects::{Objects, now_rfc3339};
 use super::request::query_map;
 use super::rest::json_response;
-use super::selector::{FieldSelector, LabelSelector};
-use super::status::{ApiError, ApiResult};
+use crate::model::meta::now_rfc3339;
+use crate::model::selector::{FieldSelector, LabelSelector};
+use crate::model::status::{ApiError, ApiResult};
+use crate::storage::Objects;
 
 /// The resource metrics group and its version.
 pub const METRICS_GROUP: &str = "metrics.k8s.io";

@@ -1,15 +1,17 @@
 //! The HTTPS API: health, version, discovery, OpenAPI, the Kubernetes REST API over
 //! every registered resource, and Skiff's own `/skiff/v0` endpoints (status, join,
-//! raw key-value view of the store).
+//! raw key-value view of the store). It speaks HTTP only: requests are parsed
+//! here, objects are read and written through the storage layer
+//! (`crate::storage`), and answers are rendered here (objects, tables, watch
+//! streams, `Status` errors).
 //!
 //! **Every request except the health endpoints needs a bearer token.**
 
 pub mod apply;
 pub mod body;
 pub mod discovery;
-pub mod fieldset;
+pub mod distribution;
 pub mod metrics;
-pub mod objects;
 pub mod openapi;
 pub mod patch;
 pub mod podexec;
@@ -17,11 +19,8 @@ pub mod podlog;
 pub mod portforward;
 pub mod prom;
 pub mod protobuf;
-pub mod registry;
 pub mod request;
 pub mod rest;
-pub mod selector;
-pub mod services;
 pub mod snapshot;
 pub mod status;
 pub mod strategic;
@@ -40,7 +39,6 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::model::Registry;
 use crate::store::{Expect, Op, Store};
 
 /// Shared state of the API handlers.
@@ -54,7 +52,7 @@ pub struct ApiState {
     pub rest: rest::Rest,
     pub openapi: Arc<openapi::OpenApi>,
     pub images: crate::images::Images,
-    pub uploads: registry::Uploads,
+    pub uploads: distribution::Uploads,
     /// The cluster CA certificate (PEM) agents bootstrap with.
     pub ca_pem: String,
     /// `GET /metrics`: request, Raft and pod metrics.
@@ -66,14 +64,9 @@ pub struct ApiState {
 
 impl ApiState {
     pub fn new(store: Store, token: String, admin_token: String, server_addr: String) -> ApiState {
-        let registry = Arc::new(Registry::builtin());
-        let openapi = Arc::new(openapi::OpenApi::build(&registry));
-        let metrics = Arc::new(prom::Metrics::new(&store, &registry));
-        let objects = objects::Objects {
-            store: store.clone(),
-            registry,
-            services: Arc::new(services::ServiceRanges::default()),
-        };
+        let objects = crate::storage::Objects::new(store.clone());
+        let openapi = Arc::new(openapi::OpenApi::build(&objects.registry));
+        let metrics = Arc::new(prom::Metrics::new(&store, &objects.registry));
         ApiState {
             collector: crate::metrics::Collector::new(objects.clone(), token.clone()),
             rest: rest::Rest {
@@ -83,7 +76,7 @@ impl ApiState {
             },
             ca_pem: String::new(),
             images: crate::images::Images::new(store.clone()),
-            uploads: registry::Uploads::default(),
+            uploads: distribution::Uploads::default(),
             store,
             token,
             admin_token,
@@ -106,7 +99,7 @@ pub struct JoinResponse {
     pub members: std::collections::BTreeMap<u64, String>,
 }
 
-use status::{ApiError, ApiResult};
+use crate::model::status::{ApiError, ApiResult};
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -213,7 +206,7 @@ async fn openapi_doc(State(s): State<ApiState>, Path(gv): Path<String>) -> Respo
 
 async fn oci(State(s): State<ApiState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    registry::handle(
+    distribution::handle(
         &s.images,
         &s.uploads,
         parts.method,

@@ -223,7 +223,7 @@ fn add_patch_extensions(schemas: &mut Map<String, Value>) {
             if !is_array {
                 continue;
             }
-            if let Some(key) = super::strategic::merge_key(parent, field) {
+            if let Some(key) = crate::model::mergekeys::merge_key(parent, field) {
                 p.insert("x-kubernetes-patch-merge-key".into(), json!(key));
                 p.insert("x-kubernetes-patch-strategy".into(), json!("merge"));
             } else if field == "finalizers" {

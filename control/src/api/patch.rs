@@ -6,9 +6,9 @@ use serde_json::{Value, json};
 
 use crate::model::ResourceType;
 
-use super::objects::{FieldValidation, Objects, WriteOptions, Written, qualified};
-use super::status::{ApiError, ApiResult};
 use super::{apply, body, strategic};
+use crate::model::status::{ApiError, ApiResult};
+use crate::storage::{FieldValidation, Objects, WriteOptions, Written, qualified};
 
 /// Options of a PATCH request.
 #[derive(Debug, Clone)]
@@ -223,7 +223,7 @@ pub async fn set_scale(
     };
     let w = o.update(t, ns, name, current, None, &wo).await?;
     Ok(Written {
-        code: w.code,
+        created: w.created,
         object: scale_of(&w.object),
         warnings: w.warnings,
     })

@@ -20,10 +20,10 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
-use super::objects::Objects;
-use super::podlog::{agent_client, container, pod_and_agent, unavailable};
+use super::podlog::{container, pod_and_agent, unavailable};
 use super::request::{query_all, query_map};
-use super::status::{ApiError, ApiResult};
+use crate::model::status::{ApiError, ApiResult};
+use crate::storage::Objects;
 
 /// The stream protocols served, best first.
 const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
@@ -80,7 +80,7 @@ async fn run_on_agent(
     base: &str,
     command: &[String],
 ) -> Result<(Vec<u8>, Vec<u8>, i64), String> {
-    let resp = agent_client()
+    let resp = crate::agents::client()
         .post(format!("{base}/exec/{ns}/{name}/{container}"))
         .bearer_auth(agent_token)
         .json(&json!({"command": command}))

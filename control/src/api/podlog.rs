@@ -10,16 +10,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::objects::Objects;
-use super::status::{ApiError, ApiResult};
+use crate::model::status::{ApiError, ApiResult};
+use crate::storage::Objects;
 use std::collections::HashMap;
-
-/// The one HTTP client for calls to node agents (logs, exec, port-forward),
-/// so their connections are pooled rather than set up per request.
-pub(crate) fn agent_client() -> reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(reqwest::Client::new).clone()
-}
 
 pub(super) fn unavailable(message: String) -> ApiError {
     ApiError::new(
@@ -83,27 +76,9 @@ pub(super) async fn pod_and_agent(
         )));
     }
     let node = objects.get(&nodes, None, node_name).await?;
-    let addr = node
-        .pointer("/status/addresses")
-        .and_then(Value::as_array)
-        .and_then(|a| a.iter().find(|a| s(a, "/type") == "InternalIP"))
-        .map(|a| s(a, "/address").to_string())
-        .unwrap_or_default();
-    let port = node
-        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    if addr.is_empty() || port == 0 {
-        return Err(unavailable(format!(
-            "node {node_name} publishes no agent endpoint"
-        )));
-    }
-    let host = if addr.contains(':') {
-        format!("[{addr}]")
-    } else {
-        addr
-    };
-    Ok((pod, format!("http://{host}:{port}")))
+    let base = crate::agents::base_url(&node)
+        .ok_or_else(|| unavailable(format!("node {node_name} publishes no agent endpoint")))?;
+    Ok((pod, base))
 }
 
 /// Stream a container's log from its node's agent.
@@ -131,7 +106,7 @@ pub async fn pod_log(
     if !params.is_empty() {
         url = format!("{url}?{}", params.join("&"));
     }
-    let resp = agent_client()
+    let resp = crate::agents::client()
         .get(&url)
         .bearer_auth(agent_token)
         .send()

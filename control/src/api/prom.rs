@@ -21,7 +21,7 @@ use skiff_common::prom::{self, CounterVec, GaugeVec, HistogramVec, Registry};
 use crate::store::Store;
 
 use super::ApiState;
-use super::selector::{FieldSelector, LabelSelector};
+use crate::model::selector::{FieldSelector, LabelSelector};
 
 /// Kubernetes' `apiserver_request_duration_seconds` buckets.
 pub const REQUEST_BUCKETS: &[f64] = &[
@@ -102,7 +102,7 @@ impl Metrics {
     }
 
     /// Recount pods per phase; on a failed list the family is left empty.
-    async fn count_pods(&self, objects: &super::objects::Objects) {
+    async fn count_pods(&self, objects: &crate::storage::Objects) {
         let Some(t) = objects.registry.lookup("", "v1", "pods") else {
             return;
         };

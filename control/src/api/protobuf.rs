@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 
 use crate::model::Registry;
 
-use super::status::{ApiError, ApiResult};
+use crate::model::status::{ApiError, ApiResult};
 
 const MAGIC: &[u8; 4] = b"k8s\x00";
 pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use crate::model::{Registry, ResourceType};
 
-use super::status::{ApiError, ApiResult};
+use crate::model::status::{ApiError, ApiResult};
 
 /// What a request path addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]

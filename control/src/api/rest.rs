@@ -11,14 +11,12 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::model::ResourceType;
-use crate::store::{EventKind, StoreError};
+use crate::model::selector::{FieldSelector, LabelSelector};
+use crate::model::status::{ApiError, ApiResult};
+use crate::storage::{DeleteOptions, FieldValidation, Objects, Propagation, WriteOptions, Written};
+use crate::store::StoreError;
 
-use super::objects::{
-    DeleteOptions, FieldValidation, Objects, Propagation, WriteOptions, Written, decode_stored,
-};
 use super::request::{self, ResourceRef, Target};
-use super::selector::{FieldSelector, LabelSelector};
-use super::status::{ApiError, ApiResult};
 use super::table::{self, Include};
 use super::{body, discovery, patch};
 
@@ -40,8 +38,14 @@ pub fn json_response(code: StatusCode, v: &Value) -> Response {
     r
 }
 
-fn written(w: Written) -> Response {
-    let mut r = json_response(w.code, &w.object);
+/// A write's answer: 201 for a new object, 200 otherwise, with its warnings.
+pub fn written(w: Written) -> Response {
+    let code = if w.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut r = json_response(code, &w.object);
     for warning in w.warnings {
         if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{}\"", warning.replace('"', "\\\"")))
         {
@@ -300,31 +304,14 @@ impl Rest {
                 Ok(json_response(StatusCode::OK, &obj))
             }
             (&Method::DELETE, None, None) => {
-                let (items, rev, _) = o
-                    .list(t, ns, &q.labels()?, &q.fields()?, None, None)
-                    .await?;
                 let opts = DeleteOptions {
                     dry_run: q.dry_run()?,
                     grace: q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()),
                     ..DeleteOptions::default()
                 };
-                let mut deleted = Vec::new();
-                for item in items {
-                    let name = item
-                        .pointer("/metadata/name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string();
-                    let item_ns = item
-                        .pointer("/metadata/namespace")
-                        .and_then(Value::as_str)
-                        .map(str::to_string);
-                    match o.delete(t, item_ns.as_deref(), &name, &opts).await {
-                        Ok(v) => deleted.push(v),
-                        Err(e) if e.code == StatusCode::NOT_FOUND => {}
-                        Err(e) => return Err(e),
-                    }
-                }
+                let (deleted, rev) = o
+                    .delete_collection(t, ns, &q.labels()?, &q.fields()?, &opts)
+                    .await?;
                 Ok(json_response(
                     StatusCode::OK,
                     &json!({"kind": t.list_kind, "apiVersion": t.api_version(), "metadata": {"resourceVersion": rev.to_string()}, "items": deleted}),
@@ -353,7 +340,6 @@ impl Rest {
             fields = FieldSelector::parse(&format!("metadata.name={n}"))?;
         }
         let store = self.objects.store.clone();
-        let prefix = t.ns_prefix(ns);
         let rv = q
             .get("resourceVersion")
             .filter(|s| !s.is_empty() && *s != "0");
@@ -389,7 +375,7 @@ impl Rest {
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
         let t = t.clone();
-        let watch = store.watch(&prefix, from);
+        let watch = self.objects.watch(&t, ns, labels, fields, from);
         tokio::spawn(async move {
             let mut first = true;
             let mut emit = |kind: &str, obj: Value| -> Bytes {
@@ -439,7 +425,6 @@ impl Rest {
                 }
             }
             let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
-            let mut last_rev = from;
             loop {
                 let next = tokio::time::timeout(Duration::from_secs(5), w.next());
                 let ev = tokio::select! {
@@ -450,7 +435,7 @@ impl Rest {
                 let ev = match ev {
                     Err(_) => {
                         if bookmarks {
-                            let bm = json!({"kind": t.kind, "apiVersion": t.api_version(), "metadata": {"resourceVersion": store.status().applied.max(last_rev).to_string()}});
+                            let bm = json!({"kind": t.kind, "apiVersion": t.api_version(), "metadata": {"resourceVersion": store.status().applied.max(w.revision()).to_string()}});
                             let mut line =
                                 serde_json::to_vec(&json!({"type": "BOOKMARK", "object": bm}))
                                     .unwrap_or_default();
@@ -469,29 +454,7 @@ impl Rest {
                     Ok(Err(_)) => return,
                     Ok(Ok(ev)) => ev,
                 };
-                last_rev = ev.revision;
-                let new = decode_stored(&ev.kv).ok();
-                let old = ev.prev.as_ref().and_then(|p| decode_stored(p).ok());
-                let matches = |v: &Option<Value>| {
-                    v.as_ref()
-                        .is_some_and(|v| labels.matches(v) && fields.matches(v))
-                };
-                let (kind, obj) = match ev.kind {
-                    EventKind::Delete => {
-                        if !matches(&new) {
-                            continue;
-                        }
-                        ("DELETED", new)
-                    }
-                    EventKind::Put => match (matches(&old), matches(&new)) {
-                        (true, true) => ("MODIFIED", new),
-                        (false, true) => ("ADDED", new),
-                        (true, false) => ("DELETED", new),
-                        (false, false) => continue,
-                    },
-                };
-                let Some(obj) = obj else { continue };
-                if tx.send(emit(kind, obj)).await.is_err() {
+                if tx.send(emit(ev.kind(), ev.into_object())).await.is_err() {
                     return;
                 }
             }

@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiState;
-use super::status::ApiResult;
+use crate::model::status::ApiResult;
 use crate::store::backup;
 
 /// The store at one applied index, at least as new as every write acknowledged
@@ -19,7 +19,7 @@ pub async fn snapshot(State(s): State<ApiState>, headers: HeaderMap) -> ApiResul
     tracing::info!(applied = b.applied, keys = b.kvs.len(), "snapshot taken");
     let bytes = tokio::task::spawn_blocking(move || b.encode())
         .await
-        .map_err(|e| super::status::ApiError::internal(e.to_string()))?;
+        .map_err(|e| crate::model::status::ApiError::internal(e.to_string()))?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
         bytes,

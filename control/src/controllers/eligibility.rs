@@ -48,7 +48,7 @@ pub fn with_daemon_tolerations(tols: Option<&Vec<Toleration>>) -> Vec<Toleration
 
 /// Kubernetes' `ToleratesTaint`.
 pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    crate::controllers::scheduler::toleration_matches(
+    crate::model::scheduling::toleration_matches(
         (
             t.key.as_deref().unwrap_or(""),
             t.operator.as_deref().unwrap_or("Equal"),
@@ -64,7 +64,7 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
 }
 
 fn requirement(r: &NodeSelectorRequirement, get: impl Fn(&str) -> Option<String>) -> bool {
-    crate::controllers::scheduler::requirement_matches(
+    crate::model::scheduling::requirement_matches(
         get(&r.key).as_deref(),
         &r.operator,
         r.values.as_deref().unwrap_or_default(),

@@ -25,7 +25,7 @@ pub mod replicaset;
 pub mod revisions;
 pub mod scaletozero;
 pub mod scheduler;
+pub mod serviceips;
 pub mod servicelb;
 pub mod statefulset;
-pub mod support;
 pub mod tainteviction;

@@ -99,6 +99,11 @@ pub const CONTROLLERS: &[Registration] = &[
         start: super::tainteviction::start,
     },
     Registration {
+        name: "service-ips",
+        informers: &["Service"],
+        start: super::serviceips::start,
+    },
+    Registration {
         name: "servicelb",
         informers: &["Node", "Service"],
         start: super::servicelb::start,
@@ -117,6 +122,8 @@ pub struct Settings {
     /// The cluster's image store, for the runtime a pod's images need (none:
     /// images restrict nothing).
     pub images: Option<crate::images::Images>,
+    /// The storage layer, for the Service allocation repair (none: no repair).
+    pub objects: Option<crate::storage::Objects>,
 }
 
 impl Default for Settings {
@@ -126,6 +133,7 @@ impl Default for Settings {
             pod_cidrs: PodCidrs::default(),
             node_grace: super::nodelifecycle::GRACE,
             images: None,
+            objects: None,
         }
     }
 }

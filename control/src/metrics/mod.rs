@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use skiff_common::stats::{PodUsage, ServiceActivity, Summary};
 
-use crate::api::objects::Objects;
-use crate::api::status::ApiResult;
+use crate::model::status::ApiResult;
+use crate::storage::Objects;
 
 /// How long one agent may take to answer.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -162,7 +162,7 @@ impl ServiceMetric {
 
 fn timestamp_of(s: &Summary) -> String {
     if s.timestamp.is_empty() {
-        crate::api::objects::now_rfc3339()
+        crate::model::meta::now_rfc3339()
     } else {
         s.timestamp.clone()
     }
@@ -263,28 +263,6 @@ impl Snapshot {
     }
 }
 
-/// The base URL of a Node's agent API (`http://{InternalIP}:{kubelet port}`).
-pub fn agent_base(node: &Value) -> Option<String> {
-    let s = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
-    let addr = node
-        .pointer("/status/addresses")
-        .and_then(Value::as_array)?
-        .iter()
-        .find(|a| s(a, "/type").as_deref() == Some("InternalIP"))
-        .and_then(|a| s(a, "/address"))
-        .filter(|a| !a.is_empty())?;
-    let port = node
-        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
-        .and_then(Value::as_u64)
-        .filter(|p| *p != 0)?;
-    let host = if addr.contains(':') {
-        format!("[{addr}]")
-    } else {
-        addr
-    };
-    Some(format!("http://{host}:{port}"))
-}
-
 struct Inner {
     objects: Objects,
     agent_token: String,
@@ -355,15 +333,14 @@ impl Collector {
     }
 
     async fn collect(&self) -> ApiResult<Snapshot> {
-        let nodes =
-            crate::controllers::support::list_all(&self.inner.objects, "v1", "Node").await?;
+        let nodes = self.inner.objects.list_all("v1", "Node").await?;
         let calls = nodes.iter().map(|n| {
             let name = n
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            let base = agent_base(n);
+            let base = crate::agents::base_url(n);
             async move {
                 let Some(base) = base else {
                     tracing::debug!(node = %name, "node publishes no agent endpoint; no metrics");
@@ -393,7 +370,7 @@ impl Collector {
     }
 
     async fn fetch(&self, base: &str) -> Result<Summary, String> {
-        let resp = crate::api::podlog::agent_client()
+        let resp = crate::agents::client()
             .get(format!("{base}/stats/summary"))
             .bearer_auth(&self.inner.agent_token)
             .timeout(AGENT_TIMEOUT)
@@ -575,17 +552,5 @@ mod tests {
         for (secs, want) in cases {
             assert_eq!(go_duration(secs), want, "{secs}");
         }
-    }
-
-    #[test]
-    fn agent_endpoints() {
-        let n = serde_json::json!({"status": {"addresses": [{"type": "Hostname", "address": "h"},
-            {"type": "InternalIP", "address": "10.0.0.2"}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}}});
-        assert_eq!(agent_base(&n).as_deref(), Some("http://10.0.0.2:10250"));
-        let v6 = serde_json::json!({"status": {"addresses": [{"type": "InternalIP", "address": "::1"}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 1}}}});
-        assert_eq!(agent_base(&v6).as_deref(), Some("http://[::1]:1"));
-        assert_eq!(agent_base(&serde_json::json!({})), None);
     }
 }

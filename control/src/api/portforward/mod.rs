@@ -25,12 +25,12 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use super::objects::Objects;
 use super::podexec::{
     accept_key, is_upgrade, offered_protocols, switching_to_websocket, take_upgrade,
 };
-use super::podlog::{agent_client, pod_and_agent};
-use super::status::{ApiError, ApiResult};
+use super::podlog::pod_and_agent;
+use crate::model::status::{ApiError, ApiResult};
+use crate::storage::Objects;
 use spdy::{Decoder, Encoder, Frame};
 
 /// The port-forward stream protocol, and its WebSocket tunnelling name.
@@ -365,7 +365,7 @@ async fn connect(t: &Target, port: &str) -> Result<reqwest::Upgraded, String> {
         .ok()
         .filter(|p| *p > 0)
         .ok_or_else(|| format!("invalid port {port:?}"))?;
-    let resp = agent_client()
+    let resp = crate::agents::client()
         .get(format!(
             "{}/portForward/{}/{}/{port}?ip={}",
             t.agent, t.ns, t.pod, t.pod_ip

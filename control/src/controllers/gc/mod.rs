@@ -1,5 +1,5 @@
 //! The garbage collector: over every kind the API serves (the resource list
-//! in `model::registry`, Events excepted), read from one informer per kind,
+//! in `model::kinds`, Events excepted), read from one informer per kind,
 //! deletes objects whose owners are all gone, drops references to owners that
 //! are gone, orphans the dependents of an object deleted with the `orphan`
 //! finalizer and deletes those of one held by `foregroundDeletion` before
@@ -332,7 +332,7 @@ impl Reconciler for Collector {
 
 /// Start the collector over one informer per kind the API serves.
 pub fn start(ctx: &mut Ctx<'_>) {
-    let registry = crate::model::registry::Registry::builtin();
+    let registry = crate::model::kinds::Registry::builtin();
     let mut prefixes = HashSet::new();
     let mut kinds = Vec::new();
     for t in registry.all() {

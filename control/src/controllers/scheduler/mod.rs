@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::model::scheduling::{requirement_matches, toleration_matches};
+
 pub use controller::start;
 
 /// Label a node carries for each runtime handler it offers
@@ -227,50 +229,11 @@ fn tolerates(tols: &[(String, String, String, String)], taint: &(String, String,
     })
 }
 
-/// Kubernetes' `ToleratesTaint`: whether a toleration (key, operator, value,
-/// effect) tolerates a taint (key, value, effect). An empty effect or key
-/// matches every one; `Exists` matches any value, `Equal` (or empty) the same
-/// value.
-pub fn toleration_matches(
-    (key, op, value, effect): (&str, &str, &str, &str),
-    (taint_key, taint_value, taint_effect): (&str, &str, &str),
-) -> bool {
-    let effect_ok = effect.is_empty() || effect == taint_effect;
-    let key_ok = key.is_empty() || key == taint_key;
-    let value_ok = match op {
-        "Exists" => true,
-        "Equal" | "" => value == taint_value,
-        _ => false,
-    };
-    effect_ok && key_ok && value_ok
-}
-
 fn expr_matches(
     labels: &BTreeMap<String, String>,
     (key, op, vals): &(String, String, Vec<String>),
 ) -> bool {
     requirement_matches(labels.get(key).map(String::as_str), op, vals)
-}
-
-/// A node selector requirement (`In`, `NotIn`, `Exists`, `DoesNotExist`, `Gt`,
-/// `Lt`) against the value the node has for its key, if any.
-pub fn requirement_matches(have: Option<&str>, op: &str, values: &[String]) -> bool {
-    match op {
-        "In" => have.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => have.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => have.is_some(),
-        "DoesNotExist" => have.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(a), Some(b)) = (
-                have.and_then(|v| v.parse::<i64>().ok()),
-                values.first().and_then(|x| x.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if op == "Gt" { a > b } else { a < b }
-        }
-        _ => false,
-    }
 }
 
 /// Why a pod cannot go on a node, or Ok.

@@ -40,7 +40,7 @@ pub fn eviction_time(pod: &Value, taints: &[Value]) -> Option<i64> {
         let matching: Vec<&Value> = tolerations
             .iter()
             .filter(|t| {
-                crate::controllers::scheduler::toleration_matches(
+                crate::model::scheduling::toleration_matches(
                     (
                         s(t, "/key"),
                         s(t, "/operator"),

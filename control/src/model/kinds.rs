@@ -1,4 +1,6 @@
-//! The registry of resource types the API serves.
+//! The kinds the API serves: one `ResourceType` per kind (group, version, kind,
+//! plural, scope, subresources, typed decoding, schema) and the `Registry` that
+//! looks them up.
 
 use std::collections::BTreeMap;
 

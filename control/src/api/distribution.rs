@@ -360,7 +360,7 @@ pub async fn handle(
                 Ok(w) => w,
                 Err(r) => return r,
             };
-            let id = super::objects::new_uid();
+            let id = crate::model::meta::new_uid();
             let size = w.size();
             uploads.put(id.clone(), w);
             upload_status(StatusCode::ACCEPTED, name, &id, size)

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
-use super::strategic::merge_key;
+use super::mergekeys::merge_key;
 
 /// A set of paths; each path is a list of `f:name` / `k:{...}` segments.
 pub type FieldSet = BTreeSet<Vec<String>>;

@@ -1,23 +1,28 @@
-//! Service address allocation: ClusterIPs from the Service CIDR and NodePorts
-//! from the node-port range, as the Kubernetes API server's allocators do.
+//! Services: names are DNS-1035 labels; ClusterIPs come from the Service CIDR
+//! and NodePorts from the node-port range, as the Kubernetes API server's
+//! allocators do.
 //!
 //! **Every allocation is a key (`/skiff/alloc/clusterip/<ip>`,
 //! `/skiff/alloc/nodeport/<port>`) written in the same transaction as the
 //! Service with a create-if-absent precondition, so two Services can never
 //! hold the same address or port; keys whose Service is gone or no longer
-//! uses them are released on delete and by a repair pass on the leader.**
+//! uses them are released on delete and by a repair pass
+//! (`Objects::repair_service_allocations`, run on the leader by
+//! `controllers::serviceips`).**
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
-use std::time::Duration;
 
+use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use super::objects::Objects;
-use super::status::{ApiError, ApiResult};
-use crate::model::validate::Cause;
+use crate::model::status::{ApiError, ApiResult};
+use crate::model::validate::{self, Cause};
 use crate::store::{Expect, Op};
+
+use super::Objects;
+use super::strategy::Strategy;
 
 const IP_PREFIX: &str = "/skiff/alloc/clusterip/";
 const PORT_PREFIX: &str = "/skiff/alloc/nodeport/";
@@ -139,14 +144,45 @@ fn claim(key: String, obj: &Value) -> Op {
     }
 }
 
+/// The Service strategy.
+pub struct ServiceStrategy;
+
+impl Strategy for ServiceStrategy {
+    fn validate_name(&self, name: &str) -> Result<(), String> {
+        validate::dns1035_label(name)
+    }
+
+    fn allocate<'a>(
+        &'a self,
+        o: &'a Objects,
+        obj: &'a mut Value,
+        old: Option<&'a Value>,
+    ) -> BoxFuture<'a, ApiResult<Vec<Op>>> {
+        Box::pin(o.allocate_service(obj, old))
+    }
+
+    fn release(&self, obj: &Value) -> Vec<Op> {
+        release_service(obj)
+    }
+}
+
+/// Keys a deleted Service held.
+fn release_service(obj: &Value) -> Vec<Op> {
+    let (ip, ports) = held(obj);
+    ip.map(|ip| format!("{IP_PREFIX}{ip}"))
+        .into_iter()
+        .chain(ports.iter().map(|p| format!("{PORT_PREFIX}{p}")))
+        .map(|key| Op::Delete {
+            key,
+            expect: Expect::Any,
+        })
+        .collect()
+}
+
 impl Objects {
     /// Fill in and check a Service's ClusterIP and NodePorts (`old`: the stored
     /// version on update). Returns the allocation keys to write with it.
-    pub(crate) async fn allocate_service(
-        &self,
-        obj: &mut Value,
-        old: Option<&Value>,
-    ) -> ApiResult<Vec<Op>> {
+    async fn allocate_service(&self, obj: &mut Value, old: Option<&Value>) -> ApiResult<Vec<Op>> {
         let r = &self.services;
         let name = s(obj, "/metadata/name").to_string();
         let invalid = |causes: Vec<Cause>| ApiError::invalid("Service", &name, causes);
@@ -349,24 +385,11 @@ impl Objects {
         Ok(ops)
     }
 
-    /// Keys a deleted Service held.
-    pub(crate) fn release_service(obj: &Value) -> Vec<Op> {
-        let (ip, ports) = held(obj);
-        ip.map(|ip| format!("{IP_PREFIX}{ip}"))
-            .into_iter()
-            .chain(ports.iter().map(|p| format!("{PORT_PREFIX}{p}")))
-            .map(|key| Op::Delete {
-                key,
-                expect: Expect::Any,
-            })
-            .collect()
-    }
-
     /// One repair pass: drop allocation keys no Service holds any more. The
     /// keys are listed before the Services: a key and its Service are written
     /// together, so every key listed has its Service in the later list unless
     /// that Service went away since.
-    async fn repair_allocations(&self) -> ApiResult<()> {
+    pub async fn repair_service_allocations(&self) -> ApiResult<()> {
         let mut keys = Vec::new();
         for prefix in [IP_PREFIX, PORT_PREFIX] {
             keys.extend(self.store.list(prefix, None, usize::MAX).await?.0);
@@ -378,7 +401,7 @@ impl Objects {
             .await?
             .0
         {
-            let svc = super::objects::decode_stored(&kv)?;
+            let svc = super::decode_stored(&kv)?;
             let (ip, ports) = held(&svc);
             wanted.extend(ip.map(|ip| format!("{IP_PREFIX}{ip}")));
             wanted.extend(ports.iter().map(|p| format!("{PORT_PREFIX}{p}")));
@@ -395,19 +418,6 @@ impl Objects {
         }
         Ok(())
     }
-}
-
-/// Release allocations of Services that went without `delete` (finalizers,
-/// namespace deletion) on the leader, after every Service change.
-pub async fn repair(o: Objects) {
-    crate::controllers::support::leader_loop(
-        o,
-        "service-allocations",
-        &["/core/services/"],
-        Duration::from_secs(30),
-        |o| async move { o.repair_allocations().await },
-    )
-    .await;
 }
 
 #[cfg(test)]
