@@ -8,14 +8,14 @@
 //!
 //! **Top-level modules import each other in one direction** (checked by
 //! `tests/layering.rs`): each imports only modules listed before it in
-//! `store`, `model`, `agents`, `images`, `storage`, `metrics`, `controllers`
+//! `store`, `model`, `agents`, `imagestore`, `storage`, `metrics`, `controllers`
 //! (the scheduler among them), `api`, `server`.
 
 pub mod agents;
 pub mod api;
 pub mod cluster;
 pub mod controllers;
-pub mod images;
+pub mod imagestore;
 pub mod metrics;
 pub mod model;
 pub mod server;

@@ -430,7 +430,7 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
         hpa_sync: cfg.hpa_sync_period,
         pod_cidrs: cfg.pod_cidrs,
         node_grace: cfg.node_grace,
-        images: Some(crate::images::Images::new(store.clone())),
+        images: Some(crate::imagestore::Images::new(store.clone())),
         objects: Some(objects),
     };
     tokio::spawn(crate::controllers::manager::run_while_leader(

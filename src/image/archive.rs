@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use skiff_common::media::WASM_ARCHES;
-use skiff_control::images::{Reference, digest_of};
+use skiff_control::imagestore::{Reference, digest_of};
 
 use super::source::Source;
 

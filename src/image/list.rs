@@ -5,7 +5,7 @@
 use anyhow::{Result, bail};
 use serde_json::Value;
 use skiff_common::media::{ImageKind, WASM_ARCHES, kind_of};
-use skiff_control::images::Reference;
+use skiff_control::imagestore::Reference;
 
 use super::push::{Target, human, oci_error};
 

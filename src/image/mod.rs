@@ -16,7 +16,7 @@ mod source;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use skiff_control::images::{Reference, digest_of};
+use skiff_control::imagestore::{Reference, digest_of};
 
 #[derive(clap::Args)]
 pub struct ImageArgs {

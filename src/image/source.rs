@@ -63,7 +63,7 @@ impl Source {
             f.seek(SeekFrom::Start(0))?;
             let tmp = tempfile::NamedTempFile::new().context("create a temporary file")?;
             let mut out = tmp.reopen()?;
-            std::io::copy(&mut skiff_control::images::gunzip(f), &mut out)
+            std::io::copy(&mut skiff_control::imagestore::gunzip(f), &mut out)
                 .with_context(|| format!("gunzip {what}"))?;
             let tmp = tmp.into_temp_path();
             let entries = index(&tmp).with_context(|| format!("{what} is not a tar archive"))?;

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::json;
 
-use crate::images::{BlobWriter, ImageError, Images, Reference};
+use crate::imagestore::{BlobWriter, ImageError, Images, Reference};
 
 /// Largest manifest accepted.
 const MAX_MANIFEST: usize = 16 * 1024 * 1024;

@@ -51,7 +51,7 @@ pub struct ApiState {
     pub admin_token: String,
     pub rest: rest::Rest,
     pub openapi: Arc<openapi::OpenApi>,
-    pub images: crate::images::Images,
+    pub images: crate::imagestore::Images,
     pub uploads: distribution::Uploads,
     /// The cluster CA certificate (PEM) agents bootstrap with.
     pub ca_pem: String,
@@ -75,7 +75,7 @@ impl ApiState {
                 agent_token: token.clone(),
             },
             ca_pem: String::new(),
-            images: crate::images::Images::new(store.clone()),
+            images: crate::imagestore::Images::new(store.clone()),
             uploads: distribution::Uploads::default(),
             store,
             token,

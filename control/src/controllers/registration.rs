@@ -121,7 +121,7 @@ pub struct Settings {
     pub node_grace: Duration,
     /// The cluster's image store, for the runtime a pod's images need (none:
     /// images restrict nothing).
-    pub images: Option<crate::images::Images>,
+    pub images: Option<crate::imagestore::Images>,
     /// The storage layer, for the Service allocation repair (none: no repair).
     pub objects: Option<crate::storage::Objects>,
 }

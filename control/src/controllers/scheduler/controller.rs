@@ -36,7 +36,7 @@ pub struct Scheduler {
     pub pods: Arc<Informer<Pod>>,
     pub nodes: Arc<Informer<Node>>,
     pub classes: Arc<Informer<RuntimeClass>>,
-    pub images: Option<crate::images::Images>,
+    pub images: Option<crate::imagestore::Images>,
 }
 
 /// The one key the scheduler works on.
@@ -206,7 +206,9 @@ impl Reconciler for Scheduler {
             let (handler, scheduling) = if class.is_empty() {
                 // No RuntimeClass: container images need a node that runs them.
                 let handler = match &self.images {
-                    Some(images) => super::images::handler_for(images, &pv, &mut image_kinds).await,
+                    Some(images) => {
+                        super::image_runtime::handler_for(images, &pv, &mut image_kinds).await
+                    }
                     None => None,
                 };
                 (handler, None)

@@ -10,7 +10,7 @@
 
 pub use skiff_common::quantity;
 mod controller;
-mod images;
+mod image_runtime;
 
 use std::collections::BTreeMap;
 

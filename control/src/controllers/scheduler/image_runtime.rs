@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 use skiff_common::media::{ImageKind, WASM_ARCHES, kind_of};
 
-use crate::images::{Images, Reference};
+use crate::imagestore::{Images, Reference};
 
 /// The handler a manifest (or index) needs: `wasmtime`, `runc`, or unknown.
 pub fn handler_of_manifest(bytes: &[u8]) -> Option<&'static str> {
