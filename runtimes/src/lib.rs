@@ -5,7 +5,13 @@
 //! image is "not mine" (so the agent can pick another runtime) or broken.
 
 pub mod oci;
+pub mod runtime;
 pub mod wasm;
+
+pub use runtime::{
+    Content, ResolveSpec, RunEvent, RunRequest, RunStats, Running, Runtime, RuntimeError,
+    Terminated,
+};
 
 use std::time::Duration;
 

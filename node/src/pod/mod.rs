@@ -24,7 +24,7 @@ use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
-use skiff_runtimes::wasm::WasmRuntime;
+use skiff_runtimes::{Running, Runtime};
 use tokio::sync::watch;
 
 use crate::cgroup::PodCgroup;
@@ -33,9 +33,9 @@ use events::{Recorder, Subject};
 use status::{ContainerState, PodView, Transitions, now, qos_class};
 
 /// The runtime handler of Wasm pods.
-pub const WASM_HANDLER: &str = "wasmtime";
+pub const WASM_HANDLER: &str = skiff_runtimes::wasm::run::HANDLER;
 /// The runtime handler of container pods (served when containerd is there).
-pub const RUNC_HANDLER: &str = "runc";
+pub const RUNC_HANDLER: &str = skiff_runtimes::oci::run::HANDLER;
 
 /// Everything pod workers share on one node.
 pub struct NodeCtx {
@@ -43,12 +43,15 @@ pub struct NodeCtx {
     pub node: String,
     pub host_ip: String,
     pub net: PodNetwork,
-    pub wasm: WasmRuntime,
+    /// The runtimes this node runs containers with, tried in turn.
+    pub runtimes: Vec<Arc<dyn Runtime>>,
     pub images: image::Images,
     pub logs: logs::LogDir,
     pub events: Recorder,
     /// Put pod threads into per-pod cgroups.
     pub cgroups: bool,
+    /// The host's cgroups (pod CPU cgroups and the OCI containers' parents).
+    pub host_cgroups: Arc<dyn crate::cgroup::Cgroups>,
     /// First restart delay; doubles up to `backoff_max`.
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
@@ -62,8 +65,6 @@ pub struct NodeCtx {
     /// What a container without limits may use (downward API).
     pub node_cpu_millis: u64,
     pub node_memory: u64,
-    /// containerd, when this node runs container images.
-    pub oci: Option<skiff_runtimes::oci::OciRuntime>,
     /// Whether privileged containers may run here.
     pub allow_privileged: bool,
     /// Running container tasks (for exec).
@@ -73,8 +74,7 @@ pub struct NodeCtx {
 }
 
 /// Running container tasks by `namespace/pod/container`.
-pub type Tasks =
-    Arc<std::sync::Mutex<std::collections::HashMap<String, skiff_runtimes::oci::Task>>>;
+pub type Tasks = Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<dyn Running>>>>;
 
 /// Keep a sandbox (threads already inside the namespace) ready in every warm
 /// namespace: entering a network namespace is the slow part of starting a
@@ -100,7 +100,9 @@ pub async fn keep_sandboxes_warm(ctx: Arc<NodeCtx>) {
             {
                 continue;
             }
-            match sandbox::Sandbox::start("warm", path.clone(), None, WARM_THREADS).await {
+            match sandbox::Sandbox::start("warm", path.clone(), None, WARM_THREADS, ctx.net.host())
+                .await
+            {
                 Ok(sb) => {
                     ctx.warm_sandboxes
                         .lock()
@@ -121,6 +123,11 @@ impl NodeCtx {
     /// The directory of a pod's files.
     pub fn pod_dir(&self, uid: &str) -> volumes::PodDir {
         volumes::PodDir(self.pods_dir.join(uid))
+    }
+
+    /// Whether a runtime of this node serves RuntimeClass handler `handler`.
+    pub fn offers(&self, handler: &str) -> bool {
+        self.runtimes.iter().any(|r| r.handler() == handler)
     }
 
     /// The delay before restart number `n + 1`.
@@ -384,12 +391,12 @@ async fn runtime_problem(ctx: &NodeCtx, spec: &Value) -> Option<String> {
     let class = spec.get("runtimeClassName").and_then(Value::as_str)?;
     let api: Api<RuntimeClass> = Api::all(ctx.client.clone());
     match api.get_opt(class).await {
-        Ok(Some(rc)) if rc.handler == WASM_HANDLER => None,
-        Ok(Some(rc)) if rc.handler == RUNC_HANDLER && ctx.oci.is_some() => None,
+        Ok(Some(rc)) if rc.handler == WASM_HANDLER && ctx.offers(WASM_HANDLER) => None,
+        Ok(Some(rc)) if rc.handler == RUNC_HANDLER && ctx.offers(RUNC_HANDLER) => None,
         Ok(Some(rc)) => Some(format!(
             "RuntimeClass {class:?} needs handler {:?}, which this node does not offer (it runs {})",
             rc.handler,
-            if ctx.oci.is_some() {
+            if ctx.offers(RUNC_HANDLER) {
                 "wasmtime and runc"
             } else {
                 "wasmtime"
@@ -548,10 +555,9 @@ async fn stop((stop_tx, runners, sandbox, cgroup): Started, ctx: &NodeCtx, info:
     if let Some(cg) = cgroup {
         cg.delete();
     }
-    if ctx.oci.is_some() {
-        let (node, uid) = (ctx.node.clone(), info.uid.clone());
-        let _ =
-            tokio::task::spawn_blocking(move || crate::cgroup::remove_pod_dirs(&node, &uid)).await;
+    if ctx.offers(RUNC_HANDLER) {
+        let (node, uid, host) = (ctx.node.clone(), info.uid.clone(), ctx.host_cgroups.clone());
+        let _ = tokio::task::spawn_blocking(move || host.remove_pod_dirs(&node, &uid)).await;
     }
 }
 
@@ -845,13 +851,16 @@ async fn prepare(
     if let (Some(ns_name), Some(server)) = (attached.netns.file_name(), nameserver) {
         let text =
             crate::net::resolv::render(&info.namespace, spec, server, crate::agent::CLUSTER_DOMAIN);
-        crate::net::resolv::write(&ns_name.to_string_lossy(), &text)
+        ctx.net
+            .host()
+            .write_resolv(&ns_name.to_string_lossy(), &text)
             .map_err(|e| ("FailedCreatePodSandBox", format!("pod dns: {e}")))?;
     }
     let cgroup_t = std::time::Instant::now();
     let cgroup = if ctx.cgroups {
         let (node, uid, millis) = (ctx.node.clone(), info.uid.clone(), cpu_millis(spec));
-        let made = tokio::task::spawn_blocking(move || PodCgroup::create(&node, &uid, millis))
+        let host = ctx.host_cgroups.clone();
+        let made = tokio::task::spawn_blocking(move || host.create(&node, &uid, millis))
             .await
             .unwrap_or_else(|e| {
                 Err(crate::cgroup::CgroupError {
@@ -894,9 +903,16 @@ async fn prepare(
                 attached.netns.clone(),
                 cgroup.clone(),
                 threads(spec),
+                ctx.net.host(),
             )
             .await
-            .map_err(|e| ("FailedCreatePodSandBox", e.to_string()))?
+            .map_err(|e| {
+                // The cgroup made for these threads goes with them.
+                if let Some(cg) = &cgroup {
+                    cg.delete();
+                }
+                ("FailedCreatePodSandBox", e.to_string())
+            })?
         }
     };
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "pod sandbox started");
