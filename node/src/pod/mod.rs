@@ -14,6 +14,8 @@ pub mod logs;
 pub mod probes;
 pub mod sandbox;
 pub mod status;
+#[cfg(test)]
+mod tests;
 pub mod volumes;
 
 use std::sync::Arc;
