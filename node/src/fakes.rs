@@ -2,7 +2,7 @@
 //! model): a recording pod network host ([`FakeNet`]) and cgroups
 //! ([`FakeCgroups`]) that share one [`Journal`] of calls and can fail any
 //! call, an in-memory API server ([`FakeApi`]) behind a real `kube::Client`,
-//! and a scripted [`FakeRuntime`].
+//! a recording nft ruleset ([`FakeRuleset`]) and a scripted [`FakeRuntime`].
 //!
 //! **The fakes keep the state the host would have (namespaces, links,
 //! cgroups, resolv.conf files), so a test can assert that nothing is left.**
@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use crate::cgroup::{CgroupError, CgroupOps, Cgroups, PodCgroup};
 use crate::net::{Cidr, NetError, NetHost, netns};
 use crate::pod::probes::{Checker, Handler};
+use crate::proxy::{ProxyError, Ruleset};
 
 /// Which host calls fail.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -58,7 +59,7 @@ impl Journal {
     /// Record a call of `op`; `Err` when the plan says this call fails.
     /// Counted calls are the ones that happen a fixed number of times per
     /// pod start (not those made once per sandbox thread).
-    fn call(&self, op: &'static str, detail: String, counted: bool) -> Result<(), String> {
+    pub fn call(&self, op: &'static str, detail: String, counted: bool) -> Result<(), String> {
         let mut s = self.0.lock().expect("journal");
         let entry = format!("{op} {detail}");
         s.calls.push(entry.clone());
@@ -785,5 +786,54 @@ impl Running for FakeRun {
         _scratch: &'a Path,
     ) -> BoxFuture<'a, Result<ExecOutput, RuntimeError>> {
         ready(Err(RuntimeError::Unsupported("no processes".into())))
+    }
+}
+
+/// The nft ruleset in memory: every script applied, and the `services`
+/// chain's counters as nft would list them.
+#[derive(Clone, Default)]
+pub struct FakeRuleset {
+    pub journal: Journal,
+    applied: Arc<Mutex<Vec<String>>>,
+    chain: Arc<Mutex<String>>,
+}
+
+impl FakeRuleset {
+    pub fn new(journal: Journal) -> FakeRuleset {
+        FakeRuleset {
+            journal,
+            ..FakeRuleset::default()
+        }
+    }
+
+    /// The scripts applied (successfully), in order.
+    pub fn applied(&self) -> Vec<String> {
+        self.applied.lock().expect("applied").clone()
+    }
+
+    /// What `list_chain` answers from now on (nft's JSON).
+    pub fn set_chain(&self, json: &str) {
+        *self.chain.lock().expect("chain") = json.to_string();
+    }
+}
+
+impl Ruleset for FakeRuleset {
+    fn apply(&self, script: &str) -> Result<(), ProxyError> {
+        let first = script.lines().next().unwrap_or("").to_string();
+        self.journal
+            .call("nft_apply", first, true)
+            .map_err(ProxyError::Nft)?;
+        self.applied
+            .lock()
+            .expect("applied")
+            .push(script.to_string());
+        Ok(())
+    }
+
+    fn list_chain(&self, table: &str, chain: &str) -> Result<String, ProxyError> {
+        self.journal
+            .call("nft_list_chain", format!("{table} {chain}"), false)
+            .map_err(ProxyError::Nft)?;
+        Ok(self.chain.lock().expect("chain").clone())
     }
 }
