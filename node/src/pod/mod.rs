@@ -317,13 +317,12 @@ impl LocalReady {
         }
     }
 
-    /// Follow the pod's view until its sender is dropped (as soon as it
-    /// changes, not after the previous status write), then forget the pod.
-    async fn follow(self, mut rx: watch::Receiver<PodView>) {
-        let mut transitions = Transitions::default();
+    /// Follow the pod's computed status until its sender is dropped (as soon
+    /// as it changes, not after the previous status write), then forget the pod.
+    async fn follow(self, mut rx: watch::Receiver<Arc<Computed>>) {
         loop {
-            let view = rx.borrow_and_update().clone();
-            self.update(&view.status(&mut transitions), view.pod_ip.as_deref());
+            let c = rx.borrow_and_update().clone();
+            self.update(&c.status, c.pod_ip.as_deref());
             if rx.changed().await.is_err() {
                 self.stats.forget_ready(&self.uid);
                 return;
@@ -350,30 +349,61 @@ impl LocalReady {
     }
 }
 
-/// Write the pod's status whenever its view changes, until the view's sender
-/// is dropped.
-async fn write_status(api: Api<Pod>, name: String, mut rx: watch::Receiver<PodView>) {
+/// A pod's status as computed from its view: what the status writer sends
+/// and what the node's readiness view (the activator's) reads.
+#[derive(Debug)]
+struct Computed {
+    status: Value,
+    pod_ip: Option<String>,
+    phase: &'static str,
+}
+
+impl Computed {
+    fn of(view: &PodView, transitions: &mut Transitions) -> Computed {
+        Computed {
+            status: view.status(transitions),
+            pod_ip: view.pod_ip.clone(),
+            phase: view.phase(),
+        }
+    }
+}
+
+/// Compute the pod's status once per change of its view; the channel closes
+/// when the view's sender is dropped.
+fn statuses(mut view: watch::Receiver<PodView>) -> watch::Receiver<Arc<Computed>> {
     let mut transitions = Transitions::default();
+    let first = Computed::of(&view.borrow_and_update(), &mut transitions);
+    let (tx, rx) = watch::channel(Arc::new(first));
+    tokio::spawn(async move {
+        while view.changed().await.is_ok() {
+            let c = Computed::of(&view.borrow_and_update(), &mut transitions);
+            tx.send_replace(Arc::new(c));
+        }
+    });
+    rx
+}
+
+/// Write the pod's status whenever it changes, until its sender is dropped.
+async fn write_status(api: Api<Pod>, name: String, mut rx: watch::Receiver<Arc<Computed>>) {
     let mut last = Value::Null;
     loop {
-        let view = rx.borrow_and_update().clone();
-        let s = view.status(&mut transitions);
-        if s != last {
+        let c = rx.borrow_and_update().clone();
+        if c.status != last {
             let t = std::time::Instant::now();
             let result = api
                 .patch_status(
                     &name,
                     &PatchParams::default(),
-                    &Patch::Merge(json!({"status": s})),
+                    &Patch::Merge(json!({"status": c.status})),
                 )
                 .await;
             tracing::debug!(
                 ms = t.elapsed().as_millis() as u64,
-                phase = view.phase(),
+                phase = c.phase,
                 "status written"
             );
             match result {
-                Ok(_) => last = s,
+                Ok(_) => last = c.status.clone(),
                 Err(kube::Error::Api(e)) if e.code == 404 => return,
                 Err(e) => {
                     tracing::debug!(pod = %name, error = %e, "status write failed; retrying");
@@ -499,9 +529,11 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
     let (view_tx, view_rx) = watch::channel(view);
     let finished = matches!(phase.as_str(), "Succeeded" | "Failed");
     if !finished {
+        // One status, computed once per change, for the API and for the node.
+        let computed = statuses(view_rx);
         // The node hears of readiness first (the activator forwards at once).
-        tokio::spawn(LocalReady::new(&ctx, &info, &spec).follow(view_rx.clone()));
-        let writer = tokio::spawn(write_status(api.clone(), info.name.clone(), view_rx));
+        tokio::spawn(LocalReady::new(&ctx, &info, &spec).follow(computed.clone()));
+        let writer = tokio::spawn(write_status(api.clone(), info.name.clone(), computed));
         let started = start(&ctx, &info, &spec, &view_tx, &mut pod).await;
         if let Some(started) = started {
             // Run until the pod is deleted or it is done for good.
