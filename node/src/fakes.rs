@@ -17,7 +17,9 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use skiff_runtimes::oci::ExecOutput;
-use skiff_runtimes::{Content, RunRequest, RunStats, Running, Runtime, RuntimeError, Terminated};
+use skiff_runtimes::{
+    Content, EndReason, RunRequest, RunStats, Running, Runtime, RuntimeError, Terminated,
+};
 use tokio::sync::watch;
 
 use crate::cgroup::{CgroupError, CgroupOps, Cgroups, PodCgroup};
@@ -699,7 +701,11 @@ impl Runtime for FakeRuntime {
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                         let _ = tx.send(Some(Terminated {
                             exit_code: code,
-                            reason: if code == 0 { "Completed" } else { "Error" },
+                            reason: if code == 0 {
+                                EndReason::Completed
+                            } else {
+                                EndReason::Error
+                            },
                             message: None,
                             event: None,
                         }));
@@ -764,7 +770,7 @@ impl Running for FakeRun {
             if let Some(tx) = &self.tx {
                 let _ = tx.send(Some(Terminated {
                     exit_code: 137,
-                    reason: "Error",
+                    reason: EndReason::Error,
                     message: None,
                     event: None,
                 }));

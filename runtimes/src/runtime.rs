@@ -103,6 +103,32 @@ pub struct RunRequest {
     pub resolve: Arc<dyn ResolveSpec>,
 }
 
+/// Why a run ended, as Kubernetes names it in a terminated state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    Completed,
+    Error,
+    OomKilled,
+    DeadlineExceeded,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Completed => "Completed",
+            EndReason::Error => "Error",
+            EndReason::OomKilled => "OOMKilled",
+            EndReason::DeadlineExceeded => "DeadlineExceeded",
+        }
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An event a run wants recorded for its pod (a warning).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunEvent {
@@ -114,8 +140,7 @@ pub struct RunEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Terminated {
     pub exit_code: i32,
-    /// `Completed`, `Error`, `OOMKilled`, `DeadlineExceeded`.
-    pub reason: &'static str,
+    pub reason: EndReason,
     pub message: Option<String>,
     /// A warning to record for the pod (e.g. the memory limit was hit).
     pub event: Option<RunEvent>,

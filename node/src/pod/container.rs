@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::env::{self, ConfigError, Env, PodFacts, Refs, Sources};
 use super::events::Subject;
 use super::probes::{self, Probe, ProbeKind, Report};
-use super::status::{Ended, PodView, State, now};
+use super::status::{EndReason, Ended, PodView, State, Waiting, now};
 use super::{NodeCtx, PodInfo, volumes};
 
 mod oci;
@@ -57,7 +57,7 @@ enum Outcome {
     /// The container ended this way.
     Ended(Ended),
     /// Could not start: (reason, message); retried with back-off.
-    Failed(&'static str, String),
+    Failed(Waiting, String),
     /// The pod is stopping.
     Stopped,
 }
@@ -136,8 +136,7 @@ impl Runner {
         Ok((env, mounts))
     }
 
-    fn set_waiting(&self, reason: &str, message: Option<String>) {
-        let reason = reason.to_string();
+    fn set_waiting(&self, reason: Waiting, message: Option<String>) {
         self.update(|c| {
             c.state = State::Waiting { reason, message };
         });
@@ -178,13 +177,9 @@ impl Runner {
                         .record(&self.subject(), true, "Failed", &message)
                         .await;
                     self.set_waiting(reason, Some(message.clone()));
-                    let backoff_reason = if reason == "ErrImagePull" {
-                        "ImagePullBackOff"
-                    } else {
-                        reason
-                    };
+                    let backoff_reason = reason.backing_off();
                     let d = self.ctx.backoff(failures - 1);
-                    if reason == "CreateContainerConfigError" {
+                    if reason == Waiting::CreateContainerConfigError {
                         // The kubelet keeps the error itself as the message
                         // while it retries.
                         let d = d.min(CONFIG_RETRY_MAX);
@@ -249,7 +244,7 @@ impl Runner {
                             "Back-off restarting failed container",
                         )
                         .await;
-                    (d, Some(("CrashLoopBackOff", msg)))
+                    (d, Some((Waiting::CrashLoopBackOff, msg)))
                 }
             };
             if let Some((reason, message)) = waiting {
@@ -267,7 +262,7 @@ impl Runner {
         let t = std::time::Instant::now();
         let (env, mounts) = match self.config().await {
             Ok(x) => x,
-            Err(e) => return Outcome::Failed("CreateContainerConfigError", e.to_string()),
+            Err(e) => return Outcome::Failed(Waiting::CreateContainerConfigError, e.to_string()),
         };
         if !env.skipped.is_empty() {
             let msg = format!(
@@ -297,7 +292,7 @@ impl Runner {
             // Init containers have no probes (the API refuses them).
             Ok(_) if self.init && !self.sidecar() => Vec::new(),
             Ok(p) => p,
-            Err(e) => return Outcome::Failed("CreateContainerConfigError", e),
+            Err(e) => return Outcome::Failed(Waiting::CreateContainerConfigError, e),
         };
         let image = self
             .spec
@@ -313,9 +308,9 @@ impl Runner {
         let pulled = match self.ctx.images.pull(&image, policy.as_deref()).await {
             Ok(p) => p,
             Err(e @ super::image::ImageError::NotAnImage { .. }) => {
-                return Outcome::Failed("CreateContainerError", e.to_string());
+                return Outcome::Failed(Waiting::CreateContainerError, e.to_string());
             }
-            Err(e) => return Outcome::Failed("ErrImagePull", e.to_string()),
+            Err(e) => return Outcome::Failed(Waiting::ErrImagePull, e.to_string()),
         };
         self.update(|c| c.image_id = pulled.image_id.clone());
         tracing::debug!(ms = t.elapsed().as_millis() as u64, "image ready");
@@ -332,14 +327,14 @@ impl Runner {
                         )
                     }
                 };
-                return Outcome::Failed("CreateContainerError", why);
+                return Outcome::Failed(Waiting::CreateContainerError, why);
             }
         };
         let req = self.request(env, mounts);
         let memory = req.spec.memory_limit;
         let run = match runtime.start(&pulled.content, req).await {
             Ok(r) => r,
-            Err(e) => return Outcome::Failed(e.reason(), e.to_string()),
+            Err(e) => return Outcome::Failed(Waiting::from(&e), e.to_string()),
         };
         if run.serves_http()
             && let Some(e) = self.ctx.stats.pod(&self.pod.uid)
@@ -428,14 +423,14 @@ impl Runner {
                 r = run.wait() => {
                     let t = match r {
                         Ok(t) => t,
-                        Err(e) => return Outcome::Failed(e.reason(), e.to_string()),
+                        Err(e) => return Outcome::Failed(Waiting::from(&e), e.to_string()),
                     };
                     if let Some(ev) = &t.event {
                         self.ctx.events.record(&self.subject(), true, ev.reason, &ev.message).await;
                     }
                     return Outcome::Ended(Ended {
                         exit_code: t.exit_code,
-                        reason: t.reason.into(),
+                        reason: t.reason,
                         message: t.message,
                         started_at,
                         finished_at: now(),
@@ -644,7 +639,7 @@ impl Drop for Prober {
 fn killed_by_probe(why: String, started_at: String) -> Outcome {
     Outcome::Ended(Ended {
         exit_code: 137,
-        reason: "Error".into(),
+        reason: EndReason::Error,
         message: Some(why),
         started_at,
         finished_at: now(),

@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use crate::cgroup::PodCgroup;
 use crate::net::PodNetwork;
 use events::{Recorder, Subject};
-use status::{ContainerState, PodView, Transitions, now, qos_class};
+use status::{ContainerState, PodView, Transitions, Waiting, now, qos_class};
 
 /// The runtime handler of Wasm pods.
 pub const WASM_HANDLER: &str = skiff_runtimes::wasm::run::HANDLER;
@@ -490,7 +490,7 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
             };
             st.state = status::State::Terminated(status::Ended {
                 exit_code: 0,
-                reason: "Completed".into(),
+                reason: status::EndReason::Completed,
                 message: None,
                 started_at: t("startedAt"),
                 finished_at: t("finishedAt"),
@@ -500,7 +500,7 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
             || (key == "containerStatuses" && !inits.is_empty() && !initialized_before)
         {
             st.state = status::State::Waiting {
-                reason: "PodInitializing".into(),
+                reason: Waiting::PodInitializing,
                 message: None,
             };
         }
@@ -669,7 +669,7 @@ async fn supervise(
         view.send_modify(|v| {
             for c in v.init_containers.iter_mut().chain(v.containers.iter_mut()) {
                 c.state = status::State::Waiting {
-                    reason: "ContainerCreating".into(),
+                    reason: Waiting::ContainerCreating,
                     message: Some(message.clone()),
                 };
             }
@@ -723,7 +723,7 @@ async fn supervise(
             for c in &mut v.init_containers {
                 if !c.done {
                     c.state = status::State::Waiting {
-                        reason: "PodInitializing".into(),
+                        reason: Waiting::PodInitializing,
                         message: None,
                     };
                 }
@@ -731,11 +731,10 @@ async fn supervise(
             for c in &mut v.containers {
                 c.state = status::State::Waiting {
                     reason: if initialized {
-                        "ContainerCreating"
+                        Waiting::ContainerCreating
                     } else {
-                        "PodInitializing"
-                    }
-                    .into(),
+                        Waiting::PodInitializing
+                    },
                     message: None,
                 };
             }
@@ -767,9 +766,9 @@ async fn supervise(
     if !inits.is_empty() {
         view.send_modify(|v| {
             for c in &mut v.containers {
-                if matches!(&c.state, status::State::Waiting { reason, .. } if reason == "PodInitializing") {
+                if matches!(&c.state, status::State::Waiting { reason, .. } if *reason == Waiting::PodInitializing) {
                     c.state = status::State::Waiting {
-                        reason: "ContainerCreating".into(),
+                        reason: Waiting::ContainerCreating,
                         message: None,
                     };
                 }
@@ -838,10 +837,10 @@ async fn start(
                 view.send_modify(|v| {
                     for c in v.init_containers.iter_mut().chain(v.containers.iter_mut()) {
                         c.state = status::State::Waiting {
-                            reason: if reason == "FailedCreatePodSandBox" {
-                                "ContainerCreating".into()
+                            reason: if reason == "CreateContainerConfigError" {
+                                Waiting::CreateContainerConfigError
                             } else {
-                                reason.into()
+                                Waiting::ContainerCreating
                             },
                             message: Some(message.clone()),
                         };

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use super::{ExecOutput, OciContainer, OciError, OciImage, OciRuntime, Task};
 use crate::runtime::{
-    Content, RunEvent, RunRequest, RunStats, Running, Runtime, RuntimeError, Terminated,
+    Content, EndReason, RunEvent, RunRequest, RunStats, Running, Runtime, RuntimeError, Terminated,
 };
 
 /// The RuntimeClass handler of container pods.
@@ -177,9 +177,9 @@ impl OciRun {
                     Ok(Terminated {
                         exit_code: status as i32,
                         reason: match (oom, status) {
-                            (true, _) => "OOMKilled",
-                            (false, 0) => "Completed",
-                            _ => "Error",
+                            (true, _) => EndReason::OomKilled,
+                            (false, 0) => EndReason::Completed,
+                            _ => EndReason::Error,
                         },
                         message: None,
                         event: oom.then(|| RunEvent {
@@ -495,9 +495,9 @@ mod tests {
     async fn a_run_ends_with_its_exit_status_and_the_oom_killer_shows() {
         // (status, oom, reason, event)
         let cases = [
-            (0, false, "Completed", None),
-            (3, false, "Error", None),
-            (137, true, "OOMKilled", Some("OOMKilling")),
+            (0, false, EndReason::Completed, None),
+            (3, false, EndReason::Error, None),
+            (137, true, EndReason::OomKilled, Some("OOMKilling")),
         ];
         for (status, oom, reason, event) in cases {
             let api = FakeContainerd {

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::{Component, HttpApp, HttpStats, WasmError, WasmRuntime, World, run_command, world};
 use crate::runtime::{
-    Content, RunEvent, RunRequest, RunStats, Running, Runtime, RuntimeError, Terminated,
+    Content, EndReason, RunEvent, RunRequest, RunStats, Running, Runtime, RuntimeError, Terminated,
 };
 use crate::{ContainerSpec, Exit};
 
@@ -130,7 +130,7 @@ impl WasmRuntime {
             let why = r.unwrap_or_else(|e| format!("server task: {e}"));
             Ok(Terminated {
                 exit_code: 1,
-                reason: "Error",
+                reason: EndReason::Error,
                 message: Some(why),
                 event: None,
             })
@@ -168,7 +168,7 @@ impl WasmRuntime {
 
 /// How a command's exit shows in the container's status.
 pub fn terminated(exit: &Exit, container: &str) -> Terminated {
-    let (reason, exit_code) = exit.reason_and_code();
+    let (reason, exit_code) = exit.end();
     let message = match exit {
         Exit::Trapped(t) => Some(t.clone()),
         Exit::OutOfMemory => Some("the component tried to grow memory past limits.memory".into()),
