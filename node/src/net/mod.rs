@@ -14,6 +14,8 @@ pub(crate) mod link;
 pub mod netns;
 pub mod resolv;
 pub mod routes;
+#[cfg(test)]
+mod tests;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
