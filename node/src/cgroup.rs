@@ -27,26 +27,89 @@ pub struct CgroupError {
     pub reason: String,
 }
 
-/// One pod's CPU cgroup.
-#[derive(Clone)]
-pub struct PodCgroup {
-    cg: std::sync::Arc<Cgroup>,
-    path: String,
-    v2: bool,
+/// The host's pod cgroups: make one per pod, and remove what is left of a
+/// pod's cgroups. [`CgroupFs`] is the real one; tests use a recording fake.
+pub trait Cgroups: Send + Sync {
+    /// Create (or adopt) the pod's CPU cgroup, with a CFS quota when the pod
+    /// has a CPU limit (in millicores).
+    fn create(
+        &self,
+        node: &str,
+        uid: &str,
+        cpu_millis: Option<u64>,
+    ) -> Result<PodCgroup, CgroupError>;
+
+    /// Remove what is left of the pod's cgroups in every hierarchy.
+    fn remove_pod_dirs(&self, node: &str, uid: &str);
 }
+
+/// One pod's cgroup, as the host sees it.
+pub trait CgroupOps: Send + Sync {
+    fn path(&self) -> &str;
+    /// Whether the calling thread is in this cgroup already (inherited).
+    fn holds_current_thread(&self) -> bool;
+    /// Move thread `tid` into this cgroup.
+    fn add_thread(&self, tid: u64) -> Result<(), CgroupError>;
+    /// CPU time the pod's threads used, in nanoseconds.
+    fn usage_ns(&self) -> Option<u64>;
+    /// Remove the cgroup (its threads must have ended).
+    fn delete(&self);
+}
+
+/// One pod's CPU cgroup (shared by its sandbox, its statistics and its worker).
+#[derive(Clone)]
+pub struct PodCgroup(std::sync::Arc<dyn CgroupOps>);
 
 impl std::fmt::Debug for PodCgroup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PodCgroup")
-            .field("path", &self.path)
+            .field("path", &self.path())
             .finish()
     }
 }
 
 impl PodCgroup {
-    /// Create (or adopt) `skiff/<node>/pod<uid>`, with a CFS quota when the pod
-    /// has a CPU limit (in millicores).
-    pub fn create(
+    pub fn new(ops: std::sync::Arc<dyn CgroupOps>) -> PodCgroup {
+        PodCgroup(ops)
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.path()
+    }
+
+    /// Whether the calling thread is in this cgroup already (inherited).
+    pub fn holds_current_thread(&self) -> bool {
+        self.0.holds_current_thread()
+    }
+
+    /// Move the calling thread into this cgroup.
+    pub fn join_current_thread(&self) -> Result<(), CgroupError> {
+        self.add_thread(nix::unistd::gettid().as_raw() as u64)
+    }
+
+    /// Move thread `tid` into this cgroup.
+    pub fn add_thread(&self, tid: u64) -> Result<(), CgroupError> {
+        self.0.add_thread(tid)
+    }
+
+    /// CPU time the pod's threads used, in nanoseconds.
+    pub fn usage_ns(&self) -> Option<u64> {
+        self.0.usage_ns()
+    }
+
+    /// Remove the cgroup (its threads must have ended).
+    pub fn delete(&self) {
+        self.0.delete()
+    }
+}
+
+/// The real cgroup file systems (cgroups-rs; v1 or v2 as the host has).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CgroupFs;
+
+impl Cgroups for CgroupFs {
+    fn create(
+        &self,
         node: &str,
         uid: &str,
         cpu_millis: Option<u64>,
@@ -78,19 +141,31 @@ impl PodCgroup {
             cpu.set_cfs_quota_and_period(Some(quota), Some(period))
                 .map_err(|e| err(format!("cpu quota: {e}")))?;
         }
-        Ok(PodCgroup {
-            cg: std::sync::Arc::new(cg),
+        Ok(PodCgroup::new(std::sync::Arc::new(FsCgroup {
+            cg,
             path,
             v2,
-        })
+        })))
     }
 
-    pub fn path(&self) -> &str {
+    fn remove_pod_dirs(&self, node: &str, uid: &str) {
+        remove_pod_dirs(node, uid)
+    }
+}
+
+/// A pod cgroup in the real file systems.
+struct FsCgroup {
+    cg: Cgroup,
+    path: String,
+    v2: bool,
+}
+
+impl CgroupOps for FsCgroup {
+    fn path(&self) -> &str {
         &self.path
     }
 
-    /// Whether the calling thread is in this cgroup already (inherited).
-    pub fn holds_current_thread(&self) -> bool {
+    fn holds_current_thread(&self) -> bool {
         let suffix = format!("/{}", self.path);
         std::fs::read_to_string("/proc/thread-self/cgroup").is_ok_and(|s| {
             s.lines()
@@ -102,13 +177,7 @@ impl PodCgroup {
         })
     }
 
-    /// Move the calling thread into this cgroup.
-    pub fn join_current_thread(&self) -> Result<(), CgroupError> {
-        self.add_thread(nix::unistd::gettid().as_raw() as u64)
-    }
-
-    /// Move thread `tid` into this cgroup.
-    pub fn add_thread(&self, tid: u64) -> Result<(), CgroupError> {
+    fn add_thread(&self, tid: u64) -> Result<(), CgroupError> {
         self.cg
             .add_task(CgroupPid::from(tid))
             .map_err(|e| CgroupError {
@@ -117,8 +186,7 @@ impl PodCgroup {
             })
     }
 
-    /// CPU time the pod's threads used, in nanoseconds.
-    pub fn usage_ns(&self) -> Option<u64> {
+    fn usage_ns(&self) -> Option<u64> {
         if self.v2 {
             let stat = self.cg.controller_of::<CpuController>()?.cpu().stat;
             stat.lines()
@@ -135,8 +203,7 @@ impl PodCgroup {
         }
     }
 
-    /// Remove the cgroup (its threads must have ended).
-    pub fn delete(&self) {
+    fn delete(&self) {
         if let Err(e) = self.cg.delete() {
             tracing::warn!(cgroup = %self.path, error = %e, "cannot remove pod cgroup");
         }

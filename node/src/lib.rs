@@ -10,6 +10,8 @@ pub mod activator;
 pub mod agent;
 pub mod cgroup;
 pub mod dns;
+#[cfg(test)]
+pub(crate) mod fakes;
 pub mod host;
 pub mod net;
 pub mod pod;

@@ -5,7 +5,13 @@
 //! image is "not mine" (so the agent can pick another runtime) or broken.
 
 pub mod oci;
+pub mod runtime;
 pub mod wasm;
+
+pub use runtime::{
+    Content, EndReason, ResolveSpec, RunEvent, RunRequest, RunStats, Running, Runtime,
+    RuntimeError, Terminated,
+};
 
 use std::time::Duration;
 
@@ -57,12 +63,18 @@ pub enum Exit {
 impl Exit {
     /// The Kubernetes-style reason and exit code for a terminated state.
     pub fn reason_and_code(&self) -> (&'static str, i32) {
+        let (reason, code) = self.end();
+        (reason.as_str(), code)
+    }
+
+    /// Why the run ended and its exit code.
+    pub fn end(&self) -> (EndReason, i32) {
         match self {
-            Exit::Code(0) => ("Completed", 0),
-            Exit::Code(c) => ("Error", *c),
-            Exit::OutOfMemory => ("OOMKilled", 137),
-            Exit::TimedOut => ("DeadlineExceeded", 137),
-            Exit::Trapped(_) => ("Error", 134),
+            Exit::Code(0) => (EndReason::Completed, 0),
+            Exit::Code(c) => (EndReason::Error, *c),
+            Exit::OutOfMemory => (EndReason::OomKilled, 137),
+            Exit::TimedOut => (EndReason::DeadlineExceeded, 137),
+            Exit::Trapped(_) => (EndReason::Error, 134),
         }
     }
 }

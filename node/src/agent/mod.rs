@@ -311,6 +311,10 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
     let warm = net.clone().keep_warm(cfg.warm_netns);
     let wasm = skiff_runtimes::wasm::WasmRuntime::new(&cfg.data_dir.join("compiled"))?;
     let stats = crate::stats::Stats::new(&cfg.node_name, oci.is_some());
+    let mut runtimes: Vec<Arc<dyn skiff_runtimes::Runtime>> = vec![Arc::new(wasm)];
+    if let Some(oci) = oci {
+        runtimes.push(Arc::new(oci));
+    }
     let (views_tx, views_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
     let metrics = metrics::AgentMetrics::new(stats.clone());
     let activator = crate::activator::Activator::new(
@@ -330,11 +334,12 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         node: cfg.node_name.clone(),
         host_ip: cfg.address.to_string(),
         net,
-        wasm,
+        runtimes,
         images: Images::new(client.clone(), cfg.data_dir.join("images"))?,
         logs: LogDir(cfg.data_dir.join("logs")),
         events: Recorder::new(client.clone(), cfg.node_name.clone()),
         cgroups: cfg.cgroups,
+        host_cgroups: Arc::new(crate::cgroup::CgroupFs),
         backoff_initial: cfg.backoff,
         backoff_max: Duration::from_secs(300),
         warm_sandboxes: Default::default(),
@@ -342,7 +347,6 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         probes: Arc::new(crate::pod::probes::NetChecker::new()),
         node_cpu_millis: std::thread::available_parallelism().map_or(1, |n| n.get()) as u64 * 1000,
         node_memory: node::memory_kib() * 1024,
-        oci,
         allow_privileged: cfg.allow_privileged,
         tasks: crate::pod::Tasks::default(),
         stats: stats.clone(),

@@ -8,20 +8,23 @@
 //! leave the machine.**
 
 mod cidr;
+pub mod host;
 mod ipam;
 pub(crate) mod link;
 pub mod netns;
 pub mod resolv;
 pub mod routes;
+#[cfg(test)]
+mod tests;
 
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use fnv::short_hash;
 
 pub use cidr::Cidr;
+pub use host::{NetHost, Rtnetlink};
 pub use ipam::Ipam;
 
 /// Errors of the pod network.
@@ -81,7 +84,7 @@ pub struct Attachment {
 pub struct PodNetwork {
     cfg: NetConfig,
     ipam: Ipam,
-    host: rtnetlink::Handle,
+    host: Arc<dyn NetHost>,
     bridge_index: u32,
     /// Addresses whose namespace is built and waiting for a pod.
     warm: Arc<std::sync::Mutex<Vec<Ipv4Addr>>>,
@@ -91,6 +94,16 @@ impl PodNetwork {
     /// Install the unreachable routes, then the bridge with the node's gateway
     /// address. Idempotent: an agent restart adopts what is there.
     pub async fn prepare(cfg: NetConfig) -> Result<PodNetwork, NetError> {
+        let host: Arc<dyn NetHost> = Arc::new(Rtnetlink::connect()?);
+        neighbour_room(cfg.node_cidr.size());
+        PodNetwork::prepare_on(cfg, host).await
+    }
+
+    /// [`PodNetwork::prepare`] on a given host (the real one or a fake).
+    pub async fn prepare_on(
+        cfg: NetConfig,
+        host: Arc<dyn NetHost>,
+    ) -> Result<PodNetwork, NetError> {
         let gateway = cfg
             .node_cidr
             .gateway()
@@ -103,12 +116,12 @@ impl PodNetwork {
                 cfg.node_cidr, cfg.cluster_cidr
             )));
         }
-        let host = link::connect()?;
-        neighbour_room(cfg.node_cidr.size());
-        link::unreachable(&host, cfg.cluster_cidr).await?;
-        link::unreachable(&host, cfg.service_cidr).await?;
-        link::local_route(&host, cfg.service_cidr).await?;
-        let bridge_index = link::bridge(&host, &cfg.bridge, gateway, cfg.node_cidr.prefix).await?;
+        host.unreachable_route(cfg.cluster_cidr).await?;
+        host.unreachable_route(cfg.service_cidr).await?;
+        host.local_route(cfg.service_cidr).await?;
+        let bridge_index = host
+            .bridge(&cfg.bridge, gateway, cfg.node_cidr.prefix)
+            .await?;
         let ipam = Ipam::new(
             cfg.state_dir.join(cfg.node_cidr.base.to_string()),
             cfg.node_cidr,
@@ -125,6 +138,11 @@ impl PodNetwork {
 
     pub fn config(&self) -> &NetConfig {
         &self.cfg
+    }
+
+    /// The host operations this network runs on.
+    pub fn host(&self) -> Arc<dyn NetHost> {
+        self.host.clone()
     }
 
     /// The namespace name of the pod address `ip`.
@@ -171,44 +189,25 @@ impl PodNetwork {
     }
 
     async fn plumb(&self, ip: Ipv4Addr) -> Result<Attachment, NetError> {
-        link::forget_neighbour(&self.host, self.bridge_index, ip).await?;
-        let n = self.netns_name(ip);
-        let (path, new) = blocking(move || netns::create(&n)).await?;
+        self.host.forget_neighbour(self.bridge_index, ip).await?;
+        let (n, host) = (self.netns_name(ip), self.host.clone());
+        let (path, new) = blocking(move || host.create_netns(&n)).await?;
         let (host_end, pod_end) = self.veth_names(ip);
-        let p = path.clone();
+        let (p, host) = (path.clone(), self.host.clone());
         // A namespace just made is empty; one that existed is checked (adoption).
-        let configured = !new && blocking(move || configured(&p, ip)).await?;
-        if !configured || link::index(&self.host, &host_end).await?.is_none() {
-            let ns = std::fs::File::open(&path)
-                .map_err(|e| NetError::io(format!("open {}", path.display()), e))?;
-            link::veth(
-                &self.host,
-                &host_end,
-                &pod_end,
-                self.bridge_index,
-                ns.as_raw_fd(),
-            )
-            .await?;
+        let configured = !new && blocking(move || host.netns_has_address(&p, ip)).await?;
+        if !configured || self.host.link_index(&host_end).await?.is_none() {
+            self.host
+                .add_veth(&host_end, &pod_end, self.bridge_index, &path)
+                .await?;
             let gateway = self
                 .cfg
                 .node_cidr
                 .gateway()
                 .unwrap_or(Ipv4Addr::UNSPECIFIED);
-            let prefix = self.cfg.node_cidr.prefix;
-            let p = path.clone();
-            blocking(move || {
-                netns::run_in(&p, move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_io()
-                        .build()
-                        .map_err(|e| NetError::io("netlink runtime", e))?;
-                    rt.block_on(async {
-                        let h = link::connect()?;
-                        link::configure_pod(&h, &pod_end, ip, prefix, gateway).await
-                    })
-                })?
-            })
-            .await?;
+            self.host
+                .configure_pod(&path, &pod_end, ip, self.cfg.node_cidr.prefix, gateway)
+                .await?;
         }
         Ok(Attachment { netns: path, ip })
     }
@@ -216,11 +215,12 @@ impl PodNetwork {
     /// Remove the veth and namespace of `ip`. Missing pieces are fine.
     async fn remove(&self, ip: Ipv4Addr) -> Result<(), NetError> {
         let (host_end, _) = self.veth_names(ip);
-        link::delete(&self.host, &host_end).await?;
-        link::forget_neighbour(&self.host, self.bridge_index, ip).await?;
+        self.host.delete_link(&host_end).await?;
+        self.host.forget_neighbour(self.bridge_index, ip).await?;
         let name = self.netns_name(ip);
-        resolv::remove(&name);
-        blocking(move || netns::delete(&name)).await
+        self.host.remove_resolv(&name);
+        let host = self.host.clone();
+        blocking(move || host.delete_netns(&name)).await
     }
 
     /// Remove the pod's veth, namespace and address (whatever of it exists).
@@ -331,11 +331,6 @@ fn neighbour_room(addresses: u64) {
             }
         }
     }
-}
-
-/// Whether the namespace already has eth0 with `ip` (an agent restart).
-fn configured(path: &Path, ip: Ipv4Addr) -> Result<bool, NetError> {
-    netns::run_in(path, move || std::net::UdpSocket::bind((ip, 0)).is_ok())
 }
 
 /// Run namespace work (which spawns and joins threads) off the async workers.

@@ -10,18 +10,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::Value;
-use skiff_runtimes::wasm::{HttpApp, World, run_command, world};
-use skiff_runtimes::{ContainerSpec, Exit};
+use skiff_runtimes::{Content, RunRequest, Running};
 use tokio::sync::watch;
 
 use super::env::{self, ConfigError, Env, PodFacts, Refs, Sources};
 use super::events::Subject;
-use super::image::Content;
 use super::probes::{self, Probe, ProbeKind, Report};
-use super::status::{Ended, PodView, State, now};
+use super::status::{EndReason, Ended, PodView, State, Waiting, now};
 use super::{NodeCtx, PodInfo, volumes};
 
 mod oci;
+mod wasm;
 
 /// Longest wait between retries of a container whose configuration is missing
 /// (a ConfigMap or Secret created later is picked up within this).
@@ -58,7 +57,7 @@ enum Outcome {
     /// The container ended this way.
     Ended(Ended),
     /// Could not start: (reason, message); retried with back-off.
-    Failed(&'static str, String),
+    Failed(Waiting, String),
     /// The pod is stopping.
     Stopped,
 }
@@ -137,8 +136,7 @@ impl Runner {
         Ok((env, mounts))
     }
 
-    fn set_waiting(&self, reason: &str, message: Option<String>) {
-        let reason = reason.to_string();
+    fn set_waiting(&self, reason: Waiting, message: Option<String>) {
         self.update(|c| {
             c.state = State::Waiting { reason, message };
         });
@@ -179,13 +177,9 @@ impl Runner {
                         .record(&self.subject(), true, "Failed", &message)
                         .await;
                     self.set_waiting(reason, Some(message.clone()));
-                    let backoff_reason = if reason == "ErrImagePull" {
-                        "ImagePullBackOff"
-                    } else {
-                        reason
-                    };
+                    let backoff_reason = reason.backing_off();
                     let d = self.ctx.backoff(failures - 1);
-                    if reason == "CreateContainerConfigError" {
+                    if reason == Waiting::CreateContainerConfigError {
                         // The kubelet keeps the error itself as the message
                         // while it retries.
                         let d = d.min(CONFIG_RETRY_MAX);
@@ -250,7 +244,7 @@ impl Runner {
                             "Back-off restarting failed container",
                         )
                         .await;
-                    (d, Some(("CrashLoopBackOff", msg)))
+                    (d, Some((Waiting::CrashLoopBackOff, msg)))
                 }
             };
             if let Some((reason, message)) = waiting {
@@ -262,68 +256,13 @@ impl Runner {
         }
     }
 
-    fn container_spec(&self, env: &Env, mounts: Vec<skiff_runtimes::Mount>) -> ContainerSpec {
-        let strings = |key: &str| -> Vec<String> {
-            self.spec
-                .get(key)
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        // Command and args see `$(VAR)` of the container's environment.
-        let command: Vec<String> = strings("command").iter().map(|s| env.expand(s)).collect();
-        let (argv0, mut args) = match command.split_first() {
-            Some((first, rest)) => (first.clone(), rest.to_vec()),
-            None => (self.name(), Vec::new()),
-        };
-        args.extend(strings("args").iter().map(|s| env.expand(s)));
-        let memory_limit = self
-            .spec
-            .pointer("/resources/limits/memory")
-            .and_then(Value::as_str)
-            .and_then(super::quantity)
-            .map(|b| b as u64);
-        ContainerSpec {
-            name: argv0,
-            args,
-            env: env.vars.clone(),
-            memory_limit,
-            timeout: None,
-            mounts,
-            netns: Some(self.netns.clone()),
-            memory_gauge: self.ctx.stats.pod(&self.pod.uid).map(|p| p.memory.clone()),
-        }
-    }
-
-    fn ports(&self) -> Vec<u16> {
-        let mut ports: Vec<u16> = self
-            .spec
-            .get("ports")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter(|p| p.get("protocol").and_then(Value::as_str).unwrap_or("TCP") == "TCP")
-                    .filter_map(|p| p.get("containerPort")?.as_u64())
-                    .filter_map(|p| u16::try_from(p).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if ports.is_empty() {
-            ports.push(DEFAULT_HTTP_PORT);
-        }
-        ports
-    }
-
-    /// One run: configure, pull, load, start, and wait for the end or the stop.
+    /// One run: configure, pull, pick the runtime, start, and wait for the
+    /// end or the stop.
     async fn attempt(&mut self) -> Outcome {
         let t = std::time::Instant::now();
         let (env, mounts) = match self.config().await {
             Ok(x) => x,
-            Err(e) => return Outcome::Failed("CreateContainerConfigError", e.to_string()),
+            Err(e) => return Outcome::Failed(Waiting::CreateContainerConfigError, e.to_string()),
         };
         if !env.skipped.is_empty() {
             let msg = format!(
@@ -353,7 +292,7 @@ impl Runner {
             // Init containers have no probes (the API refuses them).
             Ok(_) if self.init && !self.sidecar() => Vec::new(),
             Ok(p) => p,
-            Err(e) => return Outcome::Failed("CreateContainerConfigError", e),
+            Err(e) => return Outcome::Failed(Waiting::CreateContainerConfigError, e),
         };
         let image = self
             .spec
@@ -369,54 +308,156 @@ impl Runner {
         let pulled = match self.ctx.images.pull(&image, policy.as_deref()).await {
             Ok(p) => p,
             Err(e @ super::image::ImageError::NotAnImage { .. }) => {
-                return Outcome::Failed("CreateContainerError", e.to_string());
+                return Outcome::Failed(Waiting::CreateContainerError, e.to_string());
             }
-            Err(e) => return Outcome::Failed("ErrImagePull", e.to_string()),
+            Err(e) => return Outcome::Failed(Waiting::ErrImagePull, e.to_string()),
         };
         self.update(|c| c.image_id = pulled.image_id.clone());
         tracing::debug!(ms = t.elapsed().as_millis() as u64, "image ready");
-        let (digest, bytes) = match pulled.content {
-            Content::Oci(image) => return self.run_oci(image, env, mounts, probes).await,
-            Content::Wasm {
-                layer_digest,
-                bytes,
-            } => (layer_digest, bytes),
+        let runtime = match skiff_runtimes::runtime::pick(&self.ctx.runtimes, &pulled.content) {
+            Ok(rt) => rt.clone(),
+            Err(_) => {
+                let why = match pulled.content {
+                    Content::Oci(_) => format!(
+                        "image {image:?} is a container image, and this node has no container runtime (containerd is not available)"
+                    ),
+                    Content::Wasm { .. } => {
+                        format!(
+                            "image {image:?} is a Wasm component, and this node has no Wasm runtime"
+                        )
+                    }
+                };
+                return Outcome::Failed(Waiting::CreateContainerError, why);
+            }
         };
-        let wasm = self.ctx.wasm.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            let c = wasm.load(&digest, &bytes)?;
-            let w = world(&wasm, &c)?;
-            Ok::<_, skiff_runtimes::wasm::WasmError>((c, w))
-        })
-        .await;
-        let (component, kind) = match loaded {
-            Ok(Ok(x)) => x,
-            Ok(Err(e)) => return Outcome::Failed("CreateContainerError", e.to_string()),
-            Err(e) => return Outcome::Failed("CreateContainerError", format!("compile: {e}")),
+        let req = self.request(env, mounts);
+        let memory = req.spec.memory_limit;
+        let run = match runtime.start(&pulled.content, req).await {
+            Ok(r) => r,
+            Err(e) => return Outcome::Failed(Waiting::from(&e), e.to_string()),
         };
-        tracing::debug!(ms = t.elapsed().as_millis() as u64, "component loaded");
-        let restarts = self.restarts();
-        let log = match self.ctx.logs.open(
+        if run.serves_http()
+            && let Some(e) = self.ctx.stats.pod(&self.pod.uid)
+        {
+            e.serves_http.store(true, Ordering::Relaxed);
+        }
+        let key = self.task_key();
+        if run.can_exec() {
+            self.ctx
+                .tasks
+                .lock()
+                .expect("tasks")
+                .insert(key.clone(), run.clone());
+        }
+        let outcome = self.supervise(&run, &probes, memory).await;
+        if run.can_exec() {
+            self.ctx.tasks.lock().expect("tasks").remove(&key);
+        }
+        run.remove().await;
+        outcome
+    }
+
+    /// `namespace/pod/container`, the key exec finds a running container by.
+    fn task_key(&self) -> String {
+        format!("{}/{}/{}", self.pod.namespace, self.pod.name, self.name())
+    }
+
+    /// What the runtime is asked to run.
+    fn request(&self, env: Env, mounts: Vec<skiff_runtimes::Mount>) -> RunRequest {
+        let spec = self.container_spec(&env, mounts.clone());
+        let log = self.ctx.logs.path(
             &self.pod.namespace,
             &self.pod.name,
             &self.pod.uid,
             &self.name(),
-            restarts,
-        ) {
-            Ok(f) => f,
-            Err(e) => {
-                return Outcome::Failed("CreateContainerError", format!("open log file: {e}"));
-            }
-        };
-        let mut spec = self.container_spec(&env, mounts);
-        match kind {
-            World::Http => {
-                spec.timeout = Some(self.pod.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT));
-                self.serve(&component, spec, log, probes).await
-            }
-            World::Command => {
-                spec.timeout = self.pod.active_deadline;
-                self.command(component, spec, log, probes).await
+            self.restarts(),
+        );
+        let http_stats = self
+            .ctx
+            .stats
+            .pod(&self.pod.uid)
+            .map(|e| e.http.clone())
+            .unwrap_or_default();
+        RunRequest {
+            container: self.name(),
+            spec,
+            ports: self.ports(),
+            request_timeout: self.pod.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+            deadline: self.pod.active_deadline,
+            log,
+            sandbox: self.sandbox.clone(),
+            http_stats,
+            resolve: Arc::new(oci::OciSpecOf {
+                ctx: self.ctx.clone(),
+                pod: self.pod.clone(),
+                container: self.spec.clone(),
+                name: self.name(),
+                env,
+                mounts,
+                netns: self.netns.clone(),
+                pod_ip: self.view.borrow().pod_ip.clone(),
+            }),
+        }
+    }
+
+    /// Wait for the run's end, its probes' verdict or the pod's stop; report
+    /// what the run's counters say as events.
+    async fn supervise(
+        &mut self,
+        run: &Arc<dyn Running>,
+        probes: &[Probe],
+        memory: Option<u64>,
+    ) -> Outcome {
+        let checker = Arc::new(self.run_checker(run));
+        let (started_at, mut probing, liveness, readiness) =
+            self.start_probed(probes, checker).await;
+        let (mut oom_seen, mut timeouts_seen) = (0, 0);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut stop = self.stop.clone();
+        loop {
+            tokio::select! {
+                _ = stopped(&mut stop) => {
+                    run.stop(self.pod.grace, Box::pin(self.pre_stop(run, self.pod.grace))).await;
+                    return Outcome::Stopped;
+                }
+                r = run.wait() => {
+                    let t = match r {
+                        Ok(t) => t,
+                        Err(e) => return Outcome::Failed(Waiting::from(&e), e.to_string()),
+                    };
+                    if let Some(ev) = &t.event {
+                        self.ctx.events.record(&self.subject(), true, ev.reason, &ev.message).await;
+                    }
+                    return Outcome::Ended(Ended {
+                        exit_code: t.exit_code,
+                        reason: t.reason,
+                        message: t.message,
+                        started_at,
+                        finished_at: now(),
+                    });
+                }
+                Some(report) = probing.rx.recv() => {
+                    if let Some(why) = self.probed(&report, &mut probing, &liveness, &readiness).await {
+                        run.stop(self.pod.grace, Box::pin(self.pre_stop(run, self.pod.grace))).await;
+                        return killed_by_probe(why, started_at);
+                    }
+                }
+                _ = tick.tick() => {
+                    let stats = run.stats();
+                    let oom = stats.out_of_memory;
+                    if oom > oom_seen {
+                        oom_seen = oom;
+                        let limit = memory.map(|m| format!(" of {m} bytes")).unwrap_or_default();
+                        self.ctx.events.record(&self.subject(), true, "OOMKilling",
+                            &format!("a request to container {} was stopped at its memory limit{limit} ({oom} so far); the container keeps serving", self.name())).await;
+                    }
+                    let t = stats.timeouts;
+                    if t > timeouts_seen {
+                        timeouts_seen = t;
+                        self.ctx.events.record(&self.subject(), true, "RequestTimeout",
+                            &format!("a request to container {} ran past its time limit and was stopped ({t} so far)", self.name())).await;
+                    }
+                }
             }
         }
     }
@@ -443,97 +484,6 @@ impl Runner {
             )
             .await;
         at
-    }
-
-    async fn serve(
-        &mut self,
-        component: &skiff_runtimes::wasm::Component,
-        spec: ContainerSpec,
-        log: std::fs::File,
-        probes: Vec<Probe>,
-    ) -> Outcome {
-        let memory = spec.memory_limit;
-        let entry = self.ctx.stats.pod(&self.pod.uid);
-        if let Some(e) = &entry {
-            e.serves_http.store(true, Ordering::Relaxed);
-        }
-        let stats = entry.map(|e| e.http.clone()).unwrap_or_default();
-        let app = match HttpApp::new(&self.ctx.wasm, component, spec, log, stats) {
-            Ok(a) => a,
-            Err(e) => return Outcome::Failed("CreateContainerError", e.to_string()),
-        };
-        let ports = self.ports();
-        let (tx, rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
-        let served = app.clone();
-        let task = self.sandbox.spawn(async move {
-            let mut listeners = Vec::new();
-            for p in &ports {
-                match tokio::net::TcpListener::bind(("0.0.0.0", *p)).await {
-                    Ok(l) => listeners.push(l),
-                    Err(e) => {
-                        let _ = tx.send(Err(format!("listen on port {p}: {e}")));
-                        return format!("listen on port {p}: {e}");
-                    }
-                }
-            }
-            let _ = tx.send(Ok(()));
-            let mut set = tokio::task::JoinSet::new();
-            for l in listeners {
-                set.spawn(served.clone().serve(l));
-            }
-            match set.join_next().await {
-                Some(Ok(Err(e))) => format!("accept: {e}"),
-                _ => "the server stopped".to_string(),
-            }
-        });
-        match rx.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Outcome::Failed("RunContainerError", e),
-            Err(_) => {
-                return Outcome::Failed("RunContainerError", "the pod sandbox stopped".into());
-            }
-        }
-        let (started_at, mut probing, liveness, readiness) =
-            self.start_probed(&probes, self.ctx.probes.clone()).await;
-        let (mut oom_seen, mut timeouts_seen) = (0, 0);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut stop = self.stop.clone();
-        let mut task = task;
-        loop {
-            tokio::select! {
-                _ = stopped(&mut stop) => {
-                    task.abort();
-                    let _ = task.await;
-                    return Outcome::Stopped;
-                }
-                r = &mut task => {
-                    let why = r.unwrap_or_else(|e| format!("server task: {e}"));
-                    return Outcome::Ended(Ended { exit_code: 1, reason: "Error".into(), message: Some(why), started_at, finished_at: now() });
-                }
-                Some(report) = probing.rx.recv() => {
-                    if let Some(why) = self.probed(&report, &mut probing, &liveness, &readiness).await {
-                        task.abort();
-                        let _ = task.await;
-                        return killed_by_probe(why, started_at);
-                    }
-                }
-                _ = tick.tick() => {
-                    let oom = app.stats.out_of_memory.load(Ordering::Relaxed);
-                    if oom > oom_seen {
-                        oom_seen = oom;
-                        let limit = memory.map(|m| format!(" of {m} bytes")).unwrap_or_default();
-                        self.ctx.events.record(&self.subject(), true, "OOMKilling",
-                            &format!("a request to container {} was stopped at its memory limit{limit} ({oom} so far); the container keeps serving", self.name())).await;
-                    }
-                    let t = app.stats.timeouts.load(Ordering::Relaxed);
-                    if t > timeouts_seen {
-                        timeouts_seen = t;
-                        self.ctx.events.record(&self.subject(), true, "RequestTimeout",
-                            &format!("a request to container {} ran past its time limit and was stopped ({t} so far)", self.name())).await;
-                    }
-                }
-            }
-        }
     }
 
     /// Mark the container running and start its probes: the startup probe
@@ -633,75 +583,6 @@ impl Runner {
             (ProbeKind::Liveness, true) => None,
         }
     }
-
-    async fn command(
-        &mut self,
-        component: skiff_runtimes::wasm::Component,
-        spec: ContainerSpec,
-        log: std::fs::File,
-        probes: Vec<Probe>,
-    ) -> Outcome {
-        let err = match log.try_clone() {
-            Ok(f) => f,
-            Err(e) => return Outcome::Failed("CreateContainerError", format!("log file: {e}")),
-        };
-        let rt = self.ctx.wasm.clone();
-        let task = self
-            .sandbox
-            .spawn(async move { run_command(&rt, &component, &spec, log, err).await });
-        let (started_at, mut probing, liveness, readiness) =
-            self.start_probed(&probes, self.ctx.probes.clone()).await;
-        let mut stop = self.stop.clone();
-        let mut task = task;
-        let result = loop {
-            tokio::select! {
-                _ = stopped(&mut stop) => {
-                    task.abort();
-                    return Outcome::Stopped;
-                }
-                r = &mut task => break r,
-                Some(report) = probing.rx.recv() => {
-                    if let Some(why) = self.probed(&report, &mut probing, &liveness, &readiness).await {
-                        task.abort();
-                        let _ = task.await;
-                        return killed_by_probe(why, started_at);
-                    }
-                }
-            }
-        };
-        let exit = match result {
-            Ok(Ok(exit)) => exit,
-            Ok(Err(e)) => return Outcome::Failed("CreateContainerError", e.to_string()),
-            Err(e) => Exit::Trapped(format!("the command task ended: {e}")),
-        };
-        let (reason, code) = exit.reason_and_code();
-        let message = match &exit {
-            Exit::Trapped(t) => Some(t.clone()),
-            Exit::OutOfMemory => {
-                Some("the component tried to grow memory past limits.memory".into())
-            }
-            Exit::TimedOut => Some("the pod ran past activeDeadlineSeconds".into()),
-            Exit::Code(_) => None,
-        };
-        if exit == Exit::OutOfMemory {
-            self.ctx
-                .events
-                .record(
-                    &self.subject(),
-                    true,
-                    "OOMKilled",
-                    &format!("container {} stopped at its memory limit", self.name()),
-                )
-                .await;
-        }
-        Outcome::Ended(Ended {
-            exit_code: code,
-            reason: reason.into(),
-            message,
-            started_at,
-            finished_at: now(),
-        })
-    }
 }
 
 /// The probe workers of one container run; dropping it stops them.
@@ -758,7 +639,7 @@ impl Drop for Prober {
 fn killed_by_probe(why: String, started_at: String) -> Outcome {
     Outcome::Ended(Ended {
         exit_code: 137,
-        reason: "Error".into(),
+        reason: EndReason::Error,
         message: Some(why),
         started_at,
         finished_at: now(),

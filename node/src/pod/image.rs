@@ -47,16 +47,7 @@ pub struct Pulled {
 }
 
 /// What a pulled image holds, which decides the runtime.
-#[derive(Debug, Clone)]
-pub enum Content {
-    /// A Wasm component: its layer's digest and bytes.
-    Wasm {
-        layer_digest: String,
-        bytes: Arc<Vec<u8>>,
-    },
-    /// A container image for containerd.
-    Oci(Arc<OciImage>),
-}
+pub use skiff_runtimes::Content;
 
 /// The `platform.architecture` of this host as OCI indexes spell it.
 fn host_arch() -> &'static str {

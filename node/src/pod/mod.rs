@@ -14,6 +14,8 @@ pub mod logs;
 pub mod probes;
 pub mod sandbox;
 pub mod status;
+#[cfg(test)]
+mod tests;
 pub mod volumes;
 
 use std::sync::Arc;
@@ -24,18 +26,18 @@ use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
-use skiff_runtimes::wasm::WasmRuntime;
+use skiff_runtimes::{Running, Runtime};
 use tokio::sync::watch;
 
 use crate::cgroup::PodCgroup;
 use crate::net::PodNetwork;
 use events::{Recorder, Subject};
-use status::{ContainerState, PodView, Transitions, now, qos_class};
+use status::{ContainerState, PodView, Transitions, Waiting, now, qos_class};
 
 /// The runtime handler of Wasm pods.
-pub const WASM_HANDLER: &str = "wasmtime";
+pub const WASM_HANDLER: &str = skiff_runtimes::wasm::run::HANDLER;
 /// The runtime handler of container pods (served when containerd is there).
-pub const RUNC_HANDLER: &str = "runc";
+pub const RUNC_HANDLER: &str = skiff_runtimes::oci::run::HANDLER;
 
 /// Everything pod workers share on one node.
 pub struct NodeCtx {
@@ -43,12 +45,15 @@ pub struct NodeCtx {
     pub node: String,
     pub host_ip: String,
     pub net: PodNetwork,
-    pub wasm: WasmRuntime,
+    /// The runtimes this node runs containers with, tried in turn.
+    pub runtimes: Vec<Arc<dyn Runtime>>,
     pub images: image::Images,
     pub logs: logs::LogDir,
     pub events: Recorder,
     /// Put pod threads into per-pod cgroups.
     pub cgroups: bool,
+    /// The host's cgroups (pod CPU cgroups and the OCI containers' parents).
+    pub host_cgroups: Arc<dyn crate::cgroup::Cgroups>,
     /// First restart delay; doubles up to `backoff_max`.
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
@@ -62,8 +67,6 @@ pub struct NodeCtx {
     /// What a container without limits may use (downward API).
     pub node_cpu_millis: u64,
     pub node_memory: u64,
-    /// containerd, when this node runs container images.
-    pub oci: Option<skiff_runtimes::oci::OciRuntime>,
     /// Whether privileged containers may run here.
     pub allow_privileged: bool,
     /// Running container tasks (for exec).
@@ -73,8 +76,7 @@ pub struct NodeCtx {
 }
 
 /// Running container tasks by `namespace/pod/container`.
-pub type Tasks =
-    Arc<std::sync::Mutex<std::collections::HashMap<String, skiff_runtimes::oci::Task>>>;
+pub type Tasks = Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<dyn Running>>>>;
 
 /// Keep a sandbox (threads already inside the namespace) ready in every warm
 /// namespace: entering a network namespace is the slow part of starting a
@@ -100,7 +102,9 @@ pub async fn keep_sandboxes_warm(ctx: Arc<NodeCtx>) {
             {
                 continue;
             }
-            match sandbox::Sandbox::start("warm", path.clone(), None, WARM_THREADS).await {
+            match sandbox::Sandbox::start("warm", path.clone(), None, WARM_THREADS, ctx.net.host())
+                .await
+            {
                 Ok(sb) => {
                     ctx.warm_sandboxes
                         .lock()
@@ -121,6 +125,11 @@ impl NodeCtx {
     /// The directory of a pod's files.
     pub fn pod_dir(&self, uid: &str) -> volumes::PodDir {
         volumes::PodDir(self.pods_dir.join(uid))
+    }
+
+    /// Whether a runtime of this node serves RuntimeClass handler `handler`.
+    pub fn offers(&self, handler: &str) -> bool {
+        self.runtimes.iter().any(|r| r.handler() == handler)
     }
 
     /// The delay before restart number `n + 1`.
@@ -308,13 +317,12 @@ impl LocalReady {
         }
     }
 
-    /// Follow the pod's view until its sender is dropped (as soon as it
-    /// changes, not after the previous status write), then forget the pod.
-    async fn follow(self, mut rx: watch::Receiver<PodView>) {
-        let mut transitions = Transitions::default();
+    /// Follow the pod's computed status until its sender is dropped (as soon
+    /// as it changes, not after the previous status write), then forget the pod.
+    async fn follow(self, mut rx: watch::Receiver<Arc<Computed>>) {
         loop {
-            let view = rx.borrow_and_update().clone();
-            self.update(&view.status(&mut transitions), view.pod_ip.as_deref());
+            let c = rx.borrow_and_update().clone();
+            self.update(&c.status, c.pod_ip.as_deref());
             if rx.changed().await.is_err() {
                 self.stats.forget_ready(&self.uid);
                 return;
@@ -341,30 +349,61 @@ impl LocalReady {
     }
 }
 
-/// Write the pod's status whenever its view changes, until the view's sender
-/// is dropped.
-async fn write_status(api: Api<Pod>, name: String, mut rx: watch::Receiver<PodView>) {
+/// A pod's status as computed from its view: what the status writer sends
+/// and what the node's readiness view (the activator's) reads.
+#[derive(Debug)]
+struct Computed {
+    status: Value,
+    pod_ip: Option<String>,
+    phase: &'static str,
+}
+
+impl Computed {
+    fn of(view: &PodView, transitions: &mut Transitions) -> Computed {
+        Computed {
+            status: view.status(transitions),
+            pod_ip: view.pod_ip.clone(),
+            phase: view.phase(),
+        }
+    }
+}
+
+/// Compute the pod's status once per change of its view; the channel closes
+/// when the view's sender is dropped.
+fn statuses(mut view: watch::Receiver<PodView>) -> watch::Receiver<Arc<Computed>> {
     let mut transitions = Transitions::default();
+    let first = Computed::of(&view.borrow_and_update(), &mut transitions);
+    let (tx, rx) = watch::channel(Arc::new(first));
+    tokio::spawn(async move {
+        while view.changed().await.is_ok() {
+            let c = Computed::of(&view.borrow_and_update(), &mut transitions);
+            tx.send_replace(Arc::new(c));
+        }
+    });
+    rx
+}
+
+/// Write the pod's status whenever it changes, until its sender is dropped.
+async fn write_status(api: Api<Pod>, name: String, mut rx: watch::Receiver<Arc<Computed>>) {
     let mut last = Value::Null;
     loop {
-        let view = rx.borrow_and_update().clone();
-        let s = view.status(&mut transitions);
-        if s != last {
+        let c = rx.borrow_and_update().clone();
+        if c.status != last {
             let t = std::time::Instant::now();
             let result = api
                 .patch_status(
                     &name,
                     &PatchParams::default(),
-                    &Patch::Merge(json!({"status": s})),
+                    &Patch::Merge(json!({"status": c.status})),
                 )
                 .await;
             tracing::debug!(
                 ms = t.elapsed().as_millis() as u64,
-                phase = view.phase(),
+                phase = c.phase,
                 "status written"
             );
             match result {
-                Ok(_) => last = s,
+                Ok(_) => last = c.status.clone(),
                 Err(kube::Error::Api(e)) if e.code == 404 => return,
                 Err(e) => {
                     tracing::debug!(pod = %name, error = %e, "status write failed; retrying");
@@ -384,12 +423,12 @@ async fn runtime_problem(ctx: &NodeCtx, spec: &Value) -> Option<String> {
     let class = spec.get("runtimeClassName").and_then(Value::as_str)?;
     let api: Api<RuntimeClass> = Api::all(ctx.client.clone());
     match api.get_opt(class).await {
-        Ok(Some(rc)) if rc.handler == WASM_HANDLER => None,
-        Ok(Some(rc)) if rc.handler == RUNC_HANDLER && ctx.oci.is_some() => None,
+        Ok(Some(rc)) if rc.handler == WASM_HANDLER && ctx.offers(WASM_HANDLER) => None,
+        Ok(Some(rc)) if rc.handler == RUNC_HANDLER && ctx.offers(RUNC_HANDLER) => None,
         Ok(Some(rc)) => Some(format!(
             "RuntimeClass {class:?} needs handler {:?}, which this node does not offer (it runs {})",
             rc.handler,
-            if ctx.oci.is_some() {
+            if ctx.offers(RUNC_HANDLER) {
                 "wasmtime and runc"
             } else {
                 "wasmtime"
@@ -451,7 +490,7 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
             };
             st.state = status::State::Terminated(status::Ended {
                 exit_code: 0,
-                reason: "Completed".into(),
+                reason: status::EndReason::Completed,
                 message: None,
                 started_at: t("startedAt"),
                 finished_at: t("finishedAt"),
@@ -461,7 +500,7 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
             || (key == "containerStatuses" && !inits.is_empty() && !initialized_before)
         {
             st.state = status::State::Waiting {
-                reason: "PodInitializing".into(),
+                reason: Waiting::PodInitializing,
                 message: None,
             };
         }
@@ -490,9 +529,11 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
     let (view_tx, view_rx) = watch::channel(view);
     let finished = matches!(phase.as_str(), "Succeeded" | "Failed");
     if !finished {
+        // One status, computed once per change, for the API and for the node.
+        let computed = statuses(view_rx);
         // The node hears of readiness first (the activator forwards at once).
-        tokio::spawn(LocalReady::new(&ctx, &info, &spec).follow(view_rx.clone()));
-        let writer = tokio::spawn(write_status(api.clone(), info.name.clone(), view_rx));
+        tokio::spawn(LocalReady::new(&ctx, &info, &spec).follow(computed.clone()));
+        let writer = tokio::spawn(write_status(api.clone(), info.name.clone(), computed));
         let started = start(&ctx, &info, &spec, &view_tx, &mut pod).await;
         if let Some(started) = started {
             // Run until the pod is deleted or it is done for good.
@@ -548,10 +589,9 @@ async fn stop((stop_tx, runners, sandbox, cgroup): Started, ctx: &NodeCtx, info:
     if let Some(cg) = cgroup {
         cg.delete();
     }
-    if ctx.oci.is_some() {
-        let (node, uid) = (ctx.node.clone(), info.uid.clone());
-        let _ =
-            tokio::task::spawn_blocking(move || crate::cgroup::remove_pod_dirs(&node, &uid)).await;
+    if ctx.offers(RUNC_HANDLER) {
+        let (node, uid, host) = (ctx.node.clone(), info.uid.clone(), ctx.host_cgroups.clone());
+        let _ = tokio::task::spawn_blocking(move || host.remove_pod_dirs(&node, &uid)).await;
     }
 }
 
@@ -629,7 +669,7 @@ async fn supervise(
         view.send_modify(|v| {
             for c in v.init_containers.iter_mut().chain(v.containers.iter_mut()) {
                 c.state = status::State::Waiting {
-                    reason: "ContainerCreating".into(),
+                    reason: Waiting::ContainerCreating,
                     message: Some(message.clone()),
                 };
             }
@@ -683,7 +723,7 @@ async fn supervise(
             for c in &mut v.init_containers {
                 if !c.done {
                     c.state = status::State::Waiting {
-                        reason: "PodInitializing".into(),
+                        reason: Waiting::PodInitializing,
                         message: None,
                     };
                 }
@@ -691,11 +731,10 @@ async fn supervise(
             for c in &mut v.containers {
                 c.state = status::State::Waiting {
                     reason: if initialized {
-                        "ContainerCreating"
+                        Waiting::ContainerCreating
                     } else {
-                        "PodInitializing"
-                    }
-                    .into(),
+                        Waiting::PodInitializing
+                    },
                     message: None,
                 };
             }
@@ -727,9 +766,9 @@ async fn supervise(
     if !inits.is_empty() {
         view.send_modify(|v| {
             for c in &mut v.containers {
-                if matches!(&c.state, status::State::Waiting { reason, .. } if reason == "PodInitializing") {
+                if matches!(&c.state, status::State::Waiting { reason, .. } if *reason == Waiting::PodInitializing) {
                     c.state = status::State::Waiting {
-                        reason: "ContainerCreating".into(),
+                        reason: Waiting::ContainerCreating,
                         message: None,
                     };
                 }
@@ -798,10 +837,10 @@ async fn start(
                 view.send_modify(|v| {
                     for c in v.init_containers.iter_mut().chain(v.containers.iter_mut()) {
                         c.state = status::State::Waiting {
-                            reason: if reason == "FailedCreatePodSandBox" {
-                                "ContainerCreating".into()
+                            reason: if reason == "CreateContainerConfigError" {
+                                Waiting::CreateContainerConfigError
                             } else {
-                                reason.into()
+                                Waiting::ContainerCreating
                             },
                             message: Some(message.clone()),
                         };
@@ -845,13 +884,16 @@ async fn prepare(
     if let (Some(ns_name), Some(server)) = (attached.netns.file_name(), nameserver) {
         let text =
             crate::net::resolv::render(&info.namespace, spec, server, crate::agent::CLUSTER_DOMAIN);
-        crate::net::resolv::write(&ns_name.to_string_lossy(), &text)
+        ctx.net
+            .host()
+            .write_resolv(&ns_name.to_string_lossy(), &text)
             .map_err(|e| ("FailedCreatePodSandBox", format!("pod dns: {e}")))?;
     }
     let cgroup_t = std::time::Instant::now();
     let cgroup = if ctx.cgroups {
         let (node, uid, millis) = (ctx.node.clone(), info.uid.clone(), cpu_millis(spec));
-        let made = tokio::task::spawn_blocking(move || PodCgroup::create(&node, &uid, millis))
+        let host = ctx.host_cgroups.clone();
+        let made = tokio::task::spawn_blocking(move || host.create(&node, &uid, millis))
             .await
             .unwrap_or_else(|e| {
                 Err(crate::cgroup::CgroupError {
@@ -894,9 +936,16 @@ async fn prepare(
                 attached.netns.clone(),
                 cgroup.clone(),
                 threads(spec),
+                ctx.net.host(),
             )
             .await
-            .map_err(|e| ("FailedCreatePodSandBox", e.to_string()))?
+            .map_err(|e| {
+                // The cgroup made for these threads goes with them.
+                if let Some(cg) = &cgroup {
+                    cg.delete();
+                }
+                ("FailedCreatePodSandBox", e.to_string())
+            })?
         }
     };
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "pod sandbox started");

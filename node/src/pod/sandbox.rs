@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::cgroup::PodCgroup;
-use crate::net::netns;
+use crate::net::NetHost;
 
 /// Errors of a sandbox.
 #[derive(Debug, thiserror::Error)]
@@ -40,11 +40,13 @@ impl Sandbox {
         netns: PathBuf,
         cgroup: Option<PodCgroup>,
         threads: usize,
+        host: Arc<dyn NetHost>,
     ) -> Result<Sandbox, SandboxError> {
         let broken = Arc::new(AtomicBool::new(false));
         let cgroup = Arc::new(Mutex::new(cgroup));
         let tids: Arc<Mutex<Vec<u64>>> = Arc::default();
         let (ns, b, cg, ts) = (netns.clone(), broken.clone(), cgroup.clone(), tids.clone());
+        let h = host.clone();
         let threads = threads.max(1);
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         builder
@@ -55,7 +57,7 @@ impl Sandbox {
             .on_thread_start(move || {
                 // Threads inherit the namespace and cgroup of the thread that
                 // spawns them; entering or joining is only a fallback.
-                if let Err(e) = netns::enter(&ns) {
+                if let Err(e) = h.enter_netns(&ns) {
                     tracing::error!(error = %e, "pod thread cannot enter its namespace");
                     b.store(true, Ordering::SeqCst);
                     return;
@@ -76,7 +78,8 @@ impl Sandbox {
         std::thread::Builder::new()
             .name("pod-setup".into())
             .spawn(move || {
-                let built = netns::enter(&ns2)
+                let built = host
+                    .enter_netns(&ns2)
                     .map_err(|e| SandboxError::Netns(e.to_string()))
                     .and_then(|()| {
                         if let Some(cg) = cg2.lock().expect("cgroup").as_ref()

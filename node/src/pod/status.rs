@@ -12,11 +12,66 @@ pub fn now() -> String {
         .to_string()
 }
 
+pub use skiff_runtimes::EndReason;
+
+/// Why a container is waiting, as Kubernetes names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    ContainerCreating,
+    PodInitializing,
+    CrashLoopBackOff,
+    ErrImagePull,
+    ImagePullBackOff,
+    CreateContainerConfigError,
+    CreateContainerError,
+    RunContainerError,
+}
+
+impl Waiting {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Waiting::ContainerCreating => "ContainerCreating",
+            Waiting::PodInitializing => "PodInitializing",
+            Waiting::CrashLoopBackOff => "CrashLoopBackOff",
+            Waiting::ErrImagePull => "ErrImagePull",
+            Waiting::ImagePullBackOff => "ImagePullBackOff",
+            Waiting::CreateContainerConfigError => "CreateContainerConfigError",
+            Waiting::CreateContainerError => "CreateContainerError",
+            Waiting::RunContainerError => "RunContainerError",
+        }
+    }
+
+    /// The reason shown while a failed start waits for its retry.
+    pub fn backing_off(self) -> Waiting {
+        match self {
+            Waiting::ErrImagePull => Waiting::ImagePullBackOff,
+            other => other,
+        }
+    }
+}
+
+impl From<&skiff_runtimes::RuntimeError> for Waiting {
+    fn from(e: &skiff_runtimes::RuntimeError) -> Waiting {
+        use skiff_runtimes::RuntimeError as E;
+        match e {
+            E::Config(_) => Waiting::CreateContainerConfigError,
+            E::Run(_) => Waiting::RunContainerError,
+            E::NotMine(_) | E::Create(_) | E::Unsupported(_) => Waiting::CreateContainerError,
+        }
+    }
+}
+
+impl std::fmt::Display for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How a run of a container ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ended {
     pub exit_code: i32,
-    pub reason: String,
+    pub reason: EndReason,
     pub message: Option<String>,
     pub started_at: String,
     pub finished_at: String,
@@ -26,7 +81,7 @@ pub struct Ended {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     Waiting {
-        reason: String,
+        reason: Waiting,
         message: Option<String>,
     },
     Running {
@@ -62,7 +117,7 @@ impl ContainerState {
             image: image.into(),
             image_id: String::new(),
             state: State::Waiting {
-                reason: "ContainerCreating".into(),
+                reason: Waiting::ContainerCreating,
                 message: None,
             },
             last: None,
@@ -87,7 +142,7 @@ impl ContainerState {
 
     fn json(&self, pod_uid: &str, init: bool) -> Value {
         let ended = |e: &Ended| {
-            let mut t = json!({"exitCode": e.exit_code, "reason": e.reason,
+            let mut t = json!({"exitCode": e.exit_code, "reason": e.reason.as_str(),
                 "startedAt": e.started_at, "finishedAt": e.finished_at,
                 "containerID": format!("wasm://{pod_uid}/{}", self.name)});
             if let Some(m) = &e.message {
@@ -97,7 +152,7 @@ impl ContainerState {
         };
         let state = match &self.state {
             State::Waiting { reason, message } => {
-                let mut w = json!({"reason": reason});
+                let mut w = json!({"reason": reason.as_str()});
                 if let Some(m) = message {
                     w["message"] = json!(m);
                 }
@@ -350,7 +405,11 @@ mod tests {
     fn ended(code: i32) -> State {
         State::Terminated(Ended {
             exit_code: code,
-            reason: if code == 0 { "Completed" } else { "Error" }.into(),
+            reason: if code == 0 {
+                EndReason::Completed
+            } else {
+                EndReason::Error
+            },
             message: None,
             started_at: now(),
             finished_at: now(),
@@ -365,7 +424,7 @@ mod tests {
             ready: true,
         };
         let waiting = State::Waiting {
-            reason: "ContainerCreating".into(),
+            reason: Waiting::ContainerCreating,
             message: None,
         };
         let cases = vec![
@@ -390,7 +449,7 @@ mod tests {
             ready: true,
         };
         let waiting = State::Waiting {
-            reason: "PodInitializing".into(),
+            reason: Waiting::PodInitializing,
             message: None,
         };
         let mut v = view(vec![(waiting, false)]);
@@ -445,7 +504,7 @@ mod tests {
         // A restarting sidecar does not undo Initialized once it was reached.
         v.init_done = true;
         v.init_containers[0].state = State::Waiting {
-            reason: "CrashLoopBackOff".into(),
+            reason: Waiting::CrashLoopBackOff,
             message: None,
         };
         assert!(v.initialized());

@@ -10,6 +10,8 @@
 
 pub mod nft;
 pub mod rules;
+#[cfg(test)]
+mod tests;
 pub mod wake;
 
 use std::sync::Arc;

@@ -12,6 +12,7 @@
 
 pub mod daemon;
 pub mod image;
+pub mod run;
 pub mod spec;
 pub mod task;
 

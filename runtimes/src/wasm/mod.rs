@@ -10,6 +10,7 @@ mod command;
 mod egress;
 mod error;
 mod http;
+pub mod run;
 mod state;
 mod world;
 

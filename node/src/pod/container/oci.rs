@@ -1,24 +1,27 @@
-//! One run of a container image through containerd: the pod's container spec
-//! resolved against the image config and securityContext, the container
-//! created in the pod's network namespace and cgroup, waited for, stopped
-//! gracefully and removed.
+//! The container-image side of a container: its containerd spec resolved
+//! from the pod's container, securityContext and the image's defaults, the
+//! pod files every container sees (hosts, hostname, resolv.conf), the
+//! `preStop` hook and `exec` probes run inside the container.
 //!
-//! **Whatever way a run ends (exit, probe kill, pod stop, failed start), its
-//! containerd task, record and snapshot are removed before the run returns.**
+//! **The spec is built from the pod and the image only; a configuration the
+//! node refuses (privileged where not allowed, root with runAsNonRoot, a
+//! non-numeric image user) is a `CreateContainerConfigError`, never a run.**
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use skiff_runtimes::Mount;
+use skiff_runtimes::oci::OciContainer;
+use skiff_runtimes::oci::SecurityOptions;
 use skiff_runtimes::oci::image::{ImageDefaults, strings};
 use skiff_runtimes::oci::spec::{argv, merge_env};
-use skiff_runtimes::oci::{OciContainer, OciError, OciImage, SecurityOptions, Task};
+use skiff_runtimes::{ResolveSpec, Running, RuntimeError};
 
 use super::super::env::Env;
-use super::super::probes::{Checker, Handler, Probe};
-use super::super::status::{Ended, now};
-use super::{Outcome, Runner, killed_by_probe, stopped};
+use super::super::probes::{Checker, Handler};
+use super::super::{NodeCtx, PodInfo};
+use super::Runner;
 use futures::future::BoxFuture;
 
 /// Processes a container may run unless the agent says otherwise.
@@ -51,18 +54,34 @@ fn image_user(user: Option<&str>) -> Result<(Option<u32>, Option<u32>), String> 
     Ok((Some(num(name)?), group.map(num).transpose()?))
 }
 
-impl Runner {
+/// What a container image's spec is built from: the pod's container, its
+/// environment and mounts, and the pod's place on the network.
+pub(super) struct OciSpecOf {
+    pub ctx: Arc<NodeCtx>,
+    pub pod: Arc<PodInfo>,
+    /// The pod's container (JSON).
+    pub container: Value,
+    pub name: String,
+    pub env: Env,
+    pub mounts: Vec<Mount>,
+    pub netns: std::path::PathBuf,
+    pub pod_ip: Option<String>,
+}
+
+impl ResolveSpec for OciSpecOf {
+    fn resolve(&self, image: &ImageDefaults) -> Result<OciContainer, RuntimeError> {
+        let files = self.pod_files().map_err(RuntimeError::Create)?;
+        self.oci_spec(image, &files).map_err(RuntimeError::Config)
+    }
+}
+
+impl OciSpecOf {
     /// The spec of this container for containerd, or a configuration error.
-    fn oci_spec(
-        &self,
-        image: &ImageDefaults,
-        env: &Env,
-        mut mounts: Vec<Mount>,
-        netns: &std::path::Path,
-        files: &[Mount],
-    ) -> Result<OciContainer, String> {
+    fn oci_spec(&self, image: &ImageDefaults, files: &[Mount]) -> Result<OciContainer, String> {
+        let (env, netns) = (&self.env, self.netns.as_path());
+        let mut mounts = self.mounts.clone();
         let pod_spec = &self.pod.object["spec"];
-        let c = &self.spec;
+        let c = &self.container;
         let expanded = |key: &str| -> Vec<String> {
             strings(c.get(key)).iter().map(|s| env.expand(s)).collect()
         };
@@ -73,7 +92,7 @@ impl Runner {
         if privileged && !self.ctx.allow_privileged {
             return Err(format!(
                 "container {} is privileged, which this node does not allow (start the agent with --allow-privileged)",
-                self.name()
+                self.name
             ));
         }
         let (image_uid, image_gid) = image_user(image.user.as_deref())?;
@@ -91,7 +110,7 @@ impl Runner {
         {
             return Err(format!(
                 "container {} has runAsNonRoot and its image will run as root",
-                self.name()
+                self.name
             ));
         }
         let mut supplemental: Vec<u32> = pod_spec
@@ -118,7 +137,7 @@ impl Runner {
         let cpu_millis = |p: &str| quantity(p).map(|cores| (cores * 1000.0).round() as i64);
         mounts.extend(files.iter().cloned());
         Ok(OciContainer {
-            id: format!("{}-{}", self.pod.uid, self.name()),
+            id: format!("{}-{}", self.pod.uid, self.name),
             hostname: self.pod.name.clone(),
             args: argv(&expanded("command"), &expanded("args"), image),
             env: merge_env(&image.env, &env.vars),
@@ -136,7 +155,7 @@ impl Runner {
             cgroups_path: format!(
                 "{}/{}",
                 crate::cgroup::container_parent(&self.ctx.node, &self.pod.uid),
-                self.name()
+                self.name
             ),
             memory_limit: quantity("/resources/limits/memory").map(|b| b as i64),
             cpu_shares: cpu_millis("/resources/requests/cpu")
@@ -163,10 +182,11 @@ impl Runner {
     }
 
     /// Files every container of the pod sees: hostname, hosts, resolv.conf.
-    fn pod_files(&self, netns: &std::path::Path) -> Result<Vec<Mount>, String> {
+    fn pod_files(&self) -> Result<Vec<Mount>, String> {
+        let netns = self.netns.as_path();
         let dir = self.ctx.pod_dir(&self.pod.uid).0.join("etc");
         std::fs::create_dir_all(&dir).map_err(|e| format!("pod files: {e}"))?;
-        let ip = self.view.borrow().pod_ip.clone().unwrap_or_default();
+        let ip = self.pod_ip.clone().unwrap_or_default();
         let name = &self.pod.name;
         let hosts = format!(
             "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{name}\n"
@@ -202,158 +222,13 @@ impl Runner {
         }
         Ok(files)
     }
+}
 
-    /// Run the container image to its end (or the pod's stop).
-    pub(super) async fn run_oci(
-        &mut self,
-        image: Arc<OciImage>,
-        env: Env,
-        mounts: Vec<Mount>,
-        probes: Vec<Probe>,
-    ) -> Outcome {
-        let Some(rt) = self.ctx.oci.clone() else {
-            return Outcome::Failed(
-                "CreateContainerError",
-                format!(
-                    "image {:?} is a container image, and this node has no container runtime (containerd is not available)",
-                    image.reference
-                ),
-            );
-        };
-        let defaults = match image.defaults() {
-            Ok(d) => d,
-            Err(e) => return Outcome::Failed("CreateContainerError", e.to_string()),
-        };
-        let parent = match rt.import(&image).await {
-            Ok(p) => p,
-            Err(e) => return Outcome::Failed("CreateContainerError", e.to_string()),
-        };
-        let netns = self.netns.clone();
-        let files = match self.pod_files(&netns) {
-            Ok(f) => f,
-            Err(e) => return Outcome::Failed("CreateContainerError", e),
-        };
-        let spec = match self.oci_spec(&defaults, &env, mounts, &netns, &files) {
-            Ok(s) => s,
-            Err(e) => return Outcome::Failed("CreateContainerConfigError", e),
-        };
-        let restarts = self.restarts();
-        let log = self.ctx.logs.path(
-            &self.pod.namespace,
-            &self.pod.name,
-            &self.pod.uid,
-            &self.name(),
-            restarts,
-        );
-        let task = match rt.create(&spec, &image.reference, &parent, &log).await {
-            Ok(t) => t,
-            // runc refused to start the process (no such command, bad user…).
-            Err(
-                e @ OciError::Call {
-                    call: "task create",
-                    ..
-                },
-            ) => return Outcome::Failed("RunContainerError", e.to_string()),
-            Err(e) => return Outcome::Failed("CreateContainerError", e.to_string()),
-        };
-        if let Err(e) = task.start().await {
-            let _ = task.remove().await;
-            return Outcome::Failed("RunContainerError", e.to_string());
-        }
-        let key = self.task_key();
-        self.ctx
-            .tasks
-            .lock()
-            .expect("tasks")
-            .insert(key.clone(), task.clone());
-        let outcome = self.supervise_task(&task, &probes).await;
-        self.ctx.tasks.lock().expect("tasks").remove(&key);
-        if let Err(e) = task.remove().await {
-            tracing::warn!(container = %task.id, error = %e, "container clean-up failed");
-        }
-        outcome
-    }
-
-    /// `namespace/pod/container`, the key exec finds a running task by.
-    fn task_key(&self) -> String {
-        format!("{}/{}/{}", self.pod.namespace, self.pod.name, self.name())
-    }
-
-    /// Wait for the task's end, its probes' verdict or the pod's stop.
-    async fn supervise_task(&mut self, task: &Task, probes: &[Probe]) -> Outcome {
-        let waiter = {
-            let t = task.clone();
-            tokio::spawn(async move { t.wait().await })
-        };
-        let mut waiter = super::super::AbortOnDrop(waiter);
-        let checker = Arc::new(self.task_checker(task));
-        let (started_at, mut probing, liveness, readiness) =
-            self.start_probed(probes, checker).await;
-        let mut stop = self.stop.clone();
-        loop {
-            tokio::select! {
-                _ = stopped(&mut stop) => {
-                    self.terminate(task, &mut waiter.0).await;
-                    return Outcome::Stopped;
-                }
-                r = &mut waiter.0 => {
-                    let status = match r {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => return Outcome::Failed("RunContainerError", e.to_string()),
-                        Err(e) => return Outcome::Failed("RunContainerError", format!("wait: {e}")),
-                    };
-                    let oom = task.oom_killed();
-                    if oom {
-                        self.ctx.events.record(&self.subject(), true, "OOMKilling",
-                            &format!("container {} was killed at its memory limit", self.name())).await;
-                    }
-                    let reason = match (oom, status) {
-                        (true, _) => "OOMKilled",
-                        (false, 0) => "Completed",
-                        _ => "Error",
-                    };
-                    return Outcome::Ended(Ended {
-                        exit_code: status as i32,
-                        reason: reason.into(),
-                        message: None,
-                        started_at,
-                        finished_at: now(),
-                    });
-                }
-                Some(report) = probing.rx.recv() => {
-                    if let Some(why) = self.probed(&report, &mut probing, &liveness, &readiness).await {
-                        self.terminate(task, &mut waiter.0).await;
-                        return killed_by_probe(why, started_at);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The preStop hook (within the grace period), SIGTERM, then SIGKILL once
-    /// the grace period is over (at least 2 s after SIGTERM, as the kubelet gives).
-    async fn terminate(
-        &self,
-        task: &Task,
-        waiter: &mut tokio::task::JoinHandle<Result<u32, OciError>>,
-    ) {
-        let grace = self.pod.grace;
-        let start = tokio::time::Instant::now();
-        self.pre_stop(task, grace).await;
-        let _ = task.signal(15).await;
-        let left = grace
-            .saturating_sub(start.elapsed())
-            .max(Duration::from_secs(2));
-        if tokio::time::timeout(left, &mut *waiter).await.is_err() {
-            let _ = task.signal(9).await;
-            let _ = tokio::time::timeout(Duration::from_secs(5), waiter).await;
-        }
-    }
-
+impl Runner {
     /// Run `lifecycle.preStop` (exec in the container, httpGet to the pod or
     /// its `host`, tcpSocket, sleep) for at most `budget`; a failure is a
     /// `FailedPreStopHook` warning and the stop goes on.
-    async fn pre_stop(&self, task: &Task, budget: Duration) {
+    pub(super) async fn pre_stop(&self, run: &Arc<dyn Running>, budget: Duration) {
         let Some(hook) = self
             .spec
             .pointer("/lifecycle/preStop")
@@ -373,7 +248,7 @@ impl Runner {
             (Err(e), _) => Err(e),
             (Ok(Handler::Exec { command }), _) => {
                 let h = Handler::Exec { command };
-                let checker = self.task_checker(task);
+                let checker = self.run_checker(run);
                 let ip = std::net::IpAddr::from([127, 0, 0, 1]);
                 tokio::time::timeout(budget, checker.check(ip, &h, budget))
                     .await
@@ -399,24 +274,26 @@ impl Runner {
         }
     }
 
-    fn task_checker(&self, task: &Task) -> TaskChecker {
-        TaskChecker {
-            task: task.clone(),
+    /// Checks for one run: `exec` in the container where the runtime can.
+    pub(super) fn run_checker(&self, run: &Arc<dyn Running>) -> RunChecker {
+        RunChecker {
+            run: run.clone(),
             scratch: self.ctx.logs.0.join(".exec"),
             net: self.ctx.probes.clone(),
         }
     }
 }
 
-/// Checks for a container image's run: `exec` runs the command in the
-/// container (exit code 0 passes), everything else goes over the network.
-struct TaskChecker {
-    task: Task,
+/// Checks for a run: `exec` runs the command in the container (exit code 0
+/// passes) where the runtime has processes, everything else goes over the
+/// network.
+pub(super) struct RunChecker {
+    run: Arc<dyn Running>,
     scratch: std::path::PathBuf,
     net: Arc<dyn Checker>,
 }
 
-impl Checker for TaskChecker {
+impl Checker for RunChecker {
     fn check<'a>(
         &'a self,
         ip: std::net::IpAddr,
@@ -426,9 +303,12 @@ impl Checker for TaskChecker {
         let Handler::Exec { command } = h else {
             return self.net.check(ip, h, timeout);
         };
+        if !self.run.can_exec() {
+            return self.net.check(ip, h, timeout);
+        }
         Box::pin(async move {
             let out = self
-                .task
+                .run
                 .exec(command, &self.scratch)
                 .await
                 .map_err(|e| format!("exec {command:?}: {e}"))?;

@@ -1,0 +1,75 @@
+//! The Wasm side of a container: what a component is given to run — its
+//! argv (`command` and `args` with `$(VAR)` expanded), environment, preopened
+//! mounts, memory limit and the pod's network namespace — and the ports an
+//! HTTP component listens on.
+//!
+//! **A container that declares no TCP port is served on
+//! [`super::DEFAULT_HTTP_PORT`].**
+
+use serde_json::Value;
+use skiff_runtimes::ContainerSpec;
+
+use super::super::env::Env;
+use super::{DEFAULT_HTTP_PORT, Runner};
+
+impl Runner {
+    pub(super) fn container_spec(
+        &self,
+        env: &Env,
+        mounts: Vec<skiff_runtimes::Mount>,
+    ) -> ContainerSpec {
+        let strings = |key: &str| -> Vec<String> {
+            self.spec
+                .get(key)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        // Command and args see `$(VAR)` of the container's environment.
+        let command: Vec<String> = strings("command").iter().map(|s| env.expand(s)).collect();
+        let (argv0, mut args) = match command.split_first() {
+            Some((first, rest)) => (first.clone(), rest.to_vec()),
+            None => (self.name(), Vec::new()),
+        };
+        args.extend(strings("args").iter().map(|s| env.expand(s)));
+        let memory_limit = self
+            .spec
+            .pointer("/resources/limits/memory")
+            .and_then(Value::as_str)
+            .and_then(super::super::quantity)
+            .map(|b| b as u64);
+        ContainerSpec {
+            name: argv0,
+            args,
+            env: env.vars.clone(),
+            memory_limit,
+            timeout: None,
+            mounts,
+            netns: Some(self.netns.clone()),
+            memory_gauge: self.ctx.stats.pod(&self.pod.uid).map(|p| p.memory.clone()),
+        }
+    }
+
+    pub(super) fn ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .spec
+            .get("ports")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter(|p| p.get("protocol").and_then(Value::as_str).unwrap_or("TCP") == "TCP")
+                    .filter_map(|p| p.get("containerPort")?.as_u64())
+                    .filter_map(|p| u16::try_from(p).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ports.is_empty() {
+            ports.push(DEFAULT_HTTP_PORT);
+        }
+        ports
+    }
+}
