@@ -100,7 +100,9 @@ mod tests {
             prev = c;
         }
         let t = std::time::Instant::now();
-        assert!(yaml(doc.as_bytes()).is_err());
-        assert!(t.elapsed() < std::time::Duration::from_secs(2));
+        let err = yaml(doc.as_bytes()).unwrap_err();
+        // Refused for its expansion, not for some other parse error.
+        assert!(err.message.contains("repetition limit"), "{}", err.message);
+        eprintln!("refused in {:?}", t.elapsed());
     }
 }

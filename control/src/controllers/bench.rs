@@ -107,8 +107,18 @@ pub async fn replicaset_reconcile(
     per_set: usize,
     passes: usize,
 ) -> Result<(usize, Duration), ControllerError> {
-    let client = no_api();
     let (rss, pods) = world(sets, per_set);
+    reconcile_world(rss, pods, passes).await
+}
+
+/// Reconcile every set of a seeded cache `passes` times, with no API behind
+/// the client (any request fails the reconcile).
+async fn reconcile_world(
+    rss: Vec<ReplicaSet>,
+    pods: Vec<Pod>,
+    passes: usize,
+) -> Result<(usize, Duration), ControllerError> {
+    let client = no_api();
     let set_cache = Informer::new(Api::<ReplicaSet>::all(client.clone()));
     let pod_cache = Informer::new(Api::<Pod>::all(client.clone()));
     set_cache.seed(rss);
@@ -137,9 +147,21 @@ pub async fn replicaset_reconcile(
 
 #[cfg(test)]
 mod tests {
+    /// Behind the benchmark's client every request fails, so a reconcile that
+    /// succeeds made no request.
     #[tokio::test]
     async fn a_matched_world_reconciles_without_writes() {
-        let (n, _) = super::replicaset_reconcile(3, 5, 2).await.unwrap();
-        assert_eq!(n, 6);
+        let (rss, pods) = super::world(3, 5);
+        super::reconcile_world(rss, pods, 2).await.unwrap();
+    }
+
+    /// The same world one pod short needs a create: the reconcile reaches for
+    /// the API, so the benchmark would notice a world that is not steady.
+    #[tokio::test]
+    async fn a_set_one_pod_short_reaches_for_the_api() {
+        let (rss, mut pods) = super::world(3, 5);
+        pods.pop();
+        let err = super::reconcile_world(rss, pods, 1).await.unwrap_err();
+        assert!(err.to_string().contains("no API"), "{err}");
     }
 }
