@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::ContainerSpec;
-use crate::oci::image::ImageDefaults;
+use crate::oci::unpack::ImageDefaults;
 use crate::oci::{ExecOutput, OciContainer, OciImage};
 use crate::wasm::HttpStats;
 

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skiff_runtimes::oci::{Blob, OciImage};
-use skiff_runtimes::oci::{OciContainer, image::ImageDefaults};
+use skiff_runtimes::oci::{OciContainer, unpack::ImageDefaults};
 use skiff_runtimes::wasm::WasmRuntime;
 use skiff_runtimes::{
     ContainerSpec, Content, EndReason, ResolveSpec, RunRequest, Runtime, RuntimeError,
 };
 
-#[path = "../../tests/common/examples.rs"]
+#[path = "../../tests/e2e/common/examples.rs"]
 mod examples;
 
 fn content(name: &str, file: &str) -> Content {

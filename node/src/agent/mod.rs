@@ -22,7 +22,7 @@ use kube::api::Api;
 use serde::Deserialize;
 
 use crate::net::{Cidr, NetConfig, NetError, PodNetwork};
-use crate::pod::{NodeCtx, events::Recorder, image::Images, logs::LogDir};
+use crate::pod::{NodeCtx, events::Recorder, logs::LogDir, pull::Images};
 
 pub use node::hostname;
 
@@ -40,7 +40,7 @@ pub enum AgentError {
     #[error("wasm runtime: {0}")]
     Wasm(#[from] skiff_runtimes::wasm::WasmError),
     #[error("images: {0}")]
-    Images(#[from] crate::pod::image::ImageError),
+    Images(#[from] crate::pod::pull::ImageError),
     #[error("cluster config: {0}")]
     Config(String),
     #[error("service proxy: {0}")]

@@ -307,7 +307,7 @@ impl Runner {
             .map(str::to_string);
         let pulled = match self.ctx.images.pull(&image, policy.as_deref()).await {
             Ok(p) => p,
-            Err(e @ super::image::ImageError::NotAnImage { .. }) => {
+            Err(e @ super::pull::ImageError::NotAnImage { .. }) => {
                 return Outcome::Failed(Waiting::CreateContainerError, e.to_string());
             }
             Err(e) => return Outcome::Failed(Waiting::ErrImagePull, e.to_string()),

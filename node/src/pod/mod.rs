@@ -9,9 +9,9 @@
 pub mod container;
 pub mod env;
 pub mod events;
-pub mod image;
 pub mod logs;
 pub mod probes;
+pub mod pull;
 pub mod sandbox;
 pub mod status;
 #[cfg(test)]
@@ -47,7 +47,7 @@ pub struct NodeCtx {
     pub net: PodNetwork,
     /// The runtimes this node runs containers with, tried in turn.
     pub runtimes: Vec<Arc<dyn Runtime>>,
-    pub images: image::Images,
+    pub images: pull::Images,
     pub logs: logs::LogDir,
     pub events: Recorder,
     /// Put pod threads into per-pod cgroups.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::{NodeCtx, events::Recorder, image::Images, logs::LogDir};
+use super::{NodeCtx, events::Recorder, logs::LogDir, pull::Images};
 use crate::fakes::{FakeApi, FakeCgroups, FakeChecker, FakeNet, FakeRuntime, Fault, Journal};
 use crate::net::{NetConfig, PodNetwork};
 

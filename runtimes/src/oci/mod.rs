@@ -11,18 +11,18 @@
 //! removed when it is.**
 
 pub mod daemon;
-pub mod image;
 pub mod run;
 pub mod spec;
 pub mod task;
+pub mod unpack;
 
 use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::tonic::{self, Code, Request, metadata::MetadataValue};
 use tonic::transport::Channel;
 
-pub use image::{Blob, OciImage};
 pub use spec::{OciContainer, SecurityOptions};
 pub use task::{ExecOutput, Task};
+pub use unpack::{Blob, OciImage};
 
 /// The runc runtime's shim, as containerd names it.
 pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";

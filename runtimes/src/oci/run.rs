@@ -279,7 +279,7 @@ mod tests {
 
     use super::*;
     use crate::oci::Blob;
-    use crate::oci::image::ImageDefaults;
+    use crate::oci::unpack::ImageDefaults;
     use crate::runtime::ResolveSpec;
 
     /// containerd in memory: the calls made, the containers that exist, and

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use super::OciError;
-use super::image::ImageDefaults;
+use super::unpack::ImageDefaults;
 use crate::Mount;
 
 /// Docker's (and containerd's CRI) default capabilities.

@@ -14,8 +14,8 @@ use serde_json::Value;
 use skiff_runtimes::Mount;
 use skiff_runtimes::oci::OciContainer;
 use skiff_runtimes::oci::SecurityOptions;
-use skiff_runtimes::oci::image::{ImageDefaults, strings};
 use skiff_runtimes::oci::spec::{argv, merge_env};
+use skiff_runtimes::oci::unpack::{ImageDefaults, strings};
 use skiff_runtimes::{ResolveSpec, Running, RuntimeError};
 
 use super::super::env::Env;
