@@ -51,10 +51,10 @@ impl Reconciler for ServiceIps {
 
 /// Start the repair controller (only where the storage layer is given).
 pub fn start(ctx: &mut Ctx<'_>) {
+    let services = ctx.informer::<Service>();
     let Some(objects) = ctx.settings.objects.clone() else {
         return;
     };
-    let services = ctx.informer::<Service>();
     let c = Arc::new(ServiceIps {
         objects,
         services: services.clone(),
