@@ -438,12 +438,14 @@ pub async fn run(b: PodsBench) -> Result<()> {
         );
     }
     let max_pods = b.density_pods.max(b.start_pods) + b.one_by_one + 10;
+    // `_dir` is bound first so that it goes last: the data dirs must outlive
+    // the processes (a `..` here would delete them at once).
     let Cluster {
+        _dir: _keep,
         procs,
         api,
         agent_pid,
         server_pid,
-        ..
     } = start_cluster(&b.component, max_pods).await?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
