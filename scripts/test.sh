@@ -16,13 +16,21 @@ if [ "$#" -eq 0 ] && [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null 2>&1; t
     home=$(mktemp -d)
     trap 'rm -rf "$home"' EXIT
     chown 65534:65534 "$home"
-    for pkg in skiff-node skiff-runtimes; do
-        bin=$(cargo test -p "$pkg" --lib --no-run --message-format=json 2>/dev/null |
-            python3 -c 'import json,sys
+    # The test executables of the workspace-wide build above: `-p PKG` alone
+    # would unify features differently and rebuild half the dependencies.
+    for pkg in skiff_node skiff_runtimes; do
+        bin=$(cargo test --workspace --no-run --message-format=json 2>/dev/null |
+            PKG="$pkg" python3 -c 'import json,os,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["lib"]:
+    if (m.get("reason") == "compiler-artifact" and m.get("executable")
+            and m["target"]["kind"] == ["lib"] and m["target"]["name"] == os.environ["PKG"]):
         print(m["executable"])')
+        if [ -z "$bin" ]; then
+            echo "no unit-test executable of $pkg found" >&2
+            status=1
+            continue
+        fi
         cp "$bin" "$home/tests"
         chown 65534:65534 "$home/tests"
         echo "unit tests of $pkg as nobody:"

@@ -472,7 +472,9 @@ mod tests {
         stats.count_connections(&BTreeMap::from([(k, 3)]));
         let s = &stats.summary().services[0];
         assert_eq!(s.connections_total, 3);
-        assert!(s.idle_seconds < 0.02);
+        // New connections restart the idle clock: less idle than before the
+        // 20 ms sleep ended, however slow the machine is.
+        assert!(s.idle_seconds < idle, "{} after {idle}", s.idle_seconds);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The Wasm runtime through the `Runtime` trait, as the agent uses it: a
 //! command component runs to its end (exit, memory limit), an HTTP component
-//! serves on loopback until it is stopped, and a container image is "not mine".
+//! serves on loopback until it is stopped, a container image is "not mine",
+//! and an unwritable compile cache does not stop a run.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -85,6 +86,24 @@ async fn a_command_runs_to_its_end_through_the_trait() {
     let t = run.wait().await.expect("ends");
     assert_eq!((t.exit_code, t.reason), (137, EndReason::OomKilled));
     assert_eq!(t.event.map(|e| e.reason), Some("OOMKilled"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_that_cannot_be_written_costs_a_compile_not_the_pod() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let rt: Arc<dyn Runtime> = Arc::new(WasmRuntime::new(&cache).expect("runtime"));
+    // The cache directory is gone and a file stands in its place: every write
+    // into it fails, even as root (as on a full disk).
+    std::fs::remove_dir(&cache).expect("remove cache dir");
+    std::fs::write(&cache, b"not a directory").expect("file in its place");
+    let job = content("wasm-job", "wasm-job.wasm");
+    let run = rt
+        .start(&job, request(dir.path(), &["a"], Vec::new()))
+        .await
+        .expect("starts without a cache");
+    let t = run.wait().await.expect("ends");
+    assert_eq!((t.exit_code, t.reason), (0, EndReason::Completed));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -199,14 +199,18 @@ impl WasmRuntime {
         let component = Component::new(&self.engine, bytes).map_err(|e| WasmError::Compile {
             reason: format!("{e:#}"),
         })?;
-        let serialized = component.serialize().map_err(WasmError::engine)?;
+        // The on-disk cache only saves the next start a compile: a full disk
+        // or a read-only cache costs time, not the pod.
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serialized)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|source| WasmError::Cache {
-                path: path.clone(),
-                source,
-            })?;
+        let written = component
+            .serialize()
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(path = %path.display(), error = %e, "compiled component not cached");
+        }
         Ok(component)
     }
 }
