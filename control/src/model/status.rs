@@ -76,6 +76,17 @@ impl ApiError {
         .with_details(json!({"name": name, "kind": kind_of(resource), "group": group_of(resource)}))
     }
 
+    /// A delete's precondition (uid or resourceVersion) does not hold: a 409
+    /// that no retry can fix, worded as Kubernetes words it.
+    pub fn precondition_failed(resource: &str, name: &str, what: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {resource} \"{name}\": Precondition failed: {what}"),
+        )
+        .with_details(json!({"name": name, "kind": kind_of(resource), "group": group_of(resource)}))
+    }
+
     pub fn invalid(kind: &str, name: &str, causes: Vec<Cause>) -> ApiError {
         let summary: Vec<String> = causes
             .iter()

@@ -865,3 +865,77 @@ async fn delete_collection_deletes_what_matches() {
             .collect();
     assert_eq!(left, ["c"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_that_races_other_writes_is_retried_and_preconditions_still_hold() {
+    let f = fixture().await;
+    let t = f.t("v1", "ConfigMap");
+    for i in 0..20 {
+        let name = format!("busy-{i}");
+        let cm = f
+            .create(
+                "v1",
+                "ConfigMap",
+                Some("default"),
+                json!({"metadata": {"name": name}, "data": {"n": "0"}}),
+            )
+            .await
+            .unwrap();
+        // A writer that keeps changing the object (as a controller writing
+        // status does) until it is gone.
+        let (o, wt, wname) = (f.o.clone(), t.clone(), name.clone());
+        let writer = tokio::spawn(async move {
+            for n in 1.. {
+                let obj = json!({"metadata": {"name": wname}, "data": {"n": n.to_string()}});
+                match o
+                    .update(&wt, Some("default"), &wname, obj, None, &wo("writer"))
+                    .await
+                {
+                    Err(e) if e.code == StatusCode::NOT_FOUND => return n,
+                    _ => tokio::task::yield_now().await,
+                }
+            }
+            unreachable!()
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // A stale uid is a conflict no retry fixes, and deletes nothing.
+        let e = f
+            .delete(
+                "v1",
+                "ConfigMap",
+                Some("default"),
+                &name,
+                DeleteOptions {
+                    uid: Some("not-its-uid".into()),
+                    ..DeleteOptions::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, StatusCode::CONFLICT);
+        assert!(
+            e.message
+                .contains("Precondition failed: UID in precondition"),
+            "{}",
+            e.message
+        );
+        // Without preconditions a delete never loses to the writer.
+        f.delete(
+            "v1",
+            "ConfigMap",
+            Some("default"),
+            &name,
+            DeleteOptions {
+                uid: Some(s(&cm, "/metadata/uid").to_string()),
+                ..DeleteOptions::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("delete {name}: {}", e.message));
+        let writes = tokio::time::timeout(Duration::from_secs(10), writer)
+            .await
+            .expect("the writer sees the object gone")
+            .unwrap();
+        assert!(writes > 1, "the writer wrote while the delete ran");
+    }
+}

@@ -218,6 +218,11 @@ impl Objects {
     /// Delete one object: the kind may defer it (graceful pod deletion),
     /// finalizers may hold it, and the kind's delete hook runs before it goes
     /// (a namespace takes everything in it along).
+    ///
+    /// A write that raced another (a controller's status update between the
+    /// read and the write) is retried on the fresh object, as Kubernetes'
+    /// `GuaranteedUpdate` does: the caller's preconditions are checked again
+    /// each time, and only they can make a delete a conflict.
     pub async fn delete(
         &self,
         t: &ResourceType,
@@ -225,23 +230,57 @@ impl Objects {
         name: &str,
         opts: &DeleteOptions,
     ) -> ApiResult<Value> {
+        const RACES: usize = 16;
+        let mut raced = 0;
+        loop {
+            match self.delete_once(t, ns, name, opts).await {
+                Err(Attempt::Raced(_)) if raced < RACES => raced += 1,
+                Err(Attempt::Raced(e) | Attempt::Failed(e)) => return Err(e),
+                Ok(v) => return Ok(v),
+            }
+        }
+    }
+
+    async fn delete_once(
+        &self,
+        t: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Value, Attempt> {
         let s = strategy::for_type(t);
         let key = t.key(ns, name);
         let current = self
             .store
             .get(&key)
-            .await?
-            .ok_or_else(|| ApiError::not_found(&qualified(t), name))?;
+            .await
+            .map_err(|e| Attempt::Failed(e.into()))?
+            .ok_or_else(|| Attempt::Failed(ApiError::not_found(&qualified(t), name)))?;
         let obj = decode_stored(&current)?;
+        let stored_uid = obj
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if let Some(uid) = opts.uid.as_deref()
-            && obj.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
+            && stored_uid != uid
         {
-            return Err(ApiError::conflict(&qualified(t), name));
+            return Err(Attempt::Failed(ApiError::precondition_failed(
+                &qualified(t),
+                name,
+                &format!("UID in precondition: {uid}, UID in object meta: {stored_uid}"),
+            )));
         }
         if let Some(rv) = opts.resource_version
             && rv != current.mod_revision
         {
-            return Err(ApiError::conflict(&qualified(t), name));
+            return Err(Attempt::Failed(ApiError::precondition_failed(
+                &qualified(t),
+                name,
+                &format!(
+                    "ResourceVersion in precondition: {rv}, ResourceVersion in meta: {}",
+                    current.mod_revision
+                ),
+            )));
         }
         if opts.dry_run {
             return Ok(obj);
@@ -374,4 +413,21 @@ fn new_equals_stored(old: &Value, new: &Value) -> bool {
         o
     };
     strip(old) == strip(new)
+}
+
+/// How one delete attempt failed: lost a race (another write came between the
+/// read and the write: try again) or failed for good.
+enum Attempt {
+    Raced(ApiError),
+    Failed(ApiError),
+}
+
+impl From<ApiError> for Attempt {
+    fn from(e: ApiError) -> Attempt {
+        if e.code == axum::http::StatusCode::CONFLICT && e.reason == "Conflict" {
+            Attempt::Raced(e)
+        } else {
+            Attempt::Failed(e)
+        }
+    }
 }
