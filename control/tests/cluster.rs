@@ -268,3 +268,67 @@ async fn services_get_addresses_and_endpoints_follow_ready_pods() {
     .expect("the released ClusterIP can be taken again");
     assert_eq!(taken.spec.unwrap().cluster_ip, Some(ip));
 }
+
+/// Metadata-only reads, as client-go's and kube's metadata informers make
+/// them (`as=PartialObjectMetadata` and `as=PartialObjectMetadataList`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_only_get_list_and_watch() {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{WatchEvent, WatchParams};
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "big", "labels": {"app": "m"}},
+        "data": {"payload": "x".repeat(10_000)},
+    }))
+    .unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+
+    let one = cms.get_metadata("big").await.unwrap();
+    assert_eq!(
+        one.types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+    assert_eq!(one.metadata.labels.unwrap()["app"], "m");
+
+    let list = cms
+        .list_metadata(&ListParams::default().labels("app=m"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1);
+    let rv = list.metadata.resource_version.clone().unwrap();
+    // What came back is metadata only: no data, far smaller than the object.
+    let raw = serde_json::to_string(&list.items[0]).unwrap();
+    assert!(!raw.contains("xxxxxxxx") && raw.len() < 2_000, "{raw}");
+
+    let mut events = cms
+        .watch_metadata(&WatchParams::default().labels("app=m"), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    cms.patch(
+        "big",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"seen": "yes"}}})),
+    )
+    .await
+    .unwrap();
+    let ev = tokio::time::timeout(WAIT, events.next())
+        .await
+        .expect("a watch event")
+        .expect("the stream goes on")
+        .expect("a decodable event");
+    match ev {
+        WatchEvent::Modified(m) => {
+            assert!(
+                !serde_json::to_string(&m.metadata)
+                    .unwrap()
+                    .contains("xxxxxxxx")
+            );
+            assert_eq!(m.metadata.annotations.unwrap()["seen"], "yes");
+        }
+        other => panic!("expected MODIFIED, got {other:?}"),
+    }
+}

@@ -17,7 +17,7 @@ use crate::storage::{DeleteOptions, FieldValidation, Objects, Propagation, Write
 use crate::store::StoreError;
 
 use super::request::{self, ResourceRef, Target};
-use super::table::{self, Include};
+use super::table::{self, Include, Rendering};
 use super::{body, discovery, patch};
 
 /// State of the REST handler.
@@ -191,11 +191,11 @@ impl Rest {
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json");
-        let as_table = table::wants_table(accept);
+        let rendering = Rendering::of(accept);
         let o = &self.objects;
         match (&method, r.name.as_deref(), r.sub.as_deref()) {
             (&Method::GET, None, None) if q.flag("watch") => {
-                self.watch(t, ns, None, q, as_table).await
+                self.watch(t, ns, None, q, rendering).await
             }
             (&Method::GET, None, None) => {
                 let limit = q
@@ -205,7 +205,7 @@ impl Rest {
                 let (items, rev, cont) = o
                     .list(t, ns, &q.labels()?, &q.fields()?, limit, q.get("continue"))
                     .await?;
-                if as_table {
+                if rendering == Rendering::Table {
                     let include = Include::parse(q.get("includeObject"));
                     let tb = table::table(t, &items, &rev.to_string(), cont.as_deref(), include);
                     return Ok(json_response(StatusCode::OK, &tb));
@@ -214,17 +214,26 @@ impl Rest {
                 if let Some(c) = cont {
                     md["continue"] = json!(c);
                 }
-                Ok(json_response(
-                    StatusCode::OK,
-                    &json!({"kind": t.list_kind, "apiVersion": t.api_version(), "metadata": md, "items": items}),
-                ))
+                let list = if rendering == Rendering::Metadata {
+                    let items: Vec<Value> = items.iter().map(table::partial_metadata).collect();
+                    json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": md, "items": items})
+                } else {
+                    json!({"kind": t.list_kind, "apiVersion": t.api_version(), "metadata": md, "items": items})
+                };
+                Ok(json_response(StatusCode::OK, &list))
             }
             (&Method::GET, Some(name), None | Some("status")) => {
                 if q.flag("watch") {
-                    return self.watch(t, ns, Some(name), q, as_table).await;
+                    return self.watch(t, ns, Some(name), q, rendering).await;
                 }
                 let obj = o.get(t, ns, name).await?;
-                if as_table {
+                if rendering == Rendering::Metadata {
+                    return Ok(json_response(
+                        StatusCode::OK,
+                        &table::partial_metadata(&obj),
+                    ));
+                }
+                if rendering == Rendering::Table {
                     let rv = obj
                         .pointer("/metadata/resourceVersion")
                         .and_then(Value::as_str)
@@ -332,7 +341,7 @@ impl Rest {
         ns: Option<&str>,
         name: Option<&str>,
         q: &Query,
-        as_table: bool,
+        rendering: Rendering,
     ) -> ApiResult<Response> {
         let labels = q.labels()?;
         let mut fields = q.fields()?;
@@ -378,21 +387,25 @@ impl Rest {
         let watch = self.objects.watch(&t, ns, labels, fields, from);
         tokio::spawn(async move {
             let mut first = true;
+            // An ERROR event carries a Status, whatever the rendering.
             let mut emit = |kind: &str, obj: Value| -> Bytes {
-                let object = if as_table {
-                    let rv = obj
-                        .pointer("/metadata/resourceVersion")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string();
-                    let mut tb = table::table(&t, &[obj], &rv, None, include);
-                    if !first {
-                        tb["columnDefinitions"] = json!([]);
+                let object = match rendering {
+                    _ if kind == "ERROR" => obj,
+                    Rendering::Table => {
+                        let rv = obj
+                            .pointer("/metadata/resourceVersion")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string();
+                        let mut tb = table::table(&t, &[obj], &rv, None, include);
+                        if !first {
+                            tb["columnDefinitions"] = json!([]);
+                        }
+                        first = false;
+                        tb
                     }
-                    first = false;
-                    tb
-                } else {
-                    obj
+                    Rendering::Metadata => table::partial_metadata(&obj),
+                    Rendering::Object => obj,
                 };
                 let mut line = serde_json::to_vec(&json!({"type": kind, "object": object}))
                     .unwrap_or_default();
@@ -413,14 +426,22 @@ impl Rest {
                     return;
                 }
             }
-            if send_initial {
-                let bm = json!({"kind": t.kind, "apiVersion": t.api_version(), "metadata": {
-                    "resourceVersion": from.to_string(),
-                    "annotations": {"k8s.io/initial-events-end": "true"}}});
+            // A bookmark names the kind the watch returns.
+            let (bm_kind, bm_version) = match rendering {
+                Rendering::Metadata => ("PartialObjectMetadata", "meta.k8s.io/v1".to_string()),
+                _ => (t.kind, t.api_version()),
+            };
+            let bookmark = |metadata: Value| -> Bytes {
+                let bm = json!({"kind": bm_kind, "apiVersion": bm_version, "metadata": metadata});
                 let mut line = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": bm}))
                     .unwrap_or_default();
                 line.push(b'\n');
-                if tx.send(Bytes::from(line)).await.is_err() {
+                Bytes::from(line)
+            };
+            if send_initial {
+                let md = json!({"resourceVersion": from.to_string(),
+                    "annotations": {"k8s.io/initial-events-end": "true"}});
+                if tx.send(bookmark(md)).await.is_err() {
                     return;
                 }
             }
@@ -435,12 +456,9 @@ impl Rest {
                 let ev = match ev {
                     Err(_) => {
                         if bookmarks {
-                            let bm = json!({"kind": t.kind, "apiVersion": t.api_version(), "metadata": {"resourceVersion": store.status().applied.max(w.revision()).to_string()}});
-                            let mut line =
-                                serde_json::to_vec(&json!({"type": "BOOKMARK", "object": bm}))
-                                    .unwrap_or_default();
-                            line.push(b'\n');
-                            if tx.send(Bytes::from(line)).await.is_err() {
+                            let rv = store.status().applied.max(w.revision());
+                            let md = json!({"resourceVersion": rv.to_string()});
+                            if tx.send(bookmark(md)).await.is_err() {
                                 return;
                             }
                         }

@@ -970,11 +970,7 @@ fn row(cols: &[Col], obj: &Value, include: Include) -> Value {
     let object = match include {
         Include::None => Value::Null,
         Include::Object => obj.clone(),
-        Include::Metadata => json!({
-            "kind": "PartialObjectMetadata",
-            "apiVersion": "meta.k8s.io/v1",
-            "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
-        }),
+        Include::Metadata => partial_metadata(obj),
     };
     let mut r = json!({"cells": cells});
     if !object.is_null() {
@@ -1018,17 +1014,82 @@ pub fn table(
     })
 }
 
-/// Does the Accept header ask for a Table?
-pub fn wants_table(accept: &str) -> bool {
-    accept
-        .split(',')
-        .next()
-        .is_some_and(|first| first.contains("as=Table"))
+/// An object as a `meta.k8s.io/v1` PartialObjectMetadata: its metadata only.
+pub fn partial_metadata(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
+    })
+}
+
+/// What the Accept header asks a read to return: the objects, a Table of
+/// them, or their metadata only (`as=PartialObjectMetadata` or
+/// `as=PartialObjectMetadataList`, as metadata informers ask). Only the first
+/// media type counts, as Kubernetes reads it when the client offers a
+/// fallback after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rendering {
+    Object,
+    Table,
+    Metadata,
+}
+
+impl Rendering {
+    pub fn of(accept: &str) -> Rendering {
+        let first = accept.split(',').next().unwrap_or("");
+        let param = |k: &str| {
+            first
+                .split(';')
+                .skip(1)
+                .find_map(|p| p.trim().strip_prefix(k)?.strip_prefix('='))
+        };
+        match (param("as"), param("g")) {
+            (Some("Table"), _) => Rendering::Table,
+            (Some("PartialObjectMetadata" | "PartialObjectMetadataList"), Some("meta.k8s.io")) => {
+                Rendering::Metadata
+            }
+            _ => Rendering::Object,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renderings_from_accept_headers() {
+        let cases = [
+            ("application/json", Rendering::Object),
+            ("", Rendering::Object),
+            (
+                "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json",
+                Rendering::Table,
+            ),
+            (
+                "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+                Rendering::Metadata,
+            ),
+            (
+                "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+                Rendering::Metadata,
+            ),
+            // Another group's PartialObjectMetadata is not ours to give.
+            (
+                "application/json;as=PartialObjectMetadata;g=example.com;v=v1",
+                Rendering::Object,
+            ),
+            // Only the first media type counts.
+            (
+                "application/json,application/json;as=Table;g=meta.k8s.io;v=v1",
+                Rendering::Object,
+            ),
+        ];
+        for (accept, want) in cases {
+            assert_eq!(Rendering::of(accept), want, "{accept}");
+        }
+    }
 
     #[test]
     fn durations_table() {

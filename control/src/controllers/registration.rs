@@ -175,14 +175,14 @@ impl Ctx<'_> {
         inf
     }
 
-    /// The shared informer of a kind known only at run time.
-    pub fn dyn_informer(&mut self, ar: &ApiResource) -> Arc<Informer<DynamicObject>> {
+    /// The shared metadata-only informer of a kind known only at run time.
+    pub fn metadata_informer(&mut self, ar: &ApiResource) -> Arc<Informer<DynamicObject>> {
         self.note("*".into());
         let id = format!("{}/{}", ar.api_version, ar.plural);
         if let Some(i) = self.informers.dynamic.get(&id) {
             return i.clone();
         }
-        let inf = Informer::new_with(Api::all_with(self.client.clone(), ar), ar.clone());
+        let inf = Informer::metadata(self.client.clone(), ar.clone());
         self.tasks.spawn(inf.clone().run());
         self.informers.dynamic.insert(id, inf.clone());
         inf

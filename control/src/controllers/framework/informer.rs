@@ -6,7 +6,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{ApiResource, DynamicObject};
+use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{Lookup, ObjectRef, Store, store::Writer};
 use kube::runtime::watcher::{self, Event};
@@ -19,9 +22,14 @@ use super::{Key, Kind};
 /// now (or as it was when deleted: then the cache no longer holds it).
 type Handler<K> = Box<dyn Fn(Option<&K>, &K) + Send + Sync>;
 
+/// The list+watch an informer follows: whole objects, or metadata only.
+type Source<K> =
+    Box<dyn Fn() -> BoxStream<'static, Result<Event<K>, watcher::Error>> + Send + Sync>;
+
 /// A list+watch cache of one kind whose changes are handed to handlers after
 /// the cache has applied them. Typed kinds use `Informer::new`; dynamic ones
-/// (`DynamicObject`) `Informer::new_with` and their `ApiResource`.
+/// (`DynamicObject`) `Informer::new_with` and their `ApiResource`, or
+/// `Informer::metadata` to cache their metadata only.
 pub struct Informer<K>
 where
     K: Resource + Lookup + Clone + 'static,
@@ -30,7 +38,7 @@ where
     pub store: Store<K>,
     writer: Mutex<Option<Writer<K>>>,
     handlers: Mutex<Vec<Handler<K>>>,
-    api: Api<K>,
+    source: Source<K>,
     dyntype: <K as Lookup>::DynamicType,
     synced: tokio::sync::watch::Sender<bool>,
 }
@@ -41,18 +49,68 @@ impl<K: Kind> Informer<K> {
     }
 }
 
+impl Informer<DynamicObject> {
+    /// A cache of the metadata of one kind known at run time, filled by a
+    /// metadata-only list+watch (`as=PartialObjectMetadata`): its objects
+    /// have no `data`. For readers of owner references, finalizers and
+    /// deletion state (the garbage collector), at a fraction of the memory
+    /// of whole objects.
+    pub fn metadata(client: kube::Client, ar: ApiResource) -> Arc<Informer<DynamicObject>> {
+        let types = kube::core::TypeMeta {
+            api_version: ar.api_version.clone(),
+            kind: ar.kind.clone(),
+        };
+        let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(client, &ar);
+        Informer::with_source(
+            Box::new(move || {
+                let types = types.clone();
+                watcher::watcher(api.clone(), watcher::Config::default())
+                    .map_ok(move |ev| without_data(ev, &types))
+                    .boxed()
+            }),
+            ar,
+        )
+    }
+}
+
+/// A metadata event as a `DynamicObject` event: the kind's own type, no data.
+fn without_data(
+    ev: Event<PartialObjectMeta<DynamicObject>>,
+    types: &kube::core::TypeMeta,
+) -> Event<DynamicObject> {
+    let obj = |p: PartialObjectMeta<DynamicObject>| DynamicObject {
+        types: Some(types.clone()),
+        metadata: p.metadata,
+        data: serde_json::Value::Null,
+    };
+    match ev {
+        Event::Apply(p) => Event::Apply(obj(p)),
+        Event::Delete(p) => Event::Delete(obj(p)),
+        Event::Init => Event::Init,
+        Event::InitApply(p) => Event::InitApply(obj(p)),
+        Event::InitDone => Event::InitDone,
+    }
+}
+
 impl<K> Informer<K>
 where
     K: Resource + Lookup + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     <K as Lookup>::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
 {
     pub fn new_with(api: Api<K>, dyntype: <K as Lookup>::DynamicType) -> Arc<Informer<K>> {
+        Informer::with_source(
+            Box::new(move || watcher::watcher(api.clone(), watcher::Config::default()).boxed()),
+            dyntype,
+        )
+    }
+
+    fn with_source(source: Source<K>, dyntype: <K as Lookup>::DynamicType) -> Arc<Informer<K>> {
         let writer = Writer::<K>::new(dyntype.clone());
         Arc::new(Informer {
             store: writer.as_reader(),
             writer: Mutex::new(Some(writer)),
             handlers: Mutex::new(Vec::new()),
-            api,
+            source,
             dyntype,
             synced: tokio::sync::watch::Sender::new(false),
         })
@@ -75,9 +133,7 @@ where
         let Some(mut writer) = self.writer.lock().unwrap().take() else {
             return;
         };
-        let mut events = std::pin::pin!(
-            watcher::watcher(self.api.clone(), watcher::Config::default()).default_backoff()
-        );
+        let mut events = std::pin::pin!((self.source)().default_backoff());
         while let Some(ev) = events.next().await {
             let ev = match ev {
                 Ok(ev) => ev,

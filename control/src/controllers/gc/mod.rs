@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, PostParams, Preconditions, PropagationPolicy,
+    ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy,
 };
 use kube::{Api, Client, ResourceExt};
 
@@ -164,13 +164,28 @@ impl Collector {
         }
     }
 
-    /// Write `obj` (a changed copy of `n`'s cached object) back.
-    async fn update(&self, n: &Node<'_>, obj: DynamicObject) -> Result<Step> {
-        let pp = PostParams {
+    /// Set one metadata field of `n` with a merge patch pinned to the cached
+    /// resourceVersion: the cache holds metadata only, so the object is never
+    /// written whole, and a change since the cache saw it is a conflict.
+    async fn set_metadata(
+        &self,
+        n: &Node<'_>,
+        field: &str,
+        value: serde_json::Value,
+    ) -> Result<Step> {
+        let pp = PatchParams {
             field_manager: Some(NAME.into()),
             ..Default::default()
         };
-        match n.api(&self.client).replace(&n.name(), &pp, &obj).await {
+        let patch = serde_json::json!({"metadata": {
+            "resourceVersion": n.obj.metadata.resource_version,
+            field: value,
+        }});
+        match n
+            .api(&self.client)
+            .patch(&n.name(), &pp, &Patch::Merge(patch))
+            .await
+        {
             Ok(_) => Ok(Step::Done),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(Step::Done),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(Step::Conflict),
@@ -180,27 +195,20 @@ impl Collector {
 
     /// Rewrite `n` without the owner references whose uid `drop` picks.
     async fn drop_owners(&self, n: &Node<'_>, drop: impl Fn(&str) -> bool) -> Result<Step> {
-        let kept: Vec<OwnerReference> = n
-            .owners()
-            .iter()
-            .filter(|r| !drop(&r.uid))
-            .cloned()
-            .collect();
-        let mut obj = (*n.obj).clone();
-        obj.metadata.owner_references = Some(kept);
-        self.update(n, obj).await
+        let kept: Vec<&OwnerReference> = n.owners().iter().filter(|r| !drop(&r.uid)).collect();
+        self.set_metadata(n, "ownerReferences", serde_json::json!(kept))
+            .await
     }
 
     async fn remove_finalizer(&self, n: &Node<'_>, finalizer: &str) -> Result<Step> {
-        let mut obj = (*n.obj).clone();
-        let kept: Vec<String> = obj
+        let kept: Vec<&String> = n
+            .obj
             .finalizers()
             .iter()
             .filter(|f| *f != finalizer)
-            .cloned()
             .collect();
-        obj.metadata.finalizers = Some(kept);
-        self.update(n, obj).await
+        self.set_metadata(n, "finalizers", serde_json::json!(kept))
+            .await
     }
 
     /// `orphan`: take `n` out of its dependents' owner references, then let it go.
@@ -346,7 +354,7 @@ pub fn start(ctx: &mut Ctx<'_>) {
             kind: t.kind.into(),
             plural: t.plural.into(),
         };
-        let informer = ctx.dyn_informer(&resource);
+        let informer = ctx.metadata_informer(&resource);
         kinds.push(CollectedKind {
             resource,
             namespaced: t.namespaced,
