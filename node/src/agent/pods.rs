@@ -11,7 +11,6 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
-use serde_json::Value;
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -48,19 +47,19 @@ impl Pods {
 struct Workers {
     ctx: Arc<NodeCtx>,
     pods: Pods,
-    by_uid: HashMap<String, watch::Sender<Option<Value>>>,
+    by_uid: HashMap<String, watch::Sender<Option<Pod>>>,
 }
 
-fn meta(p: &Value, k: &str) -> String {
-    p.pointer(&format!("/metadata/{k}"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string()
+/// The pod's `namespace`, `name` and `uid` ("" when unset).
+fn meta(p: &Pod) -> (String, String, String) {
+    let m = &p.metadata;
+    let s = |v: &Option<String>| v.clone().unwrap_or_default();
+    (s(&m.namespace), s(&m.name), s(&m.uid))
 }
 
 impl Workers {
-    fn upsert(&mut self, pod: Value) {
-        let uid = meta(&pod, "uid");
+    fn upsert(&mut self, pod: Pod) {
+        let (ns, name, uid) = meta(&pod);
         if uid.is_empty() {
             return;
         }
@@ -68,7 +67,6 @@ impl Workers {
             let _ = tx.send(Some(pod));
             return;
         }
-        let (ns, name) = (meta(&pod, "namespace"), meta(&pod, "name"));
         self.pods.set(&ns, &name, Some(&uid));
         let (tx, rx) = watch::channel(Some(pod));
         let span = tracing::info_span!("pod", pod = %format!("{ns}/{name}"), uid = %uid);
@@ -76,12 +74,11 @@ impl Workers {
         self.by_uid.insert(uid, tx);
     }
 
-    fn remove(&mut self, pod: &Value) {
-        let uid = meta(pod, "uid");
+    fn remove(&mut self, pod: &Pod) {
+        let (ns, name, uid) = meta(pod);
         if let Some(tx) = self.by_uid.remove(&uid) {
             let _ = tx.send(None);
         }
-        let (ns, name) = (meta(pod, "namespace"), meta(pod, "name"));
         if self.pods.uid(&ns, &name).as_deref() == Some(uid.as_str()) {
             self.pods.set(&ns, &name, None);
         }
@@ -108,13 +105,8 @@ pub async fn watch(ctx: Arc<NodeCtx>, pods: Pods) -> Result<(), AgentError> {
             }
         };
         let rv = list.metadata.resource_version.clone().unwrap_or_default();
-        let items: Vec<Value> = list
-            .items
-            .into_iter()
-            .filter_map(|p| serde_json::to_value(p).ok())
-            .collect();
-        let live: std::collections::HashSet<String> =
-            items.iter().map(|p| meta(p, "uid")).collect();
+        let items = list.items;
+        let live: std::collections::HashSet<String> = items.iter().map(|p| meta(p).2).collect();
         if first {
             first = false;
             for uid in ctx.net.recorded() {
@@ -159,16 +151,8 @@ pub async fn watch(ctx: Arc<NodeCtx>, pods: Pods) -> Result<(), AgentError> {
         };
         loop {
             match stream.try_next().await {
-                Ok(Some(WatchEvent::Added(p) | WatchEvent::Modified(p))) => {
-                    if let Ok(v) = serde_json::to_value(p) {
-                        workers.upsert(v);
-                    }
-                }
-                Ok(Some(WatchEvent::Deleted(p))) => {
-                    if let Ok(v) = serde_json::to_value(p) {
-                        workers.remove(&v);
-                    }
-                }
+                Ok(Some(WatchEvent::Added(p) | WatchEvent::Modified(p))) => workers.upsert(p),
+                Ok(Some(WatchEvent::Deleted(p))) => workers.remove(&p),
                 Ok(Some(WatchEvent::Bookmark(_))) => {}
                 Ok(Some(WatchEvent::Error(e))) => {
                     tracing::debug!(code = e.code, "pod watch ended: {}", e.message);

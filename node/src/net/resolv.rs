@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use serde_json::Value;
+use k8s_openapi::api::core::v1::PodSpec;
 
 use super::NetError;
 
@@ -15,19 +15,10 @@ fn dir(netns: &str) -> PathBuf {
 }
 
 /// The file's text for a pod of namespace `pod_ns` with `spec`.
-pub fn render(pod_ns: &str, spec: &Value, nameserver: Ipv4Addr, domain: &str) -> String {
-    let policy = spec
-        .get("dnsPolicy")
-        .and_then(Value::as_str)
-        .unwrap_or("ClusterFirst");
-    let list = |k: &str| -> Vec<String> {
-        spec.pointer(&format!("/dnsConfig/{k}"))
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect()
-    };
+pub fn render(pod_ns: &str, spec: &PodSpec, nameserver: Ipv4Addr, domain: &str) -> String {
+    let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
+    let config = spec.dns_config.as_ref();
+    let list = |l: Option<&Vec<String>>| -> Vec<String> { l.cloned().unwrap_or_default() };
     let (mut servers, mut search, mut options) = match policy {
         "None" => (vec![], vec![], vec![]),
         _ => (
@@ -40,19 +31,18 @@ pub fn render(pod_ns: &str, spec: &Value, nameserver: Ipv4Addr, domain: &str) ->
             vec!["ndots:5".to_string()],
         ),
     };
-    servers.extend(list("nameservers"));
-    search.extend(list("searches"));
-    for o in spec
-        .pointer("/dnsConfig/options")
-        .and_then(Value::as_array)
+    servers.extend(list(config.and_then(|c| c.nameservers.as_ref())));
+    search.extend(list(config.and_then(|c| c.searches.as_ref())));
+    for o in config
+        .and_then(|c| c.options.as_ref())
         .into_iter()
         .flatten()
     {
-        let Some(name) = o.get("name").and_then(Value::as_str) else {
+        let Some(name) = o.name.as_deref() else {
             continue;
         };
         options.retain(|x| x.split(':').next() != Some(name));
-        match o.get("value").and_then(Value::as_str) {
+        match o.value.as_deref() {
             Some(v) => options.push(format!("{name}:{v}")),
             None => options.push(name.to_string()),
         }
@@ -88,18 +78,24 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn spec(v: serde_json::Value) -> PodSpec {
+        serde_json::from_value(v).expect("a pod spec")
+    }
+
     #[test]
     fn cluster_first_and_none() {
         let ns: Ipv4Addr = "10.88.0.1".parse().unwrap();
-        let t = render("shop", &json!({}), ns, "cluster.local");
+        let t = render("shop", &spec(json!({})), ns, "cluster.local");
         assert_eq!(
             t,
             "nameserver 10.88.0.1\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
         );
         let t = render(
             "shop",
-            &json!({"dnsPolicy": "None", "dnsConfig": {"nameservers": ["10.88.0.9"],
+            &spec(
+                json!({"dnsPolicy": "None", "dnsConfig": {"nameservers": ["10.88.0.9"],
                 "searches": ["a.b"], "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]}}),
+            ),
             ns,
             "cluster.local",
         );
@@ -109,7 +105,7 @@ mod tests {
         );
         let t = render(
             "x",
-            &json!({"dnsConfig": {"options": [{"name": "ndots", "value": "1"}]}}),
+            &spec(json!({"dnsConfig": {"options": [{"name": "ndots", "value": "1"}]}})),
             ns,
             "cluster.local",
         );

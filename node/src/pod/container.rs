@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use serde_json::Value;
+use k8s_openapi::api::core::v1::Container;
 use skiff_runtimes::{Content, RunRequest, Running};
 use tokio::sync::watch;
 
@@ -45,7 +45,7 @@ pub struct Runner {
     /// An init container (index into `init_containers`) or an app container.
     pub init: bool,
     pub index: usize,
-    pub spec: Value,
+    pub spec: Container,
     pub view: watch::Sender<PodView>,
     pub sandbox: tokio::runtime::Handle,
     /// The pod's network namespace (containers of every runtime share it).
@@ -64,11 +64,7 @@ enum Outcome {
 
 impl Runner {
     fn name(&self) -> String {
-        self.spec
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
+        self.spec.name.clone()
     }
 
     fn subject(&self) -> Subject {
@@ -111,7 +107,8 @@ impl Runner {
 
     fn facts(&self) -> PodFacts {
         PodFacts {
-            pod: self.pod.object.clone(),
+            metadata: self.pod.metadata.clone(),
+            spec: self.pod.spec.clone(),
             pod_ip: self.view.borrow().pod_ip.clone(),
             host_ip: self.ctx.host_ip.clone(),
             node_cpu_millis: self.ctx.node_cpu_millis,
@@ -128,11 +125,7 @@ impl Runner {
         let refs = Refs::of_container(&self.spec);
         let sources = Sources::fetch(&self.ctx.client, &self.pod.namespace, &refs).await?;
         let env = env::resolve(&self.spec, &self.facts(), &sources)?;
-        let mounts = volumes::mounts(
-            &self.ctx.pod_dir(&self.pod.uid),
-            &self.pod.object["spec"],
-            &self.spec,
-        )?;
+        let mounts = volumes::mounts(&self.ctx.pod_dir(&self.pod.uid), &self.pod.spec, &self.spec)?;
         Ok((env, mounts))
     }
 
@@ -294,17 +287,8 @@ impl Runner {
             Ok(p) => p,
             Err(e) => return Outcome::Failed(Waiting::CreateContainerConfigError, e),
         };
-        let image = self
-            .spec
-            .get("image")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let policy = self
-            .spec
-            .get("imagePullPolicy")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let image = self.spec.image.clone().unwrap_or_default();
+        let policy = self.spec.image_pull_policy.clone();
         let pulled = match self.ctx.images.pull(&image, policy.as_deref()).await {
             Ok(p) => p,
             Err(e @ super::pull::ImageError::NotAnImage { .. }) => {

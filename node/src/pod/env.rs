@@ -9,9 +9,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
-use serde_json::Value;
 
 use super::quantity;
 
@@ -197,53 +197,36 @@ impl Refs {
     }
 
     /// What a container's `env` and `envFrom` refer to.
-    pub fn of_container(c: &Value) -> Refs {
+    pub fn of_container(c: &Container) -> Refs {
         let mut r = Refs::default();
-        for e in arr(c, "envFrom") {
-            if let Some(n) = e.pointer("/configMapRef/name").and_then(Value::as_str) {
-                r.add(Kind::ConfigMap, n);
+        for e in c.env_from.iter().flatten() {
+            if let Some(cm) = &e.config_map_ref {
+                r.add(Kind::ConfigMap, &cm.name);
             }
-            if let Some(n) = e.pointer("/secretRef/name").and_then(Value::as_str) {
-                r.add(Kind::Secret, n);
+            if let Some(s) = &e.secret_ref {
+                r.add(Kind::Secret, &s.name);
             }
         }
-        for e in arr(c, "env") {
-            if let Some(n) = e
-                .pointer("/valueFrom/configMapKeyRef/name")
-                .and_then(Value::as_str)
-            {
-                r.add(Kind::ConfigMap, n);
+        for e in c.env.iter().flatten() {
+            let Some(from) = &e.value_from else { continue };
+            if let Some(k) = &from.config_map_key_ref {
+                r.add(Kind::ConfigMap, &k.name);
             }
-            if let Some(n) = e
-                .pointer("/valueFrom/secretKeyRef/name")
-                .and_then(Value::as_str)
-            {
-                r.add(Kind::Secret, n);
+            if let Some(k) = &from.secret_key_ref {
+                r.add(Kind::Secret, &k.name);
             }
         }
         r
     }
 }
 
-pub(crate) fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice)
-}
-
-fn str_of<'a>(v: &'a Value, p: &str) -> &'a str {
-    v.pointer(p).and_then(Value::as_str).unwrap_or("")
-}
-
-fn bool_of(v: &Value, p: &str) -> bool {
-    v.pointer(p).and_then(Value::as_bool).unwrap_or(false)
-}
-
 /// What the downward API can tell a container about its pod and node.
 #[derive(Debug, Clone)]
 pub struct PodFacts {
-    /// The pod object as bound (metadata and spec).
-    pub pod: Value,
+    /// The pod's metadata (the latest: labels and annotations follow edits).
+    pub metadata: ObjectMeta,
+    /// The pod's spec as bound.
+    pub spec: PodSpec,
     pub pod_ip: Option<String>,
     pub host_ip: String,
     /// What a container without a limit may use: the node's CPU cores (in
@@ -255,40 +238,41 @@ pub struct PodFacts {
 impl PodFacts {
     /// The value of a `fieldRef.fieldPath`.
     pub fn field(&self, path: &str) -> Result<String, ConfigError> {
-        let p = &self.pod;
-        let keyed = |prefix: &str, map: &str| -> Option<String> {
+        let (meta, spec) = (&self.metadata, &self.spec);
+        let map = |map: &str| match map {
+            "labels" => meta.labels.as_ref(),
+            _ => meta.annotations.as_ref(),
+        };
+        let keyed = |prefix: &str, name: &str| -> Option<String> {
             let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
             Some(
-                p.pointer(&format!("/metadata/{map}"))
+                map(name)
                     .and_then(|m| m.get(key))
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
+                    .cloned()
+                    .unwrap_or_default(),
             )
         };
-        let all = |map: &str| -> String {
-            p.pointer(&format!("/metadata/{map}"))
-                .and_then(Value::as_object)
+        let all = |name: &str| -> String {
+            map(name)
                 .map(|m| {
-                    let mut lines: Vec<String> = m
-                        .iter()
-                        .map(|(k, v)| format!("{k}={:?}", v.as_str().unwrap_or("")))
-                        .collect();
+                    let mut lines: Vec<String> =
+                        m.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
                     lines.sort();
                     lines.join("\n")
                 })
                 .unwrap_or_default()
         };
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
         Ok(match path {
-            "metadata.name" => str_of(p, "/metadata/name").into(),
-            "metadata.namespace" => str_of(p, "/metadata/namespace").into(),
-            "metadata.uid" => str_of(p, "/metadata/uid").into(),
+            "metadata.name" => text(&meta.name),
+            "metadata.namespace" => text(&meta.namespace),
+            "metadata.uid" => text(&meta.uid),
             "metadata.labels" => all("labels"),
             "metadata.annotations" => all("annotations"),
-            "spec.nodeName" => str_of(p, "/spec/nodeName").into(),
-            "spec.serviceAccountName" => match str_of(p, "/spec/serviceAccountName") {
-                "" => "default".into(),
-                s => s.into(),
+            "spec.nodeName" => text(&spec.node_name),
+            "spec.serviceAccountName" => match spec.service_account_name.as_deref() {
+                None | Some("") => "default".into(),
+                Some(s) => s.into(),
             },
             "status.podIP" | "status.podIPs" => self.pod_ip.clone().unwrap_or_default(),
             "status.hostIP" | "status.hostIPs" => self.host_ip.clone(),
@@ -311,17 +295,22 @@ impl PodFacts {
     /// `divisor`, with node capacity standing in for a missing limit.
     pub fn resource(
         &self,
-        this: &Value,
+        this: Option<&Container>,
         container_name: Option<&str>,
         resource: &str,
         divisor: Option<&str>,
     ) -> Result<String, ConfigError> {
         let c = match container_name.filter(|n| !n.is_empty()) {
-            Some(n) => arr(&self.pod["spec"], "containers")
-                .iter()
-                .chain(arr(&self.pod["spec"], "initContainers"))
-                .find(|c| c["name"] == n)
-                .ok_or_else(|| ConfigError::Invalid(format!("no container {n:?} in the pod")))?,
+            Some(n) => Some(
+                self.spec
+                    .containers
+                    .iter()
+                    .chain(self.spec.init_containers.iter().flatten())
+                    .find(|c| c.name == n)
+                    .ok_or_else(|| {
+                        ConfigError::Invalid(format!("no container {n:?} in the pod"))
+                    })?,
+            ),
             None => this,
         };
         let (kind, name) = resource
@@ -330,8 +319,7 @@ impl PodFacts {
                 resource: resource.into(),
             })?;
         let get = |k: &str| {
-            c.pointer(&format!("/resources/{k}/{name}"))
-                .and_then(Value::as_str)
+            c.and_then(|c| super::resource(c, k, name))
                 .and_then(quantity)
         };
         let (node, unit_default) = match name {
@@ -445,19 +433,19 @@ impl Env {
 }
 
 /// Build the environment of container `c`.
-pub fn resolve(c: &Value, facts: &PodFacts, sources: &Sources) -> Result<Env, ConfigError> {
-    let namespace = str_of(&facts.pod, "/metadata/namespace");
+pub fn resolve(c: &Container, facts: &PodFacts, sources: &Sources) -> Result<Env, ConfigError> {
+    let namespace = facts.metadata.namespace.as_deref().unwrap_or("");
     let mut env = Env::default();
-    for from in arr(c, "envFrom") {
-        let prefix = str_of(from, "/prefix");
-        let (kind, r) = if let Some(r) = from.get("configMapRef") {
-            (Kind::ConfigMap, r)
-        } else if let Some(r) = from.get("secretRef") {
-            (Kind::Secret, r)
+    for from in c.env_from.iter().flatten() {
+        let prefix = from.prefix.as_deref().unwrap_or("");
+        let (kind, name, optional) = if let Some(r) = &from.config_map_ref {
+            (Kind::ConfigMap, &r.name, r.optional)
+        } else if let Some(r) = &from.secret_ref {
+            (Kind::Secret, &r.name, r.optional)
         } else {
             continue;
         };
-        let Some(data) = sources.data(kind, str_of(r, "/name"), bool_of(r, "/optional"))? else {
+        let Some(data) = sources.data(kind, name, optional.unwrap_or(false))? else {
             continue;
         };
         for (k, v) in data {
@@ -469,39 +457,33 @@ pub fn resolve(c: &Value, facts: &PodFacts, sources: &Sources) -> Result<Env, Co
             }
         }
     }
-    for e in arr(c, "env") {
-        let name = str_of(e, "/name").to_string();
+    for e in c.env.iter().flatten() {
+        let name = e.name.clone();
         if name.is_empty() {
             continue;
         }
-        let value = if let Some(from) = e.get("valueFrom") {
-            let keyed = |kind: Kind, r: &Value| {
-                sources.key(
-                    kind,
-                    namespace,
-                    str_of(r, "/name"),
-                    str_of(r, "/key"),
-                    bool_of(r, "/optional"),
-                )
+        let value = if let Some(from) = &e.value_from {
+            let keyed = |kind: Kind, name: &str, key: &str, optional: Option<bool>| {
+                sources.key(kind, namespace, name, key, optional.unwrap_or(false))
             };
-            if let Some(r) = from.get("configMapKeyRef") {
-                match keyed(Kind::ConfigMap, r)? {
+            if let Some(r) = &from.config_map_key_ref {
+                match keyed(Kind::ConfigMap, &r.name, &r.key, r.optional)? {
                     Some(v) => v,
                     None => continue,
                 }
-            } else if let Some(r) = from.get("secretKeyRef") {
-                match keyed(Kind::Secret, r)? {
+            } else if let Some(r) = &from.secret_key_ref {
+                match keyed(Kind::Secret, &r.name, &r.key, r.optional)? {
                     Some(v) => v,
                     None => continue,
                 }
-            } else if let Some(r) = from.get("fieldRef") {
-                facts.field(str_of(r, "/fieldPath"))?
-            } else if let Some(r) = from.get("resourceFieldRef") {
+            } else if let Some(r) = &from.field_ref {
+                facts.field(&r.field_path)?
+            } else if let Some(r) = &from.resource_field_ref {
                 facts.resource(
-                    c,
-                    r.get("containerName").and_then(Value::as_str),
-                    str_of(r, "/resource"),
-                    r.get("divisor").and_then(Value::as_str),
+                    Some(c),
+                    r.container_name.as_deref(),
+                    &r.resource,
+                    r.divisor.as_ref().map(|d| d.0.as_str()),
                 )?
             } else {
                 return Err(ConfigError::Invalid(format!(
@@ -509,7 +491,7 @@ pub fn resolve(c: &Value, facts: &PodFacts, sources: &Sources) -> Result<Env, Co
                 )));
             }
         } else {
-            env.expand(str_of(e, "/value"))
+            env.expand(e.value.as_deref().unwrap_or(""))
         };
         env.set(name, value);
     }
@@ -521,15 +503,19 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn container(v: serde_json::Value) -> Container {
+        serde_json::from_value(v).expect("a container")
+    }
+
     fn facts() -> PodFacts {
         PodFacts {
-            pod: json!({
-                "metadata": {"name": "p", "namespace": "ns", "uid": "u-1",
-                    "labels": {"app": "web", "tier": "front"}, "annotations": {"a.b/c": "x"}},
-                "spec": {"nodeName": "n1", "containers": [
-                    {"name": "c", "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}},
-                    {"name": "d"}]},
-            }),
+            metadata: serde_json::from_value(json!({"name": "p", "namespace": "ns", "uid": "u-1",
+                "labels": {"app": "web", "tier": "front"}, "annotations": {"a.b/c": "x"}}))
+            .expect("metadata"),
+            spec: serde_json::from_value(json!({"nodeName": "n1", "containers": [
+                {"name": "c", "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}},
+                {"name": "d"}]}))
+            .expect("a pod spec"),
             pod_ip: Some("10.88.0.5".into()),
             host_ip: "127.0.0.1".into(),
             node_cpu_millis: 4000,
@@ -584,7 +570,7 @@ mod tests {
 
     #[test]
     fn env_resolves_in_kubelet_order() {
-        let c = json!({
+        let c = container(json!({
             "name": "c",
             "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}},
             "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CM_"},
@@ -608,7 +594,7 @@ mod tests {
                 {"name": "REQ_MEM", "valueFrom": {"resourceFieldRef": {"resource": "requests.memory"}}},
                 {"name": "D_CPU", "valueFrom": {"resourceFieldRef": {"containerName": "d", "resource": "limits.cpu"}}},
             ]
-        });
+        }));
         let env = resolve(&c, &facts(), &sources()).unwrap();
         let want = [
             ("CM_1num", Some("y")),
@@ -663,17 +649,17 @@ mod tests {
             ),
         ];
         for (c, want) in cases {
-            let err = resolve(&c, &facts(), &sources()).unwrap_err();
+            let err = resolve(&container(c.clone()), &facts(), &sources()).unwrap_err();
             assert_eq!(err.to_string(), want, "{c}");
         }
     }
 
     #[test]
     fn refs_of_a_container() {
-        let c = json!({
+        let c = container(json!({
             "envFrom": [{"configMapRef": {"name": "a"}}, {"secretRef": {"name": "s"}}],
             "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "b", "key": "k"}}}],
-        });
+        }));
         let r = Refs::of_container(&c);
         assert_eq!(
             r.config_maps.into_iter().collect::<Vec<_>>(),

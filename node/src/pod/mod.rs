@@ -21,8 +21,9 @@ pub mod volumes;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, ContainerStateTerminated, Pod, PodSpec};
 use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
@@ -151,8 +152,10 @@ pub struct PodInfo {
     pub active_deadline: Option<Duration>,
     /// terminationGracePeriodSeconds (default 30 s).
     pub grace: Duration,
-    /// The pod as bound (metadata and spec), for the downward API.
-    pub object: Value,
+    /// The pod's metadata as bound, for the downward API.
+    pub metadata: ObjectMeta,
+    /// The pod's spec as bound (it does not change).
+    pub spec: PodSpec,
 }
 
 pub use skiff_common::quantity::parse as quantity;
@@ -175,35 +178,36 @@ pub fn duration(s: &str) -> Option<Duration> {
     None
 }
 
-fn str_at<'a>(v: &'a Value, p: &str) -> &'a str {
-    v.pointer(p).and_then(Value::as_str).unwrap_or("")
-}
-
 impl PodInfo {
-    pub fn of(pod: &Value) -> PodInfo {
+    pub fn of(pod: &Pod) -> PodInfo {
+        let meta = &pod.metadata;
+        let spec = pod.spec.clone().unwrap_or_default();
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
         PodInfo {
-            namespace: str_at(pod, "/metadata/namespace").to_string(),
-            name: str_at(pod, "/metadata/name").to_string(),
-            uid: str_at(pod, "/metadata/uid").to_string(),
-            restart_policy: match str_at(pod, "/spec/restartPolicy") {
-                "" => "Always".to_string(),
-                p => p.to_string(),
+            namespace: text(&meta.namespace),
+            name: text(&meta.name),
+            uid: text(&meta.uid),
+            restart_policy: match spec.restart_policy.as_deref() {
+                None | Some("") => "Always".to_string(),
+                Some(p) => p.to_string(),
             },
-            request_timeout: pod
-                .pointer("/metadata/annotations/skiff.dev~1request-timeout")
-                .and_then(Value::as_str)
+            request_timeout: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("skiff.dev/request-timeout"))
+                .map(String::as_str)
                 .and_then(duration),
-            active_deadline: pod
-                .pointer("/spec/activeDeadlineSeconds")
-                .and_then(Value::as_u64)
+            active_deadline: spec
+                .active_deadline_seconds
+                .and_then(|s| u64::try_from(s).ok())
                 .map(Duration::from_secs),
             grace: Duration::from_secs(
-                pod.pointer("/spec/terminationGracePeriodSeconds")
-                    .and_then(Value::as_u64)
+                spec.termination_grace_period_seconds
+                    .and_then(|s| u64::try_from(s).ok())
                     .unwrap_or(30),
             ),
-            object: json!({"metadata": pod.get("metadata").cloned().unwrap_or(Value::Null),
-                "spec": pod.get("spec").cloned().unwrap_or(Value::Null)}),
+            metadata: meta.clone(),
+            spec,
         }
     }
 
@@ -218,33 +222,39 @@ impl PodInfo {
 }
 
 /// An init container with `restartPolicy: Always`: a sidecar.
-pub fn is_sidecar(c: &Value) -> bool {
-    c.get("restartPolicy").and_then(Value::as_str) == Some("Always")
+pub fn is_sidecar(c: &Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
+/// A container's `resources.limits` or `resources.requests` (`kind`) entry
+/// for `name`, as written.
+pub fn resource<'a>(c: &'a Container, kind: &str, name: &str) -> Option<&'a str> {
+    let r = c.resources.as_ref()?;
+    let map = match kind {
+        "limits" => r.limits.as_ref(),
+        "requests" => r.requests.as_ref(),
+        _ => None,
+    }?;
+    map.get(name).map(|q| q.0.as_str())
 }
 
 /// Whether the API marked the pod for deletion (or it is gone).
-fn deleting(pod: &Option<Value>) -> bool {
+fn deleting(pod: &Option<Pod>) -> bool {
     match pod {
         None => true,
-        Some(p) => p
-            .pointer("/metadata/deletionTimestamp")
-            .is_some_and(|t| !t.is_null()),
+        Some(p) => p.metadata.deletion_timestamp.is_some(),
     }
 }
 
 /// Pod threads: the CPU limit rounded up, else up to two.
-fn threads(spec: &Value) -> usize {
+fn threads(spec: &PodSpec) -> usize {
     let host = std::thread::available_parallelism().map_or(1, |n| n.get());
     let limit: f64 = spec
-        .get("containers")
-        .and_then(Value::as_array)
-        .map(|cs| {
-            cs.iter()
-                .filter_map(|c| c.pointer("/resources/limits/cpu")?.as_str())
-                .filter_map(quantity)
-                .sum()
-        })
-        .unwrap_or(0.0);
+        .containers
+        .iter()
+        .filter_map(|c| resource(c, "limits", "cpu"))
+        .filter_map(quantity)
+        .sum();
     if limit > 0.0 {
         (limit.ceil() as usize).clamp(1, host)
     } else {
@@ -252,11 +262,10 @@ fn threads(spec: &Value) -> usize {
     }
 }
 
-fn cpu_millis(spec: &Value) -> Option<u64> {
-    let cs = spec.get("containers")?.as_array()?;
+fn cpu_millis(spec: &PodSpec) -> Option<u64> {
     let mut total = 0.0;
-    for c in cs {
-        total += quantity(c.pointer("/resources/limits/cpu")?.as_str()?)?;
+    for c in &spec.containers {
+        total += quantity(resource(c, "limits", "cpu")?)?;
     }
     Some((total * 1000.0).round() as u64)
 }
@@ -272,39 +281,18 @@ struct LocalReady {
 }
 
 impl LocalReady {
-    fn new(ctx: &NodeCtx, info: &PodInfo, spec: &Value) -> LocalReady {
-        let labels = info
-            .object
-            .pointer("/metadata/labels")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let ports = spec
-            .get("containers")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .flat_map(|c| {
-                c.get("ports")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default()
-            })
+    fn new(ctx: &NodeCtx, info: &PodInfo) -> LocalReady {
+        let labels = info.metadata.labels.clone().unwrap_or_default();
+        let ports = info
+            .spec
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
             .filter_map(|p| {
                 Some((
-                    p.get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    u16::try_from(p.get("containerPort")?.as_u64()?).ok()?,
-                    p.get("protocol")
-                        .and_then(Value::as_str)
-                        .unwrap_or("TCP")
-                        .to_string(),
+                    p.name.clone().unwrap_or_default(),
+                    u16::try_from(p.container_port).ok()?,
+                    p.protocol.clone().unwrap_or_else(|| "TCP".to_string()),
                 ))
             })
             .collect();
@@ -322,7 +310,7 @@ impl LocalReady {
     async fn follow(self, mut rx: watch::Receiver<Arc<Computed>>) {
         loop {
             let c = rx.borrow_and_update().clone();
-            self.update(&c.status, c.pod_ip.as_deref());
+            self.update(c.ready, c.pod_ip.as_deref());
             if rx.changed().await.is_err() {
                 self.stats.forget_ready(&self.uid);
                 return;
@@ -330,12 +318,7 @@ impl LocalReady {
         }
     }
 
-    fn update(&self, status: &Value, ip: Option<&str>) {
-        let ready = status["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    fn update(&self, ready: bool, ip: Option<&str>) {
         let pod = ip
             .and_then(|ip| ip.parse().ok())
             .filter(|_| ready)
@@ -354,6 +337,8 @@ impl LocalReady {
 #[derive(Debug)]
 struct Computed {
     status: Value,
+    /// The status's `Ready` condition.
+    ready: bool,
     pod_ip: Option<String>,
     phase: &'static str,
 }
@@ -362,6 +347,7 @@ impl Computed {
     fn of(view: &PodView, transitions: &mut Transitions) -> Computed {
         Computed {
             status: view.status(transitions),
+            ready: view.ready(),
             pod_ip: view.pod_ip.clone(),
             phase: view.phase(),
         }
@@ -419,8 +405,8 @@ async fn write_status(api: Api<Pod>, name: String, mut rx: watch::Receiver<Arc<C
 }
 
 /// The reason a pod cannot run on this node's Wasm runtime, if any.
-async fn runtime_problem(ctx: &NodeCtx, spec: &Value) -> Option<String> {
-    let class = spec.get("runtimeClassName").and_then(Value::as_str)?;
+async fn runtime_problem(ctx: &NodeCtx, spec: &PodSpec) -> Option<String> {
+    let class = spec.runtime_class_name.as_deref()?;
     let api: Api<RuntimeClass> = Api::all(ctx.client.clone());
     match api.get_opt(class).await {
         Ok(Some(rc)) if rc.handler == WASM_HANDLER && ctx.offers(WASM_HANDLER) => None,
@@ -441,64 +427,57 @@ async fn runtime_problem(ctx: &NodeCtx, spec: &Value) -> Option<String> {
 
 /// Drive one pod from bound to deleted. `pod` carries the latest object
 /// (`None` once it is gone from the API).
-pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
+pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Pod>>) {
     let Some(first) = pod.borrow().clone() else {
         return;
     };
     let info = Arc::new(PodInfo::of(&first));
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &info.namespace);
-    let spec = first.get("spec").cloned().unwrap_or(Value::Null);
-    let list = |key: &str| -> Vec<Value> {
-        spec.get(key)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
-    let (inits, containers) = (list("initContainers"), list("containers"));
-    let phase = str_at(&first, "/status/phase").to_string();
+    let spec = &info.spec;
+    let (inits, containers) = (
+        spec.init_containers.as_deref().unwrap_or_default(),
+        &spec.containers,
+    );
+    let observed = first.status.unwrap_or_default();
+    let phase = observed.phase.clone().unwrap_or_default();
     // An agent restart keeps counting where the status left off, and does not
     // run init containers again once they all succeeded.
-    let previous = |key: &str, name: &str| -> Option<Value> {
-        first
-            .pointer(&format!("/status/{key}"))
-            .and_then(Value::as_array)
-            .and_then(|cs| cs.iter().find(|s| s["name"] == name))
-            .cloned()
+    let previous = |init: bool, name: &str| {
+        let list = if init {
+            &observed.init_container_statuses
+        } else {
+            &observed.container_statuses
+        };
+        list.iter().flatten().find(|s| s.name == name)
     };
     let initialized_before = !inits.is_empty()
-        && first
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c["type"] == "Initialized" && c["status"] == "True")
-            });
-    let state_of = |c: &Value, key: &str| {
-        let name = str_at(c, "/name");
-        let mut st = ContainerState::new(name, str_at(c, "/image"));
-        st.sidecar = key == "initContainerStatuses" && is_sidecar(c);
-        let prev = previous(key, name);
-        st.restarts = prev
-            .as_ref()
-            .and_then(|s| s["restartCount"].as_u64())
-            .unwrap_or(0) as u32;
-        if key == "initContainerStatuses" && initialized_before && !st.sidecar {
-            let t = |f: &str| {
-                prev.as_ref()
-                    .and_then(|s| s.pointer(&format!("/state/terminated/{f}"))?.as_str())
-                    .map_or_else(now, str::to_string)
+        && observed
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Initialized" && c.status == "True");
+    let state_of = |c: &Container, init: bool| {
+        let name = c.name.as_str();
+        let mut st = ContainerState::new(name, c.image.as_deref().unwrap_or_default());
+        st.sidecar = init && is_sidecar(c);
+        let prev = previous(init, name);
+        st.restarts = prev.map_or(0, |s| u32::try_from(s.restart_count).unwrap_or(0));
+        if init && initialized_before && !st.sidecar {
+            let terminated = prev
+                .and_then(|s| s.state.as_ref())
+                .and_then(|s| s.terminated.as_ref());
+            let t = |at: fn(&ContainerStateTerminated) -> Option<&Time>| {
+                terminated.and_then(at).map_or_else(now, status::rfc3339)
             };
             st.state = status::State::Terminated(status::Ended {
                 exit_code: 0,
                 reason: status::EndReason::Completed,
                 message: None,
-                started_at: t("startedAt"),
-                finished_at: t("finishedAt"),
+                started_at: t(|t| t.started_at.as_ref()),
+                finished_at: t(|t| t.finished_at.as_ref()),
             });
             st.done = true;
-        } else if key == "initContainerStatuses"
-            || (key == "containerStatuses" && !inits.is_empty() && !initialized_before)
-        {
+        } else if init || (!inits.is_empty() && !initialized_before) {
             st.state = status::State::Waiting {
                 reason: Waiting::PodInitializing,
                 message: None,
@@ -510,19 +489,13 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
         uid: info.uid.clone(),
         host_ip: ctx.host_ip.clone(),
         pod_ip: None,
-        start_time: first
-            .pointer("/status/startTime")
-            .and_then(Value::as_str)
-            .map_or_else(now, str::to_string),
-        qos: qos_class(&spec),
-        init_containers: inits
-            .iter()
-            .map(|c| state_of(c, "initContainerStatuses"))
-            .collect(),
-        containers: containers
-            .iter()
-            .map(|c| state_of(c, "containerStatuses"))
-            .collect(),
+        start_time: observed
+            .start_time
+            .as_ref()
+            .map_or_else(now, status::rfc3339),
+        qos: qos_class(spec),
+        init_containers: inits.iter().map(|c| state_of(c, true)).collect(),
+        containers: containers.iter().map(|c| state_of(c, false)).collect(),
         init_done: initialized_before,
         sandbox_error: None,
     };
@@ -532,9 +505,9 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Value>>) {
         // One status, computed once per change, for the API and for the node.
         let computed = statuses(view_rx);
         // The node hears of readiness first (the activator forwards at once).
-        tokio::spawn(LocalReady::new(&ctx, &info, &spec).follow(computed.clone()));
+        tokio::spawn(LocalReady::new(&ctx, &info).follow(computed.clone()));
         let writer = tokio::spawn(write_status(api.clone(), info.name.clone(), computed));
-        let started = start(&ctx, &info, &spec, &view_tx, &mut pod).await;
+        let started = start(&ctx, &info, &view_tx, &mut pod).await;
         if let Some(started) = started {
             // Run until the pod is deleted or it is done for good.
             let mut done = view_tx.subscribe();
@@ -619,29 +592,28 @@ impl<T> Drop for AbortOnDrop<T> {
 async fn sync_volumes(
     ctx: &NodeCtx,
     info: &PodInfo,
-    spec: &Value,
     view: &watch::Sender<PodView>,
-    latest: &watch::Receiver<Option<Value>>,
+    latest: &watch::Receiver<Option<Pod>>,
 ) -> Result<(), String> {
     // The downward API follows label and annotation edits.
-    let object = match &*latest.borrow() {
-        Some(p) => json!({"metadata": p.get("metadata").cloned().unwrap_or(Value::Null),
-            "spec": info.object["spec"].clone()}),
-        None => info.object.clone(),
+    let metadata = match &*latest.borrow() {
+        Some(p) => p.metadata.clone(),
+        None => info.metadata.clone(),
     };
     let facts = env::PodFacts {
-        pod: object,
+        metadata,
+        spec: info.spec.clone(),
         pod_ip: view.borrow().pod_ip.clone(),
         host_ip: ctx.host_ip.clone(),
         node_cpu_millis: ctx.node_cpu_millis,
         node_memory: ctx.node_memory,
     };
-    let sources = env::Sources::fetch(&ctx.client, &info.namespace, &volumes::refs(spec))
+    let sources = env::Sources::fetch(&ctx.client, &info.namespace, &volumes::refs(&info.spec))
         .await
         .map_err(|e| e.to_string())?;
-    let (dir, spec) = (ctx.pod_dir(&info.uid), spec.clone());
+    let dir = ctx.pod_dir(&info.uid);
     tokio::task::spawn_blocking(move || {
-        volumes::materialise(&dir, &spec, &facts, &sources).map_err(|e| e.to_string())
+        volumes::materialise(&dir, &facts.spec, &facts, &sources).map_err(|e| e.to_string())
     })
     .await
     .unwrap_or_else(|e| Err(e.to_string()))
@@ -653,15 +625,14 @@ async fn sync_volumes(
 async fn supervise(
     ctx: Arc<NodeCtx>,
     info: Arc<PodInfo>,
-    spec: Value,
     view: watch::Sender<PodView>,
     (sandbox, netns): (tokio::runtime::Handle, std::path::PathBuf),
     mut stop: watch::Receiver<bool>,
-    latest: watch::Receiver<Option<Value>>,
+    latest: watch::Receiver<Option<Pod>>,
 ) {
     let mut failures = 0u32;
     loop {
-        let result = sync_volumes(&ctx, &info, &spec, &view, &latest).await;
+        let result = sync_volumes(&ctx, &info, &view, &latest).await;
         let Err(message) = result else { break };
         ctx.events
             .record(&info.subject(), true, "FailedMount", &message)
@@ -684,26 +655,20 @@ async fn supervise(
     // Keep ConfigMap, Secret and downward API volumes up to date, as the
     // kubelet does, while the pod runs.
     let _refresh = AbortOnDrop(tokio::spawn({
-        let (ctx, info, spec, view, latest) = (
-            ctx.clone(),
-            info.clone(),
-            spec.clone(),
-            view.clone(),
-            latest.clone(),
-        );
+        let (ctx, info, view, latest) = (ctx.clone(), info.clone(), view.clone(), latest.clone());
         async move {
             loop {
                 tokio::time::sleep(VOLUME_SYNC_PERIOD).await;
                 if !ctx.pod_dir(&info.uid).0.exists() {
                     return;
                 }
-                if let Err(e) = sync_volumes(&ctx, &info, &spec, &view, &latest).await {
+                if let Err(e) = sync_volumes(&ctx, &info, &view, &latest).await {
                     tracing::debug!(pod = %info.name, error = %e, "volumes keep their last contents");
                 }
             }
         }
     }));
-    let runner = |init: bool, index: usize, c: &Value| container::Runner {
+    let runner = |init: bool, index: usize, c: &Container| container::Runner {
         ctx: ctx.clone(),
         pod: info.clone(),
         init,
@@ -714,8 +679,10 @@ async fn supervise(
         netns: netns.clone(),
         stop: stop.clone(),
     };
-    let list = |key: &str| env::arr(&spec, key).to_vec();
-    let (inits, containers) = (list("initContainers"), list("containers"));
+    let (inits, containers) = (
+        info.spec.init_containers.as_deref().unwrap_or_default(),
+        &info.spec.containers,
+    );
     if failures > 0 {
         // Volumes are there now: back to the states before they were.
         let initialized = view.borrow().initialized();
@@ -746,7 +713,7 @@ async fn supervise(
         if view.borrow().init_containers[i].done {
             continue;
         }
-        tracing::info!(pod = %info.name, container = %str_at(c, "/name"), "init container");
+        tracing::info!(pod = %info.name, container = %c.name, "init container");
         if is_sidecar(c) {
             sidecars.push(tokio::spawn(runner(true, i, c).run()));
             let (mut seen, mut stopping) = (view.subscribe(), stop.clone());
@@ -790,10 +757,10 @@ async fn supervise(
 async fn start(
     ctx: &Arc<NodeCtx>,
     info: &Arc<PodInfo>,
-    spec: &Value,
     view: &watch::Sender<PodView>,
-    pod: &mut watch::Receiver<Option<Value>>,
+    pod: &mut watch::Receiver<Option<Pod>>,
 ) -> Option<Started> {
+    let spec = &info.spec;
     let mut failures = 0u32;
     loop {
         if deleting(&pod.borrow()) {
@@ -801,11 +768,12 @@ async fn start(
         }
         match prepare(ctx, info, spec).await {
             Ok((ip, sandbox, cgroup, netns)) => {
-                let names = ["/spec/initContainers", "/spec/containers"]
+                let names = spec
+                    .init_containers
                     .iter()
-                    .filter_map(|p| spec.pointer(p).and_then(Value::as_array))
                     .flatten()
-                    .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+                    .chain(&spec.containers)
+                    .map(|c| c.name.clone())
                     .collect();
                 ctx.stats.add_pod(
                     &info.namespace,
@@ -822,7 +790,6 @@ async fn start(
                 let runners = vec![tokio::spawn(supervise(
                     ctx.clone(),
                     info.clone(),
-                    spec.clone(),
                     view.clone(),
                     (sandbox.handle(), netns),
                     stop_rx,
@@ -860,7 +827,7 @@ async fn start(
 async fn prepare(
     ctx: &NodeCtx,
     info: &PodInfo,
-    spec: &Value,
+    spec: &PodSpec,
 ) -> Result<
     (
         String,

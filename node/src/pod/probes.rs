@@ -15,7 +15,11 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde_json::Value;
+use k8s_openapi::api::core::v1::{
+    self as k8s, Container, ExecAction, GRPCAction, HTTPGetAction, LifecycleHandler, SleepAction,
+    TCPSocketAction,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::sync::mpsc;
 
 /// Which probe.
@@ -81,84 +85,109 @@ pub struct Probe {
     pub failure_threshold: u32,
 }
 
-fn secs(v: &Value, key: &str, default: u64) -> Duration {
+/// Whole seconds of a probe field, `default` when unset or not positive
+/// (`initialDelaySeconds` may be 0).
+fn secs(v: Option<i32>, default: u64, zero_ok: bool) -> Duration {
     Duration::from_secs(
-        v.get(key)
-            .and_then(Value::as_u64)
-            .filter(|s| *s > 0 || key == "initialDelaySeconds")
+        v.and_then(|s| u64::try_from(s).ok())
+            .filter(|s| *s > 0 || zero_ok)
             .unwrap_or(default),
     )
 }
 
 /// A probe's port: a number, or the name of one of the container's ports.
-fn port(v: Option<&Value>, container: &Value) -> Result<u16, String> {
+fn port(v: &IntOrString, container: &Container) -> Result<u16, String> {
     match v {
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
+        IntOrString::Int(n) => u16::try_from(*n)
+            .ok()
             .filter(|p| *p > 0)
             .ok_or_else(|| format!("invalid port {n}")),
-        Some(Value::String(s)) => {
+        IntOrString::String(s) => {
             if let Ok(p) = s.parse::<u16>() {
                 return Ok(p);
             }
-            super::env::arr(container, "ports")
+            container
+                .ports
                 .iter()
-                .find(|p| p["name"] == s.as_str())
-                .and_then(|p| p.get("containerPort")?.as_u64())
-                .and_then(|p| u16::try_from(p).ok())
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(s.as_str()))
+                .and_then(|p| u16::try_from(p.container_port).ok())
                 .ok_or_else(|| format!("port {s:?} is not a named port of the container"))
         }
-        _ => Err("the probe names no port".into()),
+    }
+}
+
+/// The actions a probe or a lifecycle hook may name (a probe has no `sleep`,
+/// a hook no `grpc`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Handlers<'a> {
+    pub http_get: Option<&'a HTTPGetAction>,
+    pub tcp_socket: Option<&'a TCPSocketAction>,
+    pub grpc: Option<&'a GRPCAction>,
+    pub exec: Option<&'a ExecAction>,
+    pub sleep: Option<&'a SleepAction>,
+}
+
+impl<'a> From<&'a k8s::Probe> for Handlers<'a> {
+    fn from(p: &'a k8s::Probe) -> Handlers<'a> {
+        Handlers {
+            http_get: p.http_get.as_ref(),
+            tcp_socket: p.tcp_socket.as_ref(),
+            grpc: p.grpc.as_ref(),
+            exec: p.exec.as_ref(),
+            sleep: None,
+        }
+    }
+}
+
+impl<'a> From<&'a LifecycleHandler> for Handlers<'a> {
+    fn from(h: &'a LifecycleHandler) -> Handlers<'a> {
+        Handlers {
+            http_get: h.http_get.as_ref(),
+            tcp_socket: h.tcp_socket.as_ref(),
+            grpc: None,
+            exec: h.exec.as_ref(),
+            sleep: h.sleep.as_ref(),
+        }
     }
 }
 
 impl Handler {
     /// The handler of a probe or lifecycle hook (`what` names it in errors).
-    pub fn parse(v: &Value, container: &Value, what: &str) -> Result<Handler, String> {
-        Ok(if let Some(h) = v.get("httpGet") {
-            let path = h.get("path").and_then(Value::as_str).unwrap_or("/");
+    pub fn parse(v: Handlers<'_>, container: &Container, what: &str) -> Result<Handler, String> {
+        Ok(if let Some(h) = v.http_get {
+            let path = h.path.as_deref().unwrap_or("/");
             Handler::Http {
-                https: h.get("scheme").and_then(Value::as_str) == Some("HTTPS"),
-                port: port(h.get("port"), container)?,
+                https: h.scheme.as_deref() == Some("HTTPS"),
+                port: port(&h.port, container)?,
                 path: if path.starts_with('/') {
                     path.to_string()
                 } else {
                     format!("/{path}")
                 },
-                headers: super::env::arr(h, "httpHeaders")
+                headers: h
+                    .http_headers
                     .iter()
-                    .filter_map(|x| {
-                        Some((
-                            x.get("name")?.as_str()?.to_string(),
-                            x.get("value")?.as_str()?.to_string(),
-                        ))
-                    })
+                    .flatten()
+                    .map(|x| (x.name.clone(), x.value.clone()))
                     .collect(),
             }
-        } else if let Some(t) = v.get("tcpSocket") {
+        } else if let Some(t) = v.tcp_socket {
             Handler::Tcp {
-                port: port(t.get("port"), container)?,
+                port: port(&t.port, container)?,
             }
-        } else if let Some(g) = v.get("grpc") {
+        } else if let Some(g) = v.grpc {
             Handler::Grpc {
-                port: port(g.get("port"), container)?,
-                service: g
-                    .get("service")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
+                port: port(&IntOrString::Int(g.port), container)?,
+                service: g.service.clone().unwrap_or_default(),
             }
-        } else if let Some(e) = v.get("exec") {
+        } else if let Some(e) = v.exec {
             Handler::Exec {
-                command: super::env::arr(e, "command")
-                    .iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect(),
+                command: e.command.clone().unwrap_or_default(),
             }
-        } else if let Some(z) = v.get("sleep") {
+        } else if let Some(z) = v.sleep {
             Handler::Sleep {
-                seconds: z.get("seconds").and_then(Value::as_u64).unwrap_or(0),
+                seconds: u64::try_from(z.seconds).unwrap_or(0),
             }
         } else {
             return Err(format!("{what} has no handler"));
@@ -168,32 +197,32 @@ impl Handler {
 
 impl Probe {
     /// The container's probe of this kind, if it has one.
-    pub fn of(container: &Value, kind: ProbeKind) -> Option<Result<Probe, String>> {
-        let v = container.get(kind.field()).filter(|v| v.is_object())?;
+    pub fn of(container: &Container, kind: ProbeKind) -> Option<Result<Probe, String>> {
+        let v = match kind {
+            ProbeKind::Liveness => container.liveness_probe.as_ref(),
+            ProbeKind::Readiness => container.readiness_probe.as_ref(),
+            ProbeKind::Startup => container.startup_probe.as_ref(),
+        }?;
         Some(Probe::parse(v, container, kind))
     }
 
-    fn parse(v: &Value, container: &Value, kind: ProbeKind) -> Result<Probe, String> {
-        let handler = Handler::parse(v, container, kind.field())?;
+    fn parse(v: &k8s::Probe, container: &Container, kind: ProbeKind) -> Result<Probe, String> {
+        let handler = Handler::parse(Handlers::from(v), container, kind.field())?;
+        let positive = |n: Option<i32>| n.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0);
         let success_threshold = match kind {
             // Liveness and startup must use 1 (the API enforces it).
-            ProbeKind::Readiness => v.get("successThreshold").and_then(Value::as_u64),
+            ProbeKind::Readiness => positive(v.success_threshold),
             _ => None,
         }
-        .filter(|n| *n > 0)
-        .unwrap_or(1) as u32;
+        .unwrap_or(1);
         Ok(Probe {
             kind,
             handler,
-            initial_delay: secs(v, "initialDelaySeconds", 0),
-            period: secs(v, "periodSeconds", 10),
-            timeout: secs(v, "timeoutSeconds", 1),
+            initial_delay: secs(v.initial_delay_seconds, 0, true),
+            period: secs(v.period_seconds, 10, false),
+            timeout: secs(v.timeout_seconds, 1, false),
             success_threshold,
-            failure_threshold: v
-                .get("failureThreshold")
-                .and_then(Value::as_u64)
-                .filter(|n| *n > 0)
-                .unwrap_or(3) as u32,
+            failure_threshold: positive(v.failure_threshold).unwrap_or(3),
         })
     }
 }
@@ -553,16 +582,20 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn container(v: serde_json::Value) -> Container {
+        serde_json::from_value(v).expect("a container")
+    }
+
     #[test]
     fn parse_defaults_and_named_ports() {
-        let c = json!({
+        let c = container(json!({
             "ports": [{"name": "http", "containerPort": 8080}],
             "livenessProbe": {"httpGet": {"path": "healthz", "port": "http",
                 "httpHeaders": [{"name": "X-A", "value": "1"}]}},
             "readinessProbe": {"tcpSocket": {"port": 9000}, "periodSeconds": 2,
                 "successThreshold": 2, "failureThreshold": 1, "timeoutSeconds": 5, "initialDelaySeconds": 3},
             "startupProbe": {"grpc": {"port": 50051}},
-        });
+        }));
         let l = Probe::of(&c, ProbeKind::Liveness).unwrap().unwrap();
         assert_eq!(
             l,
@@ -607,9 +640,9 @@ mod tests {
                 service: String::new()
             }
         );
-        let bad = json!({"livenessProbe": {"httpGet": {"port": "nope"}}});
+        let bad = container(json!({"livenessProbe": {"httpGet": {"port": "nope"}}}));
         assert!(Probe::of(&bad, ProbeKind::Liveness).unwrap().is_err());
-        assert!(Probe::of(&json!({}), ProbeKind::Liveness).is_none());
+        assert!(Probe::of(&container(json!({})), ProbeKind::Liveness).is_none());
     }
 
     fn probe(kind: ProbeKind, success: u32, failure: u32) -> Probe {

@@ -3,13 +3,18 @@
 //! **The status is computed from the containers' states every time, never
 //! patched piecemeal, so it is always self-consistent.**
 
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
 
 /// RFC 3339 "now", as the API stores times.
 pub fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    rfc3339(&Time(jiff::Timestamp::now()))
+}
+
+/// A time as the API writes it (whole seconds, UTC).
+pub fn rfc3339(t: &Time) -> String {
+    t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 pub use skiff_runtimes::EndReason;
@@ -238,17 +243,24 @@ impl PodView {
         self.init_done || self.init_containers.iter().all(ContainerState::completed)
     }
 
+    /// The pod's `Ready` condition: it has containers, and they and its
+    /// sidecars are all ready.
+    pub fn ready(&self) -> bool {
+        let sidecars = self.init_containers.iter().filter(|c| c.sidecar);
+        !self.containers.is_empty()
+            && self
+                .containers
+                .iter()
+                .chain(sidecars)
+                .all(ContainerState::ready)
+    }
+
     /// The `status` object.
     pub fn status(&self, transitions: &mut Transitions) -> Value {
         let phase = self.phase();
         let sandbox = self.pod_ip.is_some();
         let sidecars = self.init_containers.iter().filter(|c| c.sidecar);
-        let ready = !self.containers.is_empty()
-            && self
-                .containers
-                .iter()
-                .chain(sidecars.clone())
-                .all(ContainerState::ready);
+        let ready = self.ready();
         let unready: Vec<&str> = sidecars
             .chain(&self.containers)
             .filter(|c| !c.ready())
@@ -355,25 +367,24 @@ impl Transitions {
 
 /// The QoS class of a pod spec (`skiff_common::qos`: Kubernetes' rules over
 /// all containers, init containers included).
-pub fn qos_class(spec: &Value) -> &'static str {
-    let empty = Vec::new();
-    let list = |k: &str| spec.get(k).and_then(Value::as_array).unwrap_or(&empty);
+pub fn qos_class(spec: &PodSpec) -> &'static str {
     skiff_common::qos::qos_class(
-        list("initContainers")
+        spec.init_containers
             .iter()
-            .chain(list("containers"))
+            .flatten()
+            .chain(&spec.containers)
             .map(resources),
     )
 }
 
 /// A container's CPU and memory requests and limits.
-pub fn resources(c: &Value) -> skiff_common::qos::Resources<'_> {
-    let q = |kind: &str, r: &str| c.get("resources")?.get(kind)?.get(r)?.as_str();
+pub fn resources(c: &Container) -> skiff_common::qos::Resources<'_> {
+    use super::resource;
     skiff_common::qos::Resources {
-        cpu_request: q("requests", "cpu"),
-        cpu_limit: q("limits", "cpu"),
-        memory_request: q("requests", "memory"),
-        memory_limit: q("limits", "memory"),
+        cpu_request: resource(c, "requests", "cpu"),
+        cpu_limit: resource(c, "limits", "cpu"),
+        memory_request: resource(c, "requests", "memory"),
+        memory_limit: resource(c, "limits", "memory"),
     }
 }
 
@@ -556,7 +567,8 @@ mod tests {
             ),
         ];
         for (spec, want) in cases {
-            assert_eq!(qos_class(&spec), want, "{spec}");
+            let typed: PodSpec = serde_json::from_value(spec.clone()).expect("a pod spec");
+            assert_eq!(qos_class(&typed), want, "{spec}");
         }
     }
 }

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -89,11 +91,12 @@ impl Harness {
         })
     }
 
-    /// Start a pod worker for `pod`.
+    /// Start a pod worker for `pod` (as the watch hands it over: typed).
     fn spawn(
         ctx: &Arc<NodeCtx>,
         pod: Value,
-    ) -> (watch::Sender<Option<Value>>, tokio::task::JoinHandle<()>) {
+    ) -> (watch::Sender<Option<Pod>>, tokio::task::JoinHandle<()>) {
+        let pod: Pod = serde_json::from_value(pod).expect("a pod");
         let (tx, rx) = watch::channel(Some(pod));
         (tx, tokio::spawn(super::run(ctx.clone(), rx)))
     }
@@ -169,8 +172,8 @@ fn container(name: &str, image: &str) -> Value {
     json!({"name": name, "image": format!("fake/{image}:v1")})
 }
 
-fn deleted(mut p: Value) -> Value {
-    p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+fn deleted(mut p: Pod) -> Pod {
+    p.metadata.deletion_timestamp = Some(Time("2026-01-01T00:00:00Z".parse().expect("a time")));
     p
 }
 
@@ -191,10 +194,7 @@ fn state<'a>(s: &'a Value, key: &str, i: usize) -> &'a Value {
 }
 
 /// Delete the pod and wait for its worker to finish.
-async fn delete(
-    tx: &watch::Sender<Option<Value>>,
-    worker: tokio::task::JoinHandle<()>,
-) -> Duration {
+async fn delete(tx: &watch::Sender<Option<Pod>>, worker: tokio::task::JoinHandle<()>) -> Duration {
     let t = Instant::now();
     let p = tx.borrow().clone().expect("pod");
     let _ = tx.send(Some(deleted(p)));

@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use serde_json::Value;
+use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, KeyToPath, PodSpec, Volume};
 use skiff_runtimes::Mount;
 
-use super::env::{ConfigError, Kind, PodFacts, Refs, Sources, arr};
+use super::env::{ConfigError, Kind, PodFacts, Refs, Sources};
 
 /// A volume that cannot be set up (event `FailedMount`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,26 +46,27 @@ impl PodDir {
 }
 
 /// The ConfigMaps and Secrets a pod's volumes refer to.
-pub fn refs(spec: &Value) -> Refs {
+pub fn refs(spec: &PodSpec) -> Refs {
     let mut r = Refs::default();
-    for v in arr(spec, "volumes") {
-        if let Some(n) = v.pointer("/configMap/name").and_then(Value::as_str) {
-            r.add(Kind::ConfigMap, n);
+    for v in spec.volumes.iter().flatten() {
+        if let Some(cm) = &v.config_map {
+            r.add(Kind::ConfigMap, &cm.name);
         }
-        if let Some(n) = v.pointer("/secret/secretName").and_then(Value::as_str) {
+        if let Some(n) = v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) {
             r.add(Kind::Secret, n);
         }
         for s in v
-            .pointer("/projected/sources")
-            .and_then(Value::as_array)
+            .projected
+            .as_ref()
+            .and_then(|p| p.sources.as_ref())
             .into_iter()
             .flatten()
         {
-            if let Some(n) = s.pointer("/configMap/name").and_then(Value::as_str) {
-                r.add(Kind::ConfigMap, n);
+            if let Some(cm) = &s.config_map {
+                r.add(Kind::ConfigMap, &cm.name);
             }
-            if let Some(n) = s.pointer("/secret/name").and_then(Value::as_str) {
-                r.add(Kind::Secret, n);
+            if let Some(sec) = &s.secret {
+                r.add(Kind::Secret, &sec.name);
             }
         }
     }
@@ -84,7 +85,7 @@ fn object_files(
     sources: &Sources,
     kind: Kind,
     name: &str,
-    items: &[Value],
+    items: &[KeyToPath],
     optional: bool,
     files: &mut BTreeMap<PathBuf, Vec<u8>>,
 ) -> Result<(), String> {
@@ -101,8 +102,7 @@ fn object_files(
         return Ok(());
     }
     for item in items {
-        let key = item.get("key").and_then(Value::as_str).unwrap_or("");
-        let path = item.get("path").and_then(Value::as_str).unwrap_or(key);
+        let (key, path) = (item.key.as_str(), item.path.as_str());
         match data.get(key) {
             Some(v) => {
                 files.insert(PathBuf::from(path), v.clone());
@@ -122,24 +122,23 @@ fn object_files(
 /// Files of a downward API volume.
 fn downward_files(
     facts: &PodFacts,
-    items: &[Value],
+    items: &[DownwardAPIVolumeFile],
     files: &mut BTreeMap<PathBuf, Vec<u8>>,
 ) -> Result<(), ConfigError> {
     for item in items {
-        let path = item.get("path").and_then(Value::as_str).unwrap_or("");
-        let value = if let Some(f) = item.pointer("/fieldRef/fieldPath").and_then(Value::as_str) {
-            facts.field(f)?
-        } else if let Some(r) = item.get("resourceFieldRef") {
+        let value = if let Some(f) = &item.field_ref {
+            facts.field(&f.field_path)?
+        } else if let Some(r) = &item.resource_field_ref {
             facts.resource(
-                &Value::Null,
-                r.get("containerName").and_then(Value::as_str),
-                r.get("resource").and_then(Value::as_str).unwrap_or(""),
-                r.get("divisor").and_then(Value::as_str),
+                None,
+                r.container_name.as_deref(),
+                &r.resource,
+                r.divisor.as_ref().map(|d| d.0.as_str()),
             )?
         } else {
             continue;
         };
-        files.insert(PathBuf::from(path), value.into_bytes());
+        files.insert(PathBuf::from(&item.path), value.into_bytes());
     }
     Ok(())
 }
@@ -206,75 +205,77 @@ fn write_files(dir: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) -> Result<(), Str
 /// Create or refresh every volume of the pod in `dir`.
 pub fn materialise(
     dir: &PodDir,
-    spec: &Value,
+    spec: &PodSpec,
     facts: &PodFacts,
     sources: &Sources,
 ) -> Result<(), VolumeError> {
-    for v in arr(spec, "volumes") {
-        let name = v.get("name").and_then(Value::as_str).unwrap_or("");
+    for v in spec.volumes.iter().flatten() {
+        let name = v.name.as_str();
         let path = dir.volume(name).map_err(|e| err(name, e))?;
-        let items = |src: &Value| arr(src, "items").to_vec();
-        let optional = |src: &Value| src.get("optional").and_then(Value::as_bool) == Some(true);
+        let optional = |o: Option<bool>| o == Some(true);
         let mut files = BTreeMap::new();
-        if v.get("emptyDir").is_some() {
+        if v.empty_dir.is_some() {
             std::fs::create_dir_all(&path)
                 .map_err(|e| err(name, format!("create {}: {e}", path.display())))?;
             continue;
-        } else if let Some(src) = v.get("configMap") {
-            let n = src.get("name").and_then(Value::as_str).unwrap_or("");
+        } else if let Some(src) = &v.config_map {
             object_files(
                 sources,
                 Kind::ConfigMap,
-                n,
-                &items(src),
-                optional(src),
+                &src.name,
+                src.items.as_deref().unwrap_or_default(),
+                optional(src.optional),
                 &mut files,
             )
             .map_err(|e| err(name, e))?;
-        } else if let Some(src) = v.get("secret") {
-            let n = src.get("secretName").and_then(Value::as_str).unwrap_or("");
+        } else if let Some(src) = &v.secret {
+            let n = src.secret_name.as_deref().unwrap_or("");
             object_files(
                 sources,
                 Kind::Secret,
                 n,
-                &items(src),
-                optional(src),
+                src.items.as_deref().unwrap_or_default(),
+                optional(src.optional),
                 &mut files,
             )
             .map_err(|e| err(name, e))?;
-        } else if let Some(src) = v.get("downwardAPI") {
-            downward_files(facts, arr(src, "items"), &mut files).map_err(|e| err(name, e))?;
-        } else if let Some(src) = v.get("projected") {
-            for s in arr(src, "sources") {
-                let r = if let Some(o) = s.get("configMap") {
-                    let n = o.get("name").and_then(Value::as_str).unwrap_or("");
+        } else if let Some(src) = &v.downward_api {
+            downward_files(facts, src.items.as_deref().unwrap_or_default(), &mut files)
+                .map_err(|e| err(name, e))?;
+        } else if let Some(src) = &v.projected {
+            for s in src.sources.iter().flatten() {
+                let r = if let Some(o) = &s.config_map {
                     object_files(
                         sources,
                         Kind::ConfigMap,
-                        n,
-                        &items(o),
-                        optional(o),
+                        &o.name,
+                        o.items.as_deref().unwrap_or_default(),
+                        optional(o.optional),
                         &mut files,
                     )
-                } else if let Some(o) = s.get("secret") {
-                    let n = o.get("name").and_then(Value::as_str).unwrap_or("");
-                    object_files(sources, Kind::Secret, n, &items(o), optional(o), &mut files)
-                } else if let Some(o) = s.get("downwardAPI") {
-                    downward_files(facts, arr(o, "items"), &mut files).map_err(|e| e.to_string())
+                } else if let Some(o) = &s.secret {
+                    object_files(
+                        sources,
+                        Kind::Secret,
+                        &o.name,
+                        o.items.as_deref().unwrap_or_default(),
+                        optional(o.optional),
+                        &mut files,
+                    )
+                } else if let Some(o) = &s.downward_api {
+                    downward_files(facts, o.items.as_deref().unwrap_or_default(), &mut files)
+                        .map_err(|e| e.to_string())
                 } else {
                     Err("projected sources other than configMap, secret and downwardAPI are not supported for Wasm pods".to_string())
                 };
                 r.map_err(|e| err(name, e))?;
             }
         } else {
-            let kind = v
-                .as_object()
-                .and_then(|o| o.keys().find(|k| *k != "name").cloned())
-                .unwrap_or_default();
             return Err(err(
                 name,
                 format!(
-                    "volume type {kind:?} is not supported for Wasm pods (configMap, secret, emptyDir, downwardAPI and projected are)"
+                    "volume type {:?} is not supported for Wasm pods (configMap, secret, emptyDir, downwardAPI and projected are)",
+                    volume_type(v)
                 ),
             ));
         }
@@ -283,35 +284,53 @@ pub fn materialise(
     Ok(())
 }
 
+/// The field naming a volume's type, as the API writes it (`hostPath`,
+/// `persistentVolumeClaim`, ...): the first one set besides `name`.
+fn volume_type(v: &Volume) -> String {
+    // Serialised rather than listed, so a type added to the API is named too.
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|o| {
+            o.as_object()
+                .and_then(|o| o.keys().find(|k| *k != "name").cloned())
+        })
+        .unwrap_or_default()
+}
+
 /// Whether the volume's kind is always read-only.
-fn read_only_kind(v: &Value) -> bool {
-    ["configMap", "secret", "downwardAPI", "projected"]
-        .iter()
-        .any(|k| v.get(k).is_some())
+fn read_only_kind(v: &Volume) -> bool {
+    v.config_map.is_some()
+        || v.secret.is_some()
+        || v.downward_api.is_some()
+        || v.projected.is_some()
 }
 
 /// The container's `volumeMounts` as preopened directories.
-pub fn mounts(dir: &PodDir, spec: &Value, container: &Value) -> Result<Vec<Mount>, ConfigError> {
+pub fn mounts(
+    dir: &PodDir,
+    spec: &PodSpec,
+    container: &Container,
+) -> Result<Vec<Mount>, ConfigError> {
     let mut out = Vec::new();
-    for m in arr(container, "volumeMounts") {
-        let name = m.get("name").and_then(Value::as_str).unwrap_or("");
-        let Some(vol) = arr(spec, "volumes").iter().find(|v| v["name"] == name) else {
+    for m in container.volume_mounts.iter().flatten() {
+        let name = m.name.as_str();
+        let Some(vol) = spec.volumes.iter().flatten().find(|v| v.name == name) else {
             return Err(ConfigError::Invalid(format!(
                 "volumeMount {name:?} names no volume of the pod"
             )));
         };
-        let guest = m.get("mountPath").and_then(Value::as_str).unwrap_or("");
+        let guest = m.mount_path.as_str();
         if !guest.starts_with('/') {
             return Err(ConfigError::Invalid(format!(
                 "mountPath {guest:?} of volume {name:?} must be absolute"
             )));
         }
         let mut host = dir.volume(name).map_err(ConfigError::Invalid)?;
-        let sub = m.get("subPath").and_then(Value::as_str).unwrap_or("");
+        let sub = m.sub_path.as_deref().unwrap_or("");
         if !sub.is_empty() {
             safe_relative(Path::new(sub)).map_err(ConfigError::Invalid)?;
             host = host.join(sub);
-            if vol.get("emptyDir").is_some() && !host.exists() {
+            if vol.empty_dir.is_some() && !host.exists() {
                 std::fs::create_dir_all(&host).map_err(|e| {
                     ConfigError::Invalid(format!("create subPath {sub:?} of {name:?}: {e}"))
                 })?;
@@ -325,8 +344,7 @@ pub fn mounts(dir: &PodDir, spec: &Value, container: &Value) -> Result<Vec<Mount
         out.push(Mount {
             host_path: host,
             guest_path: guest.to_string(),
-            read_only: read_only_kind(vol)
-                || m.get("readOnly").and_then(Value::as_bool) == Some(true),
+            read_only: read_only_kind(vol) || m.read_only == Some(true),
         });
     }
     Ok(out)
@@ -335,12 +353,25 @@ pub fn mounts(dir: &PodDir, spec: &Value, container: &Value) -> Result<Vec<Mount
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    fn spec(v: Value) -> PodSpec {
+        serde_json::from_value(v).expect("a pod spec")
+    }
+
+    fn container(v: Value) -> Container {
+        serde_json::from_value(v).expect("a container")
+    }
 
     fn facts() -> PodFacts {
         PodFacts {
-            pod: json!({"metadata": {"name": "p", "namespace": "ns", "labels": {"app": "x"}},
-                "spec": {"containers": [{"name": "c", "resources": {"limits": {"memory": "2Mi"}}}]}}),
+            metadata: serde_json::from_value(
+                json!({"name": "p", "namespace": "ns", "labels": {"app": "x"}}),
+            )
+            .expect("metadata"),
+            spec: spec(
+                json!({"containers": [{"name": "c", "resources": {"limits": {"memory": "2Mi"}}}]}),
+            ),
             pod_ip: Some("10.88.0.9".into()),
             host_ip: "127.0.0.1".into(),
             node_cpu_millis: 2000,
@@ -376,7 +407,7 @@ mod tests {
     fn volumes_materialise_and_mount() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = PodDir(tmp.path().join("uid"));
-        let spec = json!({"volumes": [
+        let json_spec = json!({"volumes": [
             {"name": "all", "configMap": {"name": "cfg"}},
             {"name": "some", "configMap": {"name": "cfg", "items": [{"key": "b", "path": "sub/bee"}]}},
             {"name": "opt", "configMap": {"name": "gone", "optional": true}},
@@ -390,7 +421,8 @@ mod tests {
                 {"configMap": {"name": "cfg", "items": [{"key": "a", "path": "a"}]}},
                 {"secret": {"name": "sec"}}]}},
         ]});
-        materialise(&dir, &spec, &facts(), &sources()).unwrap();
+        let spec1 = spec(json_spec.clone());
+        materialise(&dir, &spec1, &facts(), &sources()).unwrap();
         assert_eq!(read(dir.volume("all").unwrap().join("a")), "1");
         assert_eq!(read(dir.volume("all").unwrap().join("b")), "2");
         assert_eq!(read(dir.volume("some").unwrap().join("sub/bee")), "2");
@@ -414,19 +446,21 @@ mod tests {
             "cfg".into(),
             Some([("a".to_string(), b"one".to_vec())].into()),
         );
-        let spec2 = json!({"volumes": [spec["volumes"][0].clone(), spec["volumes"][4].clone()]});
+        let spec2 = spec(
+            json!({"volumes": [json_spec["volumes"][0].clone(), json_spec["volumes"][4].clone()]}),
+        );
         materialise(&dir, &spec2, &facts(), &fewer).unwrap();
         assert_eq!(read(dir.volume("all").unwrap().join("a")), "one");
         assert!(!dir.volume("all").unwrap().join("b").exists());
         assert_eq!(read(dir.volume("scratch").unwrap().join("keep")), "k");
 
-        let c = json!({"volumeMounts": [
+        let c = container(json!({"volumeMounts": [
             {"name": "all", "mountPath": "/etc/config"},
             {"name": "scratch", "mountPath": "/data"},
             {"name": "scratch", "mountPath": "/ro", "readOnly": true},
             {"name": "scratch", "mountPath": "/sub", "subPath": "x/y"},
-        ]});
-        let m = mounts(&dir, &spec, &c).unwrap();
+        ]}));
+        let m = mounts(&dir, &spec1, &c).unwrap();
         assert_eq!(m.len(), 4);
         assert!(m[0].read_only && m[0].guest_path == "/etc/config");
         assert!(!m[1].read_only);
@@ -450,10 +484,10 @@ mod tests {
             ".",
             "",
         ] {
-            let spec = json!({"volumes": [{"name": name, "emptyDir": {}}]});
+            let spec = spec(json!({"volumes": [{"name": name, "emptyDir": {}}]}));
             let e = materialise(&dir, &spec, &facts(), &sources()).unwrap_err();
             assert!(e.to_string().contains("is not a plain name"), "{name}: {e}");
-            let m = json!({"volumeMounts": [{"name": name, "mountPath": "/x"}]});
+            let m = container(json!({"volumeMounts": [{"name": name, "mountPath": "/x"}]}));
             assert!(mounts(&dir, &spec, &m).is_err(), "{name}");
         }
         assert!(!outside.exists() && !tmp.path().join("uid").exists());
@@ -487,12 +521,12 @@ mod tests {
             ),
         ];
         for (v, want) in cases {
-            let spec = json!({ "volumes": [v] });
+            let spec = spec(json!({ "volumes": [v] }));
             let e = materialise(&dir, &spec, &facts(), &sources()).unwrap_err();
             assert_eq!(e.to_string(), want);
         }
-        let spec = json!({"volumes": [{"name": "v", "emptyDir": {}}]});
-        let bad = json!({"volumeMounts": [{"name": "nope", "mountPath": "/x"}]});
+        let spec = spec(json!({"volumes": [{"name": "v", "emptyDir": {}}]}));
+        let bad = container(json!({"volumeMounts": [{"name": "nope", "mountPath": "/x"}]}));
         assert!(mounts(&dir, &spec, &bad).is_err());
     }
 }

@@ -21,9 +21,7 @@ use serde_json::Value;
 
 use super::{NodeInfo, PodNeeds, pick};
 use crate::controllers::events;
-use crate::controllers::framework::{
-    Action, Controller, ControllerError, Informer, Key, Queue, Reconciler, Result,
-};
+use crate::controllers::framework::{Action, Controller, Informer, Key, Queue, Reconciler, Result};
 use crate::controllers::registration::Ctx;
 
 const NAME: &str = "default-scheduler";
@@ -70,10 +68,6 @@ fn holds_node(p: &Pod) -> bool {
             crate::controllers::podutil::phase(p),
             "Succeeded" | "Failed"
         )
-}
-
-fn to_value<T: serde::Serialize>(what: &'static str, o: &T) -> Result<Value> {
-    serde_json::to_value(o).map_err(|source| ControllerError::Encode { what, source })
 }
 
 impl Scheduler {
@@ -180,12 +174,12 @@ impl Reconciler for Scheduler {
         }
         let mut infos: Vec<NodeInfo> = Vec::new();
         for n in self.nodes.list("") {
-            infos.push(NodeInfo::from_node(&to_value("node", n.as_ref())?));
+            infos.push(NodeInfo::from_node(&n));
         }
         for p in pods.iter().filter(|p| holds_node(p)) {
             let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
             if let Some(n) = infos.iter_mut().find(|n| Some(n.name.as_str()) == node) {
-                n.add(&to_value("pod", p.as_ref())?);
+                n.add(p);
             }
         }
         let classes: BTreeMap<String, Arc<RuntimeClass>> = self
@@ -197,7 +191,6 @@ impl Reconciler for Scheduler {
         let mut image_kinds = HashMap::new();
         let mut left = false;
         for p in waiting {
-            let pv = to_value("pod", p.as_ref())?;
             let class = p
                 .spec
                 .as_ref()
@@ -207,20 +200,14 @@ impl Reconciler for Scheduler {
                 // No RuntimeClass: container images need a node that runs them.
                 let handler = match &self.images {
                     Some(images) => {
-                        super::image_runtime::handler_for(images, &pv, &mut image_kinds).await
+                        super::image_runtime::handler_for(images, p, &mut image_kinds).await
                     }
                     None => None,
                 };
                 (handler, None)
             } else {
                 match classes.get(&class) {
-                    Some(c) => (
-                        Some(c.handler.clone()),
-                        c.scheduling
-                            .as_ref()
-                            .map(|s| to_value("scheduling", s))
-                            .transpose()?,
-                    ),
+                    Some(c) => (Some(c.handler.clone()), c.scheduling.clone()),
                     None => {
                         left = true;
                         self.unschedulable(p, &format!("RuntimeClass \"{class}\" not found"))
@@ -229,14 +216,14 @@ impl Reconciler for Scheduler {
                     }
                 }
             };
-            let needs = PodNeeds::from_pod(&pv, handler, scheduling.as_ref());
+            let needs = PodNeeds::from_pod(p, handler, scheduling.as_ref());
             match pick(&needs, &infos) {
                 Ok(node) => {
                     let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
                     match self.bind(p, &node).await {
                         Ok(()) => {
                             if let Some(n) = infos.iter_mut().find(|n| n.name == node) {
-                                n.add(&pv);
+                                n.add(p);
                             }
                             events::record(
                                 &self.client,

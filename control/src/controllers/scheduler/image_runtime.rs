@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 use skiff_common::media::{ImageKind, WASM_ARCHES, kind_of};
 
@@ -39,18 +40,18 @@ pub fn handler_of_manifest(bytes: &[u8]) -> Option<&'static str> {
 /// `runc` when any of the pod's images is a container image in the store.
 pub async fn handler_for(
     images: &Images,
-    pod: &Value,
+    pod: &Pod,
     cache: &mut HashMap<String, Option<&'static str>>,
 ) -> Option<String> {
     let mut needs_runc = false;
-    for key in ["/spec/initContainers", "/spec/containers"] {
-        for c in pod
-            .pointer(key)
-            .and_then(Value::as_array)
-            .into_iter()
+    if let Some(spec) = &pod.spec {
+        for c in spec
+            .init_containers
+            .iter()
             .flatten()
+            .chain(&spec.containers)
         {
-            let Some(image) = c.get("image").and_then(Value::as_str) else {
+            let Some(image) = c.image.as_deref() else {
                 continue;
             };
             if !cache.contains_key(image) {

@@ -14,7 +14,9 @@ mod image_runtime;
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
+use k8s_openapi::api::node::v1::Scheduling;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::model::scheduling::{requirement_matches, toleration_matches};
 
@@ -56,89 +58,80 @@ pub struct PodNeeds {
     pub handler: Option<String>,
 }
 
-fn s(v: &Value, p: &str) -> String {
-    v.pointer(p)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
+/// A quantity's value, 0 when it does not parse.
+fn qty(q: &Quantity) -> f64 {
+    quantity::parse(&q.0).unwrap_or(0.0)
 }
 
-fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
+fn text(v: &Option<String>) -> String {
+    v.clone().unwrap_or_default()
 }
 
-fn qty(v: Option<&Value>) -> f64 {
-    v.and_then(Value::as_str)
-        .and_then(quantity::parse)
-        .unwrap_or(0.0)
+/// (key, operator, value, effect) of a toleration, "" when unset.
+fn toleration(t: &Toleration) -> (String, String, String, String) {
+    (
+        text(&t.key),
+        text(&t.operator),
+        text(&t.value),
+        text(&t.effect),
+    )
 }
 
 /// The cpu and memory a pod requests (requests, else limits), summed over its containers.
-pub fn pod_requests(pod: &Value) -> (f64, f64) {
+pub fn pod_requests(pod: &Pod) -> (f64, f64) {
     let mut cpu = 0.0;
     let mut mem = 0.0;
-    for c in pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let r = c.pointer("/resources/requests");
-        let l = c.pointer("/resources/limits");
-        cpu += r
-            .and_then(|r| r.get("cpu"))
-            .or(l.and_then(|l| l.get("cpu")))
-            .map_or(0.0, |q| qty(Some(q)));
-        mem += r
-            .and_then(|r| r.get("memory"))
-            .or(l.and_then(|l| l.get("memory")))
-            .map_or(0.0, |q| qty(Some(q)));
+    for c in pod.spec.iter().flat_map(|s| &s.containers) {
+        let r = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+        let l = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+        let want = |k: &str| {
+            r.and_then(|r| r.get(k))
+                .or(l.and_then(|l| l.get(k)))
+                .map_or(0.0, qty)
+        };
+        cpu += want("cpu");
+        mem += want("memory");
     }
     (cpu, mem)
 }
 
 impl NodeInfo {
-    pub fn from_node(node: &Value) -> NodeInfo {
-        let ready = node
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True")
-            });
+    pub fn from_node(node: &Node) -> NodeInfo {
+        let status = node.status.as_ref();
+        let spec = node.spec.as_ref();
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
         let alloc = |k: &str| {
-            node.pointer(&format!("/status/allocatable/{k}"))
-                .or(node.pointer(&format!("/status/capacity/{k}")))
+            status
+                .and_then(|s| s.allocatable.as_ref())
+                .and_then(|a| a.get(k))
+                .or(status
+                    .and_then(|s| s.capacity.as_ref())
+                    .and_then(|c| c.get(k)))
         };
         NodeInfo {
-            name: s(node, "/metadata/name"),
+            name: text(&node.metadata.name),
             ready,
-            unschedulable: node.pointer("/spec/unschedulable") == Some(&Value::Bool(true)),
-            labels: string_map(node.pointer("/metadata/labels")),
-            taints: node
-                .pointer("/spec/taints")
-                .and_then(Value::as_array)
+            unschedulable: spec.and_then(|s| s.unschedulable) == Some(true),
+            labels: node.metadata.labels.clone().unwrap_or_default(),
+            taints: spec
+                .and_then(|s| s.taints.as_ref())
                 .map(|ts| {
                     ts.iter()
-                        .map(|t| (s(t, "/key"), s(t, "/value"), s(t, "/effect")))
+                        .map(|t| (t.key.clone(), text(&t.value), t.effect.clone()))
                         .collect()
                 })
                 .unwrap_or_default(),
-            cpu: qty(alloc("cpu")),
-            memory: qty(alloc("memory")),
-            pods: alloc("pods").map_or(110.0, |q| qty(Some(q))),
+            cpu: alloc("cpu").map_or(0.0, qty),
+            memory: alloc("memory").map_or(0.0, qty),
+            pods: alloc("pods").map_or(110.0, qty),
             ..NodeInfo::default()
         }
     }
 
     /// Count a pod bound to this node.
-    pub fn add(&mut self, pod: &Value) {
+    pub fn add(&mut self, pod: &Pod) {
         let (c, m) = pod_requests(pod);
         self.used_cpu += c;
         self.used_memory += m;
@@ -148,66 +141,46 @@ impl NodeInfo {
 
 impl PodNeeds {
     pub fn from_pod(
-        pod: &Value,
+        pod: &Pod,
         handler: Option<String>,
-        class_scheduling: Option<&Value>,
+        class_scheduling: Option<&Scheduling>,
     ) -> PodNeeds {
         let (cpu, memory) = pod_requests(pod);
-        let mut node_selector = string_map(pod.pointer("/spec/nodeSelector"));
-        let mut tolerations: Vec<(String, String, String, String)> = pod
-            .pointer("/spec/tolerations")
-            .and_then(Value::as_array)
-            .map(|ts| {
-                ts.iter()
-                    .map(|t| {
-                        (
-                            s(t, "/key"),
-                            s(t, "/operator"),
-                            s(t, "/value"),
-                            s(t, "/effect"),
-                        )
-                    })
-                    .collect()
-            })
+        let spec = pod.spec.as_ref();
+        let mut node_selector = spec
+            .and_then(|s| s.node_selector.clone())
+            .unwrap_or_default();
+        let mut tolerations: Vec<(String, String, String, String)> = spec
+            .and_then(|s| s.tolerations.as_ref())
+            .map(|ts| ts.iter().map(toleration).collect())
             .unwrap_or_default();
         if let Some(sched) = class_scheduling {
-            node_selector.extend(string_map(sched.get("nodeSelector")));
-            for t in sched
-                .get("tolerations")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                tolerations.push((
-                    s(t, "/key"),
-                    s(t, "/operator"),
-                    s(t, "/value"),
-                    s(t, "/effect"),
-                ));
-            }
+            node_selector.extend(sched.node_selector.clone().unwrap_or_default());
+            tolerations.extend(sched.tolerations.iter().flatten().map(toleration));
         }
-        let affinity = pod
-            .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
-            .and_then(Value::as_array)
-            .map(|terms| {
-                terms
+        let affinity = spec
+            .and_then(|s| s.affinity.as_ref())
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .map(|required| {
+                required
+                    .node_selector_terms
                     .iter()
                     .map(|t| {
-                        t.get("matchExpressions")
-                            .and_then(Value::as_array)
-                            .map(|es| {
-                                es.iter()
-                                    .map(|e| {
-                                        let vals = e
-                                            .get("values")
-                                            .and_then(Value::as_array)
-                                            .map(|v| v.iter().filter_map(Value::as_str).map(str::to_string).collect())
-                                            .unwrap_or_default();
-                                        (s(e, "/key"), s(e, "/operator"), vals)
-                                    })
-                                    .collect()
+                        t.match_expressions
+                            .iter()
+                            .flatten()
+                            .map(|e| {
+                                (
+                                    e.key.clone(),
+                                    e.operator.clone(),
+                                    e.values.clone().unwrap_or_default(),
+                                )
                             })
-                            .unwrap_or_default()
+                            .collect()
                     })
                     .collect()
             })
@@ -337,17 +310,17 @@ pub fn pick(pod: &PodNeeds, nodes: &[NodeInfo]) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn node(name: &str, extra: Value) -> NodeInfo {
         let mut n = json!({"metadata": {"name": name, "labels": {}}, "spec": {},
             "status": {"conditions": [{"type": "Ready", "status": "True"}], "allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"}}});
         json_patch::merge(&mut n, &extra);
-        NodeInfo::from_node(&n)
+        NodeInfo::from_node(&serde_json::from_value(n).expect("a node"))
     }
 
     fn pod(spec: Value) -> PodNeeds {
-        let p = json!({"spec": spec});
+        let p: Pod = serde_json::from_value(json!({"spec": spec})).expect("a pod");
         PodNeeds::from_pod(&p, None, None)
     }
 

@@ -10,17 +10,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use k8s_openapi::api::core::v1::{Capabilities, Container, PodSecurityContext, SecurityContext};
 use skiff_runtimes::Mount;
 use skiff_runtimes::oci::OciContainer;
 use skiff_runtimes::oci::SecurityOptions;
 use skiff_runtimes::oci::spec::{argv, merge_env};
-use skiff_runtimes::oci::unpack::{ImageDefaults, strings};
+use skiff_runtimes::oci::unpack::ImageDefaults;
 use skiff_runtimes::{ResolveSpec, Running, RuntimeError};
 
 use super::super::env::Env;
-use super::super::probes::{Checker, Handler};
-use super::super::{NodeCtx, PodInfo};
+use super::super::probes::{Checker, Handler, Handlers};
+use super::super::{NodeCtx, PodInfo, resource};
 use super::Runner;
 use futures::future::BoxFuture;
 
@@ -28,10 +28,17 @@ use futures::future::BoxFuture;
 pub const PIDS_LIMIT: i64 = 4096;
 
 /// A field of the container's securityContext, else the pod's.
-fn security<'a>(container: &'a Value, pod: &'a Value, key: &str) -> Option<&'a Value> {
+fn security<T>(
+    container: &Container,
+    pod: Option<&PodSecurityContext>,
+    field: impl Fn(&SecurityContext) -> Option<T>,
+    pod_field: impl Fn(&PodSecurityContext) -> Option<T>,
+) -> Option<T> {
     container
-        .pointer(&format!("/securityContext/{key}"))
-        .or_else(|| pod.pointer(&format!("/securityContext/{key}")))
+        .security_context
+        .as_ref()
+        .and_then(field)
+        .or_else(|| pod.and_then(pod_field))
 }
 
 /// `uid[:gid]` of an image's `User`, when numeric (or `root`).
@@ -59,8 +66,8 @@ fn image_user(user: Option<&str>) -> Result<(Option<u32>, Option<u32>), String> 
 pub(super) struct OciSpecOf {
     pub ctx: Arc<NodeCtx>,
     pub pod: Arc<PodInfo>,
-    /// The pod's container (JSON).
-    pub container: Value,
+    /// The pod's container.
+    pub container: Container,
     pub name: String,
     pub env: Env,
     pub mounts: Vec<Mount>,
@@ -80,15 +87,13 @@ impl OciSpecOf {
     fn oci_spec(&self, image: &ImageDefaults, files: &[Mount]) -> Result<OciContainer, String> {
         let (env, netns) = (&self.env, self.netns.as_path());
         let mut mounts = self.mounts.clone();
-        let pod_spec = &self.pod.object["spec"];
+        let pod_security = self.pod.spec.security_context.as_ref();
         let c = &self.container;
-        let expanded = |key: &str| -> Vec<String> {
-            strings(c.get(key)).iter().map(|s| env.expand(s)).collect()
+        let sc = c.security_context.as_ref();
+        let expanded = |list: &Option<Vec<String>>| -> Vec<String> {
+            list.iter().flatten().map(|s| env.expand(s)).collect()
         };
-        let privileged = c
-            .pointer("/securityContext/privileged")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let privileged = sc.and_then(|s| s.privileged).unwrap_or(false);
         if privileged && !self.ctx.allow_privileged {
             return Err(format!(
                 "container {} is privileged, which this node does not allow (start the agent with --allow-privileged)",
@@ -96,55 +101,72 @@ impl OciSpecOf {
             ));
         }
         let (image_uid, image_gid) = image_user(image.user.as_deref())?;
-        let uid = security(c, pod_spec, "runAsUser")
-            .and_then(Value::as_u64)
-            .map(|u| u as u32)
-            .or(image_uid)
-            .unwrap_or(0);
-        let gid = security(c, pod_spec, "runAsGroup")
-            .and_then(Value::as_u64)
-            .map(|g| g as u32)
-            .or(image_gid)
-            .unwrap_or(0);
-        if uid == 0 && security(c, pod_spec, "runAsNonRoot").and_then(Value::as_bool) == Some(true)
+        // A negative id counts as unset (as the container's own field, it
+        // still hides the pod's).
+        let id = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).map(|v| v as u32);
+        let uid = id(security(
+            c,
+            pod_security,
+            |s| s.run_as_user,
+            |p| p.run_as_user,
+        ))
+        .or(image_uid)
+        .unwrap_or(0);
+        let gid = id(security(
+            c,
+            pod_security,
+            |s| s.run_as_group,
+            |p| p.run_as_group,
+        ))
+        .or(image_gid)
+        .unwrap_or(0);
+        if uid == 0
+            && security(
+                c,
+                pod_security,
+                |s| s.run_as_non_root,
+                |p| p.run_as_non_root,
+            ) == Some(true)
         {
             return Err(format!(
                 "container {} has runAsNonRoot and its image will run as root",
                 self.name
             ));
         }
-        let mut supplemental: Vec<u32> = pod_spec
-            .pointer("/securityContext/supplementalGroups")
-            .and_then(Value::as_array)
+        let mut supplemental: Vec<u32> = pod_security
+            .and_then(|p| p.supplemental_groups.as_ref())
             .map(|a| {
                 a.iter()
-                    .filter_map(|g| g.as_u64())
+                    .filter_map(|g| u64::try_from(*g).ok())
                     .map(|g| g as u32)
                     .collect()
             })
             .unwrap_or_default();
-        if let Some(fs) = pod_spec
-            .pointer("/securityContext/fsGroup")
-            .and_then(Value::as_u64)
+        if let Some(fs) = pod_security
+            .and_then(|p| p.fs_group)
+            .and_then(|g| u64::try_from(g).ok())
         {
             supplemental.push(fs as u32);
         }
-        let quantity = |p: &str| {
-            c.pointer(p)
-                .and_then(Value::as_str)
-                .and_then(crate::pod::quantity)
+        let quantity =
+            |kind: &str, name: &str| resource(c, kind, name).and_then(crate::pod::quantity);
+        let cpu_millis =
+            |kind: &str| quantity(kind, "cpu").map(|cores| (cores * 1000.0).round() as i64);
+        let capabilities = |list: fn(&Capabilities) -> Option<&Vec<String>>| -> Vec<String> {
+            sc.and_then(|s| s.capabilities.as_ref())
+                .and_then(list)
+                .cloned()
+                .unwrap_or_default()
         };
-        let cpu_millis = |p: &str| quantity(p).map(|cores| (cores * 1000.0).round() as i64);
         mounts.extend(files.iter().cloned());
         Ok(OciContainer {
             id: format!("{}-{}", self.pod.uid, self.name),
             hostname: self.pod.name.clone(),
-            args: argv(&expanded("command"), &expanded("args"), image),
+            args: argv(&expanded(&c.command), &expanded(&c.args), image),
             env: merge_env(&image.env, &env.vars),
             cwd: c
-                .get("workingDir")
-                .and_then(Value::as_str)
-                .map(str::to_string)
+                .working_dir
+                .clone()
                 .or_else(|| image.working_dir.clone())
                 .unwrap_or_else(|| "/".into()),
             uid,
@@ -157,26 +179,22 @@ impl OciSpecOf {
                 crate::cgroup::container_parent(&self.ctx.node, &self.pod.uid),
                 self.name
             ),
-            memory_limit: quantity("/resources/limits/memory").map(|b| b as i64),
-            cpu_shares: cpu_millis("/resources/requests/cpu")
-                .or_else(|| cpu_millis("/resources/limits/cpu"))
+            memory_limit: quantity("limits", "memory").map(|b| b as i64),
+            cpu_shares: cpu_millis("requests")
+                .or_else(|| cpu_millis("limits"))
                 .map(|m| ((m * 1024) / 1000).max(2) as u64),
-            cpu_quota: cpu_millis("/resources/limits/cpu")
+            cpu_quota: cpu_millis("limits")
                 .filter(|m| *m > 0)
                 .map(|m| crate::cgroup::cfs_quota(m as u64)),
             pids_limit: Some(PIDS_LIMIT),
             security: SecurityOptions {
                 privileged,
-                read_only_root: c
-                    .pointer("/securityContext/readOnlyRootFilesystem")
-                    .and_then(Value::as_bool)
+                read_only_root: sc
+                    .and_then(|s| s.read_only_root_filesystem)
                     .unwrap_or(false),
-                no_new_privileges: c
-                    .pointer("/securityContext/allowPrivilegeEscalation")
-                    .and_then(Value::as_bool)
-                    == Some(false),
-                cap_add: strings(c.pointer("/securityContext/capabilities/add")),
-                cap_drop: strings(c.pointer("/securityContext/capabilities/drop")),
+                no_new_privileges: sc.and_then(|s| s.allow_privilege_escalation) == Some(false),
+                cap_add: capabilities(|c| c.add.as_ref()),
+                cap_drop: capabilities(|c| c.drop.as_ref()),
             },
         })
     }
@@ -231,18 +249,20 @@ impl Runner {
     pub(super) async fn pre_stop(&self, run: &Arc<dyn Running>, budget: Duration) {
         let Some(hook) = self
             .spec
-            .pointer("/lifecycle/preStop")
-            .filter(|v| v.is_object())
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
         else {
             return;
         };
         let pod_ip = self.view.borrow().pod_ip.clone();
-        let host = ["httpGet", "tcpSocket"]
-            .iter()
-            .find_map(|k| hook.pointer(&format!("/{k}/host")).and_then(Value::as_str))
-            .map(str::to_string);
+        let host = hook
+            .http_get
+            .as_ref()
+            .and_then(|h| h.host.clone())
+            .or_else(|| hook.tcp_socket.as_ref().and_then(|t| t.host.clone()));
         let result = match (
-            Handler::parse(hook, &self.spec, "preStop"),
+            Handler::parse(Handlers::from(hook), &self.spec, "preStop"),
             host.or(pod_ip).and_then(|ip| ip.parse().ok()),
         ) {
             (Err(e), _) => Err(e),

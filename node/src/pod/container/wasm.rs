@@ -6,7 +6,6 @@
 //! **A container that declares no TCP port is served on
 //! [`super::DEFAULT_HTTP_PORT`].**
 
-use serde_json::Value;
 use skiff_runtimes::ContainerSpec;
 
 use super::super::env::Env;
@@ -18,28 +17,17 @@ impl Runner {
         env: &Env,
         mounts: Vec<skiff_runtimes::Mount>,
     ) -> ContainerSpec {
-        let strings = |key: &str| -> Vec<String> {
-            self.spec
-                .get(key)
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default()
+        let expanded = |list: &Option<Vec<String>>| -> Vec<String> {
+            list.iter().flatten().map(|s| env.expand(s)).collect()
         };
         // Command and args see `$(VAR)` of the container's environment.
-        let command: Vec<String> = strings("command").iter().map(|s| env.expand(s)).collect();
+        let command: Vec<String> = expanded(&self.spec.command);
         let (argv0, mut args) = match command.split_first() {
             Some((first, rest)) => (first.clone(), rest.to_vec()),
             None => (self.name(), Vec::new()),
         };
-        args.extend(strings("args").iter().map(|s| env.expand(s)));
-        let memory_limit = self
-            .spec
-            .pointer("/resources/limits/memory")
-            .and_then(Value::as_str)
+        args.extend(expanded(&self.spec.args));
+        let memory_limit = super::super::resource(&self.spec, "limits", "memory")
             .and_then(super::super::quantity)
             .map(|b| b as u64);
         ContainerSpec {
@@ -57,16 +45,12 @@ impl Runner {
     pub(super) fn ports(&self) -> Vec<u16> {
         let mut ports: Vec<u16> = self
             .spec
-            .get("ports")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter(|p| p.get("protocol").and_then(Value::as_str).unwrap_or("TCP") == "TCP")
-                    .filter_map(|p| p.get("containerPort")?.as_u64())
-                    .filter_map(|p| u16::try_from(p).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
+            .ports
+            .iter()
+            .flatten()
+            .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+            .filter_map(|p| u16::try_from(p.container_port).ok())
+            .collect();
         if ports.is_empty() {
             ports.push(DEFAULT_HTTP_PORT);
         }
