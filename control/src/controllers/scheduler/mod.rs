@@ -79,9 +79,11 @@ fn toleration(t: &Toleration) -> (String, String, String, String) {
 
 /// The cpu and memory a pod requests (requests, else limits), summed over its containers.
 pub fn pod_requests(pod: &Pod) -> (f64, f64) {
-    let mut cpu = 0.0;
-    let mut mem = 0.0;
-    for c in pod.spec.iter().flat_map(|s| &s.containers) {
+    let Some(spec) = pod.spec.as_ref() else {
+        return (0.0, 0.0);
+    };
+    // A container's request, or its limit when it gives none.
+    let wants = |c: &k8s_openapi::api::core::v1::Container| -> (f64, f64) {
         let r = c.resources.as_ref().and_then(|r| r.requests.as_ref());
         let l = c.resources.as_ref().and_then(|r| r.limits.as_ref());
         let want = |k: &str| {
@@ -89,10 +91,31 @@ pub fn pod_requests(pod: &Pod) -> (f64, f64) {
                 .or(l.and_then(|l| l.get(k)))
                 .map_or(0.0, qty)
         };
-        cpu += want("cpu");
-        mem += want("memory");
+        (want("cpu"), want("memory"))
+    };
+    let add = |a: (f64, f64), b: (f64, f64)| (a.0 + b.0, a.1 + b.1);
+    let max = |a: (f64, f64), b: (f64, f64)| (a.0.max(b.0), a.1.max(b.1));
+    // Kubernetes' effective requests: the app containers and the sidecars
+    // together, or the largest init step (an init container beside the
+    // sidecars started before it), whichever is more; plus the pod overhead.
+    let apps = spec.containers.iter().map(wants).fold((0.0, 0.0), add);
+    let (mut sidecars, mut init_peak) = ((0.0, 0.0), (0.0, 0.0));
+    for c in spec.init_containers.iter().flatten() {
+        let step = if c.restart_policy.as_deref() == Some("Always") {
+            sidecars = add(sidecars, wants(c));
+            sidecars
+        } else {
+            add(wants(c), sidecars)
+        };
+        init_peak = max(init_peak, step);
     }
-    (cpu, mem)
+    let overhead = spec.overhead.as_ref().map_or((0.0, 0.0), |o| {
+        (
+            o.get("cpu").map_or(0.0, qty),
+            o.get("memory").map_or(0.0, qty),
+        )
+    });
+    add(max(add(apps, sidecars), init_peak), overhead)
 }
 
 impl NodeInfo {
@@ -322,6 +345,56 @@ mod tests {
     fn pod(spec: Value) -> PodNeeds {
         let p: Pod = serde_json::from_value(json!({"spec": spec})).expect("a pod");
         PodNeeds::from_pod(&p, None, None)
+    }
+
+    #[test]
+    fn effective_requests_table() {
+        let c = |name: &str, cpu: &str, mem: &str| json!({"name": name, "resources": {"requests": {"cpu": cpu, "memory": mem}}});
+        let sidecar = |name: &str, cpu: &str, mem: &str| {
+            let mut v = c(name, cpu, mem);
+            v["restartPolicy"] = json!("Always");
+            v
+        };
+        let cases: Vec<(&str, Value, (f64, f64))> = vec![
+            (
+                "apps add up",
+                json!({"containers": [c("a", "100m", "1Mi"), c("b", "200m", "2Mi")]}),
+                (0.3, 3.0 * 1048576.0),
+            ),
+            (
+                "a limit stands in for a missing request",
+                json!({"containers": [{"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Mi"}}}]}),
+                (1.0, 1048576.0),
+            ),
+            (
+                "a big init container wins",
+                json!({"initContainers": [c("i", "2", "8Mi")], "containers": [c("a", "100m", "1Mi")]}),
+                (2.0, 8.0 * 1048576.0),
+            ),
+            (
+                "init containers run one at a time",
+                json!({"initContainers": [c("i", "500m", "1Mi"), c("j", "300m", "4Mi")], "containers": [c("a", "100m", "1Mi")]}),
+                (0.5, 4.0 * 1048576.0),
+            ),
+            (
+                "sidecars run beside the apps and later init containers",
+                json!({"initContainers": [sidecar("s", "200m", "2Mi"), c("i", "1", "1Mi")], "containers": [c("a", "100m", "1Mi")]}),
+                (1.2, 3.0 * 1048576.0),
+            ),
+            (
+                "overhead is added",
+                json!({"overhead": {"cpu": "250m", "memory": "1Mi"}, "containers": [c("a", "100m", "1Mi")]}),
+                (0.35, 2.0 * 1048576.0),
+            ),
+        ];
+        for (name, spec, (cpu, mem)) in cases {
+            let p: Pod = serde_json::from_value(json!({"spec": spec})).expect("a pod");
+            let (got_cpu, got_mem) = pod_requests(&p);
+            assert!(
+                (got_cpu - cpu).abs() < 1e-9 && (got_mem - mem).abs() < 1e-3,
+                "{name}: {got_cpu} {got_mem}"
+            );
+        }
     }
 
     #[test]

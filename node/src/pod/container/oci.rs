@@ -61,6 +61,20 @@ fn image_user(user: Option<&str>) -> Result<(Option<u32>, Option<u32>), String> 
     Ok((Some(num(name)?), group.map(num).transpose()?))
 }
 
+/// A user or group id from a security context. A negative id counts as
+/// unset (as the container's own field, it still hides the pod's); one past
+/// Kubernetes' range (0 to 2^31 - 1) is refused, never wrapped (2^32 would
+/// be root).
+fn security_id(container: &str, field: &str, v: Option<i64>) -> Result<Option<u32>, String> {
+    match v {
+        Some(v) if v > i64::from(i32::MAX) => Err(format!(
+            "container {container}: {field} {v} is out of range (0 to 2147483647)"
+        )),
+        Some(v) => Ok(u32::try_from(v).ok()),
+        None => Ok(None),
+    }
+}
+
 /// What a container image's spec is built from: the pod's container, its
 /// environment and mounts, and the pod's place on the network.
 pub(super) struct OciSpecOf {
@@ -101,23 +115,17 @@ impl OciSpecOf {
             ));
         }
         let (image_uid, image_gid) = image_user(image.user.as_deref())?;
-        // A negative id counts as unset (as the container's own field, it
-        // still hides the pod's).
-        let id = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).map(|v| v as u32);
-        let uid = id(security(
-            c,
-            pod_security,
-            |s| s.run_as_user,
-            |p| p.run_as_user,
-        ))
+        let id = |field: &str, v: Option<i64>| security_id(&self.name, field, v);
+        let uid = id(
+            "securityContext.runAsUser",
+            security(c, pod_security, |s| s.run_as_user, |p| p.run_as_user),
+        )?
         .or(image_uid)
         .unwrap_or(0);
-        let gid = id(security(
-            c,
-            pod_security,
-            |s| s.run_as_group,
-            |p| p.run_as_group,
-        ))
+        let gid = id(
+            "securityContext.runAsGroup",
+            security(c, pod_security, |s| s.run_as_group, |p| p.run_as_group),
+        )?
         .or(image_gid)
         .unwrap_or(0);
         if uid == 0
@@ -133,21 +141,18 @@ impl OciSpecOf {
                 self.name
             ));
         }
-        let mut supplemental: Vec<u32> = pod_security
+        let mut supplemental = Vec::new();
+        for g in pod_security
             .and_then(|p| p.supplemental_groups.as_ref())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|g| u64::try_from(*g).ok())
-                    .map(|g| g as u32)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Some(fs) = pod_security
-            .and_then(|p| p.fs_group)
-            .and_then(|g| u64::try_from(g).ok())
+            .into_iter()
+            .flatten()
         {
-            supplemental.push(fs as u32);
+            supplemental.extend(id("securityContext.supplementalGroups", Some(*g))?);
         }
+        supplemental.extend(id(
+            "securityContext.fsGroup",
+            pod_security.and_then(|p| p.fs_group),
+        )?);
         let quantity =
             |kind: &str, name: &str| resource(c, kind, name).and_then(crate::pod::quantity);
         let cpu_millis =
@@ -349,6 +354,19 @@ impl Checker for RunChecker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn security_ids_are_in_range_or_refused() {
+        let id = |v| security_id("app", "securityContext.runAsUser", v);
+        assert_eq!(id(None), Ok(None));
+        assert_eq!(id(Some(-1)), Ok(None));
+        assert_eq!(id(Some(0)), Ok(Some(0)));
+        assert_eq!(id(Some(2_147_483_647)), Ok(Some(2_147_483_647)));
+        // 2^32 as a u32 would be 0: root.
+        let e = id(Some(4_294_967_296)).unwrap_err();
+        assert!(e.contains("runAsUser 4294967296 is out of range"), "{e}");
+        assert!(id(Some(2_147_483_648)).is_err());
+    }
 
     #[test]
     fn image_users() {
