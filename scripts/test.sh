@@ -18,8 +18,9 @@ if [ "$#" -eq 0 ] && [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null 2>&1; t
     chown 65534:65534 "$home"
     # The test executables of the workspace-wide build above: `-p PKG` alone
     # would unify features differently and rebuild half the dependencies.
+    built=$(cargo test --workspace --no-run --message-format=json 2>/dev/null)
     for pkg in skiff_node skiff_runtimes; do
-        bin=$(cargo test --workspace --no-run --message-format=json 2>/dev/null |
+        bin=$(printf '%s\n' "$built" |
             PKG="$pkg" python3 -c 'import json,os,sys
 for l in sys.stdin:
     m = json.loads(l)
