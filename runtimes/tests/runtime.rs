@@ -61,7 +61,7 @@ async fn a_command_runs_to_its_end_through_the_trait() {
     let dir = tempfile::tempdir().expect("tempdir");
     let wasm = WasmRuntime::new(&dir.path().join("cache")).expect("runtime");
     let rt: Arc<dyn Runtime> = Arc::new(wasm);
-    let job = content("wasm-job", "wasm-job.wasm");
+    let job = content("wasm-job", "wasm_job.wasm");
     assert!(rt.accepts(&job).is_ok());
     let run = rt
         .start(&job, request(dir.path(), &["a", "b"], Vec::new()))
@@ -97,7 +97,7 @@ async fn a_cache_that_cannot_be_written_costs_a_compile_not_the_pod() {
     // into it fails, even as root (as on a full disk).
     std::fs::remove_dir(&cache).expect("remove cache dir");
     std::fs::write(&cache, b"not a directory").expect("file in its place");
-    let job = content("wasm-job", "wasm-job.wasm");
+    let job = content("wasm-job", "wasm_job.wasm");
     let run = rt
         .start(&job, request(dir.path(), &["a"], Vec::new()))
         .await

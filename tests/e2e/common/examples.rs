@@ -30,5 +30,11 @@ pub fn example_wasm(crate_dir: &str, file: &str) -> PathBuf {
         ok.success(),
         "building examples/{crate_dir} for wasm32-wasip2 (rustup target add wasm32-wasip2)"
     );
-    target.join(format!("wasm32-wasip2/release/{file}"))
+    let out = target.join(format!("wasm32-wasip2/release/{file}"));
+    assert!(
+        out.is_file(),
+        "examples/{crate_dir} built, but {} is not there (a lib crate's file is named with `_`)",
+        out.display()
+    );
+    out
 }
