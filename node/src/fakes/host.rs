@@ -61,6 +61,20 @@ impl FakeNet {
             .collect()
     }
 
+    /// The answer to an async call: `r`, or none at all when the fault plan
+    /// says this call hangs.
+    fn answer<'a, T: Send + 'a>(
+        &self,
+        op: &'static str,
+        r: Result<T, NetError>,
+    ) -> BoxFuture<'a, Result<T, NetError>> {
+        if self.journal.hangs(op) {
+            Box::pin(std::future::pending())
+        } else {
+            ready(r)
+        }
+    }
+
     fn call(&self, op: &'static str, detail: String) -> Result<(), NetError> {
         self.journal
             .call(op, detail, true)
@@ -148,7 +162,7 @@ impl NetHost for FakeNet {
                 .routes
                 .insert(format!("unreachable {cidr}"));
         });
-        ready(r)
+        self.answer("unreachable_route", r)
     }
 
     fn local_route(&self, cidr: Cidr) -> BoxFuture<'_, Result<(), NetError>> {
@@ -159,7 +173,7 @@ impl NetHost for FakeNet {
                 .routes
                 .insert(format!("local {cidr}"));
         });
-        ready(r)
+        self.answer("local_route", r)
     }
 
     fn bridge<'a>(
@@ -175,7 +189,7 @@ impl NetHost for FakeNet {
                 let next = s.links.len() as u32 + 2;
                 *s.links.entry(name.to_string()).or_insert(next)
             });
-        ready(r)
+        self.answer("bridge", r)
     }
 
     fn link_index<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<u32>, NetError>> {
@@ -187,7 +201,7 @@ impl NetHost for FakeNet {
                 .get(name)
                 .copied()
         });
-        ready(r)
+        self.answer("link_index", r)
     }
 
     fn add_veth<'a>(
@@ -215,7 +229,7 @@ impl NetHost for FakeNet {
                 s.links.insert(host_end.to_string(), next);
                 Ok(())
             });
-        ready(r)
+        self.answer("add_veth", r)
     }
 
     fn configure_pod<'a>(
@@ -238,18 +252,19 @@ impl NetHost for FakeNet {
                     .configured
                     .insert(netns.to_path_buf());
             });
-        ready(r)
+        self.answer("configure_pod", r)
     }
 
     fn delete_link<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), NetError>> {
         let r = self.call("delete_link", name.into()).map(|()| {
             self.state.lock().expect("net state").links.remove(name);
         });
-        ready(r)
+        self.answer("delete_link", r)
     }
 
     fn forget_neighbour(&self, bridge: u32, ip: Ipv4Addr) -> BoxFuture<'_, Result<(), NetError>> {
-        ready(self.call("forget_neighbour", format!("{bridge} {ip}")))
+        let r = self.call("forget_neighbour", format!("{bridge} {ip}"));
+        self.answer("forget_neighbour", r)
     }
 }
 

@@ -34,6 +34,9 @@ pub enum Fault {
     Once(usize),
     /// Every call of this operation fails.
     Always(&'static str),
+    /// The next call of this operation does its work but never answers (a
+    /// reply lost on the way back), once.
+    HangOnce(&'static str),
 }
 
 #[derive(Debug, Default)]
@@ -68,7 +71,7 @@ impl Journal {
             s.counted += 1;
         }
         let fail = match &s.fault {
-            Fault::None => false,
+            Fault::None | Fault::HangOnce(_) => false,
             Fault::Once(k) => counted && *k == n,
             Fault::Always(o) => *o == op,
         };
@@ -77,6 +80,18 @@ impl Journal {
             return Err(format!("injected failure of {op}"));
         }
         Ok(())
+    }
+
+    /// Whether this call of `op` never answers ([`Fault::HangOnce`]), which
+    /// disarms the fault.
+    pub fn hangs(&self, op: &'static str) -> bool {
+        let mut s = self.0.lock().expect("journal");
+        if s.fault == Fault::HangOnce(op) {
+            s.fault = Fault::None;
+            s.failed.push(format!("{op} (no answer)"));
+            return true;
+        }
+        false
     }
 
     /// Every call so far, as `op detail`.

@@ -43,6 +43,11 @@ pub enum NetError {
     Netlink { op: String, reason: String },
     #[error("no free pod address in {0}")]
     Exhausted(String),
+    #[error("{op}: no answer from the host in {} s", after.as_secs())]
+    NoAnswer {
+        op: &'static str,
+        after: std::time::Duration,
+    },
 }
 
 impl NetError {
@@ -188,7 +193,14 @@ impl PodNetwork {
         result
     }
 
+    /// Wire `ip`'s namespace and veth; a host that does not answer in
+    /// [`HOST_DEADLINE`] is an error (the caller undoes and retries), never a
+    /// pod start that waits forever.
     async fn plumb(&self, ip: Ipv4Addr) -> Result<Attachment, NetError> {
+        answered("plumb the pod network", self.plumb_steps(ip)).await
+    }
+
+    async fn plumb_steps(&self, ip: Ipv4Addr) -> Result<Attachment, NetError> {
         self.host.forget_neighbour(self.bridge_index, ip).await?;
         let (n, host) = (self.netns_name(ip), self.host.clone());
         let (path, new) = blocking(move || host.create_netns(&n)).await?;
@@ -214,6 +226,10 @@ impl PodNetwork {
 
     /// Remove the veth and namespace of `ip`. Missing pieces are fine.
     async fn remove(&self, ip: Ipv4Addr) -> Result<(), NetError> {
+        answered("remove the pod network", self.remove_steps(ip)).await
+    }
+
+    async fn remove_steps(&self, ip: Ipv4Addr) -> Result<(), NetError> {
         let (host_end, _) = self.veth_names(ip);
         self.host.delete_link(&host_end).await?;
         self.host.forget_neighbour(self.bridge_index, ip).await?;
@@ -331,6 +347,23 @@ fn neighbour_room(addresses: u64) {
             }
         }
     }
+}
+
+/// How long wiring or removing one pod's network may take. The kernel answers
+/// in milliseconds; a reply lost on the netlink socket would otherwise leave
+/// the pod in ContainerCreating for good.
+pub const HOST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn answered<T>(
+    op: &'static str,
+    work: impl std::future::Future<Output = Result<T, NetError>>,
+) -> Result<T, NetError> {
+    tokio::time::timeout(HOST_DEADLINE, work)
+        .await
+        .unwrap_or(Err(NetError::NoAnswer {
+            op,
+            after: HOST_DEADLINE,
+        }))
 }
 
 /// Run namespace work (which spawns and joins threads) off the async workers.

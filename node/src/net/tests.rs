@@ -130,3 +130,42 @@ async fn a_pod_takes_a_warm_namespace_without_building_one() {
         "one warm namespace left on record"
     );
 }
+
+/// A reply lost on the netlink socket: the step that never hears back fails
+/// after [`HOST_DEADLINE`] instead of holding the pod in ContainerCreating,
+/// what it made is undone, and the next attempt succeeds.
+#[tokio::test(start_paused = true)]
+async fn a_host_call_that_never_answers_fails_the_attach_in_time() {
+    for op in [
+        "forget_neighbour",
+        "add_veth",
+        "configure_pod",
+        "delete_link",
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = FakeNet::new(Journal::default());
+        let net = network(&fake, dir.path()).await;
+        if op == "delete_link" {
+            // Lost on the way out: detach fails in time, a retry finishes it.
+            net.attach("u1").await.expect("attach");
+            fake.journal.arm(Fault::HangOnce(op));
+            let err = net.detach("u1").await.expect_err("no answer");
+            assert!(matches!(err, NetError::NoAnswer { .. }), "{op}: {err}");
+            net.detach("u1").await.expect("detach again");
+        } else {
+            fake.journal.arm(Fault::HangOnce(op));
+            let started = tokio::time::Instant::now();
+            let err = net.attach("u1").await.expect_err("no answer");
+            assert!(matches!(err, NetError::NoAnswer { .. }), "{op}: {err}");
+            assert!(err.to_string().contains("no answer"), "{err}");
+            assert!(started.elapsed() >= HOST_DEADLINE, "{op}");
+            assert_eq!(fake.journal.failed(), vec![format!("{op} (no answer)")]);
+            assert_eq!(fake.pod_leftovers("skt0"), Vec::<String>::new(), "{op}");
+            assert!(net.recorded().is_empty(), "{op}: the address is released");
+            net.attach("u1").await.expect("attach");
+            net.detach("u1").await.expect("detach");
+        }
+        assert_eq!(fake.pod_leftovers("skt0"), Vec::<String>::new(), "{op}");
+        assert!(net.recorded().is_empty(), "{op}");
+    }
+}

@@ -521,8 +521,16 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Pod>>) {
         let _ = writer.await;
     }
     // A finished pod keeps its status (and its logs) until it is deleted.
-    if let Err(e) = ctx.net.detach(&info.uid).await {
-        tracing::warn!(error = %e, "pod network clean-up failed");
+    // A failed clean-up keeps the address on record; try again before giving
+    // up (the agent's start-up sweep releases what is left).
+    for attempt in 1..=3 {
+        match ctx.net.detach(&info.uid).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "pod network clean-up failed");
+                tokio::time::sleep(Duration::from_secs(attempt)).await;
+            }
+        }
     }
     let _ = pod.wait_for(deleting).await;
     ctx.logs.remove(&info.namespace, &info.name, &info.uid);
