@@ -8,7 +8,9 @@ use crate::model::ResourceType;
 
 use super::{apply, body, strategic};
 use crate::model::status::{ApiError, ApiResult};
-use crate::storage::{FieldValidation, Objects, WriteOptions, Written, qualified};
+use crate::storage::{
+    Attempt, FieldValidation, Objects, WriteOptions, Written, qualified, until_not_raced,
+};
 
 /// Options of a PATCH request.
 #[derive(Debug, Clone)]
@@ -107,16 +109,16 @@ pub async fn patch(
         return apply::server_side_apply(o, t, ns, name, doc, opts).await;
     }
     // Retry when someone else wrote in between, unless the patch pins a version.
-    for _ in 0..8 {
+    until_not_raced(|| async {
         let current = o.get(t, ns, name).await?;
         let rv = current
             .pointer("/metadata/resourceVersion")
             .cloned()
             .unwrap_or(Value::Null);
-        let result = match sub {
+        match sub {
             Some("scale") => {
                 let scale = apply_patch(pt, &scale_of(&current), doc)?;
-                set_scale(o, t, ns, name, &scale, &opts.write_options()).await
+                Ok(set_scale(o, t, ns, name, &scale, &opts.write_options()).await?)
             }
             _ => {
                 let mut patched = apply_patch(pt, &current, doc)?;
@@ -126,21 +128,19 @@ pub async fn patch(
                 {
                     m.insert("resourceVersion".into(), rv.clone());
                 }
-                let res = o
-                    .update(t, ns, name, patched, sub, &opts.write_options())
-                    .await;
-                if pinned {
-                    return res;
-                }
-                res
+                o.update(t, ns, name, patched, sub, &opts.write_options())
+                    .await
+                    .map_err(|e| {
+                        if pinned {
+                            Attempt::Failed(e)
+                        } else {
+                            Attempt::from(e)
+                        }
+                    })
             }
-        };
-        match result {
-            Err(e) if e.code == StatusCode::CONFLICT && e.reason == "Conflict" => continue,
-            other => return other,
         }
-    }
-    Err(ApiError::conflict(&qualified(t), name))
+    })
+    .await
 }
 
 fn selector_of(obj: &Value) -> String {

@@ -36,6 +36,7 @@ pub use admission::FieldValidation;
 pub use service::ServiceRanges;
 pub use strategy::Strategy;
 pub use watch::{ObjectWatch, WatchEvent};
+pub use write::{Attempt, until_not_raced};
 
 /// The storage layer's handle: the store, the kinds it serves and the ranges
 /// Services draw addresses from. Cheap to clone.

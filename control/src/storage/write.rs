@@ -230,15 +230,7 @@ impl Objects {
         name: &str,
         opts: &DeleteOptions,
     ) -> ApiResult<Value> {
-        const RACES: usize = 16;
-        let mut raced = 0;
-        loop {
-            match self.delete_once(t, ns, name, opts).await {
-                Err(Attempt::Raced(_)) if raced < RACES => raced += 1,
-                Err(Attempt::Raced(e) | Attempt::Failed(e)) => return Err(e),
-                Ok(v) => return Ok(v),
-            }
-        }
+        until_not_raced(|| self.delete_once(t, ns, name, opts)).await
     }
 
     async fn delete_once(
@@ -415,11 +407,29 @@ fn new_equals_stored(old: &Value, new: &Value) -> bool {
     strip(old) == strip(new)
 }
 
-/// How one delete attempt failed: lost a race (another write came between the
-/// read and the write: try again) or failed for good.
-enum Attempt {
+/// How one read-modify-write attempt failed: lost a race (another write came
+/// between the read and the write: try again) or failed for good.
+pub enum Attempt {
     Raced(ApiError),
     Failed(ApiError),
+}
+
+/// Run a read-modify-write `attempt` again while it loses races (at most 16
+/// times), as Kubernetes' `GuaranteedUpdate` does: each try reads afresh, so
+/// only the caller's own preconditions can end it in a conflict.
+pub async fn until_not_raced<T, F>(mut attempt: impl FnMut() -> F) -> ApiResult<T>
+where
+    F: std::future::Future<Output = Result<T, Attempt>>,
+{
+    const RACES: usize = 16;
+    let mut raced = 0;
+    loop {
+        match attempt().await {
+            Err(Attempt::Raced(_)) if raced < RACES => raced += 1,
+            Err(Attempt::Raced(e) | Attempt::Failed(e)) => return Err(e),
+            Ok(v) => return Ok(v),
+        }
+    }
 }
 
 impl From<ApiError> for Attempt {
