@@ -45,12 +45,32 @@ fn missing_ok(r: Result<(), rtnetlink::Error>, op: &str) -> Result<(), NetError>
     }
 }
 
+/// The receive buffer of a netlink connection. The kernel drops a reply that
+/// does not fit (and the request waiting for it never hears back), so the
+/// agent's socket gets room for far more replies than it has requests in
+/// flight (each costs about 1 KiB of buffer, bookkeeping included).
+const RECEIVE_BUFFER: usize = 4 << 20;
+
 /// A connection to the kernel in the calling thread's network namespace.
 pub fn connect() -> Result<Handle, NetError> {
-    let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| NetError::Netlink {
+    use rtnetlink::sys::AsyncSocket;
+    let (mut conn, handle, _) = rtnetlink::new_connection().map_err(|e| NetError::Netlink {
         op: "open netlink socket".into(),
         reason: e.to_string(),
     })?;
+    let socket = conn.socket_mut().socket_ref();
+    // Past `net.core.rmem_max` only with CAP_NET_ADMIN; the plain request
+    // (capped by the kernel) is the fallback.
+    if nix::sys::socket::setsockopt(
+        socket,
+        nix::sys::socket::sockopt::RcvBufForce,
+        &RECEIVE_BUFFER,
+    )
+    .is_err()
+        && let Err(e) = socket.set_rx_buf_sz(RECEIVE_BUFFER)
+    {
+        tracing::debug!(error = %e, "cannot grow the netlink receive buffer");
+    }
     tokio::spawn(conn);
     Ok(handle)
 }

@@ -93,6 +93,8 @@ pub struct PodNetwork {
     bridge_index: u32,
     /// Addresses whose namespace is built and waiting for a pod.
     warm: Arc<std::sync::Mutex<Vec<Ipv4Addr>>>,
+    /// Pods whose network is being wired or removed at once (see [`PLUMBING`]).
+    plumbing: Arc<tokio::sync::Semaphore>,
 }
 
 impl PodNetwork {
@@ -138,6 +140,7 @@ impl PodNetwork {
             host,
             bridge_index,
             warm: Arc::default(),
+            plumbing: Arc::new(tokio::sync::Semaphore::new(PLUMBING)),
         })
     }
 
@@ -197,6 +200,7 @@ impl PodNetwork {
     /// [`HOST_DEADLINE`] is an error (the caller undoes and retries), never a
     /// pod start that waits forever.
     async fn plumb(&self, ip: Ipv4Addr) -> Result<Attachment, NetError> {
+        let _turn = self.plumbing.acquire().await;
         answered("plumb the pod network", self.plumb_steps(ip)).await
     }
 
@@ -226,6 +230,7 @@ impl PodNetwork {
 
     /// Remove the veth and namespace of `ip`. Missing pieces are fine.
     async fn remove(&self, ip: Ipv4Addr) -> Result<(), NetError> {
+        let _turn = self.plumbing.acquire().await;
         answered("remove the pod network", self.remove_steps(ip)).await
     }
 
@@ -349,7 +354,15 @@ fn neighbour_room(addresses: u64) {
     }
 }
 
-/// How long wiring or removing one pod's network may take. The kernel answers
+/// How many pods' networks are wired or removed at once. Each has one netlink
+/// request in flight on the agent's socket at a time, so this bounds the
+/// replies the kernel queues there (a thousand pods started together once
+/// overflowed it, and the lost replies left pods waiting for good); the
+/// kernel serialises these changes anyway.
+const PLUMBING: usize = 16;
+
+/// How long wiring or removing one pod's network may take, once its turn has
+/// come. The kernel answers
 /// in milliseconds; a reply lost on the netlink socket would otherwise leave
 /// the pod in ContainerCreating for good.
 pub const HOST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
