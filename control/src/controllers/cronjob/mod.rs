@@ -82,17 +82,78 @@ impl Schedule {
 
     /// The latest scheduled time in `(after, now]`, if any.
     pub fn latest(&self, after: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let now_tz = self.tz.from_utc_datetime(&now.naive_utc());
+        let now_tz = self.tz.from_utc_datetime(&whole_second(now).naive_utc());
         let t = self.cron.find_previous_occurrence(&now_tz, true).ok()?;
-        let t = t.with_timezone(&Utc);
+        let t = whole_second(t.with_timezone(&Utc));
         (t > after).then_some(t)
     }
 
     /// The first scheduled time after `now`.
     pub fn next(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let now_tz = self.tz.from_utc_datetime(&now.naive_utc());
+        let now_tz = self.tz.from_utc_datetime(&whole_second(now).naive_utc());
         let t = self.cron.find_next_occurrence(&now_tz, false).ok()?;
-        Some(t.with_timezone(&Utc))
+        Some(whole_second(t.with_timezone(&Utc)))
+    }
+}
+
+/// `t` without its fraction of a second. croner carries the clock's
+/// nanoseconds into the occurrences it finds, and a scheduled time recorded
+/// in whole seconds (`lastScheduleTime`) would then look older than the same
+/// minute found again: the minute would run twice.
+fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::Timelike;
+    t.with_nanosecond(0).unwrap_or(t)
+}
+
+/// What a CronJob's spec and its running Jobs say about a due time.
+struct Due<'a> {
+    suspended: bool,
+    starting_deadline: Option<i64>,
+    /// `Allow`, `Forbid` or `Replace`.
+    policy: &'a str,
+    /// Jobs of this CronJob not finished yet.
+    running: usize,
+}
+
+/// What to do now.
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    /// Nothing is due (or the CronJob is suspended).
+    Wait,
+    /// The latest due time is past the starting deadline.
+    Missed(DateTime<Utc>),
+    /// Due, but Forbid and a Job is still running: skipped.
+    Forbidden(DateTime<Utc>),
+    /// Make the Job of `at`; with `replace`, delete the running ones first.
+    Run { at: DateTime<Utc>, replace: bool },
+}
+
+impl Due<'_> {
+    /// The latest time of `schedule` in `(since, now]` (`since` is the last
+    /// scheduled time, or the CronJob's creation), judged as Kubernetes'
+    /// CronJob controller does. A skipped time does not move `since`, so the
+    /// next reconcile after the running Job ends runs the newest due time.
+    fn decide(&self, schedule: &Schedule, since: DateTime<Utc>, now: DateTime<Utc>) -> Decision {
+        if self.suspended {
+            return Decision::Wait;
+        }
+        let Some(at) = schedule.latest(since, now) else {
+            return Decision::Wait;
+        };
+        if self
+            .starting_deadline
+            .is_some_and(|d| (now - at).num_seconds() > d)
+        {
+            return Decision::Missed(at);
+        }
+        match self.policy {
+            "Forbid" if self.running > 0 => Decision::Forbidden(at),
+            "Replace" => Decision::Run {
+                at,
+                replace: self.running > 0,
+            },
+            _ => Decision::Run { at, replace: false },
+        }
     }
 }
 
@@ -173,25 +234,31 @@ impl Reconciler for CronJobs {
             .map(|t| to_chrono(t.0))
             .unwrap_or(now);
         let mut active = running.iter().map(|j| reference(j)).collect::<Vec<_>>();
-        let suspended = cj.spec.suspend.unwrap_or(false);
-        if !suspended && let Some(t) = schedule.latest(since, now) {
-            let late = (now - t).num_seconds();
-            let too_late = cj.spec.starting_deadline_seconds.is_some_and(|d| late > d);
-            let policy = cj.spec.concurrency_policy.as_deref().unwrap_or("Allow");
-            if too_late {
+        let policy = cj.spec.concurrency_policy.as_deref().unwrap_or("Allow");
+        let due = Due {
+            suspended: cj.spec.suspend.unwrap_or(false),
+            starting_deadline: cj.spec.starting_deadline_seconds,
+            policy,
+            running: running.len(),
+        };
+        match due.decide(&schedule, since, now) {
+            Decision::Wait => {}
+            Decision::Missed(t) => {
                 tracing::info!(cronjob = %key, scheduled = %t, "missed its starting deadline; skipped");
-            } else if policy == "Forbid" && !running.is_empty() {
-                tracing::debug!(cronjob = %key, "a job is still running; Forbid skips this run");
-            } else {
-                if policy == "Replace" {
+            }
+            Decision::Forbidden(t) => {
+                tracing::debug!(cronjob = %key, scheduled = %t, "a job is still running; Forbid skips this run");
+            }
+            Decision::Run { at, replace } => {
+                if replace {
                     for j in &running {
                         self.delete_job(j).await?;
                     }
                     active.clear();
                 }
-                let job = self.create_job(cj, t).await?;
+                let job = self.create_job(cj, at).await?;
                 active.push(reference(&job));
-                status.last_schedule_time = Some(Time(to_jiff(t)));
+                status.last_schedule_time = Some(Time(to_jiff(at)));
             }
         }
         status.active = (!active.is_empty()).then_some(active);
@@ -327,5 +394,41 @@ mod tests {
         assert!(Schedule::parse("61 * * * *", None).is_err());
         assert!(Schedule::parse("* * * * *", Some("Mars/Base")).is_err());
         assert!(Schedule::parse("@hourly", None).is_ok());
+    }
+
+    #[test]
+    fn decisions_table() {
+        let every_minute = Schedule::parse("* * * * *", None).unwrap();
+        let due = |policy, running, suspended, starting_deadline| Due {
+            suspended,
+            starting_deadline,
+            policy,
+            running,
+        };
+        let created = at("2026-12-01T10:00:30Z");
+        let (t1, t2) = (at("2026-12-01T10:01:00Z"), at("2026-12-01T10:02:00Z"));
+        let run = |at, replace| Decision::Run { at, replace };
+        // (case, due, since, now, decision)
+        #[rustfmt::skip]
+        let table = [
+            ("not yet due", due("Allow", 0, false, None), created, at("2026-12-01T10:00:59Z"), Decision::Wait),
+            ("first minute", due("Allow", 0, false, None), created, at("2026-12-01T10:01:00Z"), run(t1, false)),
+            ("allow overlaps", due("Allow", 1, false, None), t1, at("2026-12-01T10:02:01Z"), run(t2, false)),
+            ("forbid skips while one runs", due("Forbid", 1, false, None), t1, at("2026-12-01T10:02:01Z"), Decision::Forbidden(t2)),
+            ("forbid runs once it ended", due("Forbid", 0, false, None), t1, at("2026-12-01T10:02:40Z"), run(t2, false)),
+            ("a skipped minute is not run late twice", due("Forbid", 0, false, None), t1, at("2026-12-01T10:03:05Z"), run(at("2026-12-01T10:03:00Z"), false)),
+            ("replace deletes the running one", due("Replace", 2, false, None), t1, at("2026-12-01T10:02:00Z"), run(t2, true)),
+            ("replace with none running", due("Replace", 0, false, None), t1, at("2026-12-01T10:02:00Z"), run(t2, false)),
+            ("suspended", due("Allow", 0, true, None), t1, at("2026-12-01T10:05:00Z"), Decision::Wait),
+            ("within the deadline", due("Allow", 0, false, Some(30)), t1, at("2026-12-01T10:02:30Z"), run(t2, false)),
+            ("past the deadline", due("Allow", 0, false, Some(30)), t1, at("2026-12-01T10:02:31Z"), Decision::Missed(t2)),
+            ("already run this minute", due("Allow", 0, false, None), t2, at("2026-12-01T10:02:59Z"), Decision::Wait),
+            // The clock has nanoseconds; lastScheduleTime has whole seconds.
+            ("already run, the clock past a whole second", due("Allow", 0, false, None), t2, at("2026-12-01T10:02:03.763098696Z"), Decision::Wait),
+            ("due, the clock past a whole second", due("Allow", 0, false, None), t1, at("2026-12-01T10:02:00.250000001Z"), run(t2, false)),
+        ];
+        for (case, d, since, now, want) in table {
+            assert_eq!(d.decide(&every_minute, since, now), want, "{case}");
+        }
     }
 }
