@@ -8,11 +8,12 @@
 //!
 //! **Top-level modules import each other in one direction** (checked by
 //! `tests/layering.rs`): each imports only modules listed before it in
-//! `store`, `model`, `agents`, `imagestore`, `storage`, `metrics`, `controllers`
+//! `store`, `model`, `auth`, `agents`, `imagestore`, `storage`, `metrics`, `controllers`
 //! (the scheduler among them), `api`, `server`.
 
 pub mod agents;
 pub mod api;
+pub mod auth;
 pub mod cluster;
 pub mod controllers;
 pub mod imagestore;
