@@ -68,6 +68,7 @@ impl InProcess {
             "127.0.0.1:0".into(),
         );
         ensure_defaults(&state, &settings.pod_cidrs, &ServiceRanges::default()).await;
+        state.policy.start(state.rest.objects.clone()).await;
         let settings = Settings {
             objects: Some(state.rest.objects.clone()),
             ..settings

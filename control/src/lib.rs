@@ -8,7 +8,7 @@
 //!
 //! **Top-level modules import each other in one direction** (checked by
 //! `tests/layering.rs`): each imports only modules listed before it in
-//! `store`, `model`, `auth`, `agents`, `imagestore`, `storage`, `metrics`, `controllers`
+//! `store`, `model`, `agents`, `imagestore`, `storage`, `auth`, `metrics`, `controllers`
 //! (the scheduler among them), `api`, `server`.
 
 pub mod agents;

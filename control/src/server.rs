@@ -208,9 +208,10 @@ async fn ensure_objects(
     }
 }
 
-/// Namespaces, RuntimeClasses (`wasm` with handler `wasmtime`, `runc`) and the
-/// network settings agents read (ConfigMap `kube-system/skiff-cluster`) every
-/// cluster has. The first server's settings stay.
+/// Namespaces, RuntimeClasses (`wasm` with handler `wasmtime`, `runc`), the
+/// network settings agents read (ConfigMap `kube-system/skiff-cluster`) and
+/// the default ClusterRoles and bindings every cluster has. The first
+/// server's settings stay.
 pub(crate) async fn ensure_defaults(
     state: &ApiState,
     pod_cidrs: &crate::controllers::nodeipam::PodCidrs,
@@ -231,6 +232,16 @@ pub(crate) async fn ensure_defaults(
         "metadata": {"name": name, "namespace": ns},
         "data": {"clusterCIDR": pod_cidrs.cluster(), "serviceCIDR": services.cidr()}});
     ensure_objects(state, "v1", "ConfigMap", vec![config]).await;
+    use crate::auth::defaults;
+    let rbac = "rbac.authorization.k8s.io/v1";
+    ensure_objects(state, rbac, "ClusterRole", defaults::cluster_roles()).await;
+    ensure_objects(
+        state,
+        rbac,
+        "ClusterRoleBinding",
+        defaults::cluster_role_bindings(),
+    )
+    .await;
 }
 
 /// Where agents learn every API server of the cluster: ConfigMap
@@ -419,6 +430,7 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
     state.ca_pem = ca.cert_pem.clone();
     state.rest.objects.services = std::sync::Arc::new(cfg.services.clone());
     ensure_defaults(&state, &cfg.pod_cidrs, &cfg.services).await;
+    state.policy.start(state.rest.objects.clone()).await;
     {
         let (state, addr) = (state.clone(), state.rest.server_addr.clone());
         tokio::spawn(async move { publish_apiserver(&state, id, &addr).await });

@@ -26,6 +26,7 @@ mod user {
     mod api_semantics;
     mod images;
     mod kubectl_api;
+    mod rbac;
     mod scheduling;
     mod snapshot;
 }

@@ -60,6 +60,10 @@ pub struct ApiState {
     /// Node agents' usage reports, for `metrics.k8s.io` and
     /// `custom.metrics.k8s.io` (one shared, briefly cached round).
     pub collector: crate::metrics::Collector,
+    /// Who a request is from (bearer tokens).
+    pub authn: crate::auth::authn::Authenticator,
+    /// The roles and bindings requests are authorized against.
+    pub policy: crate::auth::cache::PolicyCache,
 }
 
 impl ApiState {
@@ -79,6 +83,8 @@ impl ApiState {
             uploads: distribution::Uploads::default(),
             store,
             token,
+            authn: crate::auth::authn::Authenticator::new(admin_token.clone()),
+            policy: crate::auth::cache::PolicyCache::default(),
             admin_token,
             openapi,
             metrics,
@@ -101,31 +107,96 @@ pub struct JoinResponse {
 
 use crate::model::status::{ApiError, ApiResult};
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-}
+use crate::auth::authn::{Refused, bearer, effective_user, same};
+use crate::auth::{Attributes, UserInfo, forbidden_message, rbac};
 
+/// The join token, for the `/skiff/v0` endpoints (peers, joins, agents).
 fn authorize(state: &ApiState, headers: &HeaderMap) -> ApiResult<()> {
     match bearer(headers) {
-        Some(t) if t == state.token || t == state.admin_token => Ok(()),
+        Some(t) if same(t, &state.token) || same(t, &state.admin_token) => Ok(()),
         _ => Err(ApiError::unauthorized()),
     }
 }
 
-/// Refuse anonymous or wrong tokens on everything but health checks.
-async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+/// Authenticate and authorize every request but the health checks and the
+/// `/skiff/v0` endpoints (which check the join token themselves): 401 without
+/// a known credential, 403 (naming user, verb and resource) when no role
+/// allows it. The user the request runs as goes into its extensions.
+async fn require_token(State(s): State<ApiState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if matches!(path, "/healthz" | "/livez" | "/readyz") || path.starts_with("/skiff/v0/") {
         return next.run(req).await;
     }
-    match bearer(req.headers()) {
-        Some(t) if t == s.admin_token => next.run(req).await,
-        _ => ApiError::unauthorized().into_response(),
+    let Some(requester) = s.authn.authenticate(req.headers()) else {
+        return ApiError::unauthorized().into_response();
+    };
+    let policy = s.policy.policy();
+    let user = match effective_user(&*policy, requester, req.headers()) {
+        Ok(u) => u,
+        Err(Refused::BadRequest(m)) => return ApiError::bad_request(m).into_response(),
+        Err(Refused::Forbidden(m)) => return ApiError::forbidden(m).into_response(),
+    };
+    let attrs = attributes(&s, req.method(), req.uri());
+    if !rbac::allows(&*policy, &user, &attrs) {
+        tracing::debug!(user = %user.name, ?attrs, "forbidden");
+        return forbidden(&user, &attrs).into_response();
     }
+    req.extensions_mut().insert(user);
+    next.run(req).await
+}
+
+/// What a request does, in RBAC terms.
+fn attributes(s: &ApiState, method: &axum::http::Method, uri: &axum::http::Uri) -> Attributes {
+    use crate::auth::{non_resource_verb, resource_verb};
+    let path = uri.path();
+    let api = path == "/api"
+        || path.starts_with("/api/")
+        || path == "/apis"
+        || path.starts_with("/apis/");
+    if api && let Ok(request::Target::Resource(r)) = request::parse(path, &s.rest.objects.registry)
+    {
+        let watch = uri.query().is_some_and(|q| {
+            q.split('&')
+                .any(|kv| matches!(kv, "watch=true" | "watch=1" | "watch=True"))
+        });
+        // A namespace object is in its own namespace (as Kubernetes sees it).
+        let namespace = match (&r.namespace, r.group.as_str(), r.plural.as_str(), &r.name) {
+            (None, "", "namespaces", Some(n)) => Some(n.clone()),
+            (ns, ..) => ns.clone(),
+        };
+        return Attributes::Resource {
+            verb: resource_verb(method, r.name.is_some(), watch),
+            group: r.group,
+            resource: r.plural,
+            subresource: r.sub,
+            namespace,
+            name: r.name,
+        };
+    }
+    Attributes::NonResource {
+        verb: non_resource_verb(method),
+        path: path.to_string(),
+    }
+}
+
+/// A 403 as Kubernetes answers it: the message names user, verb and
+/// resource; the details name the object.
+fn forbidden(user: &UserInfo, a: &Attributes) -> ApiError {
+    let mut e = ApiError::forbidden(forbidden_message(user, a));
+    if let Attributes::Resource {
+        group,
+        resource,
+        name,
+        ..
+    } = a
+    {
+        let mut d = serde_json::json!({"group": group, "kind": resource});
+        if let Some(n) = name {
+            d["name"] = serde_json::json!(n);
+        }
+        e.details = Some(d);
+    }
+    e
 }
 
 /// The router of the API address.

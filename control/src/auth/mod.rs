@@ -7,6 +7,9 @@
 //! [`rbac::Rules`] trait and never touches the store, so every rule of
 //! Kubernetes' RBAC semantics is a table test.**
 
+pub mod authn;
+pub mod cache;
+pub mod defaults;
 pub mod rbac;
 
 use axum::http::Method;

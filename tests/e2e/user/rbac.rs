@@ -1,0 +1,163 @@
+//! RBAC with the real kubectl: roles and bindings decide what a user may do,
+//! `kubectl --as` acts as a ServiceAccount (for those allowed to impersonate),
+//! a 403 names user, verb and resource, and requests without credentials get
+//! 401 everywhere but the health checks.
+
+use crate::common;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use common::{eventually, single_server};
+
+const READER: &str = "system:serviceaccount:team:reader";
+
+#[test]
+fn a_role_decides_what_a_service_account_may_do() -> Result<()> {
+    let (_root, s) = single_server()?;
+    s.apply(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: team
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: reader
+  namespace: team
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: pod-reader
+  namespace: team
+rules:
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: reader
+  namespace: team
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: pod-reader
+subjects:
+- kind: ServiceAccount
+  name: reader
+"#,
+    );
+    // The binding reaches the authorizer's cache within moments.
+    let listed = eventually(Duration::from_secs(10), || {
+        let r = s.kubectl(&["get", "pods", "-n", "team", "--as", READER]);
+        r.ok.then_some(r)
+    });
+    assert!(listed.is_some(), "the reader lists pods in its namespace");
+
+    let secrets = s.kubectl(&["get", "secrets", "-n", "team", "--as", READER]);
+    assert!(!secrets.ok);
+    assert!(
+        secrets.stderr.contains("(Forbidden)")
+            && secrets.stderr.contains(&format!(
+                "User \"{READER}\" cannot list resource \"secrets\" in API group \"\" in the namespace \"team\""
+            )),
+        "{}",
+        secrets.stderr
+    );
+    let everywhere = s.kubectl(&["get", "pods", "-A", "--as", READER]);
+    assert!(
+        !everywhere.ok && everywhere.stderr.contains("at the cluster scope"),
+        "{}",
+        everywhere.stderr
+    );
+    let write = s.kubectl(&["delete", "pod", "x", "-n", "team", "--as", READER]);
+    assert!(
+        !write.ok && write.stderr.contains("cannot delete resource \"pods\""),
+        "{}",
+        write.stderr
+    );
+    // Discovery works for every authenticated user (kubectl needs it).
+    let api = s.kubectl(&["api-versions", "--as", READER]);
+    assert!(
+        api.ok && api.stdout.contains("rbac.authorization.k8s.io/v1"),
+        "{}",
+        api.stderr
+    );
+
+    // The account may not impersonate anyone, the admin may.
+    let as_admin = s.kubectl(&[
+        "get",
+        "pods",
+        "-n",
+        "team",
+        "--as",
+        "system:serviceaccount:kube-system:default",
+        "--as-group",
+        "system:masters",
+    ]);
+    assert!(
+        as_admin.ok,
+        "the admin impersonates anyone: {}",
+        as_admin.stderr
+    );
+
+    // A ClusterRoleBinding to the default `view` role: reads everywhere, still
+    // no secrets and no writes.
+    s.apply(
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: reader-views
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: view
+subjects:
+- kind: ServiceAccount
+  name: reader
+  namespace: team
+"#,
+    );
+    let all = eventually(Duration::from_secs(10), || {
+        let r = s.kubectl(&["get", "deployments", "-A", "--as", READER]);
+        r.ok.then_some(r)
+    });
+    assert!(all.is_some(), "view reads deployments everywhere");
+    assert!(!s.kubectl(&["get", "secrets", "-A", "--as", READER]).ok);
+    Ok(())
+}
+
+#[test]
+fn without_credentials_only_the_health_checks_answer() -> Result<()> {
+    let (_root, s) = single_server()?;
+    let (base, client) = (s.url(), s.http());
+    for path in ["/healthz", "/livez", "/readyz"] {
+        let r = client.get(format!("{base}{path}")).send()?;
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+    }
+    for path in [
+        "/version",
+        "/api",
+        "/apis",
+        "/api/v1/namespaces/default/pods",
+        "/openapi/v3",
+        "/metrics",
+        "/v2/",
+    ] {
+        let r = client.get(format!("{base}{path}")).send()?;
+        assert_eq!(r.status().as_u16(), 401, "{path}");
+        let body: serde_json::Value = r.json()?;
+        assert_eq!(body["reason"], "Unauthorized", "{path}: {body}");
+    }
+    // The join token is not a credential of the Kubernetes API.
+    let r = client
+        .get(format!("{base}/api/v1/namespaces"))
+        .bearer_auth(s.token())
+        .send()?;
+    assert_eq!(r.status().as_u16(), 401);
+    Ok(())
+}
