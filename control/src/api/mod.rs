@@ -5,7 +5,8 @@
 //! (`crate::storage`), and answers are rendered here (objects, tables, watch
 //! streams, `Status` errors).
 //!
-//! **Every request except the health endpoints needs a bearer token.**
+//! **Every request except the health endpoints (and `/skiff/v0`, which takes
+//! the join token) is authenticated and authorized (`crate::auth`).**
 
 pub mod apply;
 pub mod body;
