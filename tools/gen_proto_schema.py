@@ -13,7 +13,7 @@ import sys
 PACKAGES = [
     "api/core/v1", "api/apps/v1", "api/batch/v1", "api/autoscaling/v1", "api/autoscaling/v2",
     "api/coordination/v1", "api/discovery/v1", "api/networking/v1", "api/node/v1",
-    "api/policy/v1", "api/rbac/v1", "apimachinery/pkg/apis/meta/v1",
+    "api/policy/v1", "api/rbac/v1", "api/authorization/v1", "apimachinery/pkg/apis/meta/v1",
     "apimachinery/pkg/api/resource", "apimachinery/pkg/util/intstr", "apimachinery/pkg/runtime",
 ]
 

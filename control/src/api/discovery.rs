@@ -70,6 +70,7 @@ pub fn api_group_list(reg: &Registry) -> Value {
         .collect();
     // The metrics groups come last, as aggregated APIs do, so the built-in
     // `nodes` and `pods` win kubectl's resource mapping.
+    groups.push(super::reviews::api_group());
     groups.extend(super::metrics::api_groups());
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }

@@ -22,6 +22,7 @@ pub mod prom;
 pub mod protobuf;
 pub mod request;
 pub mod rest;
+pub mod reviews;
 pub mod snapshot;
 pub mod status;
 pub mod strategic;
@@ -137,47 +138,13 @@ async fn require_token(State(s): State<ApiState>, mut req: Request, next: Next) 
         Err(Refused::BadRequest(m)) => return ApiError::bad_request(m).into_response(),
         Err(Refused::Forbidden(m)) => return ApiError::forbidden(m).into_response(),
     };
-    let attrs = attributes(&s, req.method(), req.uri());
+    let attrs = Attributes::of_request(req.method(), req.uri().path(), req.uri().query());
     if !rbac::allows(&*policy, &user, &attrs) {
         tracing::debug!(user = %user.name, ?attrs, "forbidden");
         return forbidden(&user, &attrs).into_response();
     }
     req.extensions_mut().insert(user);
     next.run(req).await
-}
-
-/// What a request does, in RBAC terms.
-fn attributes(s: &ApiState, method: &axum::http::Method, uri: &axum::http::Uri) -> Attributes {
-    use crate::auth::{non_resource_verb, resource_verb};
-    let path = uri.path();
-    let api = path == "/api"
-        || path.starts_with("/api/")
-        || path == "/apis"
-        || path.starts_with("/apis/");
-    if api && let Ok(request::Target::Resource(r)) = request::parse(path, &s.rest.objects.registry)
-    {
-        let watch = uri.query().is_some_and(|q| {
-            q.split('&')
-                .any(|kv| matches!(kv, "watch=true" | "watch=1" | "watch=True"))
-        });
-        // A namespace object is in its own namespace (as Kubernetes sees it).
-        let namespace = match (&r.namespace, r.group.as_str(), r.plural.as_str(), &r.name) {
-            (None, "", "namespaces", Some(n)) => Some(n.clone()),
-            (ns, ..) => ns.clone(),
-        };
-        return Attributes::Resource {
-            verb: resource_verb(method, r.name.is_some(), watch),
-            group: r.group,
-            resource: r.plural,
-            subresource: r.sub,
-            namespace,
-            name: r.name,
-        };
-    }
-    Attributes::NonResource {
-        verb: non_resource_verb(method),
-        path: path.to_string(),
-    }
 }
 
 /// A 403 as Kubernetes answers it: the message names user, verb and
@@ -321,6 +288,24 @@ async fn kube(State(s): State<ApiState>, req: Request) -> Response {
         return portforward::pod_port_forward(&s.rest.objects, token, ns, name, parts)
             .await
             .unwrap_or_else(|e| e.into_response());
+    }
+    if let Some(route) = reviews::route(&path) {
+        let user = parts
+            .extensions
+            .get::<UserInfo>()
+            .cloned()
+            .unwrap_or_default();
+        let doc = match parts.method {
+            axum::http::Method::POST => match body::read(body)
+                .await
+                .and_then(|b| body::object(&parts.headers, &b, &s.rest.objects.registry))
+            {
+                Ok(doc) => doc,
+                Err(e) => return e.into_response(),
+            },
+            _ => serde_json::Value::Null,
+        };
+        return reviews::serve(&*s.policy.policy(), &user, &parts.method, route, doc);
     }
     if let Some(route) = metrics::route(&path) {
         return metrics::serve(

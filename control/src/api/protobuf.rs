@@ -141,17 +141,9 @@ enum Wire<'a> {
 fn message_of(api_version: &str, kind: &str) -> String {
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let pkg = match group {
-        "" => "core".to_string(),
-        g => g
-            .split('.')
-            .next()
-            .unwrap_or(g)
-            .replace("authorization", "rbac"),
-    };
-    let pkg = if group == "rbac.authorization.k8s.io" {
-        "rbac".to_string()
-    } else {
-        pkg
+        "" => "core",
+        "rbac.authorization.k8s.io" => "rbac",
+        g => g.split('.').next().unwrap_or(g),
     };
     format!("api.{pkg}.{version}.{kind}")
 }

@@ -94,6 +94,53 @@ impl Attributes {
     }
 }
 
+impl Attributes {
+    /// What a request does, from its method, path and query alone, as
+    /// Kubernetes' `RequestInfoFactory` reads them (no knowledge of which
+    /// resources exist): `/api/v1/...` and `/apis/GROUP/VERSION/...` with a
+    /// resource are resource requests, everything else (discovery included)
+    /// is a path.
+    pub fn of_request(method: &Method, path: &str, query: Option<&str>) -> Attributes {
+        let non_resource = || Attributes::NonResource {
+            verb: non_resource_verb(method),
+            path: path.to_string(),
+        };
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let (group, rest) = match segs.as_slice() {
+            ["api", _version, rest @ ..] if !rest.is_empty() => ("", rest),
+            ["apis", group, _version, rest @ ..] if !rest.is_empty() => (*group, rest),
+            _ => return non_resource(),
+        };
+        if rest.iter().any(|s| s.is_empty()) {
+            return non_resource();
+        }
+        let mut parts = rest;
+        let mut namespace = None;
+        if parts[0] == "namespaces" && parts.len() >= 2 {
+            namespace = Some(parts[1].to_string());
+            // `namespaces/NAME/status` and `/finalize` are the namespace's
+            // own subresources; anything else is a resource inside it.
+            if parts.len() > 2 && !matches!(parts[2], "status" | "finalize") {
+                parts = &parts[2..];
+            }
+        }
+        let name = parts.get(1).map(|s| s.to_string());
+        let subresource = (parts.len() > 2).then(|| parts[2..].join("/"));
+        let watch = query.is_some_and(|q| {
+            q.split('&')
+                .any(|kv| matches!(kv, "watch=true" | "watch=1" | "watch=True"))
+        });
+        Attributes::Resource {
+            verb: resource_verb(method, name.is_some(), watch),
+            group: group.to_string(),
+            resource: parts[0].to_string(),
+            subresource,
+            namespace,
+            name,
+        }
+    }
+}
+
 /// The RBAC verb of a resource request: `get`/`list`/`watch` for reads (by
 /// whether a name is given and whether it watches), `create`, `update`,
 /// `patch`, `delete`/`deletecollection`; other methods are named as Kubernetes
@@ -175,6 +222,52 @@ mod tests {
             assert_eq!(resource_verb(&m, named, watch), want, "{m} {named} {watch}");
         }
         assert_eq!(non_resource_verb(&Method::GET), "get");
+    }
+
+    #[test]
+    fn attributes_of_requests_table() {
+        let r = |verb: &str,
+                 group: &str,
+                 resource: &str,
+                 sub: Option<&str>,
+                 ns: Option<&str>,
+                 name: Option<&str>| {
+            Attributes::Resource {
+                verb: verb.into(),
+                group: group.into(),
+                resource: resource.into(),
+                subresource: sub.map(str::to_string),
+                namespace: ns.map(str::to_string),
+                name: name.map(str::to_string),
+            }
+        };
+        let p = |verb: &str, path: &str| Attributes::NonResource {
+            verb: verb.into(),
+            path: path.into(),
+        };
+        #[rustfmt::skip]
+        let table = [
+            (Method::GET, "/api/v1/namespaces/team/pods", None, r("list", "", "pods", None, Some("team"), None)),
+            (Method::GET, "/api/v1/namespaces/team/pods", Some("watch=true&rv=1"), r("watch", "", "pods", None, Some("team"), None)),
+            (Method::GET, "/api/v1/pods", None, r("list", "", "pods", None, None, None)),
+            (Method::GET, "/api/v1/namespaces/team/pods/web/log", None, r("get", "", "pods", Some("log"), Some("team"), Some("web"))),
+            (Method::POST, "/api/v1/namespaces/team/pods/web/exec", None, r("create", "", "pods", Some("exec"), Some("team"), Some("web"))),
+            (Method::PATCH, "/apis/apps/v1/namespaces/team/deployments/d/scale", None, r("patch", "apps", "deployments", Some("scale"), Some("team"), Some("d"))),
+            (Method::DELETE, "/apis/batch/v1/namespaces/team/jobs", None, r("deletecollection", "batch", "jobs", None, Some("team"), None)),
+            (Method::GET, "/api/v1/namespaces/team", None, r("get", "", "namespaces", None, Some("team"), Some("team"))),
+            (Method::PUT, "/api/v1/namespaces/team/finalize", None, r("update", "", "namespaces", Some("finalize"), Some("team"), Some("team"))),
+            (Method::GET, "/api/v1/namespaces", None, r("list", "", "namespaces", None, None, None)),
+            (Method::GET, "/api/v1/nodes/n1/status", None, r("get", "", "nodes", Some("status"), None, Some("n1"))),
+            (Method::POST, "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", None, r("create", "authorization.k8s.io", "selfsubjectaccessreviews", None, None, None)),
+            (Method::GET, "/api", None, p("get", "/api")),
+            (Method::GET, "/api/v1", None, p("get", "/api/v1")),
+            (Method::GET, "/apis/apps/v1", None, p("get", "/apis/apps/v1")),
+            (Method::GET, "/version", None, p("get", "/version")),
+            (Method::POST, "/v2/img/blobs/uploads/", None, p("post", "/v2/img/blobs/uploads/")),
+        ];
+        for (m, path, q, want) in table {
+            assert_eq!(Attributes::of_request(&m, path, q), want, "{m} {path}");
+        }
     }
 
     #[test]

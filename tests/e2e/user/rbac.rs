@@ -80,6 +80,47 @@ subjects:
         "{}",
         write.stderr
     );
+    // `kubectl auth can-i` asks the server (SelfSubjectAccessReview) ...
+    let can = |args: &[&str]| {
+        let mut a = vec!["auth", "can-i"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--as", READER]);
+        let r = s.kubectl(&a);
+        (r.ok, r.stdout.trim().to_string())
+    };
+    assert_eq!(can(&["list", "pods", "-n", "team"]), (true, "yes".into()));
+    assert_eq!(
+        can(&["get", "pods/web", "-n", "team"]),
+        (true, "yes".into())
+    );
+    assert_eq!(
+        can(&["list", "secrets", "-n", "team"]),
+        (false, "no".into())
+    );
+    assert_eq!(can(&["list", "pods", "-A"]), (false, "no".into()));
+    assert_eq!(
+        can(&["create", "deployments", "-n", "team"]),
+        (false, "no".into())
+    );
+    // ... and `--list` shows exactly what its role allows there (plus what
+    // every authenticated user may: the reviews and discovery).
+    let list = s.k(&["auth", "can-i", "--list", "-n", "team", "--as", READER]);
+    let pods = list
+        .lines()
+        .find(|l| l.starts_with("pods "))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(pods.contains("[get list]"), "{list}");
+    assert!(!list.contains("secrets"), "{list}");
+    assert!(
+        list.contains("selfsubjectaccessreviews.authorization.k8s.io"),
+        "{list}"
+    );
+    // The admin may ask about others.
+    let other = s.kubectl(&[
+        "auth", "can-i", "list", "pods", "-n", "team", "--as", READER,
+    ]);
+    assert!(other.ok);
+
     // Discovery works for every authenticated user (kubectl needs it).
     let api = s.kubectl(&["api-versions", "--as", READER]);
     assert!(
