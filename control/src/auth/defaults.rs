@@ -273,14 +273,7 @@ mod tests {
     }
 
     fn res(verb: &str, group: &str, resource: &str, sub: Option<&str>, ns: &str) -> Attributes {
-        Attributes::Resource {
-            verb: verb.into(),
-            group: group.into(),
-            resource: resource.into(),
-            subresource: sub.map(str::to_string),
-            namespace: Some(ns.into()),
-            name: None,
-        }
+        Attributes::resource(verb, group, resource, sub, Some(ns), None)
     }
 
     #[test]
@@ -323,10 +316,7 @@ mod tests {
         // Every authenticated user may discover and ask what it may do, and
         // nothing more.
         let nobody = u("nobody");
-        let path = |p: &str| Attributes::NonResource {
-            verb: "get".into(),
-            path: p.into(),
-        };
+        let path = |p: &str| Attributes::path("get", p);
         for p_ in [
             "/api",
             "/apis/apps/v1",

@@ -80,6 +80,35 @@ pub enum Attributes {
 }
 
 impl Attributes {
+    /// A resource request (tests' shorthand).
+    #[cfg(test)]
+    pub(crate) fn resource(
+        verb: &str,
+        group: &str,
+        resource: &str,
+        sub: Option<&str>,
+        ns: Option<&str>,
+        name: Option<&str>,
+    ) -> Attributes {
+        Attributes::Resource {
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            subresource: sub.map(str::to_string),
+            namespace: ns.map(str::to_string),
+            name: name.map(str::to_string),
+        }
+    }
+
+    /// A non-resource request (tests' shorthand).
+    #[cfg(test)]
+    pub(crate) fn path(verb: &str, path: &str) -> Attributes {
+        Attributes::NonResource {
+            verb: verb.into(),
+            path: path.into(),
+        }
+    }
+
     pub fn verb(&self) -> &str {
         match self {
             Attributes::Resource { verb, .. } | Attributes::NonResource { verb, .. } => verb,
@@ -226,25 +255,8 @@ mod tests {
 
     #[test]
     fn attributes_of_requests_table() {
-        let r = |verb: &str,
-                 group: &str,
-                 resource: &str,
-                 sub: Option<&str>,
-                 ns: Option<&str>,
-                 name: Option<&str>| {
-            Attributes::Resource {
-                verb: verb.into(),
-                group: group.into(),
-                resource: resource.into(),
-                subresource: sub.map(str::to_string),
-                namespace: ns.map(str::to_string),
-                name: name.map(str::to_string),
-            }
-        };
-        let p = |verb: &str, path: &str| Attributes::NonResource {
-            verb: verb.into(),
-            path: path.into(),
-        };
+        let r = Attributes::resource;
+        let p = Attributes::path;
         #[rustfmt::skip]
         let table = [
             (Method::GET, "/api/v1/namespaces/team/pods", None, r("list", "", "pods", None, Some("team"), None)),

@@ -249,30 +249,7 @@ mod tests {
         }
     }
 
-    fn res(
-        verb: &str,
-        group: &str,
-        resource: &str,
-        sub: Option<&str>,
-        ns: Option<&str>,
-        name: Option<&str>,
-    ) -> Attributes {
-        Attributes::Resource {
-            verb: verb.into(),
-            group: group.into(),
-            resource: resource.into(),
-            subresource: sub.map(str::to_string),
-            namespace: ns.map(str::to_string),
-            name: name.map(str::to_string),
-        }
-    }
-
-    fn path(verb: &str, p: &str) -> Attributes {
-        Attributes::NonResource {
-            verb: verb.into(),
-            path: p.into(),
-        }
-    }
+    use Attributes as A;
 
     #[test]
     fn rule_matching_table() {
@@ -284,25 +261,25 @@ mod tests {
         let health = urls(&["get"], &["/healthz", "/metrics/*"]);
         #[rustfmt::skip]
         let table = [
-            ("read rule reads", &pods_read, res("list", "", "pods", None, Some("a"), None), true),
-            ("read rule does not write", &pods_read, res("delete", "", "pods", None, Some("a"), Some("p")), false),
-            ("other group", &pods_read, res("get", "apps", "pods", None, Some("a"), Some("p")), false),
-            ("a subresource is not the resource", &pods_read, res("get", "", "pods", Some("log"), Some("a"), Some("p")), false),
-            ("star covers all", &all, res("deletecollection", "batch", "jobs", None, Some("a"), None), true),
-            ("star covers subresources", &all, res("create", "", "pods", Some("exec"), Some("a"), Some("p")), true),
-            ("*/status covers any status", &any_status, res("update", "apps", "deployments", Some("status"), Some("a"), Some("d")), true),
-            ("*/status is not the object", &any_status, res("update", "apps", "deployments", None, Some("a"), Some("d")), false),
-            ("res/sub exact", &deploy_scale, res("patch", "apps", "deployments", Some("scale"), Some("a"), Some("d")), true),
-            ("res/sub only that sub", &deploy_scale, res("patch", "apps", "deployments", Some("status"), Some("a"), Some("d")), false),
-            ("resourceNames: that name", &one_cm, res("get", "", "configmaps", None, Some("a"), Some("settings")), true),
-            ("resourceNames: another name", &one_cm, res("get", "", "configmaps", None, Some("a"), Some("other")), false),
-            ("resourceNames never cover list", &one_cm, res("list", "", "configmaps", None, Some("a"), None), false),
-            ("non-resource exact", &health, path("get", "/healthz"), true),
-            ("non-resource prefix", &health, path("get", "/metrics/cadvisor"), true),
-            ("non-resource other path", &health, path("get", "/version"), false),
-            ("non-resource verb", &health, path("post", "/healthz"), false),
-            ("resource rule never covers a path", &all, path("get", "/version"), false),
-            ("path rule never covers a resource", &health, res("get", "", "pods", None, Some("a"), Some("p")), false),
+            ("read rule reads", &pods_read, A::resource("list", "", "pods", None, Some("a"), None), true),
+            ("read rule does not write", &pods_read, A::resource("delete", "", "pods", None, Some("a"), Some("p")), false),
+            ("other group", &pods_read, A::resource("get", "apps", "pods", None, Some("a"), Some("p")), false),
+            ("a subresource is not the resource", &pods_read, A::resource("get", "", "pods", Some("log"), Some("a"), Some("p")), false),
+            ("star covers all", &all, A::resource("deletecollection", "batch", "jobs", None, Some("a"), None), true),
+            ("star covers subresources", &all, A::resource("create", "", "pods", Some("exec"), Some("a"), Some("p")), true),
+            ("*/status covers any status", &any_status, A::resource("update", "apps", "deployments", Some("status"), Some("a"), Some("d")), true),
+            ("*/status is not the object", &any_status, A::resource("update", "apps", "deployments", None, Some("a"), Some("d")), false),
+            ("res/sub exact", &deploy_scale, A::resource("patch", "apps", "deployments", Some("scale"), Some("a"), Some("d")), true),
+            ("res/sub only that sub", &deploy_scale, A::resource("patch", "apps", "deployments", Some("status"), Some("a"), Some("d")), false),
+            ("resourceNames: that name", &one_cm, A::resource("get", "", "configmaps", None, Some("a"), Some("settings")), true),
+            ("resourceNames: another name", &one_cm, A::resource("get", "", "configmaps", None, Some("a"), Some("other")), false),
+            ("resourceNames never cover list", &one_cm, A::resource("list", "", "configmaps", None, Some("a"), None), false),
+            ("non-resource exact", &health, A::path("get", "/healthz"), true),
+            ("non-resource prefix", &health, A::path("get", "/metrics/cadvisor"), true),
+            ("non-resource other path", &health, A::path("get", "/version"), false),
+            ("non-resource verb", &health, A::path("post", "/healthz"), false),
+            ("resource rule never covers a path", &all, A::path("get", "/version"), false),
+            ("path rule never covers a resource", &health, A::resource("get", "", "pods", None, Some("a"), Some("p")), false),
         ];
         for (case, rule, attrs, want) in table {
             assert_eq!(rule_allows(rule, &attrs), want, "{case}");
@@ -396,20 +373,20 @@ mod tests {
         let admin = UserInfo::new("admin", &[SUPERUSERS]);
         #[rustfmt::skip]
         let table = [
-            ("sa lists pods in its namespace", &sa, res("list", "", "pods", None, Some("team"), None), true),
-            ("sa gets a pod", &sa, res("get", "", "pods", None, Some("team"), Some("p")), true),
-            ("sa may not read secrets", &sa, res("list", "", "secrets", None, Some("team"), None), false),
-            ("sa may not list pods elsewhere", &sa, res("list", "", "pods", None, Some("other"), None), false),
-            ("sa may not list pods of all namespaces", &sa, res("list", "", "pods", None, None, None), false),
-            ("same name, other namespace", &other_sa, res("list", "", "pods", None, Some("team"), None), false),
-            ("cluster role bound in a namespace", &alice, res("list", "apps", "deployments", None, Some("team"), None), true),
-            ("…only in that namespace", &alice, res("list", "apps", "deployments", None, Some("prod"), None), false),
-            ("…not cluster-wide", &alice, res("list", "apps", "deployments", None, None, None), false),
-            ("dangling binding", &bob, res("list", "", "pods", None, Some("team"), None), false),
-            ("group binding, cluster-wide", &op, res("list", "", "nodes", None, None, None), true),
-            ("group binding covers only its rules", &op, res("delete", "", "nodes", None, None, Some("n")), false),
-            ("superusers may do anything", &admin, res("delete", "", "nodes", None, None, Some("n")), true),
-            ("superusers reach any path", &admin, path("get", "/metrics"), true),
+            ("sa lists pods in its namespace", &sa, A::resource("list", "", "pods", None, Some("team"), None), true),
+            ("sa gets a pod", &sa, A::resource("get", "", "pods", None, Some("team"), Some("p")), true),
+            ("sa may not read secrets", &sa, A::resource("list", "", "secrets", None, Some("team"), None), false),
+            ("sa may not list pods elsewhere", &sa, A::resource("list", "", "pods", None, Some("other"), None), false),
+            ("sa may not list pods of all namespaces", &sa, A::resource("list", "", "pods", None, None, None), false),
+            ("same name, other namespace", &other_sa, A::resource("list", "", "pods", None, Some("team"), None), false),
+            ("cluster role bound in a namespace", &alice, A::resource("list", "apps", "deployments", None, Some("team"), None), true),
+            ("…only in that namespace", &alice, A::resource("list", "apps", "deployments", None, Some("prod"), None), false),
+            ("…not cluster-wide", &alice, A::resource("list", "apps", "deployments", None, None, None), false),
+            ("dangling binding", &bob, A::resource("list", "", "pods", None, Some("team"), None), false),
+            ("group binding, cluster-wide", &op, A::resource("list", "", "nodes", None, None, None), true),
+            ("group binding covers only its rules", &op, A::resource("delete", "", "nodes", None, None, Some("n")), false),
+            ("superusers may do anything", &admin, A::resource("delete", "", "nodes", None, None, Some("n")), true),
+            ("superusers reach any path", &admin, A::path("get", "/metrics"), true),
         ];
         for (case, user, attrs, want) in table {
             assert_eq!(allows(&p, user, &attrs), want, "{case}");
