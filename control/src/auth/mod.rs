@@ -154,7 +154,9 @@ impl Attributes {
             }
         }
         let name = parts.get(1).map(|s| s.to_string());
-        let subresource = (parts.len() > 2).then(|| parts[2..].join("/"));
+        // `pods/NAME/proxy/any/path`: the subresource is `proxy`, the rest is
+        // the proxied path.
+        let subresource = parts.get(2).map(|s| s.to_string());
         let watch = query.is_some_and(|q| {
             q.split('&')
                 .any(|kv| matches!(kv, "watch=true" | "watch=1" | "watch=True"))
@@ -263,6 +265,7 @@ mod tests {
             (Method::GET, "/api/v1/namespaces/team/pods", Some("watch=true&rv=1"), r("watch", "", "pods", None, Some("team"), None)),
             (Method::GET, "/api/v1/pods", None, r("list", "", "pods", None, None, None)),
             (Method::GET, "/api/v1/namespaces/team/pods/web/log", None, r("get", "", "pods", Some("log"), Some("team"), Some("web"))),
+            (Method::GET, "/api/v1/namespaces/team/pods/web/proxy/healthz/x", None, r("get", "", "pods", Some("proxy"), Some("team"), Some("web"))),
             (Method::POST, "/api/v1/namespaces/team/pods/web/exec", None, r("create", "", "pods", Some("exec"), Some("team"), Some("web"))),
             (Method::PATCH, "/apis/apps/v1/namespaces/team/deployments/d/scale", None, r("patch", "apps", "deployments", Some("scale"), Some("team"), Some("d"))),
             (Method::DELETE, "/apis/batch/v1/namespaces/team/jobs", None, r("deletecollection", "batch", "jobs", None, Some("team"), None)),
