@@ -126,6 +126,10 @@ struct NodeArgs {
     /// scale-to-zero Services without ready pods send their connections).
     #[arg(long, default_value_t = skiff_node::activator::DEFAULT_PORT)]
     activator_port: u16,
+    /// Port of the API relay on the node's pod bridge address (where the
+    /// `kubernetes` Service sends pods, on to the API servers).
+    #[arg(long, default_value_t = skiff_node::agent::relay::DEFAULT_PORT)]
+    api_relay_port: u16,
     /// Longest the activator holds a request while its Deployment wakes
     /// (a Go duration); later it answers 503 with Retry-After.
     #[arg(long, default_value = "30s", value_parser = go_duration)]
@@ -166,6 +170,7 @@ fn agent_config(
         },
         allow_privileged: n.allow_privileged,
         activator_port: n.activator_port,
+        api_relay_port: n.api_relay_port,
         activator_timeout: n.activator_timeout,
         activator_max_held: n.activator_max_held,
     }

@@ -61,12 +61,16 @@ impl InProcess {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let admin = random_token(48);
-        let state = ApiState::new(
+        let mut state = ApiState::new(
             store.clone(),
             random_token(32),
             admin.clone(),
             "127.0.0.1:0".into(),
         );
+        state.authn = state
+            .authn
+            .clone()
+            .with_accounts(crate::server::account_tokens(&store, &state.rest.objects).await?);
         ensure_defaults(&state, &settings.pod_cidrs, &ServiceRanges::default()).await;
         state.policy.start(state.rest.objects.clone()).await;
         let settings = Settings {

@@ -134,6 +134,30 @@ fn kubeconfig(api_addr: &str, ca_pem: &str, token: &str) -> String {
 
 const CA_KEY: &str = "/skiff/cluster/ca";
 const ADMIN_TOKEN_KEY: &str = "/skiff/cluster/admin-token";
+const SIGNING_KEY: &str = "/skiff/cluster/serviceaccount-signing-key";
+
+/// The ServiceAccount token signer of the cluster: its key is made by
+/// whichever server asks first (clusters made before it included) and
+/// shared through the store.
+pub(crate) async fn account_tokens(
+    store: &Store,
+    objects: &crate::storage::Objects,
+) -> Result<crate::auth::authn::AccountTokens, ServerError> {
+    use crate::auth::tokens::{Signer, SigningKeyPem};
+    let fresh = SigningKeyPem::generate().map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+    let stored = cluster_value(
+        store,
+        SIGNING_KEY,
+        Some(serde_json::to_vec(&fresh).expect("json")),
+    )
+    .await?;
+    let key: SigningKeyPem = serde_json::from_slice(&stored)
+        .map_err(|e| ServerError::Bootstrap(format!("stored signing key: {e}")))?;
+    Ok(crate::auth::authn::AccountTokens {
+        signer: Signer::new(&key).map_err(|e| ServerError::Bootstrap(e.to_string()))?,
+        lookup: std::sync::Arc::new(objects.clone()),
+    })
+}
 
 pub(crate) fn random_token(len: usize) -> String {
     use rand::Rng;
@@ -232,6 +256,7 @@ pub(crate) async fn ensure_defaults(
         "metadata": {"name": name, "namespace": ns},
         "data": {"clusterCIDR": pod_cidrs.cluster(), "serviceCIDR": services.cidr()}});
     ensure_objects(state, "v1", "ConfigMap", vec![config]).await;
+    ensure_api_service(state, services).await;
     use crate::auth::defaults;
     let rbac = "rbac.authorization.k8s.io/v1";
     ensure_objects(state, rbac, "ClusterRole", defaults::cluster_roles()).await;
@@ -242,6 +267,46 @@ pub(crate) async fn ensure_defaults(
         defaults::cluster_role_bindings(),
     )
     .await;
+}
+
+/// The `kubernetes` Service in `default`: HTTPS on 443 at the first address
+/// of the Service range. Every node's proxy sends it to its agent's API
+/// relay, which forwards to the API servers. (A cluster made before this
+/// Service existed may have lent that address out: then it gets another.)
+async fn ensure_api_service(state: &ApiState, services: &crate::storage::ServiceRanges) {
+    let svc = |ip: Option<String>| {
+        let mut v = serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"type": "ClusterIP", "sessionAffinity": "None",
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
+        if let Some(ip) = ip {
+            v["spec"]["clusterIP"] = serde_json::json!(ip);
+            v["spec"]["clusterIPs"] = serde_json::json!([ip]);
+        }
+        v
+    };
+    let objects = &state.rest.objects;
+    let Some(t) = objects.registry.by_kind("v1", "Service").cloned() else {
+        return;
+    };
+    let wo = crate::storage::WriteOptions::internal("skiff");
+    let first = objects
+        .create(
+            &t,
+            Some("default"),
+            svc(Some(services.api_ip().to_string())),
+            &wo,
+        )
+        .await;
+    match first {
+        Ok(_) => tracing::info!("created the kubernetes Service"),
+        Err(e) if e.reason == "AlreadyExists" => {}
+        Err(e) => {
+            tracing::warn!(error = %e.message, "the first Service address is taken; the kubernetes Service gets another");
+            ensure_objects(state, "v1", "Service", vec![svc(None)]).await;
+        }
+    }
 }
 
 /// Where agents learn every API server of the cluster: ConfigMap
@@ -409,6 +474,7 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
     let advertised = advertised_addr(&cfg.api_addr, cfg.node_ip);
     let mut sans = cfg.tls_san.clone();
     sans.extend(cfg.node_ip.map(|ip| ip.to_string()));
+    sans.push(cfg.services.api_ip().to_string());
     if let Ok(sa) = advertised.parse::<std::net::SocketAddr>() {
         sans.push(sa.ip().to_string());
     }
@@ -428,6 +494,10 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
     }
     let mut state = ApiState::new(store.clone(), token, admin_token, advertised);
     state.ca_pem = ca.cert_pem.clone();
+    state.authn = state
+        .authn
+        .clone()
+        .with_accounts(account_tokens(&store, &state.rest.objects).await?);
     state.rest.objects.services = std::sync::Arc::new(cfg.services.clone());
     ensure_defaults(&state, &cfg.pod_cidrs, &cfg.services).await;
     state.policy.start(state.rest.objects.clone()).await;
@@ -444,6 +514,7 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
         node_grace: cfg.node_grace,
         images: Some(crate::imagestore::Images::new(store.clone())),
         objects: Some(objects),
+        root_ca: ca.cert_pem.clone(),
     };
     tokio::spawn(crate::controllers::manager::run_while_leader(
         store.clone(),

@@ -71,6 +71,7 @@ pub fn api_group_list(reg: &Registry) -> Value {
     // The metrics groups come last, as aggregated APIs do, so the built-in
     // `nodes` and `pods` win kubectl's resource mapping.
     groups.push(super::reviews::api_group());
+    groups.push(super::tokens::api_group());
     groups.extend(super::metrics::api_groups());
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
@@ -103,6 +104,7 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
                 "log" => ("Pod", &["get"]),
                 "exec" => ("PodExecOptions", &["create", "get"]),
                 "finalize" => ("Namespace", &["update"]),
+                "token" => ("TokenRequest", &["create"]),
                 _ => (t.kind, &["get"]),
             };
             let mut r = json!({
@@ -114,6 +116,10 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
             });
             if *sub == "scale" {
                 r["group"] = json!("autoscaling");
+                r["version"] = json!("v1");
+            }
+            if *sub == "token" {
+                r["group"] = json!("authentication.k8s.io");
                 r["version"] = json!("v1");
             }
             resources.push(r);

@@ -28,6 +28,7 @@ pub mod status;
 pub mod strategic;
 pub mod table;
 pub mod tls;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -129,8 +130,12 @@ async fn require_token(State(s): State<ApiState>, mut req: Request, next: Next) 
     if matches!(path, "/healthz" | "/livez" | "/readyz") || path.starts_with("/skiff/v0/") {
         return next.run(req).await;
     }
-    let Some(requester) = s.authn.authenticate(req.headers()) else {
-        return ApiError::unauthorized().into_response();
+    let requester = match s.authn.authenticate(req.headers()) {
+        Ok(u) => u,
+        Err(why) => {
+            tracing::debug!(?why, path, "unauthenticated");
+            return ApiError::unauthorized().into_response();
+        }
     };
     let policy = s.policy.policy();
     let user = match effective_user(&*policy, requester, req.headers()) {
@@ -288,6 +293,24 @@ async fn kube(State(s): State<ApiState>, req: Request) -> Response {
         return portforward::pod_port_forward(&s.rest.objects, token, ns, name, parts)
             .await
             .unwrap_or_else(|e| e.into_response());
+    }
+    if let Some(route) = tokens::route(&path) {
+        let user = parts
+            .extensions
+            .get::<UserInfo>()
+            .cloned()
+            .unwrap_or_default();
+        let doc = match parts.method {
+            axum::http::Method::POST => match body::read(body)
+                .await
+                .and_then(|b| body::object(&parts.headers, &b, &s.rest.objects.registry))
+            {
+                Ok(doc) => doc,
+                Err(e) => return e.into_response(),
+            },
+            _ => serde_json::Value::Null,
+        };
+        return tokens::serve(&s.rest.objects, &s.authn, &user, &parts.method, route, doc).await;
     }
     if let Some(route) = reviews::route(&path) {
         let user = parts

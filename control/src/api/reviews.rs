@@ -89,6 +89,11 @@ pub fn serve(
         ))),
         (route, _) => review(policy, user, route, doc),
     };
+    created(answer)
+}
+
+/// A review's answer (201 with the completed review), or its error.
+pub fn created(answer: ApiResult<Value>) -> Response {
     match answer {
         Ok(v) => (
             StatusCode::CREATED,

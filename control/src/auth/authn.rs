@@ -3,39 +3,172 @@
 //! `--as-group` send them), which needs the `impersonate` verb on that user,
 //! ServiceAccount and each group.
 //!
+//! The tokens: the admin token (the kubeconfig's), and ServiceAccount
+//! tokens (`tokens`), valid while the account and the object they are bound
+//! to exist.
+//!
 //! **Tokens are compared in constant time. The join token is not a
 //! credential of the Kubernetes API.**
 
 use axum::http::HeaderMap;
 use subtle::ConstantTimeEq;
 
+use std::sync::Arc;
+
 use super::rbac::{self, Rules};
+use super::tokens::{self, ISSUER, Signer};
 use super::{AUTHENTICATED, Attributes, SUPERUSERS, UserInfo, forbidden_message};
 
 /// The user of the admin token (the kubeconfig's credential).
 pub const ADMIN_USER: &str = "skiff-admin";
 
+/// Why a request has no user (a 401).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unauthenticated {
+    /// No bearer token at all.
+    NoCredential,
+    /// A token no authenticator accepts, and why.
+    Invalid(String),
+}
+
+/// The uid a stored object has now, for the objects ServiceAccount tokens
+/// name (`ServiceAccount`, `Pod`, `Secret`, `Node`): a token outlives
+/// neither its account nor the object it is bound to.
+pub trait Lookup: Send + Sync {
+    fn uid(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<String>;
+}
+
+/// ServiceAccount tokens: the key that verifies them and where the objects
+/// they name are looked up.
+#[derive(Clone)]
+pub struct AccountTokens {
+    pub signer: Signer,
+    pub lookup: Arc<dyn Lookup>,
+}
+
 /// The bearer tokens the API knows.
 #[derive(Clone)]
 pub struct Authenticator {
     admin_token: String,
+    accounts: Option<AccountTokens>,
 }
 
 impl Authenticator {
     pub fn new(admin_token: impl Into<String>) -> Authenticator {
         Authenticator {
             admin_token: admin_token.into(),
+            accounts: None,
         }
     }
 
-    /// The user behind the request's bearer token; `None` when it has none
-    /// or an unknown one (a 401).
-    pub fn authenticate(&self, headers: &HeaderMap) -> Option<UserInfo> {
-        let token = bearer(headers)?;
-        if !self.admin_token.is_empty() && same(token, &self.admin_token) {
-            return Some(UserInfo::new(ADMIN_USER, &[SUPERUSERS]));
+    /// Also accept the ServiceAccount tokens `accounts` verifies.
+    pub fn with_accounts(mut self, accounts: AccountTokens) -> Authenticator {
+        self.accounts = Some(accounts);
+        self
+    }
+
+    /// The ServiceAccount token signer, if tokens are issued here.
+    pub fn signer(&self) -> Option<&Signer> {
+        self.accounts.as_ref().map(|a| &a.signer)
+    }
+
+    /// The user behind the request's bearer token.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<UserInfo, Unauthenticated> {
+        let token = bearer(headers).ok_or(Unauthenticated::NoCredential)?;
+        self.authenticate_token(token, &[ISSUER])
+            .map(|(user, _)| user)
+    }
+
+    /// The user behind `token` when presented to one of `audiences`, with
+    /// the audiences it was accepted for (TokenReview answers them).
+    pub fn authenticate_token(
+        &self,
+        token: &str,
+        audiences: &[&str],
+    ) -> Result<(UserInfo, Vec<String>), Unauthenticated> {
+        if token.is_empty() {
+            return Err(Unauthenticated::NoCredential);
         }
-        None
+        if !self.admin_token.is_empty() && same(token, &self.admin_token) {
+            return Ok((UserInfo::new(ADMIN_USER, &[SUPERUSERS]), Vec::new()));
+        }
+        if let Some(accounts) = &self.accounts
+            && tokens::looks_like_jwt(token)
+        {
+            return accounts.authenticate(token, audiences, tokens::now());
+        }
+        Err(Unauthenticated::Invalid("unknown bearer token".into()))
+    }
+}
+
+impl AccountTokens {
+    /// A ServiceAccount token's user, if it verifies and everything it names
+    /// still exists with the uid it had when the token was issued.
+    pub fn authenticate(
+        &self,
+        token: &str,
+        audiences: &[&str],
+        now: i64,
+    ) -> Result<(UserInfo, Vec<String>), Unauthenticated> {
+        let invalid = |m: String| Unauthenticated::Invalid(m);
+        let c = self
+            .signer
+            .verify(token, audiences, now)
+            .map_err(|e| invalid(e.to_string()))?;
+        let k = &c.kubernetes;
+        let ns = k.namespace.as_str();
+        let alive = |kind: &str, namespace: Option<&str>, r: &tokens::Ref| match self
+            .lookup
+            .uid(kind, namespace, &r.name)
+        {
+            Some(uid) if r.uid.is_empty() || uid == r.uid => Ok(()),
+            Some(_) => Err(invalid(format!(
+                "{kind} {:?} the token was issued for was deleted and created again",
+                r.name
+            ))),
+            None => Err(invalid(format!("{kind} {:?} does not exist", r.name))),
+        };
+        alive("ServiceAccount", Some(ns), &k.serviceaccount)?;
+        let mut user = UserInfo::service_account(ns, &k.serviceaccount.name);
+        user.uid = k.serviceaccount.uid.clone();
+        let mut extra = |key: &str, v: &str| {
+            user.extra.insert(
+                format!("authentication.kubernetes.io/{key}"),
+                vec![v.to_string()],
+            );
+        };
+        if let Some(p) = &k.pod {
+            alive("Pod", Some(ns), p)?;
+            extra("pod-name", &p.name);
+            extra("pod-uid", &p.uid);
+        }
+        if let Some(s) = &k.secret {
+            alive("Secret", Some(ns), s)?;
+        }
+        if let Some(n) = &k.node {
+            alive("Node", None, n)?;
+            extra("node-name", &n.name);
+            extra("node-uid", &n.uid);
+        }
+        extra("credential-id", &format!("JTI={}", c.jti));
+        let accepted = c
+            .aud
+            .iter()
+            .filter(|a| audiences.contains(&a.as_str()))
+            .cloned()
+            .collect();
+        Ok((user, accepted))
+    }
+}
+
+/// Objects as this server's replica has them now (no Raft round trip per
+/// request: a token may outlive its pod by the replica's lag).
+impl Lookup for crate::storage::Objects {
+    fn uid(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<String> {
+        let t = self.registry.by_kind("v1", kind)?;
+        let kv = self.store.get_local(&t.key(namespace, name)).ok()??;
+        let v = crate::storage::decode_stored(&kv).ok()?;
+        v.pointer("/metadata/uid")?.as_str().map(str::to_string)
     }
 }
 
@@ -154,6 +287,72 @@ mod tests {
         h
     }
 
+    /// Objects by (kind, name) with their uids.
+    struct Stored(Vec<(&'static str, &'static str, &'static str)>);
+
+    impl Lookup for Stored {
+        fn uid(&self, kind: &str, _ns: Option<&str>, name: &str) -> Option<String> {
+            self.0
+                .iter()
+                .find(|(k, n, _)| *k == kind && *n == name)
+                .map(|(_, _, u)| u.to_string())
+        }
+    }
+
+    #[test]
+    fn an_account_token_lives_as_long_as_what_it_names() {
+        use crate::auth::tokens::{Grant, Ref, SigningKeyPem};
+        let signer = Signer::new(&SigningKeyPem::generate().unwrap()).unwrap();
+        let r = |name: &str, uid: &str| Ref {
+            name: name.into(),
+            uid: uid.into(),
+        };
+        let grant = Grant {
+            namespace: "ns".into(),
+            service_account: r("robot", "sa-1"),
+            audiences: vec![ISSUER.into()],
+            lifetime_seconds: 3600,
+            pod: Some(r("web", "pod-1")),
+            secret: None,
+            node: None,
+        };
+        let now = tokens::now();
+        let (token, _) = signer.issue(&grant, now).unwrap();
+        let check = |stored: Vec<(&'static str, &'static str, &'static str)>| {
+            AccountTokens {
+                signer: signer.clone(),
+                lookup: Arc::new(Stored(stored)),
+            }
+            .authenticate(&token, &[ISSUER], now)
+        };
+        let (user, auds) = check(vec![
+            ("ServiceAccount", "robot", "sa-1"),
+            ("Pod", "web", "pod-1"),
+        ])
+        .expect("valid while both exist");
+        assert_eq!(user.name, "system:serviceaccount:ns:robot");
+        assert!(user.in_group("system:serviceaccounts:ns"));
+        assert_eq!(user.extra["authentication.kubernetes.io/pod-name"], ["web"]);
+        assert_eq!(auds, [ISSUER]);
+        for (stored, why) in [
+            (vec![("Pod", "web", "pod-1")], "the account is gone"),
+            (vec![("ServiceAccount", "robot", "sa-1")], "the pod is gone"),
+            (
+                vec![("ServiceAccount", "robot", "sa-2"), ("Pod", "web", "pod-1")],
+                "the account was made again",
+            ),
+            (
+                vec![("ServiceAccount", "robot", "sa-1"), ("Pod", "web", "pod-2")],
+                "the pod was made again",
+            ),
+        ] {
+            assert!(
+                matches!(check(stored), Err(Unauthenticated::Invalid(_))),
+                "{why}"
+            );
+        }
+    }
+
     #[test]
     fn the_admin_token_and_nothing_else() {
         let a = Authenticator::new("s3cret");
@@ -168,11 +367,11 @@ mod tests {
             headers(&[("authorization", "Bearer s3cret2")]),
             headers(&[("authorization", "Basic s3cret")]),
         ] {
-            assert_eq!(a.authenticate(&h), None, "{h:?}");
+            assert!(a.authenticate(&h).is_err(), "{h:?}");
         }
         assert_eq!(
             Authenticator::new("").authenticate(&headers(&[("authorization", "Bearer ")])),
-            None
+            Err(Unauthenticated::NoCredential)
         );
     }
 

@@ -11,6 +11,7 @@ pub mod authn;
 pub mod cache;
 pub mod defaults;
 pub mod rbac;
+pub mod tokens;
 
 use axum::http::Method;
 
@@ -25,6 +26,8 @@ pub struct UserInfo {
     pub name: String,
     pub uid: String,
     pub groups: Vec<String>,
+    /// What the authenticator adds (a ServiceAccount token's pod, its id).
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {
@@ -38,6 +41,7 @@ impl UserInfo {
             name: name.into(),
             uid: String::new(),
             groups,
+            extra: Default::default(),
         }
     }
 

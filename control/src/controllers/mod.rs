@@ -25,6 +25,7 @@ pub mod replicaset;
 pub mod revisions;
 pub mod scaletozero;
 pub mod scheduler;
+pub mod serviceaccounts;
 pub mod serviceips;
 pub mod servicelb;
 pub mod statefulset;

@@ -104,6 +104,11 @@ pub const CONTROLLERS: &[Registration] = &[
         start: super::serviceips::start,
     },
     Registration {
+        name: "serviceaccount",
+        informers: &["Namespace", "ServiceAccount", "ConfigMap"],
+        start: super::serviceaccounts::start,
+    },
+    Registration {
         name: "servicelb",
         informers: &["Node", "Service"],
         start: super::servicelb::start,
@@ -124,6 +129,9 @@ pub struct Settings {
     pub images: Option<crate::imagestore::Images>,
     /// The storage layer, for the Service allocation repair (none: no repair).
     pub objects: Option<crate::storage::Objects>,
+    /// The cluster CA (PEM) published in every namespace's
+    /// `kube-root-ca.crt` (empty: none is published).
+    pub root_ca: String,
 }
 
 impl Default for Settings {
@@ -134,6 +142,7 @@ impl Default for Settings {
             node_grace: super::nodelifecycle::GRACE,
             images: None,
             objects: None,
+            root_ca: String::new(),
         }
     }
 }

@@ -162,7 +162,7 @@ impl Registry {
             entry::<core::Endpoints>(&["ep"], &[], &[]),
             entry::<core::ConfigMap>(&["cm"], &[], &[]),
             entry::<core::Secret>(&[], &[], &[]),
-            entry::<core::ServiceAccount>(&["sa"], &[], &[]),
+            entry::<core::ServiceAccount>(&["sa"], &[], &["token"]),
             entry::<core::Node>(&["no"], &[], STATUS),
             entry::<core::Event>(&["ev"], &[], &[]),
             entry::<core::PersistentVolume>(&["pv"], &[], STATUS),

@@ -33,6 +33,14 @@ impl FieldValidation {
     }
 }
 
+/// Five characters for generated names, from Kubernetes' alphabet (no
+/// vowels, no look-alikes).
+pub(super) fn random_suffix() -> String {
+    (0..5)
+        .map(|_| char::from(b"bcdfghjklmnpqrstvwxz2456789"[rand::random_range(0..27)]))
+        .collect()
+}
+
 impl Objects {
     /// Admit an incoming object of type `t` in namespace `ns` under its kind's
     /// strategy: returns the object to store (typed-normalised, defaulted) and
@@ -85,10 +93,7 @@ impl Objects {
             .is_none_or(str::is_empty)
             && let Some(prefix) = m.get("generateName").and_then(Value::as_str)
         {
-            let suffix: String = (0..5)
-                .map(|_| char::from(b"bcdfghjklmnpqrstvwxz2456789"[rand::random_range(0..27)]))
-                .collect();
-            let name = format!("{prefix}{suffix}");
+            let name = format!("{prefix}{}", random_suffix());
             m.insert("name".into(), json!(name));
         }
         let name = name_of(&obj);

@@ -15,6 +15,7 @@ mod job;
 mod namespace;
 mod pod;
 pub mod service;
+pub mod serviceaccount;
 pub mod strategy;
 mod watch;
 mod write;

@@ -80,6 +80,12 @@ impl ServiceRanges {
         format!("{}/{}", self.base, self.prefix)
     }
 
+    /// The first address of the range: the `kubernetes` Service's, as in
+    /// Kubernetes (and in every API server's certificate).
+    pub fn api_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.base) + 1)
+    }
+
     fn contains(&self, ip: Ipv4Addr) -> bool {
         let mask = u32::MAX << (32 - self.prefix);
         u32::from(ip) & mask == u32::from(self.base)

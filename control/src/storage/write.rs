@@ -32,6 +32,10 @@ impl Objects {
         if t.namespaced {
             self.namespace_ready(ns.unwrap_or("default")).await?;
         }
+        if t.group.is_empty() && t.kind == "Pod" {
+            self.admit_service_account(ns.unwrap_or("default"), &mut obj)
+                .await?;
+        }
         let name = name_of(&obj);
         let m = meta_mut(&mut obj);
         m.insert("uid".into(), json!(new_uid()));

@@ -111,7 +111,7 @@ impl Servers {
     }
 
     /// Connect to the server that answered last, else to the others in turn.
-    async fn connect(&self) -> std::io::Result<tokio::net::TcpStream> {
+    pub async fn connect(&self) -> std::io::Result<tokio::net::TcpStream> {
         let all = self.all();
         let start = self.current.load(Ordering::Relaxed);
         let mut last = std::io::Error::other("no api server is known");

@@ -10,6 +10,7 @@ pub mod apiservers;
 mod metrics;
 mod node;
 mod pods;
+pub mod relay;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -89,6 +90,9 @@ pub struct AgentConfig {
     pub allow_privileged: bool,
     /// The activator's port on the bridge address.
     pub activator_port: u16,
+    /// The API relay's port on the bridge address (the `kubernetes`
+    /// Service's backend on this node).
+    pub api_relay_port: u16,
     /// Longest the activator holds a connection.
     pub activator_timeout: Duration,
     /// Most connections the activator holds at once.
@@ -227,6 +231,23 @@ where
     }
 }
 
+/// The `kubernetes` Service's address and port, for every container's
+/// `KUBERNETES_SERVICE_HOST` and `_PORT` (`None` if the cluster has none).
+async fn api_service(client: &Client) -> Result<Option<(String, u16)>, AgentError> {
+    let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), "default");
+    let Some(svc) = api.get_opt("kubernetes").await? else {
+        return Ok(None);
+    };
+    let spec = svc.spec.unwrap_or_default();
+    let ip = spec.cluster_ip.unwrap_or_default();
+    let port = spec
+        .ports
+        .unwrap_or_default()
+        .first()
+        .and_then(|p| u16::try_from(p.port).ok());
+    Ok(port.filter(|_| !ip.is_empty()).map(|p| (ip, p)))
+}
+
 /// The cluster and Service CIDRs from `kube-system/skiff-cluster`.
 async fn cluster_cidrs(client: &Client) -> Result<(Cidr, Cidr), AgentError> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
@@ -296,6 +317,14 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
     let dns = crate::dns::ClusterDns::new(CLUSTER_DOMAIN);
     let gateway = node_cidr.gateway().unwrap_or(std::net::Ipv4Addr::LOCALHOST);
     let activator_addr = std::net::SocketAddrV4::new(gateway, cfg.activator_port);
+    let relay_addr = std::net::SocketAddrV4::new(gateway, cfg.api_relay_port);
+    let relay_listener = tokio::net::TcpListener::bind(relay_addr)
+        .await
+        .map_err(|source| AgentError::Listen {
+            addr: relay_addr.to_string(),
+            source,
+        })?;
+    let api_service = until_ok("reading the kubernetes service", || api_service(&client)).await?;
     let proxy = crate::proxy::Proxy::start(
         crate::proxy::RuleConfig {
             table: crate::proxy::table_name(&cfg.node_name),
@@ -303,6 +332,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
             cluster_cidr,
             service_cidr,
             activator: Some(activator_addr),
+            api_relay: Some(relay_addr),
         },
         Arc::new(crate::proxy::NftCli),
         Some(dns.clone()),
@@ -350,6 +380,8 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         allow_privileged: cfg.allow_privileged,
         tasks: crate::pod::Tasks::default(),
         stats: stats.clone(),
+        tokens: Default::default(),
+        api_service,
     });
     let warm_sandboxes = crate::pod::keep_sandboxes_warm(ctx.clone());
     let pods = pods::Pods::default();
@@ -380,6 +412,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         r = activator.serve() => r.map_err(|source| AgentError::Listen { addr: activator_addr.to_string(), source }),
         r = crate::net::routes::run(client.clone(), cfg.node_name.clone()) => r.map_err(AgentError::from),
         r = dns_server => r.map_err(AgentError::from),
+        r = relay::serve(relay_listener, servers.clone()) => r.map_err(|source| AgentError::Listen { addr: relay_addr.to_string(), source }),
         () = warm => Ok(()),
         () = watchdog => Ok(()),
         () = warm_sandboxes => Ok(()),

@@ -113,6 +113,7 @@ impl Runner {
             host_ip: self.ctx.host_ip.clone(),
             node_cpu_millis: self.ctx.node_cpu_millis,
             node_memory: self.ctx.node_memory,
+            api_service: self.ctx.api_service.clone(),
         }
     }
 

@@ -47,6 +47,8 @@ pub enum ConfigError {
 pub struct Sources {
     pub config_maps: HashMap<String, Option<BTreeMap<String, Vec<u8>>>>,
     pub secrets: HashMap<String, Option<BTreeMap<String, Vec<u8>>>>,
+    /// The pod's ServiceAccount tokens, by projection.
+    pub tokens: HashMap<super::tokens::TokenRef, String>,
 }
 
 /// Which object kind a reference is to.
@@ -186,6 +188,8 @@ impl Sources {
 pub struct Refs {
     pub config_maps: BTreeSet<String>,
     pub secrets: BTreeSet<String>,
+    /// ServiceAccount token projections (volumes only).
+    pub tokens: BTreeSet<super::tokens::TokenRef>,
 }
 
 impl Refs {
@@ -233,6 +237,8 @@ pub struct PodFacts {
     /// millicores) and memory (bytes).
     pub node_cpu_millis: u64,
     pub node_memory: u64,
+    /// The `kubernetes` Service's address and port.
+    pub api_service: Option<(String, u16)>,
 }
 
 impl PodFacts {
@@ -436,6 +442,26 @@ impl Env {
 pub fn resolve(c: &Container, facts: &PodFacts, sources: &Sources) -> Result<Env, ConfigError> {
     let namespace = facts.metadata.namespace.as_deref().unwrap_or("");
     let mut env = Env::default();
+    // The API's Service comes first, as the kubelet sets it: `env` and
+    // `envFrom` may override it and refer to it.
+    if let Some((host, port)) = &facts.api_service {
+        let url = format!("tcp://{host}:{port}");
+        for (k, v) in [
+            ("KUBERNETES_SERVICE_HOST".to_string(), host.clone()),
+            ("KUBERNETES_SERVICE_PORT".to_string(), port.to_string()),
+            (
+                "KUBERNETES_SERVICE_PORT_HTTPS".to_string(),
+                port.to_string(),
+            ),
+            ("KUBERNETES_PORT".to_string(), url.clone()),
+            (format!("KUBERNETES_PORT_{port}_TCP"), url),
+            (format!("KUBERNETES_PORT_{port}_TCP_PROTO"), "tcp".into()),
+            (format!("KUBERNETES_PORT_{port}_TCP_PORT"), port.to_string()),
+            (format!("KUBERNETES_PORT_{port}_TCP_ADDR"), host.clone()),
+        ] {
+            env.set(k, v);
+        }
+    }
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.as_deref().unwrap_or("");
         let (kind, name, optional) = if let Some(r) = &from.config_map_ref {
@@ -520,6 +546,7 @@ mod tests {
             host_ip: "127.0.0.1".into(),
             node_cpu_millis: 4000,
             node_memory: 8 << 30,
+            api_service: None,
         }
     }
 

@@ -16,6 +16,7 @@ pub mod sandbox;
 pub mod status;
 #[cfg(test)]
 mod tests;
+pub mod tokens;
 pub mod volumes;
 
 use std::sync::Arc;
@@ -74,6 +75,10 @@ pub struct NodeCtx {
     pub tasks: Tasks,
     /// Per-pod CPU, memory and request figures (metrics, autoscaling).
     pub stats: Arc<crate::stats::Stats>,
+    /// The pods' ServiceAccount tokens.
+    pub tokens: tokens::Tokens,
+    /// The `kubernetes` Service's address and port (containers' environment).
+    pub api_service: Option<(String, u16)>,
 }
 
 /// Running container tasks by `namespace/pod/container`.
@@ -535,6 +540,7 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Pod>>) {
     let _ = pod.wait_for(deleting).await;
     ctx.logs.remove(&info.namespace, &info.name, &info.uid);
     ctx.pod_dir(&info.uid).remove();
+    ctx.tokens.forget(&info.uid);
     if pod.borrow().is_some() {
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
@@ -615,10 +621,27 @@ async fn sync_volumes(
         host_ip: ctx.host_ip.clone(),
         node_cpu_millis: ctx.node_cpu_millis,
         node_memory: ctx.node_memory,
+        api_service: ctx.api_service.clone(),
     };
-    let sources = env::Sources::fetch(&ctx.client, &info.namespace, &volumes::refs(&info.spec))
+    let refs = volumes::refs(&info.spec);
+    let mut sources = env::Sources::fetch(&ctx.client, &info.namespace, &refs)
         .await
         .map_err(|e| e.to_string())?;
+    let holder = tokens::Holder {
+        namespace: &info.namespace,
+        pod: &info.name,
+        uid: &info.uid,
+        account: info
+            .spec
+            .service_account_name
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("default"),
+    };
+    for r in &refs.tokens {
+        let token = ctx.tokens.get(&ctx.client, &holder, r).await?;
+        sources.tokens.insert(r.clone(), token);
+    }
     let dir = ctx.pod_dir(&info.uid);
     tokio::task::spawn_blocking(move || {
         volumes::materialise(&dir, &facts.spec, &facts, &sources).map_err(|e| e.to_string())

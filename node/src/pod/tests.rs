@@ -88,6 +88,8 @@ impl Harness {
             allow_privileged: false,
             tasks: Default::default(),
             stats: crate::stats::Stats::new("n1", false),
+            tokens: Default::default(),
+            api_service: None,
         })
     }
 

@@ -1,6 +1,7 @@
 //! Pod volumes as host directories the Wasm guest sees as preopened
-//! directories: `configMap`, `secret`, `downwardAPI`, `projected` (of those
-//! three) and `emptyDir`, each under `<pods dir>/<pod uid>/volumes/<name>`.
+//! directories (and containers as bind mounts): `configMap`, `secret`,
+//! `downwardAPI`, `projected` (of those three and `serviceAccountToken`) and
+//! `emptyDir`, each under `<pods dir>/<pod uid>/volumes/<name>`.
 //!
 //! **A volume's directory belongs to the pod: it is shared by all its
 //! containers (init containers too) and removed with the pod. ConfigMap,
@@ -9,10 +10,13 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, KeyToPath, PodSpec, Volume};
+use k8s_openapi::api::core::v1::{
+    Container, DownwardAPIVolumeFile, KeyToPath, PodSpec, ServiceAccountTokenProjection, Volume,
+};
 use skiff_runtimes::Mount;
 
 use super::env::{ConfigError, Kind, PodFacts, Refs, Sources};
+use super::tokens::TokenRef;
 
 /// A volume that cannot be set up (event `FailedMount`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,6 +71,10 @@ pub fn refs(spec: &PodSpec) -> Refs {
             }
             if let Some(sec) = &s.secret {
                 r.add(Kind::Secret, &sec.name);
+            }
+            if let Some(t) = &s.service_account_token {
+                r.tokens
+                    .insert(TokenRef::of(t.audience.as_deref(), t.expiration_seconds));
             }
         }
     }
@@ -146,6 +154,23 @@ fn downward_files(
 /// Whether `name` can be one component of a host path: not empty, not `.` or
 /// `..`, no `/` and no NUL. The API admits only DNS labels; this guards the
 /// host against anything that reached the node another way.
+/// The file of a `serviceAccountToken` projection.
+fn token_file(
+    sources: &Sources,
+    src: &ServiceAccountTokenProjection,
+    files: &mut BTreeMap<PathBuf, Vec<u8>>,
+) -> Result<(), String> {
+    let path = PathBuf::from(&src.path);
+    safe_relative(&path)?;
+    let r = TokenRef::of(src.audience.as_deref(), src.expiration_seconds);
+    let token = sources
+        .tokens
+        .get(&r)
+        .ok_or_else(|| "the service account token is not available yet".to_string())?;
+    files.insert(path, token.clone().into_bytes());
+    Ok(())
+}
+
 pub fn plain_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
         return Err("is not a plain name (one path component)");
@@ -265,8 +290,10 @@ pub fn materialise(
                 } else if let Some(o) = &s.downward_api {
                     downward_files(facts, o.items.as_deref().unwrap_or_default(), &mut files)
                         .map_err(|e| e.to_string())
+                } else if let Some(o) = &s.service_account_token {
+                    token_file(sources, o, &mut files)
                 } else {
-                    Err("projected sources other than configMap, secret and downwardAPI are not supported for Wasm pods".to_string())
+                    Err("projected sources other than configMap, secret, downwardAPI and serviceAccountToken are not supported".to_string())
                 };
                 r.map_err(|e| err(name, e))?;
             }
@@ -376,6 +403,7 @@ mod tests {
             host_ip: "127.0.0.1".into(),
             node_cpu_millis: 2000,
             node_memory: 1 << 30,
+            api_service: None,
         }
     }
 

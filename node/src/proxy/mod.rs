@@ -167,7 +167,10 @@ impl Proxy {
                     &sls,
                 ));
             }
-            let views = rules::views(&svcs, &sls, &wake::Wakers::build(&deps, &hpas));
+            let mut views = rules::views(&svcs, &sls, &wake::Wakers::build(&deps, &hpas));
+            if let Some(relay) = self.cfg.api_relay {
+                rules::relay_api(&mut views, relay);
+            }
             let script = rules::render(&self.cfg, &views);
             publish.send_replace(Arc::new(views));
             if script == last {

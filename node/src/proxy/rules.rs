@@ -64,6 +64,21 @@ pub struct RuleConfig {
     /// Where the node's activator listens (scale-to-zero Services without
     /// ready endpoints are sent there).
     pub activator: Option<std::net::SocketAddrV4>,
+    /// The agent's API relay: the `kubernetes` Service's one backend here.
+    pub api_relay: Option<std::net::SocketAddrV4>,
+}
+
+/// Send the `default/kubernetes` Service's TCP ports to `relay` (the API
+/// servers may not be reachable from pods; the agent always is).
+pub fn relay_api(views: &mut [ServiceView], relay: std::net::SocketAddrV4) {
+    for v in views
+        .iter_mut()
+        .filter(|v| v.namespace == "default" && v.name == "kubernetes")
+    {
+        for p in v.ports.iter_mut().filter(|p| p.proto == "tcp") {
+            p.endpoints = vec![(*relay.ip(), relay.port())];
+        }
+    }
 }
 
 fn proto_of(p: Option<&str>) -> Option<&'static str> {
@@ -390,6 +405,7 @@ mod tests {
             cluster_cidr: "10.88.0.0/16".parse().unwrap(),
             service_cidr: "10.96.0.0/16".parse().unwrap(),
             activator: Some("10.88.0.1:8012".parse().unwrap()),
+            api_relay: None,
         }
     }
 

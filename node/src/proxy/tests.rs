@@ -14,6 +14,7 @@ fn cfg() -> RuleConfig {
         cluster_cidr: "10.88.0.0/16".parse().expect("cidr"),
         service_cidr: "10.96.0.0/16".parse().expect("cidr"),
         activator: None,
+        api_relay: None,
     }
 }
 

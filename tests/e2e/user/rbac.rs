@@ -202,3 +202,196 @@ fn without_credentials_only_the_health_checks_answer() -> Result<()> {
     assert_eq!(r.status().as_u16(), 401);
     Ok(())
 }
+
+#[test]
+fn a_service_account_token_is_that_account_and_no_more() -> Result<()> {
+    let (_root, s) = single_server()?;
+    s.apply(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: crew
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: lister
+  namespace: crew
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: pod-reader
+  namespace: crew
+rules:
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: lister
+  namespace: crew
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: pod-reader
+subjects:
+- kind: ServiceAccount
+  name: lister
+"#,
+    );
+    // Every namespace gets its `default` account and the CA bundle.
+    let defaults = eventually(Duration::from_secs(10), || {
+        let sa = s.kubectl(&["get", "serviceaccount", "default", "-n", "crew"]);
+        let cm = s.kubectl(&[
+            "get",
+            "configmap",
+            "kube-root-ca.crt",
+            "-n",
+            "crew",
+            "-o",
+            "json",
+        ]);
+        (sa.ok && cm.ok).then_some(cm.stdout)
+    })
+    .expect("default account and kube-root-ca.crt in a new namespace");
+    let cm: serde_json::Value = serde_json::from_str(&defaults)?;
+    let ca = std::fs::read_to_string(s.dir.join("ca.crt"))?;
+    assert_eq!(cm["data"]["ca.crt"], ca.as_str());
+
+    let token = s.k(&[
+        "create",
+        "token",
+        "lister",
+        "-n",
+        "crew",
+        "--duration",
+        "20m",
+    ]);
+    let token = token.trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let with = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend_from_slice(&["--token", &token]);
+        s.kubectl(&a)
+    };
+    // The binding reaches the authorizer's cache within moments.
+    let listed = eventually(Duration::from_secs(10), || {
+        let r = with(&["get", "pods", "-n", "crew"]);
+        r.ok.then_some(r)
+    });
+    assert!(listed.is_some(), "the token lists pods in its namespace");
+    let who = with(&["auth", "whoami", "-o", "json"]);
+    assert!(who.ok, "{}", who.stderr);
+    let who: serde_json::Value = serde_json::from_str(&who.stdout)?;
+    assert_eq!(
+        who["status"]["userInfo"]["username"],
+        "system:serviceaccount:crew:lister"
+    );
+    let secrets = with(&["get", "secrets", "-n", "crew"]);
+    assert!(
+        !secrets.ok && secrets.stderr.contains("(Forbidden)"),
+        "{}",
+        secrets.stderr
+    );
+    let all = with(&["get", "pods", "-A"]);
+    assert!(
+        !all.ok && all.stderr.contains("(Forbidden)"),
+        "{}",
+        all.stderr
+    );
+    let list = with(&["auth", "can-i", "--list", "-n", "crew"]);
+    assert!(list.ok, "{}", list.stderr);
+    let pods = list
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("pods "))
+        .unwrap_or_else(|| panic!("{}", list.stdout));
+    assert!(pods.contains("[get list]"), "{}", list.stdout);
+    assert!(!list.stdout.contains("secrets"), "{}", list.stdout);
+    // The account may not impersonate.
+    let as_admin = with(&["get", "pods", "-n", "crew", "--as", "skiff-admin"]);
+    assert!(
+        !as_admin.ok && as_admin.stderr.contains("cannot impersonate"),
+        "{}",
+        as_admin.stderr
+    );
+
+    // TokenReview says whose it is; a token for another audience is not
+    // valid here.
+    let review = |t: &str| -> Result<serde_json::Value> {
+        let body = serde_json::json!({"apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview", "spec": {"token": t}});
+        Ok(s.http()
+            .post(format!(
+                "{}/apis/authentication.k8s.io/v1/tokenreviews",
+                s.url()
+            ))
+            .bearer_auth(admin_token(&s)?)
+            .json(&body)
+            .send()?
+            .json()?)
+    };
+    let r = review(&token)?;
+    assert_eq!(r["status"]["authenticated"], true, "{r}");
+    assert_eq!(
+        r["status"]["user"]["username"],
+        "system:serviceaccount:crew:lister"
+    );
+    let vault = s.k(&[
+        "create",
+        "token",
+        "lister",
+        "-n",
+        "crew",
+        "--audience",
+        "vault",
+    ]);
+    let r = review(vault.trim())?;
+    assert_eq!(r["status"]["authenticated"], false, "{r}");
+    let other = s.kubectl(&["get", "pods", "-n", "crew", "--token", vault.trim()]);
+    assert!(
+        !other.ok && other.stderr.contains("Unauthorized"),
+        "{}",
+        other.stderr
+    );
+
+    // A token dies with its account, even if one of the same name comes back.
+    s.k(&["delete", "serviceaccount", "lister", "-n", "crew"]);
+    s.k(&["create", "serviceaccount", "lister", "-n", "crew"]);
+    let gone = with(&["get", "pods", "-n", "crew"]);
+    assert!(
+        !gone.ok && gone.stderr.contains("Unauthorized"),
+        "{}",
+        gone.stderr
+    );
+    let r = review(&token)?;
+    assert_eq!(r["status"]["authenticated"], false, "{r}");
+    // Too short a token is refused as Kubernetes refuses it.
+    let short = s.kubectl(&[
+        "create",
+        "token",
+        "lister",
+        "-n",
+        "crew",
+        "--duration",
+        "1m",
+    ]);
+    assert!(
+        !short.ok && short.stderr.contains("less than 10 minutes"),
+        "{}",
+        short.stderr
+    );
+    Ok(())
+}
+
+/// The admin token of a server's kubeconfig.
+fn admin_token(s: &common::Server) -> Result<String> {
+    let kc = std::fs::read_to_string(s.kubeconfig())?;
+    kc.lines()
+        .find_map(|l| l.trim().strip_prefix("token:"))
+        .map(|t| t.trim().trim_matches('"').to_string())
+        .ok_or_else(|| anyhow::anyhow!("no token in the kubeconfig"))
+}
