@@ -37,6 +37,7 @@ mod root {
     mod config;
     mod containers;
     mod host;
+    mod incluster;
     mod jobs;
     mod pods;
     mod podspec;

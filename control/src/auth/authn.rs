@@ -172,13 +172,14 @@ impl Lookup for crate::storage::Objects {
     }
 }
 
-/// The token of `Authorization: Bearer <token>`.
+/// The token of `Authorization: Bearer <token>` (the scheme in any case,
+/// as HTTP has it: the Python client sends `bearer`).
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
+    let v = headers
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|v| v.to_str().ok())?;
+    let (scheme, token) = v.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// `a == b` without leaking where they differ.
@@ -359,6 +360,11 @@ mod tests {
         let user = a
             .authenticate(&headers(&[("authorization", "Bearer s3cret")]))
             .expect("admin");
+        assert!(
+            a.authenticate(&headers(&[("authorization", "bearer s3cret")]))
+                .is_ok(),
+            "the scheme in any case"
+        );
         assert_eq!(user.name, ADMIN_USER);
         assert!(user.in_group(SUPERUSERS) && user.in_group(AUTHENTICATED));
         for h in [

@@ -4,7 +4,8 @@
 //! exits with the code given as `--exit N` (default 0). `--alloc-mb N` allocates
 //! N MiB first; `--sleep-ms N` sleeps N milliseconds; `--spin` loops forever;
 //! `--write PATH TEXT` writes TEXT to the file PATH (exit 2 when it cannot);
-//! `--expect-file PATH` exits 4 unless the file exists.
+//! `--expect-file PATH` exits 4 unless the file exists; `--cat PATH` prints
+//! the file (exit 4 when it cannot be read); `--env NAME` prints `NAME=value`.
 //!
 //! It exports `wasi:cli/run` through bindings that `wit-bindgen` generates from
 //! the repository's `wit/` (world `skiff:pods/command-pod`, which is
@@ -56,6 +57,20 @@ impl exports::wasi::cli::run::Guest for Job {
                         eprintln!("{path} does not exist");
                         std::process::exit(4);
                     }
+                }
+                "--cat" => {
+                    let path = it.next().cloned().unwrap_or_default();
+                    match std::fs::read_to_string(&path) {
+                        Ok(text) => println!("{path}: {text}"),
+                        Err(e) => {
+                            eprintln!("read {path}: {e}");
+                            std::process::exit(4);
+                        }
+                    }
+                }
+                "--env" => {
+                    let name = it.next().cloned().unwrap_or_default();
+                    println!("{name}={}", std::env::var(&name).unwrap_or_default());
                 }
                 "--sleep-ms" => {
                     let ms: u64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);

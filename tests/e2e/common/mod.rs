@@ -177,6 +177,15 @@ impl Server {
         self.dir.join("kubeconfig")
     }
 
+    /// The admin bearer token of that kubeconfig.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.kubeconfig())
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("token: ").map(str::to_string))
+            .unwrap_or_default()
+    }
+
     /// Wait for `/readyz` (a leader is known and this node is a voter).
     pub fn wait_ready(&self, within: Duration) -> Result<()> {
         let deadline = Instant::now() + within;
@@ -287,6 +296,7 @@ pub fn kubectl_path() -> PathBuf {
 }
 
 /// Output of one kubectl run.
+#[derive(Debug)]
 pub struct Kubectl {
     pub ok: bool,
     /// The exit code (None: killed by a signal).

@@ -19,11 +19,7 @@ struct Api {
 
 impl Api {
     fn new(s: &Server) -> Api {
-        let token = std::fs::read_to_string(s.kubeconfig())
-            .unwrap()
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("token: ").map(str::to_string))
-            .unwrap();
+        let token = s.admin_token();
         Api {
             http: s.http(),
             base: s.url(),

@@ -44,10 +44,7 @@ fn import_then_pull_by_tag_and_digest_and_push_large_blobs() -> Result<()> {
     );
     let manifest_digest = printed.split('@').nth(1).unwrap().to_string();
 
-    let token = std::fs::read_to_string(s.kubeconfig())?
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("token: ").map(str::to_string))
-        .unwrap();
+    let token = s.admin_token();
     let http = s.http();
     let get = |path: &str| {
         http.get(format!("{}{path}", s.url()))
@@ -159,11 +156,7 @@ fn skiff_image(s: &common::Server, args: &[&str]) -> std::process::Output {
 }
 
 fn kube_token(s: &common::Server) -> String {
-    std::fs::read_to_string(s.kubeconfig())
-        .unwrap()
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("token: ").map(str::to_string))
-        .unwrap()
+    s.admin_token()
 }
 
 fn tar_of(path: &Path, files: &[(String, Vec<u8>)]) {

@@ -452,10 +452,7 @@ fn python_client_lists_watches_and_creates() -> Result<()> {
 #[test]
 fn bad_input_gets_the_right_status_and_stores_nothing() -> Result<()> {
     let (root, s) = single_server()?;
-    let token = std::fs::read_to_string(s.kubeconfig())?
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("token: ").map(str::to_string))
-        .unwrap();
+    let token = s.admin_token();
     let http = s.http();
     let url = format!("{}/api/v1/namespaces/default/configmaps", s.url());
     let post = |ct: &str, body: Vec<u8>| -> Result<(u16, serde_json::Value)> {

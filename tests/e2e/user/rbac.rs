@@ -329,7 +329,7 @@ subjects:
                 "{}/apis/authentication.k8s.io/v1/tokenreviews",
                 s.url()
             ))
-            .bearer_auth(admin_token(&s)?)
+            .bearer_auth(s.admin_token())
             .json(&body)
             .send()?
             .json()?)
@@ -385,13 +385,4 @@ subjects:
         short.stderr
     );
     Ok(())
-}
-
-/// The admin token of a server's kubeconfig.
-fn admin_token(s: &common::Server) -> Result<String> {
-    let kc = std::fs::read_to_string(s.kubeconfig())?;
-    kc.lines()
-        .find_map(|l| l.trim().strip_prefix("token:"))
-        .map(|t| t.trim().trim_matches('"').to_string())
-        .ok_or_else(|| anyhow::anyhow!("no token in the kubeconfig"))
 }
