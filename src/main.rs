@@ -208,6 +208,20 @@ struct ServerArgs {
     /// service names always are).
     #[arg(long, value_name = "NAME_OR_IP")]
     tls_san: Vec<String>,
+    /// Where the audit log goes (JSON lines, audit.k8s.io/v1 Events; `-`:
+    /// standard output). Default: `<data-dir>/audit/audit.log`.
+    #[arg(long, value_name = "PATH")]
+    audit_log_path: Option<PathBuf>,
+    /// An audit.k8s.io/v1 Policy deciding each request's level (default:
+    /// Metadata for every request; Secret and token bodies never logged).
+    #[arg(long, value_name = "FILE")]
+    audit_policy_file: Option<PathBuf>,
+    /// Rotate the audit log at this many megabytes.
+    #[arg(long, default_value_t = 100)]
+    audit_log_maxsize: u64,
+    /// Rotated audit logs kept.
+    #[arg(long, default_value_t = 3)]
+    audit_log_maxbackup: usize,
     /// Compact the Raft log after this many applied entries.
     #[arg(long, default_value_t = 10_000, hide = true)]
     snapshot_threshold: u64,
@@ -359,6 +373,12 @@ fn main() -> std::process::ExitCode {
                     tls_san: a.tls_san,
                     node_ip: Some(node_ip),
                     snapshots,
+                    audit: server::AuditConfig {
+                        path: a.audit_log_path,
+                        policy: a.audit_policy_file,
+                        max_bytes: a.audit_log_maxsize.saturating_mul(1 << 20),
+                        backups: a.audit_log_maxbackup,
+                    },
                 };
                 server::run(cfg).await.map_err(Into::into)
             }

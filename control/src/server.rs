@@ -32,6 +32,21 @@ pub struct ServerConfig {
     /// This host's address: covered by the certificate and, when `api_addr`
     /// is unspecified (`0.0.0.0:6443`), the address clients are given.
     pub node_ip: Option<std::net::IpAddr>,
+    /// The audit log.
+    pub audit: AuditConfig,
+}
+
+/// Where the audit log goes and what it records.
+#[derive(Debug, Clone, Default)]
+pub struct AuditConfig {
+    /// The log file (`-`: standard output; none: `<data-dir>/audit/audit.log`).
+    pub path: Option<PathBuf>,
+    /// An audit Policy file (none: Metadata for every request).
+    pub policy: Option<PathBuf>,
+    /// Rotate at this size.
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub backups: usize,
 }
 
 /// The address clients are given for an API listening on `api_addr`: itself,
@@ -415,6 +430,12 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
         return Err(file_err(&cfg.data_dir, "data dir is not a directory"));
     }
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| file_err(&cfg.data_dir, e))?;
+    {
+        // The store, keys and tokens inside are the cluster's: owner only.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| file_err(&cfg.data_dir, e))?;
+    }
     // Before anything in the data dir is written: refuse a newer format.
     crate::store::format::ensure(&cfg.data_dir)?;
     let token = cluster_token(&cfg)?;
@@ -501,6 +522,7 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
     state.rest.objects.services = std::sync::Arc::new(cfg.services.clone());
     ensure_defaults(&state, &cfg.pod_cidrs, &cfg.services).await;
     state.policy.start(state.rest.objects.clone()).await;
+    state.audit = Some(start_audit(&cfg)?);
     {
         let (state, addr) = (state.clone(), state.rest.server_addr.clone());
         tokio::spawn(async move { publish_apiserver(&state, id, &addr).await });
@@ -529,6 +551,29 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
         () = shutdown_signal() => Ok(()),
         reason = store.stopped() => Err(ServerError::Stopped(reason)),
     }
+}
+
+/// Open the audit log as configured.
+fn start_audit(cfg: &ServerConfig) -> Result<crate::api::audit::Auditor, ServerError> {
+    use crate::api::audit::{Auditor, Policy, Sink};
+    let a = &cfg.audit;
+    let policy = match &a.policy {
+        Some(p) => Policy::load(p).map_err(|e| ServerError::Bootstrap(e.to_string()))?,
+        None => Policy::default(),
+    };
+    let sink = Sink {
+        path: a
+            .path
+            .clone()
+            .unwrap_or_else(|| cfg.data_dir.join("audit").join("audit.log")),
+        max_bytes: if a.max_bytes == 0 {
+            100 << 20
+        } else {
+            a.max_bytes
+        },
+        backups: a.backups,
+    };
+    Auditor::start(sink, policy).map_err(|e| ServerError::Bootstrap(e.to_string()))
 }
 
 /// Under systemd (`Type=notify`): ready once the store knows a leader (as

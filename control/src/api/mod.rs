@@ -9,6 +9,7 @@
 //! the join token) is authenticated and authorized (`crate::auth`).**
 
 pub mod apply;
+pub mod audit;
 pub mod body;
 pub mod discovery;
 pub mod distribution;
@@ -67,6 +68,8 @@ pub struct ApiState {
     pub authn: crate::auth::authn::Authenticator,
     /// The roles and bindings requests are authorized against.
     pub policy: crate::auth::cache::PolicyCache,
+    /// The audit log (none: requests are not logged).
+    pub audit: Option<audit::Auditor>,
 }
 
 impl ApiState {
@@ -88,6 +91,7 @@ impl ApiState {
             token,
             authn: crate::auth::authn::Authenticator::new(admin_token.clone()),
             policy: crate::auth::cache::PolicyCache::default(),
+            audit: None,
             admin_token,
             openapi,
             metrics,
@@ -121,35 +125,185 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> ApiResult<()> {
     }
 }
 
-/// Authenticate and authorize every request but the health checks and the
-/// `/skiff/v0` endpoints (which check the join token themselves): 401 without
-/// a known credential, 403 (naming user, verb and resource) when no role
-/// allows it. The user the request runs as goes into its extensions.
-async fn require_token(State(s): State<ApiState>, mut req: Request, next: Next) -> Response {
+/// Authenticate, authorize and audit every request but the health checks
+/// and the `/skiff/v0` endpoints (which check the join token themselves):
+/// 401 without a known credential, 403 (naming user, verb and resource) when
+/// no role allows it. The user the request runs as goes into its extensions.
+async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if matches!(path, "/healthz" | "/livez" | "/readyz") || path.starts_with("/skiff/v0/") {
         return next.run(req).await;
     }
+    let mut audit = Audit::begin(&s, &req);
     let requester = match s.authn.authenticate(req.headers()) {
         Ok(u) => u,
         Err(why) => {
+            let reason = match &why {
+                crate::auth::authn::Unauthenticated::NoCredential => "no_credential",
+                crate::auth::authn::Unauthenticated::Invalid(_) => "invalid",
+            };
+            s.metrics.authn_failures.with_label_values(&[reason]).inc();
             tracing::debug!(?why, path, "unauthenticated");
-            return ApiError::unauthorized().into_response();
+            let resp = ApiError::unauthorized().into_response();
+            audit.finish(None, None, resp.status()).await;
+            return resp;
         }
     };
     let policy = s.policy.policy();
-    let user = match effective_user(&*policy, requester, req.headers()) {
+    let user = match effective_user(&*policy, requester.clone(), req.headers()) {
         Ok(u) => u,
-        Err(Refused::BadRequest(m)) => return ApiError::bad_request(m).into_response(),
-        Err(Refused::Forbidden(m)) => return ApiError::forbidden(m).into_response(),
+        Err(refused) => {
+            let resp = match refused {
+                Refused::BadRequest(m) => ApiError::bad_request(m),
+                Refused::Forbidden(m) => ApiError::forbidden(m),
+            }
+            .into_response();
+            audit.finish(Some(&requester), None, resp.status()).await;
+            return resp;
+        }
     };
-    let attrs = Attributes::of_request(req.method(), req.uri().path(), req.uri().query());
-    if !rbac::allows(&*policy, &user, &attrs) {
-        tracing::debug!(user = %user.name, ?attrs, "forbidden");
-        return forbidden(&user, &attrs).into_response();
+    let impersonated = (user != requester).then_some(&user);
+    if !rbac::allows(&*policy, &user, &audit.attrs) {
+        tracing::debug!(user = %user.name, attrs = ?audit.attrs, "forbidden");
+        let resp = forbidden(&user, &audit.attrs).into_response();
+        audit
+            .finish(Some(&requester), impersonated, resp.status())
+            .await;
+        return resp;
     }
-    req.extensions_mut().insert(user);
-    next.run(req).await
+    let mut req = req;
+    req.extensions_mut().insert(user.clone());
+    let req = audit.capture_request(&user, req).await;
+    let resp = next.run(req).await;
+    let resp = audit.capture_response(resp).await;
+    audit
+        .finish(Some(&requester), impersonated, resp.status())
+        .await;
+    resp
+}
+
+/// The audit record of one request, filled in as it is served.
+struct Audit {
+    auditor: Option<audit::Auditor>,
+    attrs: Attributes,
+    level: audit::Level,
+    id: String,
+    uri: String,
+    source: Option<std::net::SocketAddr>,
+    user_agent: Option<String>,
+    received: jiff::Timestamp,
+    request: Option<serde_json::Value>,
+    response: Option<serde_json::Value>,
+}
+
+/// The most of a body the audit log keeps.
+const AUDIT_BODY_LIMIT: usize = 3 << 20;
+
+impl Audit {
+    fn begin(s: &ApiState, req: &Request) -> Audit {
+        Audit {
+            auditor: s.audit.clone(),
+            attrs: Attributes::of_request(req.method(), req.uri().path(), req.uri().query()),
+            level: audit::Level::Metadata,
+            id: crate::model::meta::new_uid(),
+            uri: req.uri().to_string(),
+            source: req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0),
+            user_agent: req
+                .headers()
+                .get(axum::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            received: jiff::Timestamp::now(),
+            request: None,
+            response: None,
+        }
+    }
+
+    /// Keep the request body when the policy's level for `user` asks for it
+    /// (JSON bodies of the Kubernetes API only).
+    async fn capture_request(&mut self, user: &UserInfo, req: Request) -> Request {
+        let Some(a) = &self.auditor else { return req };
+        self.level = a.policy.level(Some(user), &self.attrs);
+        let has_body = matches!(
+            *req.method(),
+            axum::http::Method::POST | axum::http::Method::PUT | axum::http::Method::PATCH
+        );
+        if self.level < audit::Level::Request || !has_body || req.uri().path().starts_with("/v2") {
+            return req;
+        }
+        let (parts, body) = req.into_parts();
+        match axum::body::to_bytes(body, AUDIT_BODY_LIMIT).await {
+            Ok(bytes) => {
+                self.request = serde_json::from_slice(&bytes).ok();
+                Request::from_parts(parts, axum::body::Body::from(bytes))
+            }
+            // Over the limit: the handler would refuse it as too large.
+            Err(_) => Request::from_parts(parts, axum::body::Body::empty()),
+        }
+    }
+
+    /// Keep a JSON response body of known, bounded length when the level is
+    /// RequestResponse (never a stream: watches, logs, exec).
+    async fn capture_response(&mut self, resp: Response) -> Response {
+        if self.auditor.is_none() || self.level < audit::Level::RequestResponse {
+            return resp;
+        }
+        let json = resp
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        let bounded = resp
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .is_some_and(|n| n <= AUDIT_BODY_LIMIT);
+        if !json || !bounded {
+            return resp;
+        }
+        let (parts, body) = resp.into_parts();
+        match axum::body::to_bytes(body, AUDIT_BODY_LIMIT).await {
+            Ok(bytes) => {
+                self.response = serde_json::from_slice(&bytes).ok();
+                Response::from_parts(parts, axum::body::Body::from(bytes))
+            }
+            Err(_) => Response::from_parts(parts, axum::body::Body::empty()),
+        }
+    }
+
+    async fn finish(
+        &mut self,
+        user: Option<&UserInfo>,
+        impersonated: Option<&UserInfo>,
+        code: StatusCode,
+    ) {
+        let Some(a) = &self.auditor else { return };
+        let level = match user {
+            None => audit::Level::Metadata,
+            Some(u) if self.level == audit::Level::Metadata => {
+                a.policy.level(Some(impersonated.unwrap_or(u)), &self.attrs)
+            }
+            Some(_) => self.level,
+        };
+        a.record(&audit::Entry {
+            id: std::mem::take(&mut self.id),
+            level,
+            uri: &self.uri,
+            attrs: &self.attrs,
+            user,
+            impersonated,
+            source: self.source,
+            user_agent: self.user_agent.as_deref(),
+            code: code.as_u16(),
+            received: self.received,
+            request: self.request.take(),
+            response: self.response.take(),
+        })
+        .await;
+    }
 }
 
 /// A 403 as Kubernetes answers it: the message names user, verb and

@@ -34,6 +34,8 @@ const PHASES: &[&str] = &["Pending", "Running", "Succeeded", "Failed", "Unknown"
 /// The server's metrics, built once per [`ApiState`].
 pub struct Metrics {
     registry: Registry,
+    /// Requests refused for want of a valid credential, by reason.
+    pub authn_failures: Arc<CounterVec>,
     durations: Arc<HistogramVec>,
     requests: Arc<CounterVec>,
     pods: Arc<GaugeVec>,
@@ -84,8 +86,14 @@ impl Metrics {
             "Pods by status.phase, listed at scrape time.",
             &["phase"],
         );
+        let authn_failures = registry.counter_vec(
+            "apiserver_authentication_failures_total",
+            "Requests refused for want of a valid credential (no_credential, invalid).",
+            &["reason"],
+        );
         Metrics {
             registry,
+            authn_failures,
             durations,
             requests,
             pods,

@@ -192,7 +192,11 @@ pub async fn serve(listener: TcpListener, cfg: Arc<rustls::ServerConfig>, app: R
             };
             let svc =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    app.clone().oneshot(req.map(axum::body::Body::new))
+                    let mut req = req.map(axum::body::Body::new);
+                    // The audit log records the client's address.
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(remote));
+                    app.clone().oneshot(req)
                 });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder

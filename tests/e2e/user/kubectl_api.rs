@@ -586,7 +586,11 @@ fn bad_input_gets_the_right_status_and_stores_nothing() -> Result<()> {
         r.stderr
     );
     // Nothing of the above was stored.
-    assert_eq!(s.k(&["get", "cm,pods", "-o", "name"]).trim(), "");
+    // (but the CA bundle every namespace has).
+    assert_eq!(
+        s.k(&["get", "cm,pods", "-o", "name"]).trim(),
+        "configmap/kube-root-ca.crt"
+    );
     Ok(())
 }
 

@@ -369,6 +369,48 @@ subjects:
     );
     let r = review(&token)?;
     assert_eq!(r["status"]["authenticated"], false, "{r}");
+    // Every request is in the audit log with user, verb, resource and code;
+    // the token's own body (a TokenRequest's answer) is not.
+    let log = std::fs::read_to_string(s.dir.join("audit/audit.log"))?;
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let found = |user: &str, verb: &str, resource: &str, code: u16| {
+        events.iter().any(|e| {
+            e["user"]["username"] == user
+                && e["verb"] == verb
+                && e["objectRef"]["resource"] == resource
+                && e["responseStatus"]["code"] == code
+        })
+    };
+    let lister = "system:serviceaccount:crew:lister";
+    assert!(found(lister, "list", "pods", 200), "{log}");
+    assert!(found(lister, "list", "secrets", 403), "{log}");
+    assert!(
+        found("skiff-admin", "create", "serviceaccounts", 201),
+        "{log}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["responseStatus"]["code"] == 401 && e["user"] == serde_json::json!({})),
+        "the refused token is logged without a user"
+    );
+    assert!(!log.contains(&token), "no token in the audit log");
+    assert!(events.iter().all(|e| e["apiVersion"] == "audit.k8s.io/v1"
+        && e["level"] == "Metadata"
+        && e["auditID"].is_string()));
+    // kubectl's requests come from its address (the controllers' do not
+    // cross the network).
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["userAgent"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("kubectl")))
+            .all(|e| e["sourceIPs"][0] == "127.0.0.1")
+    );
     // Too short a token is refused as Kubernetes refuses it.
     let short = s.kubectl(&[
         "create",
