@@ -275,7 +275,8 @@ fn spawn_embedded_agent(a: &ServerArgs) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            let Ok(token) = std::fs::read_to_string(data_dir.join("join-token")) else {
+            // The token that pins the CA (written once the server has it).
+            let Ok(token) = std::fs::read_to_string(data_dir.join("node-token")) else {
                 continue;
             };
             let cfg = agent_config(

@@ -120,7 +120,14 @@ fn cluster_token(cfg: &ServerConfig) -> Result<String, ServerError> {
         Err(e) => return Err(file_err(&path, e)),
     };
     let token = match (&cfg.token, stored, &cfg.join) {
-        (Some(t), _, _) => t.clone(),
+        (Some(t), _, _) => {
+            skiff_common::jointoken::JoinToken::parse(t)
+                .map_err(|e| ServerError::Join {
+                    url: cfg.join.clone().unwrap_or_default(),
+                    reason: e.to_string(),
+                })?
+                .secret
+        }
         (None, Some(t), _) => t,
         (None, None, Some(_)) => return Err(ServerError::TokenRequired),
         (None, None, None) => {
@@ -369,19 +376,47 @@ async fn publish_apiserver(state: &ApiState, id: u64, addr: &str) {
 async fn join(
     url: &str,
     token: &str,
+    pin: &str,
     node_id: u64,
     peer_addr: &str,
 ) -> Result<JoinResponse, ServerError> {
     let endpoint = format!("{}/skiff/v0/join", url.trim_end_matches('/'));
-    // The joiner does not know the cluster CA yet; the token authenticates it.
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .danger_accept_invalid_certs(true)
-        .build()
-        .map_err(|e| ServerError::Join {
-            url: url.into(),
-            reason: e.to_string(),
-        })?;
+    let failed = |reason: String| ServerError::Join {
+        url: url.into(),
+        reason,
+    };
+    // A token that pins the CA has the server prove its CA before the
+    // secret is sent; a bare one cannot check the server.
+    let pin = skiff_common::jointoken::JoinToken::parse(pin).map_err(|e| failed(e.to_string()))?;
+    let authority = url
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut ca = None;
+    for attempt in 0..30 {
+        match pin.fetch_ca(&authority).await {
+            Ok(got) => {
+                ca = got;
+                break;
+            }
+            Err(e) if e.is_final() || attempt == 29 => return Err(failed(e.to_string())),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    let builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+    let builder = match &ca {
+        Some(pem) => builder.add_root_certificate(
+            reqwest::Certificate::from_pem(pem.as_bytes()).map_err(|e| failed(e.to_string()))?,
+        ),
+        None => {
+            tracing::warn!(
+                url,
+                "the join token pins no CA: the server is not verified (use the K10 token from its node-token file)"
+            );
+            builder.danger_accept_invalid_certs(true)
+        }
+    };
+    let client = builder.build().map_err(|e| failed(e.to_string()))?;
     let body = JoinRequest {
         node_id,
         peer_addr: peer_addr.to_string(),
@@ -462,7 +497,8 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
     if let Some(url) = &cfg.join
         && store.status().voters.is_empty()
     {
-        let resp = join(url, &token, id, &cfg.peer_addr).await?;
+        let pin = cfg.token.as_deref().unwrap_or(&token);
+        let resp = join(url, &token, pin, id, &cfg.peer_addr).await?;
         tracing::info!(members = ?resp.members, "joined cluster");
     }
     let listener = tokio::net::TcpListener::bind(&cfg.api_addr)
@@ -502,6 +538,14 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
     let (chain, key) = ca.serving_cert(&tls::serving_hosts(&cfg.api_addr, &sans))?;
     let tls_config = tls::server_config(&chain, &key)?;
     write_private(&cfg.data_dir.join("ca.crt"), &ca.cert_pem)?;
+    // What agents and servers join with: the secret, pinned to this CA.
+    write_private(
+        &cfg.data_dir.join("node-token"),
+        &format!(
+            "{}\n",
+            skiff_common::jointoken::JoinToken::pinned(&ca.cert_pem, &token)
+        ),
+    )?;
     write_private(
         &cfg.data_dir.join("kubeconfig"),
         &kubeconfig(&advertised, &ca.cert_pem, &admin_token),

@@ -347,6 +347,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/skiff/v0/status", get(status))
         .route("/skiff/v0/join", post(join))
         .route("/skiff/v0/agent", get(agent_bootstrap))
+        .route("/skiff/v0/cacerts", get(cacerts))
         .route("/skiff/v0/snapshot", get(snapshot::snapshot))
         .route("/skiff/v0/kv", get(list))
         .route(
@@ -537,6 +538,16 @@ async fn join(
 
 /// A node agent that shows the join token gets the cluster CA and API
 /// credentials.
+/// The cluster CA, to anyone: joining machines check it against the hash
+/// their join token pins before they send the token.
+async fn cacerts(State(s): State<ApiState>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-pem-file")],
+        s.ca_pem.clone(),
+    )
+        .into_response()
+}
+
 async fn agent_bootstrap(State(s): State<ApiState>, headers: HeaderMap) -> ApiResult<Response> {
     authorize(&s, &headers)?;
     Ok(Json(serde_json::json!({"caCert": s.ca_pem, "token": s.admin_token})).into_response())

@@ -192,6 +192,30 @@ pub async fn client(servers: &Servers, ca_pem: &str, token: &str) -> Result<Clie
     Ok(Client::new(service, config.default_namespace))
 }
 
+/// `server` (`HOST:PORT`) under the name every server's certificate covers.
+pub fn named(server: &str) -> String {
+    let port = server.rsplit_once(':').map_or("443", |(_, p)| p);
+    format!("{API_NAME}:{port}")
+}
+
+/// An HTTPS client that trusts only `ca_pem` and reaches `server` under
+/// [`API_NAME`] (see [`named`]): the server's certificate is checked
+/// whatever address the agent was given.
+pub async fn https_trusting(ca_pem: &str, server: &str) -> Result<reqwest::Client, String> {
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let addr = tokio::net::lookup_host(server)
+        .await
+        .map_err(|e| format!("{server}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{server}: no address"))?;
+    reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .resolve(API_NAME, addr)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 /// The servers published in `kube-system/skiff-apiservers`.
 pub fn published(cm: &ConfigMap) -> Vec<String> {
     let data: BTreeMap<String, String> = cm.data.clone().unwrap_or_default();

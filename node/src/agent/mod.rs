@@ -34,6 +34,8 @@ pub enum AgentError {
     Bootstrap { server: String, reason: String },
     #[error("bootstrap with {server}: the server refused the join token ({status})")]
     Refused { server: String, status: String },
+    #[error("bootstrap with {server}: {reason}")]
+    Untrusted { server: String, reason: String },
     #[error("api: {0}")]
     Api(#[from] kube::Error),
     #[error("pod network: {0}")]
@@ -163,27 +165,56 @@ struct Bootstrap {
 }
 
 /// Trade the join token for the cluster CA and API credentials, with the first
-/// known server that answers. The first request cannot verify the server (it
-/// does not know the CA yet); the token proves the server to be ours only in
-/// that it accepts it.
-async fn bootstrap(cfg: &AgentConfig, servers: &apiservers::Servers) -> Result<Client, AgentError> {
+/// known server that answers. A token that pins the CA (`K10<hash>::...`)
+/// has the server prove its CA first and the secret goes only to a server
+/// holding it; a bare token cannot check the server (the token proves it
+/// ours only in that it accepts it).
+async fn bootstrap(
+    token: &skiff_common::jointoken::JoinToken,
+    servers: &apiservers::Servers,
+) -> Result<Client, AgentError> {
     let bad = |server: &str, reason: String| AgentError::Bootstrap {
         server: server.to_string(),
         reason,
     };
-    let http = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| bad(&cfg.server, e.to_string()))?;
-    let mut last = bad(&cfg.server, "no api server is known".into());
+    let mut last = bad(&servers.current(), "no api server is known".into());
     for server in servers.all() {
-        let resp = match http
-            .get(format!("https://{server}/skiff/v0/agent"))
-            .bearer_auth(&cfg.token)
-            .send()
-            .await
-        {
+        let pinned = match token.fetch_ca(&server).await {
+            Ok(ca) => ca,
+            Err(e) if e.is_final() => {
+                return Err(AgentError::Untrusted {
+                    server,
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) => {
+                last = bad(&server, e.to_string());
+                continue;
+            }
+        };
+        let http = match &pinned {
+            Some(ca) => apiservers::https_trusting(ca, &server).await,
+            None => {
+                tracing::warn!(%server, "the join token pins no CA: the server is not verified (use the K10 token from the server's node-token file)");
+                reqwest::Client::builder()
+                    .danger_accept_invalid_certs(true)
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .map_err(|e| e.to_string())
+            }
+        };
+        let http = match http {
+            Ok(h) => h,
+            Err(e) => {
+                last = bad(&server, e);
+                continue;
+            }
+        };
+        let url = match &pinned {
+            Some(_) => format!("https://{}/skiff/v0/agent", apiservers::named(&server)),
+            None => format!("https://{server}/skiff/v0/agent"),
+        };
+        let resp = match http.get(url).bearer_auth(&token.secret).send().await {
             Ok(r) if r.status().is_success() => r,
             // A wrong token is not an outage: waiting will not fix it.
             Ok(r) if matches!(r.status().as_u16(), 401 | 403) => {
@@ -221,7 +252,9 @@ where
     loop {
         match step().await {
             Ok(v) => return Ok(v),
-            Err(e @ AgentError::Refused { .. }) => return Err(e),
+            Err(e @ (AgentError::Refused { .. } | AgentError::Untrusted { .. })) => {
+                return Err(e);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "{what} failed");
                 tokio::time::sleep(delay).await;
@@ -270,7 +303,15 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| AgentError::Config(format!("data dir {}: {e}", cfg.data_dir.display())))?;
     let servers = apiservers::Servers::load(&cfg.server, Some(cfg.data_dir.join("servers")));
-    let client = until_ok("joining the cluster", || bootstrap(&cfg, &servers)).await?;
+    let join = skiff_common::jointoken::JoinToken::parse(&cfg.token).map_err(|e| {
+        AgentError::Untrusted {
+            server: cfg.server.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    // From here on the token is its secret (the agent API checks it).
+    cfg.token = join.secret.clone();
+    let client = until_ok("joining the cluster", || bootstrap(&join, &servers)).await?;
     let oci = containerd(&cfg).await;
     if oci.is_some() && !cfg.runtimes.iter().any(|r| r == crate::pod::RUNC_HANDLER) {
         cfg.runtimes.push(crate::pod::RUNC_HANDLER.into());

@@ -148,6 +148,14 @@ impl Server {
             .to_string()
     }
 
+    /// The join token that pins the cluster CA (`node-token`).
+    pub fn node_token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node-token"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
     /// An HTTPS client that trusts this server's cluster CA.
     pub fn http(&self) -> reqwest::blocking::Client {
         let mut b = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10));
@@ -979,7 +987,7 @@ impl Agent {
                 "--server",
                 &format!("https://{}", s.api),
                 "--token",
-                &s.token(),
+                &s.node_token(),
             ])
             .arg("--data-dir")
             .arg(dir.join("data"))

@@ -250,3 +250,40 @@ fn a_standalone_agent_outlives_its_server() -> Result<()> {
     agent.kill();
     Ok(())
 }
+
+#[test]
+fn an_agent_whose_token_pins_another_ca_refuses_to_join() -> Result<()> {
+    // No host changes: the agent stops before it makes anything.
+    let (root, s) = common::single_server()?;
+    // The token the server wrote pins its CA ...
+    let pinned = s.node_token();
+    let hash = skiff_common::jointoken::ca_hash(&std::fs::read_to_string(s.dir.join("ca.crt"))?);
+    assert_eq!(pinned, format!("K10{hash}::server:{}", s.token()));
+    // ... and one that pins another CA is refused before the secret goes out.
+    let dir = root.path().join("a");
+    std::fs::create_dir_all(&dir)?;
+    let (node, bridge) = ("pinned-elsewhere", "skf-nothere");
+    let out = std::process::Command::new(common::skiff_bin())
+        .env("SKIFF_CONFIG", "")
+        .args(["agent", "--server", &format!("https://{}", s.api)])
+        .args([
+            "--token",
+            &format!("K10{}::server:{}", "0".repeat(64), s.token()),
+        ])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args([
+            "--node-name",
+            node,
+            "--bridge",
+            bridge,
+            "--node-ip",
+            "127.0.0.1",
+        ])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("refusing to join"), "{err}");
+    assert!(s.not_found(&["node", node]), "no Node was registered");
+    Ok(())
+}

@@ -16,7 +16,7 @@ fn start_cluster(root: &std::path::Path, extra: &[&str]) -> Result<Vec<Server>> 
     let mut first = Server::new(&root.join("s1"), extra);
     first.start()?;
     first.wait_ready(Duration::from_secs(10))?;
-    let token = first.token();
+    let token = first.node_token();
     let join_url = first.url();
     let mut servers = vec![first];
     for i in 2..=3 {
