@@ -290,17 +290,6 @@ pub struct Entry<'a> {
     pub response: Option<Value>,
 }
 
-fn user_json(u: &UserInfo) -> Value {
-    let mut v = json!({"username": u.name, "groups": u.groups});
-    if !u.uid.is_empty() {
-        v["uid"] = json!(u.uid);
-    }
-    if !u.extra.is_empty() {
-        v["extra"] = json!(u.extra);
-    }
-    v
-}
-
 fn stamp(t: jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
@@ -316,14 +305,14 @@ impl Entry<'_> {
             "stage": "ResponseComplete",
             "requestURI": self.uri,
             "verb": self.attrs.verb(),
-            "user": self.user.map_or(json!({}), user_json),
+            "user": self.user.map_or(json!({}), UserInfo::to_json),
             "sourceIPs": self.source.map(|s| vec![s.ip().to_string()]).unwrap_or_default(),
             "responseStatus": {"metadata": {}, "code": self.code},
             "requestReceivedTimestamp": stamp(self.received),
             "stageTimestamp": stamp(jiff::Timestamp::now()),
         });
         if let Some(i) = self.impersonated {
-            e["impersonatedUser"] = user_json(i);
+            e["impersonatedUser"] = i.to_json();
         }
         if let Some(ua) = self.user_agent {
             e["userAgent"] = json!(ua);

@@ -450,38 +450,16 @@ async fn kube(State(s): State<ApiState>, req: Request) -> Response {
             .unwrap_or_else(|e| e.into_response());
     }
     if let Some(route) = tokens::route(&path) {
-        let user = parts
-            .extensions
-            .get::<UserInfo>()
-            .cloned()
-            .unwrap_or_default();
-        let doc = match parts.method {
-            axum::http::Method::POST => match body::read(body)
-                .await
-                .and_then(|b| body::object(&parts.headers, &b, &s.rest.objects.registry))
-            {
-                Ok(doc) => doc,
-                Err(e) => return e.into_response(),
-            },
-            _ => serde_json::Value::Null,
+        let (user, doc) = match review_input(&s, &parts, body).await {
+            Ok(v) => v,
+            Err(e) => return e.into_response(),
         };
         return tokens::serve(&s.rest.objects, &s.authn, &user, &parts.method, route, doc).await;
     }
     if let Some(route) = reviews::route(&path) {
-        let user = parts
-            .extensions
-            .get::<UserInfo>()
-            .cloned()
-            .unwrap_or_default();
-        let doc = match parts.method {
-            axum::http::Method::POST => match body::read(body)
-                .await
-                .and_then(|b| body::object(&parts.headers, &b, &s.rest.objects.registry))
-            {
-                Ok(doc) => doc,
-                Err(e) => return e.into_response(),
-            },
-            _ => serde_json::Value::Null,
+        let (user, doc) = match review_input(&s, &parts, body).await {
+            Ok(v) => v,
+            Err(e) => return e.into_response(),
         };
         return reviews::serve(&*s.policy.policy(), &user, &parts.method, route, doc);
     }
@@ -498,6 +476,28 @@ async fn kube(State(s): State<ApiState>, req: Request) -> Response {
     s.rest
         .handle(parts.method, &path, parts.uri.query(), parts.headers, body)
         .await
+}
+
+/// What a review or token request works from: the user it runs as and its
+/// body (JSON, YAML or protobuf; none unless POST).
+async fn review_input(
+    s: &ApiState,
+    parts: &axum::http::request::Parts,
+    body: axum::body::Body,
+) -> ApiResult<(UserInfo, serde_json::Value)> {
+    let user = parts
+        .extensions
+        .get::<UserInfo>()
+        .cloned()
+        .unwrap_or_default();
+    let doc = match parts.method {
+        axum::http::Method::POST => {
+            let b = body::read(body).await?;
+            body::object(&parts.headers, &b, &s.rest.objects.registry)?
+        }
+        _ => serde_json::Value::Null,
+    };
+    Ok((user, doc))
 }
 
 async fn healthz() -> &'static str {

@@ -49,8 +49,13 @@ pub fn route(path: &str) -> Option<Route> {
 
 /// The APIGroup document.
 pub fn api_group() -> Value {
-    let v = json!({"groupVersion": format!("{GROUP}/{VERSION}"), "version": VERSION});
-    json!({"kind": "APIGroup", "apiVersion": "v1", "name": GROUP, "versions": [v.clone()], "preferredVersion": v})
+    group_doc(GROUP, VERSION)
+}
+
+/// The APIGroup document of a group served in one version.
+pub fn group_doc(group: &str, version: &str) -> Value {
+    let v = json!({"groupVersion": format!("{group}/{version}"), "version": version});
+    json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": [v.clone()], "preferredVersion": v})
 }
 
 fn resource_list() -> Value {

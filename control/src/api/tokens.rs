@@ -56,8 +56,7 @@ pub fn route(path: &str) -> Option<Route> {
 
 /// The APIGroup document.
 pub fn api_group() -> Value {
-    let v = json!({"groupVersion": format!("{GROUP}/{VERSION}"), "version": VERSION});
-    json!({"kind": "APIGroup", "apiVersion": "v1", "name": GROUP, "versions": [v.clone()], "preferredVersion": v})
+    super::reviews::group_doc(GROUP, VERSION)
 }
 
 fn resource_list() -> Value {
@@ -90,7 +89,7 @@ pub async fn serve(
         (Route::SelfReview, _) => Ok(json!({
             "apiVersion": format!("{GROUP}/{VERSION}"), "kind": "SelfSubjectReview",
             "metadata": {"creationTimestamp": now_rfc3339()},
-            "status": {"userInfo": user_json(user)},
+            "status": {"userInfo": user.to_json()},
         })),
         (Route::Request(ns, name), _) => match authn.signer() {
             Some(signer) => token_request(objects, signer, &ns, &name, doc).await,
@@ -105,17 +104,6 @@ fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
-}
-
-fn user_json(u: &UserInfo) -> Value {
-    let mut v = json!({"username": u.name, "groups": u.groups});
-    if !u.uid.is_empty() {
-        v["uid"] = json!(u.uid);
-    }
-    if !u.extra.is_empty() {
-        v["extra"] = json!(u.extra);
-    }
-    v
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
@@ -145,7 +133,7 @@ fn token_review(authn: &Authenticator, mut doc: Value) -> Value {
             } else {
                 accepted
             };
-            json!({"authenticated": true, "user": user_json(&user), "audiences": accepted})
+            json!({"authenticated": true, "user": user.to_json(), "audiences": accepted})
         }
         Err(Unauthenticated::NoCredential) => {
             json!({"authenticated": false, "user": {}, "error": "no token given"})

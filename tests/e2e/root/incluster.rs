@@ -14,41 +14,7 @@ use common::{eventually, in_netns};
 
 const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
-const MANIFESTS: &str = r#"apiVersion: v1
-kind: Namespace
-metadata:
-  name: crew
----
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: lister
-  namespace: crew
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata:
-  name: pod-reader
-  namespace: crew
-rules:
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["get", "list"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata:
-  name: lister
-  namespace: crew
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: Role
-  name: pod-reader
-subjects:
-- kind: ServiceAccount
-  name: lister
----
-apiVersion: v1
+const PODS: &str = r#"apiVersion: v1
 kind: Pod
 metadata:
   name: box
@@ -80,7 +46,8 @@ spec:
 fn pods_reach_the_api_as_their_service_account() -> Result<()> {
     let c = common::one_node_with_containers(&[])?;
     let s = &c.s;
-    s.apply(MANIFESTS);
+    s.apply(&common::pod_reader("crew", "lister"));
+    s.apply(PODS);
     s.k(&[
         "wait",
         "--for=condition=Ready",

@@ -64,6 +64,14 @@ fn start(extra: &[&str]) -> Result<(tempfile::TempDir, Server)> {
     let mut s = Server::new(&root.path().join("s"), extra);
     s.start()?;
     s.wait_ready(Duration::from_secs(20))?;
+    // The controllers add `kube-root-ca.crt` to `default` at start: let that
+    // land first, so the tests' ConfigMap watches see only their own.
+    common::eventually(Duration::from_secs(20), || {
+        s.kubectl(&["get", "configmap", "kube-root-ca.crt"])
+            .ok
+            .then_some(())
+    })
+    .ok_or_else(|| anyhow::anyhow!("no kube-root-ca.crt in default"))?;
     Ok((root, s))
 }
 

@@ -15,42 +15,7 @@ const READER: &str = "system:serviceaccount:team:reader";
 #[test]
 fn a_role_decides_what_a_service_account_may_do() -> Result<()> {
     let (_root, s) = single_server()?;
-    s.apply(
-        r#"apiVersion: v1
-kind: Namespace
-metadata:
-  name: team
----
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: reader
-  namespace: team
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata:
-  name: pod-reader
-  namespace: team
-rules:
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["get", "list"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata:
-  name: reader
-  namespace: team
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: Role
-  name: pod-reader
-subjects:
-- kind: ServiceAccount
-  name: reader
-"#,
-    );
+    s.apply(&common::pod_reader("team", "reader"));
     // The binding reaches the authorizer's cache within moments.
     let listed = eventually(Duration::from_secs(10), || {
         let r = s.kubectl(&["get", "pods", "-n", "team", "--as", READER]);
@@ -206,42 +171,7 @@ fn without_credentials_only_the_health_checks_answer() -> Result<()> {
 #[test]
 fn a_service_account_token_is_that_account_and_no_more() -> Result<()> {
     let (_root, s) = single_server()?;
-    s.apply(
-        r#"apiVersion: v1
-kind: Namespace
-metadata:
-  name: crew
----
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: lister
-  namespace: crew
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata:
-  name: pod-reader
-  namespace: crew
-rules:
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["get", "list"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata:
-  name: lister
-  namespace: crew
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: Role
-  name: pod-reader
-subjects:
-- kind: ServiceAccount
-  name: lister
-"#,
-    );
+    s.apply(&common::pod_reader("crew", "lister"));
     // Every namespace gets its `default` account and the CA bundle.
     let defaults = eventually(Duration::from_secs(10), || {
         let sa = s.kubectl(&["get", "serviceaccount", "default", "-n", "crew"]);
