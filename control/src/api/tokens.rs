@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::auth::UserInfo;
 use crate::auth::authn::{Authenticator, Unauthenticated};
 use crate::auth::tokens::{self, Grant, ISSUER, Ref};
+use crate::model::meta::strings;
 use crate::model::status::{ApiError, ApiResult};
 use crate::model::validate::Cause;
 use crate::storage::Objects;
@@ -104,17 +105,6 @@ fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
-}
-
-fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Complete a TokenReview: whether `spec.token` authenticates, as whom.

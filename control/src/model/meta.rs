@@ -35,8 +35,12 @@ pub fn name_of(obj: &Value) -> String {
 
 /// The object's `metadata.finalizers`.
 pub fn finalizers_of(obj: &Value) -> Vec<String> {
-    obj.pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
+    strings(obj.pointer("/metadata/finalizers"))
+}
+
+/// The strings of a JSON array (none when it is missing or not an array).
+pub fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
         .map(|a| {
             a.iter()
                 .filter_map(Value::as_str)
