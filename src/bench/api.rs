@@ -27,6 +27,10 @@ pub struct ApiBench {
     /// Watches held open at once.
     #[arg(long, default_value_t = 1_000)]
     pub watches: usize,
+    /// Creates per credential in the RBAC comparison (the admin token
+    /// against a ServiceAccount token bound by a RoleBinding; 0: skip).
+    #[arg(long, default_value_t = 10_000)]
+    pub rbac_creates: usize,
     /// Also put the same number of 1 KiB values into a local etcd.
     #[arg(long, default_value = "etcd", value_parser = ["etcd", "none"])]
     pub peer: String,
@@ -148,6 +152,158 @@ async fn create_namespace(c: &reqwest::Client, s: &Server, name: &str) -> Result
     Ok(())
 }
 
+/// Create `n` 1 KiB ConfigMaps `PREFIX-i` in `ns` with `token` from
+/// `concurrency` clients.
+async fn create_configmaps(
+    c: &Arc<reqwest::Client>,
+    s: &Arc<Server>,
+    ns: &str,
+    token: &Arc<String>,
+    prefix: &str,
+    n: usize,
+    concurrency: usize,
+) -> Result<super::Stats> {
+    let value = Arc::new("x".repeat(1024));
+    let url = Arc::new(format!("{}/api/v1/namespaces/{ns}/configmaps", s.url));
+    let prefix = Arc::new(prefix.to_string());
+    let (c, token) = (c.clone(), token.clone());
+    load(n, concurrency, move |i| {
+        let (c, url, token, value, prefix) = (
+            c.clone(),
+            url.clone(),
+            token.clone(),
+            value.clone(),
+            prefix.clone(),
+        );
+        async move {
+            let r = c
+                .post(url.as_str())
+                .bearer_auth(token.as_str())
+                .header("Content-Type", "application/json")
+                .body(format!(
+                    r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{prefix}-{i:06}"}},"data":{{"v":"{value}"}}}}"#
+                ))
+                .send()
+                .await?;
+            if r.status().as_u16() != 201 {
+                bail!("create: {} {}", r.status(), r.text().await?);
+            }
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// POST `body` to `path` as the admin; the answer.
+async fn admin_post(
+    c: &reqwest::Client,
+    s: &Server,
+    path: &str,
+    body: serde_json::Value,
+) -> Result<serde_json::Value> {
+    let r = c
+        .post(format!("{}{path}", s.url))
+        .bearer_auth(&s.token)
+        .json(&body)
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("POST {path}: {} {}", r.status(), r.text().await?);
+    }
+    Ok(r.json().await?)
+}
+
+/// The authorizer's cost: the same creates with the admin token (a
+/// superuser: no role is read) and with a ServiceAccount token whose
+/// RoleBinding allows them (signature check, account and RBAC lookups),
+/// in alternating rounds so both see the same machine and store sizes.
+async fn rbac_comparison(
+    c: &Arc<reqwest::Client>,
+    s: &Arc<Server>,
+    n: usize,
+    concurrency: usize,
+) -> Result<()> {
+    for ns in ["bench-admin", "bench-sa"] {
+        create_namespace(c, s, ns).await?;
+    }
+    let ns = "bench-sa";
+    admin_post(c, s, &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+        serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "writer"}})).await?;
+    admin_post(c, s, &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles"),
+        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "cm-writer"},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "list"]}]})).await?;
+    admin_post(c, s, &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"),
+        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "writer"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm-writer"},
+            "subjects": [{"kind": "ServiceAccount", "name": "writer", "namespace": ns}]})).await?;
+    let tr = admin_post(c, s, &format!("/api/v1/namespaces/{ns}/serviceaccounts/writer/token"),
+        serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}})).await?;
+    let sa_token = Arc::new(
+        tr["status"]["token"]
+            .as_str()
+            .context("a token in the TokenRequest answer")?
+            .to_string(),
+    );
+    let admin_token = Arc::new(s.token.clone());
+    // The binding reaches every server's policy cache within moments.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rounds = 4;
+    let per = n.div_ceil(rounds);
+    let (mut admin, mut sa) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        let a = create_configmaps(
+            c,
+            s,
+            "bench-admin",
+            &admin_token,
+            &format!("r{r}"),
+            per,
+            concurrency,
+        )
+        .await?;
+        let b = create_configmaps(
+            c,
+            s,
+            "bench-sa",
+            &sa_token,
+            &format!("r{r}"),
+            per,
+            concurrency,
+        )
+        .await?;
+        admin.push(a);
+        sa.push(b);
+    }
+    let merge = |v: Vec<super::Stats>| {
+        let mut lat: Vec<Duration> = v.iter().flat_map(|s| s.lat.clone()).collect();
+        lat.sort();
+        super::Stats {
+            writes: v.iter().map(|s| s.writes).sum(),
+            elapsed: v.iter().map(|s| s.elapsed).sum(),
+            lat,
+        }
+    };
+    let (admin, sa) = (merge(admin), merge(sa));
+    for (who, st) in [
+        ("admin token (system:masters)", &admin),
+        ("ServiceAccount token + RoleBinding", &sa),
+    ] {
+        println!(
+            "| RBAC: creates as {who}, {} × 1 KiB, {concurrency} clients, {rounds} alternating rounds | {:.0} /s, p50 {:.2} ms, p99 {:.2} ms |",
+            st.writes,
+            st.per_sec(),
+            st.pct(0.5),
+            st.pct(0.99)
+        );
+    }
+    println!(
+        "| RBAC: ServiceAccount / admin throughput | {:.3} ({:+.1} %) |",
+        sa.per_sec() / admin.per_sec(),
+        (sa.per_sec() / admin.per_sec() - 1.0) * 100.0
+    );
+    Ok(())
+}
+
 pub async fn run(b: ApiBench) -> Result<()> {
     skiff_control::api::tls::install_crypto_provider();
     let (server, started) = start_server().await?;
@@ -198,28 +354,9 @@ pub async fn run(b: ApiBench) -> Result<()> {
         after.saturating_sub(before) as f64 / b.watches.max(1) as f64
     );
     drop(held);
-    let value = "x".repeat(1024);
     let creates = b.creates.max(b.list_objects);
-    let (c2, s2) = (c.clone(), s.clone());
-    let st = load(creates, b.concurrency, move |i| {
-        let (c, s, value) = (c2.clone(), s2.clone(), value.clone());
-        async move {
-            let r = c
-                .post(format!("{}/api/v1/namespaces/bench/configmaps", s.url))
-                .bearer_auth(&s.token)
-                .header("Content-Type", "application/json")
-                .body(format!(
-                    r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"cm-{i:06}"}},"data":{{"v":"{value}"}}}}"#
-                ))
-                .send()
-                .await?;
-            if r.status().as_u16() != 201 {
-                bail!("create: {} {}", r.status(), r.text().await?);
-            }
-            Ok(())
-        }
-    })
-    .await?;
+    let token = Arc::new(s.token.clone());
+    let st = create_configmaps(&c, &s, "bench", &token, "cm", creates, b.concurrency).await?;
     println!(
         "| creates ({} × 1 KiB ConfigMaps, {} clients) | {:.0} /s, p50 {:.2} ms, p99 {:.2} ms |",
         st.writes,
@@ -255,6 +392,9 @@ pub async fn run(b: ApiBench) -> Result<()> {
         "| RSS after all of the above | {:.1} MiB |",
         rss_kib(pid) as f64 / 1024.0
     );
+    if b.rbac_creates > 0 {
+        rbac_comparison(&c, &s, b.rbac_creates, b.concurrency).await?;
+    }
     if b.peer == "etcd" {
         let (_etcd, endpoints, _root) = start_etcd(1)?;
         let endpoint = endpoints.split(',').next().unwrap_or_default().to_string();
