@@ -73,6 +73,7 @@ impl InProcess {
             .with_accounts(crate::server::account_tokens(&store, &state.rest.objects).await?);
         ensure_defaults(&state, &settings.pod_cidrs, &ServiceRanges::default()).await;
         state.policy.start(state.rest.objects.clone()).await;
+        state.nodes.start(state.rest.objects.clone()).await;
         let settings = Settings {
             objects: Some(state.rest.objects.clone()),
             ..settings

@@ -566,6 +566,7 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
     state.rest.objects.services = std::sync::Arc::new(cfg.services.clone());
     ensure_defaults(&state, &cfg.pod_cidrs, &cfg.services).await;
     state.policy.start(state.rest.objects.clone()).await;
+    state.nodes.start(state.rest.objects.clone()).await;
     state.audit = Some(start_audit(&cfg)?);
     {
         let (state, addr) = (state.clone(), state.rest.server_addr.clone());

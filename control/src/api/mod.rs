@@ -70,6 +70,8 @@ pub struct ApiState {
     pub policy: crate::auth::cache::PolicyCache,
     /// The audit log (none: requests are not logged).
     pub audit: Option<audit::Auditor>,
+    /// Which pods are bound to which node, for the Node authorizer.
+    pub nodes: crate::auth::node::GraphCache,
 }
 
 impl ApiState {
@@ -92,6 +94,7 @@ impl ApiState {
             authn: crate::auth::authn::Authenticator::new(admin_token.clone()),
             policy: crate::auth::cache::PolicyCache::default(),
             audit: None,
+            nodes: crate::auth::node::GraphCache::default(),
             admin_token,
             openapi,
             metrics,
@@ -163,7 +166,7 @@ async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> R
         }
     };
     let impersonated = (user != requester).then_some(&user);
-    if !rbac::allows(&*policy, &user, &audit.attrs) {
+    if !authorized(&s, &user, &audit.attrs) {
         tracing::debug!(user = %user.name, attrs = ?audit.attrs, "forbidden");
         let resp = forbidden(&user, &audit.attrs).into_response();
         audit
@@ -172,6 +175,18 @@ async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> R
         return resp;
     }
     let mut req = req;
+    if let Some(node) = crate::auth::node::node_of(&user) {
+        req = match node_restriction(node, &audit.attrs, req).await {
+            Ok(r) => r,
+            Err(e) => {
+                let resp = e.into_response();
+                audit
+                    .finish(Some(&requester), impersonated, resp.status())
+                    .await;
+                return resp;
+            }
+        };
+    }
     req.extensions_mut().insert(user.clone());
     let req = audit.capture_request(&user, req).await;
     let resp = next.run(req).await;
@@ -180,6 +195,58 @@ async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> R
         .finish(Some(&requester), impersonated, resp.status())
         .await;
     resp
+}
+
+/// The Node authorizer for node credentials, then RBAC. A node's request
+/// the pods graph does not allow yet is judged again on a fresh read of the
+/// store's pods (the graph may lag the pod the node just saw by moments).
+fn authorized(s: &ApiState, user: &UserInfo, a: &Attributes) -> bool {
+    use crate::auth::node;
+    if let Some(name) = node::node_of(user) {
+        if s.nodes.read(|g| node::allows(g, name, a)) {
+            return true;
+        }
+        if rbac::allows(&*s.policy.policy(), user, a) {
+            return true;
+        }
+        return node::allows(&s.nodes.fresh(&s.rest.objects), name, a);
+    }
+    rbac::allows(&*s.policy.policy(), user, a)
+}
+
+/// NodeRestriction: a node creates only its own Node and Lease (the name is
+/// in the body, not the path).
+async fn node_restriction(node: &str, a: &Attributes, req: Request) -> ApiResult<Request> {
+    let Attributes::Resource {
+        verb,
+        group,
+        resource,
+        subresource: None,
+        ..
+    } = a
+    else {
+        return Ok(req);
+    };
+    let creates_own = verb == "create"
+        && matches!(
+            (group.as_str(), resource.as_str()),
+            ("", "nodes") | ("coordination.k8s.io", "leases")
+        );
+    if !creates_own {
+        return Ok(req);
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = body::read(body).await?;
+    let named = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.pointer("/metadata/name")?.as_str().map(str::to_string));
+    if named.as_deref() != Some(node) {
+        return Err(ApiError::forbidden(format!(
+            "{resource} {:?} is forbidden: node {node:?} may only create its own",
+            named.unwrap_or_default()
+        )));
+    }
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
 }
 
 /// The audit record of one request, filled in as it is served.
@@ -454,7 +521,7 @@ async fn kube(State(s): State<ApiState>, req: Request) -> Response {
             Ok(v) => v,
             Err(e) => return e.into_response(),
         };
-        return tokens::serve(&s.rest.objects, &s.authn, &user, &parts.method, route, doc).await;
+        return tokens::serve(&s, &user, &parts.method, route, doc).await;
     }
     if let Some(route) = reviews::route(&path) {
         let (user, doc) = match review_input(&s, &parts, body).await {
@@ -548,9 +615,32 @@ async fn cacerts(State(s): State<ApiState>) -> Response {
         .into_response()
 }
 
-async fn agent_bootstrap(State(s): State<ApiState>, headers: HeaderMap) -> ApiResult<Response> {
+/// The join token for the cluster CA and a credential of node `?node=NAME`
+/// (user `system:node:NAME`: the Node authorizer decides what it may do).
+async fn agent_bootstrap(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
     authorize(&s, &headers)?;
-    Ok(Json(serde_json::json!({"caCert": s.ca_pem, "token": s.admin_token})).into_response())
+    let node = q.get("node").map(String::as_str).unwrap_or("");
+    if let Err(e) = crate::model::validate::dns1123_subdomain(node) {
+        return Err(ApiError::bad_request(format!(
+            "?node= must name the node (a DNS subdomain): {e}"
+        )));
+    }
+    let signer = s
+        .authn
+        .signer()
+        .ok_or_else(|| ApiError::internal("this server issues no credentials"))?;
+    let (token, _) = signer
+        .issue_node(
+            node,
+            crate::auth::tokens::NODE_CREDENTIAL_SECONDS,
+            crate::auth::tokens::now(),
+        )
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(serde_json::json!({"caCert": s.ca_pem, "token": token})).into_response())
 }
 
 fn key_of(path: &str) -> String {

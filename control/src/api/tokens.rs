@@ -72,13 +72,13 @@ fn resource_list() -> Value {
 
 /// Answer `route` for `user` with the request body `doc`.
 pub async fn serve(
-    objects: &Objects,
-    authn: &Authenticator,
+    s: &super::ApiState,
     user: &UserInfo,
     method: &Method,
     route: Route,
     doc: Value,
 ) -> Response {
+    let (objects, authn) = (&s.rest.objects, &s.authn);
     let answer = match (route, method) {
         (Route::Group, &Method::GET) => Ok(api_group()),
         (Route::Resources, &Method::GET) => Ok(resource_list()),
@@ -93,12 +93,42 @@ pub async fn serve(
             "status": {"userInfo": user.to_json()},
         })),
         (Route::Request(ns, name), _) => match authn.signer() {
-            Some(signer) => token_request(objects, signer, &ns, &name, doc).await,
+            Some(signer) => match node_binding(s, user, &ns, &name, &doc) {
+                Ok(()) => token_request(objects, signer, &ns, &name, doc).await,
+                Err(e) => Err(e),
+            },
             None => Err(ApiError::internal("this server issues no tokens")),
         },
         (Route::Group | Route::Resources, _) => Err(ApiError::method_not_allowed("discovery")),
     };
     super::reviews::created(answer)
+}
+
+/// NodeRestriction for tokens: a node asks only for tokens bound to a pod
+/// bound to it.
+fn node_binding(
+    s: &super::ApiState,
+    user: &UserInfo,
+    ns: &str,
+    account: &str,
+    doc: &Value,
+) -> ApiResult<()> {
+    use crate::auth::node;
+    let Some(me) = node::node_of(user) else {
+        return Ok(());
+    };
+    let bound = doc.pointer("/spec/boundObjectRef");
+    let kind = bound.and_then(|b| b.get("kind")).and_then(Value::as_str);
+    let pod = bound.and_then(|b| b.get("name")).and_then(Value::as_str);
+    let ok = |g: &node::Graph| kind == Some("Pod") && pod.is_some_and(|p| g.on_node(me, ns, p));
+    if s.nodes.read(ok) || ok(&s.nodes.fresh(&s.rest.objects)) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "serviceaccounts {account:?} is forbidden: node {me:?} may only ask for tokens bound to a pod it runs (asked: {} {ns}/{})",
+        kind.unwrap_or("no object"),
+        pod.unwrap_or("")
+    )))
 }
 
 fn now_rfc3339() -> String {

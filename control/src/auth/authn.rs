@@ -116,6 +116,15 @@ impl AccountTokens {
             .verify(token, audiences, now)
             .map_err(|e| invalid(e.to_string()))?;
         let k = &c.kubernetes;
+        if k.serviceaccount.name.is_empty() && k.node.is_some() {
+            // A node's credential (from the join-token exchange).
+            let mut user = UserInfo::new(&c.sub, &[super::node::NODES_GROUP]);
+            user.extra.insert(
+                "authentication.kubernetes.io/credential-id".into(),
+                vec![format!("JTI={}", c.jti)],
+            );
+            return Ok((user, c.aud.clone()));
+        }
         let ns = k.namespace.as_str();
         let alive = |kind: &str, namespace: Option<&str>, r: &tokens::Ref| match self
             .lookup

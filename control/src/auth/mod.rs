@@ -10,6 +10,7 @@
 pub mod authn;
 pub mod cache;
 pub mod defaults;
+pub mod node;
 pub mod rbac;
 pub mod tokens;
 

@@ -8,6 +8,9 @@
 //! the ServiceAccount (and the pod, Secret or Node it is bound to) still
 //! exists with the same uid.**
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -18,8 +21,9 @@ pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 pub const MIN_EXPIRATION_SECONDS: i64 = 600;
 /// What a TokenRequest without `expirationSeconds` gets (Kubernetes: 1 hour).
 pub const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
-/// The longest a token may live (a day, unless asked for less).
-pub const MAX_EXPIRATION_SECONDS: i64 = 48 * 3600;
+/// How long a node's credential lives (its agent gets a new one whenever
+/// it starts).
+pub const NODE_CREDENTIAL_SECONDS: i64 = 365 * 24 * 3600;
 
 /// Errors of signing keys and tokens.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +108,14 @@ pub struct Signer {
     encoding: EncodingKey,
     decoding: DecodingKey,
     kid: String,
+    /// Tokens whose signature, issuer, audience and subject were checked,
+    /// by a hash of token and audiences: a signature is checked once per
+    /// token, not per request (time and what the token names still are).
+    verified: Arc<Mutex<HashMap<[u8; 32], Claims>>>,
 }
+
+/// Most verified tokens remembered (then the memory starts over).
+const VERIFIED_CACHE: usize = 10_000;
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -129,6 +140,7 @@ impl Signer {
             encoding,
             decoding,
             kid,
+            verified: Arc::default(),
         })
     }
 
@@ -152,26 +164,74 @@ impl Signer {
                 node: grant.node.clone(),
             },
         };
+        Ok((self.sign(&claims)?, exp))
+    }
+
+    /// A node's credential: user `system:node:NAME`, issued at `now` for
+    /// `lifetime_seconds`; returns it and its expiry.
+    pub fn issue_node(
+        &self,
+        node: &str,
+        lifetime_seconds: i64,
+        now: i64,
+    ) -> Result<(String, i64), TokenError> {
+        let exp = now + lifetime_seconds;
+        let claims = Claims {
+            iss: ISSUER.into(),
+            sub: format!("{}{node}", super::node::NODE_PREFIX),
+            aud: vec![ISSUER.into()],
+            exp,
+            iat: now,
+            nbf: now,
+            jti: uuid_like(),
+            kubernetes: KubernetesClaim {
+                namespace: String::new(),
+                serviceaccount: Ref {
+                    name: String::new(),
+                    uid: String::new(),
+                },
+                pod: None,
+                secret: None,
+                node: Some(Ref {
+                    name: node.into(),
+                    uid: String::new(),
+                }),
+            },
+        };
+        self.sign(&claims).map(|t| (t, exp))
+    }
+
+    fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
-            .map_err(|e| TokenError::Sign(e.to_string()))?;
-        Ok((token, exp))
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+            .map_err(|e| TokenError::Sign(e.to_string()))
     }
 
     /// The claims of `token` if this cluster signed it, it is within its
     /// lifetime at `now` and it is meant for one of `audiences`.
     pub fn verify(&self, token: &str, audiences: &[&str], now: i64) -> Result<Claims, TokenError> {
-        let mut v = Validation::new(Algorithm::ES256);
-        v.set_issuer(&[ISSUER]);
-        v.set_audience(audiences);
-        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        // Time is checked below against `now`, so tests can move it.
-        v.validate_exp = false;
-        v.validate_nbf = false;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
-            .map_err(|e| TokenError::Invalid(e.to_string()))?;
-        let c = data.claims;
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(token.as_bytes());
+        for a in audiences {
+            h.update([0]);
+            h.update(a.as_bytes());
+        }
+        let key: [u8; 32] = h.finalize().into();
+        let cached = self.verified.lock().expect("tokens").get(&key).cloned();
+        let c = match cached {
+            Some(c) => c,
+            None => {
+                let c = self.verify_signed(token, audiences)?;
+                let mut m = self.verified.lock().expect("tokens");
+                if m.len() >= VERIFIED_CACHE {
+                    m.clear();
+                }
+                m.insert(key, c.clone());
+                c
+            }
+        };
         // A minute of clock skew between servers, as Kubernetes allows.
         const LEEWAY: i64 = 60;
         if now > c.exp + LEEWAY {
@@ -180,8 +240,25 @@ impl Signer {
         if now + LEEWAY < c.nbf {
             return Err(TokenError::Invalid("token is not valid yet".into()));
         }
-        let expected =
-            super::service_account_user(&c.kubernetes.namespace, &c.kubernetes.serviceaccount.name);
+        Ok(c)
+    }
+
+    /// Signature, issuer, audience and subject (not time).
+    fn verify_signed(&self, token: &str, audiences: &[&str]) -> Result<Claims, TokenError> {
+        let mut v = Validation::new(Algorithm::ES256);
+        v.set_issuer(&[ISSUER]);
+        v.set_audience(audiences);
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // Time is checked by the caller against its `now`.
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
+            .map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let c = data.claims;
+        let expected = match (&c.kubernetes.serviceaccount.name, &c.kubernetes.node) {
+            (sa, Some(n)) if sa.is_empty() => format!("{}{}", super::node::NODE_PREFIX, n.name),
+            (sa, _) => super::service_account_user(&c.kubernetes.namespace, sa),
+        };
         if c.sub != expected {
             return Err(TokenError::Invalid(
                 "subject does not match its claims".into(),

@@ -164,13 +164,14 @@ struct Bootstrap {
     token: String,
 }
 
-/// Trade the join token for the cluster CA and API credentials, with the first
+/// Trade the join token for the cluster CA and this node's credential, with the first
 /// known server that answers. A token that pins the CA (`K10<hash>::...`)
 /// has the server prove its CA first and the secret goes only to a server
 /// holding it; a bare token cannot check the server (the token proves it
 /// ours only in that it accepts it).
 async fn bootstrap(
     token: &skiff_common::jointoken::JoinToken,
+    node: &str,
     servers: &apiservers::Servers,
 ) -> Result<Client, AgentError> {
     let bad = |server: &str, reason: String| AgentError::Bootstrap {
@@ -214,6 +215,8 @@ async fn bootstrap(
             Some(_) => format!("https://{}/skiff/v0/agent", apiservers::named(&server)),
             None => format!("https://{server}/skiff/v0/agent"),
         };
+        // The credential is this node's own (`system:node:NAME`).
+        let url = format!("{url}?node={node}");
         let resp = match http.get(url).bearer_auth(&token.secret).send().await {
             Ok(r) if r.status().is_success() => r,
             // A wrong token is not an outage: waiting will not fix it.
@@ -311,7 +314,10 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
     })?;
     // From here on the token is its secret (the agent API checks it).
     cfg.token = join.secret.clone();
-    let client = until_ok("joining the cluster", || bootstrap(&join, &servers)).await?;
+    let client = until_ok("joining the cluster", || {
+        bootstrap(&join, &cfg.node_name, &servers)
+    })
+    .await?;
     let oci = containerd(&cfg).await;
     if oci.is_some() && !cfg.runtimes.iter().any(|r| r == crate::pod::RUNC_HANDLER) {
         cfg.runtimes.push(crate::pod::RUNC_HANDLER.into());

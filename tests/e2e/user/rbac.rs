@@ -358,3 +358,126 @@ fn a_service_account_token_is_that_account_and_no_more() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_node_credential_reaches_only_its_own_node_and_pods() -> Result<()> {
+    let (_root, s) = single_server()?;
+    // What an agent gets for the join token: a credential of its node.
+    let boot: serde_json::Value = s
+        .http()
+        .get(format!("{}/skiff/v0/agent?node=edge-1", s.url()))
+        .bearer_auth(s.token())
+        .send()?
+        .json()?;
+    let token = boot["token"]
+        .as_str()
+        .expect("a node credential")
+        .to_string();
+    assert_ne!(token, s.admin_token(), "not the admin's");
+    let as_node = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend_from_slice(&["--token", &token]);
+        s.kubectl(&a)
+    };
+    let who = as_node(&["auth", "whoami", "-o", "json"]);
+    assert!(who.ok, "{}", who.stderr);
+    assert!(who.stdout.contains("system:node:edge-1") && who.stdout.contains("system:nodes"));
+    // A pod bound to edge-1 uses one Secret; another Secret is nobody's.
+    s.apply(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: used
+  namespace: shop
+stringData: {k: v}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: unused
+  namespace: shop
+stringData: {k: v}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: shop
+spec:
+  nodeName: edge-1
+  containers:
+  - name: c
+    image: acc/hello:v1
+    env:
+    - name: K
+      valueFrom: {secretKeyRef: {name: used, key: k}}
+"#,
+    );
+    let got = eventually(Duration::from_secs(10), || {
+        let r = as_node(&["get", "secret", "used", "-n", "shop"]);
+        r.ok.then_some(r)
+    });
+    assert!(got.is_some(), "the node reads the Secret of its pod");
+    for args in [
+        &["get", "secret", "unused", "-n", "shop"][..],
+        &["get", "secrets", "-n", "shop"][..],
+        &["delete", "namespace", "shop"][..],
+        &[
+            "create",
+            "clusterrolebinding",
+            "x",
+            "--clusterrole=cluster-admin",
+            "--user=system:node:edge-1",
+        ][..],
+    ] {
+        let r = as_node(args);
+        assert!(
+            !r.ok && r.stderr.to_lowercase().contains("forbidden"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    // Its own Node, not another one.
+    let node = |name: &str| format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n");
+    let dir = tempfile::tempdir()?;
+    for name in ["edge-1", "edge-2"] {
+        let f = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&f, node(name))?;
+        let r = as_node(&["create", "-f", f.to_str().unwrap()]);
+        assert_eq!(r.ok, name == "edge-1", "create node {name}: {}", r.stderr);
+    }
+    s.apply(&node("edge-2"));
+    assert!(as_node(&["label", "node", "edge-1", "zone=a"]).ok);
+    let other = as_node(&["label", "node", "edge-2", "zone=a"]);
+    assert!(
+        !other.ok && other.stderr.to_lowercase().contains("forbidden"),
+        "{}",
+        other.stderr
+    );
+    assert!(as_node(&["get", "nodes"]).ok, "nodes see the other nodes");
+    // Tokens only for its pods' accounts, bound to its pods.
+    let t = as_node(&[
+        "create",
+        "token",
+        "default",
+        "-n",
+        "shop",
+        "--bound-object-kind",
+        "Pod",
+        "--bound-object-name",
+        "web",
+    ]);
+    assert!(t.ok, "{}", t.stderr);
+    let unbound = as_node(&["create", "token", "default", "-n", "shop"]);
+    assert!(
+        !unbound.ok && unbound.stderr.to_lowercase().contains("forbidden"),
+        "{}",
+        unbound.stderr
+    );
+    Ok(())
+}
