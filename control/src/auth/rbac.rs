@@ -16,7 +16,7 @@ use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 
-use super::{Attributes, SUPERUSERS, UserInfo, service_account_user};
+use super::{Attributes, SUPERUSERS, UserInfo};
 
 /// The API group of roles and bindings.
 pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
@@ -96,7 +96,8 @@ pub fn rules_for(src: &impl Rules, user: &UserInfo, namespace: Option<&str>) -> 
 }
 
 /// Call `visit` with each rule bound to `user` (cluster bindings first, then
-/// the bindings of `namespace`) until it returns false.
+/// the bindings of `namespace`) until it returns false. Rules are read in
+/// place (this runs on every request).
 fn visit_rules(
     src: &impl Rules,
     user: &UserInfo,
@@ -104,45 +105,42 @@ fn visit_rules(
     mut visit: impl FnMut(&PolicyRule) -> bool,
 ) {
     for b in src.cluster_role_bindings() {
-        if !applies(b.subjects.as_deref(), user, "") {
-            continue;
-        }
-        for rule in role_rules(src, &b.role_ref, None) {
-            if !visit(&rule) {
-                return;
-            }
+        if applies(b.subjects.as_deref(), user, "")
+            && !visit_role(src, &b.role_ref, None, &mut visit)
+        {
+            return;
         }
     }
     let Some(ns) = namespace.filter(|ns| !ns.is_empty()) else {
         return;
     };
     for b in src.role_bindings(ns) {
-        if !applies(b.subjects.as_deref(), user, ns) {
-            continue;
-        }
-        for rule in role_rules(src, &b.role_ref, Some(ns)) {
-            if !visit(&rule) {
-                return;
-            }
+        if applies(b.subjects.as_deref(), user, ns)
+            && !visit_role(src, &b.role_ref, Some(ns), &mut visit)
+        {
+            return;
         }
     }
 }
 
-/// The rules of the role a binding refers to (none if it does not exist).
-fn role_rules(src: &impl Rules, r: &RoleRef, binding_ns: Option<&str>) -> Vec<PolicyRule> {
+/// Visit the rules of the role a binding refers to (none if it does not
+/// exist); false when `visit` asked to stop.
+fn visit_role(
+    src: &impl Rules,
+    r: &RoleRef,
+    binding_ns: Option<&str>,
+    visit: &mut impl FnMut(&PolicyRule) -> bool,
+) -> bool {
     if r.api_group.as_deref().is_some_and(|g| g != RBAC_GROUP) {
-        return Vec::new();
+        return true;
     }
+    let mut each = |rules: Option<&Vec<PolicyRule>>| rules.into_iter().flatten().all(&mut *visit);
     match (r.kind.as_str(), binding_ns) {
         ("ClusterRole", _) => src
             .cluster_role(&r.name)
-            .and_then(|c| c.rules.clone())
-            .unwrap_or_default(),
-        ("Role", Some(ns)) => src
-            .role(ns, &r.name)
-            .and_then(|c| c.rules.clone())
-            .unwrap_or_default(),
-        _ => Vec::new(),
+            .is_none_or(|c| each(c.rules.as_ref())),
+        ("Role", Some(ns)) => src.role(ns, &r.name).is_none_or(|c| each(c.rules.as_ref())),
+        _ => true,
     }
 }
 
@@ -161,7 +159,13 @@ fn applies(subjects: Option<&[Subject]>, user: &UserInfo, namespace: &str) -> bo
                     .as_deref()
                     .filter(|n| !n.is_empty())
                     .unwrap_or(namespace);
-                !ns.is_empty() && service_account_user(ns, &s.name) == user.name
+                !ns.is_empty()
+                    && user
+                        .name
+                        .strip_prefix("system:serviceaccount:")
+                        .and_then(|rest| rest.strip_prefix(ns))
+                        .and_then(|rest| rest.strip_prefix(':'))
+                        == Some(s.name.as_str())
             }
             _ => false,
         })
