@@ -277,3 +277,38 @@ fn lagging_node_catches_up_by_snapshot() {
     assert!(net.check() >= 190);
     assert!(net.node(3).status().applied > first);
 }
+
+/// Hostile messages from a holder of the cluster token (a heartbeat that
+/// commits past the log, messages from a non-member or for another replica)
+/// are dropped or capped; the cluster keeps committing writes.
+#[test]
+fn hostile_messages_neither_stop_a_replica_nor_lose_a_write() {
+    use raft::eraftpb::MessageType;
+    let mut net = Net::new(3, 7);
+    let leader = net.leader().expect("a leader");
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let term = net.node(follower).status().term;
+    let msg = |t: MessageType, from: u64, to: u64, commit: u64| {
+        let mut m = Message::default();
+        m.set_msg_type(t);
+        m.from = from;
+        m.to = to;
+        m.term = term;
+        m.commit = commit;
+        m
+    };
+    for m in [
+        msg(MessageType::MsgHeartbeat, leader, follower, 1 << 40),
+        msg(MessageType::MsgHeartbeat, 99, follower, 1 << 40),
+        msg(MessageType::MsgAppend, 99, follower, 1 << 40),
+        msg(MessageType::MsgHeartbeat, leader, 42, 1 << 40),
+        msg(MessageType::MsgReadIndex, leader, follower, 0),
+    ] {
+        net.node(follower).step(m);
+    }
+    for _ in 0..20 {
+        net.write();
+    }
+    net.settle();
+    assert!(net.check() >= 20, "writes still commit on every replica");
+}

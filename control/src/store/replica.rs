@@ -208,9 +208,54 @@ impl Replica {
         }
     }
 
-    /// Feed a message from a peer.
-    pub fn step(&mut self, msg: Message) {
+    /// Feed a message from a peer. A message this replica cannot have been
+    /// sent by a correct member is dropped or made harmless first, so that a
+    /// holder of the cluster token cannot stop the Raft thread: one for
+    /// another replica, or from a peer that is not a member (once this
+    /// replica knows its members), is dropped; a heartbeat's commit index is
+    /// capped at the last entry held here (a correct leader never sends
+    /// more; raft-rs would panic on it).
+    pub fn step(&mut self, mut msg: Message) {
         let from = msg.from;
+        let raft = &self.raw.raft;
+        if msg.to != raft.id {
+            tracing::debug!(
+                from,
+                to = msg.to,
+                "dropped a raft message for another replica"
+            );
+            return;
+        }
+        let conf = raft.prs().conf();
+        let known = !conf.voters().ids().is_empty();
+        let member = conf.voters().contains(from) || conf.learners().contains(&from);
+        if known && !member {
+            tracing::debug!(from, "dropped a raft message from a non-member");
+            return;
+        }
+        use raft::eraftpb::MessageType as T;
+        match msg.get_msg_type() {
+            T::MsgHeartbeat => {
+                let last = raft.raft_log.last_index();
+                if msg.commit > last {
+                    tracing::debug!(
+                        from,
+                        commit = msg.commit,
+                        last,
+                        "capped a heartbeat's commit index"
+                    );
+                    msg.commit = last;
+                }
+            }
+            // A read request travels without a term and carries exactly
+            // its one context entry (raft-rs asserts both).
+            T::MsgReadIndex if msg.entries.len() != 1 => {
+                tracing::debug!(from, "dropped a malformed read request");
+                return;
+            }
+            T::MsgReadIndex => msg.term = 0,
+            _ => {}
+        }
         if let Err(e) = self.raw.step(msg) {
             tracing::debug!(from, error = %e, "dropped raft message");
         }
