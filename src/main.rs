@@ -222,6 +222,10 @@ struct ServerArgs {
     /// Rotated audit logs kept.
     #[arg(long, default_value_t = 3)]
     audit_log_maxbackup: usize,
+    /// Serve the store's raw key-value view at `/skiff/v0/kv` (debugging;
+    /// needs the join token). Off by default.
+    #[arg(long)]
+    enable_debug_kv: bool,
     /// Compact the Raft log after this many applied entries.
     #[arg(long, default_value_t = 10_000, hide = true)]
     snapshot_threshold: u64,
@@ -380,6 +384,7 @@ fn main() -> std::process::ExitCode {
                         max_bytes: a.audit_log_maxsize.saturating_mul(1 << 20),
                         backups: a.audit_log_maxbackup,
                     },
+                    debug_kv: a.enable_debug_kv,
                 };
                 server::run(cfg).await.map_err(Into::into)
             }

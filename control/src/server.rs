@@ -34,6 +34,8 @@ pub struct ServerConfig {
     pub node_ip: Option<std::net::IpAddr>,
     /// The audit log.
     pub audit: AuditConfig,
+    /// Serve the raw key-value view `/skiff/v0/kv` (debugging; join token).
+    pub debug_kv: bool,
 }
 
 /// Where the audit log goes and what it records.
@@ -559,6 +561,7 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
     }
     let mut state = ApiState::new(store.clone(), token, admin_token, advertised);
     state.ca_pem = ca.cert_pem.clone();
+    state.debug_kv = cfg.debug_kv;
     state.authn = state
         .authn
         .clone()

@@ -72,6 +72,9 @@ pub struct ApiState {
     pub audit: Option<audit::Auditor>,
     /// Which pods are bound to which node, for the Node authorizer.
     pub nodes: crate::auth::node::GraphCache,
+    /// Whether the raw key-value view (`/skiff/v0/kv`) is served
+    /// (`--enable-debug-kv`).
+    pub debug_kv: bool,
 }
 
 impl ApiState {
@@ -95,6 +98,7 @@ impl ApiState {
             policy: crate::auth::cache::PolicyCache::default(),
             audit: None,
             nodes: crate::auth::node::GraphCache::default(),
+            debug_kv: false,
             admin_token,
             openapi,
             metrics,
@@ -643,6 +647,17 @@ async fn agent_bootstrap(
     Ok(Json(serde_json::json!({"caCert": s.ca_pem, "token": token})).into_response())
 }
 
+/// The raw key-value view: only with `--enable-debug-kv`, and then with
+/// the join token.
+fn debug_kv(s: &ApiState, headers: &HeaderMap) -> ApiResult<()> {
+    if !s.debug_kv {
+        return Err(ApiError::no_route(
+            "/skiff/v0/kv (off: see --enable-debug-kv)",
+        ));
+    }
+    authorize(s, headers)
+}
+
 fn key_of(path: &str) -> String {
     format!("/{}", path.trim_start_matches('/'))
 }
@@ -668,7 +683,7 @@ async fn list(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<KvList>> {
-    authorize(&s, &headers)?;
+    debug_kv(&s, &headers)?;
     let prefix = q.get("prefix").map_or("/", |p| p.as_str());
     let limit = match q.get("limit") {
         Some(l) => l.parse().map_err(|_| ApiError::bad_request("bad limit"))?,
@@ -698,7 +713,7 @@ async fn kv_get(
     headers: HeaderMap,
     Path(path): Path<String>,
 ) -> ApiResult<Response> {
-    authorize(&s, &headers)?;
+    debug_kv(&s, &headers)?;
     let key = key_of(&path);
     match s.store.get(&key).await? {
         Some(kv) => Ok(([("x-revision", kv.mod_revision.to_string())], kv.value).into_response()),
@@ -728,7 +743,7 @@ async fn kv_put(
     Query(q): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> ApiResult<Json<serde_json::Value>> {
-    authorize(&s, &headers)?;
+    debug_kv(&s, &headers)?;
     let op = Op::Put {
         key: key_of(&path),
         value: body.to_vec(),
@@ -744,7 +759,7 @@ async fn kv_delete(
     Path(path): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    authorize(&s, &headers)?;
+    debug_kv(&s, &headers)?;
     let op = Op::Delete {
         key: key_of(&path),
         expect: match expect_of(&q)? {

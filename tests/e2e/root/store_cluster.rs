@@ -13,6 +13,9 @@ use anyhow::{Context, Result, bail};
 use common::{Agent, Server, TestNet, eventually, example_wasm, http_get};
 
 fn start_cluster(root: &std::path::Path, extra: &[&str]) -> Result<Vec<Server>> {
+    let mut with_kv: Vec<&str> = extra.to_vec();
+    with_kv.push("--enable-debug-kv");
+    let extra = &with_kv[..];
     let mut first = Server::new(&root.join("s1"), extra);
     first.start()?;
     first.wait_ready(Duration::from_secs(10))?;
@@ -200,7 +203,7 @@ fn leader_killed_restart_catches_up_by_snapshot() -> Result<()> {
 #[test]
 fn kill_9_during_writes_loses_no_acknowledged_write() -> Result<()> {
     let root = tempfile::tempdir()?;
-    let mut s = Server::new(&root.path().join("solo"), &[]);
+    let mut s = Server::new(&root.path().join("solo"), &["--enable-debug-kv"]);
     let mut acked = BTreeMap::new();
     for round in 0..20 {
         s.start()?;
@@ -265,7 +268,7 @@ fn durable_commit(dir: &std::path::Path) -> Option<u64> {
 }
 
 fn seeded_data_dir(root: &std::path::Path, name: &str) -> Result<Server> {
-    let mut s = Server::new(&root.join(name), &[]);
+    let mut s = Server::new(&root.join(name), &["--enable-debug-kv"]);
     s.start()?;
     s.wait_ready(Duration::from_secs(10))?;
     let c = s.client();
@@ -345,7 +348,7 @@ fn damaged_data_dir_is_a_clear_error() -> Result<()> {
 #[test]
 fn garbage_on_the_peer_port_is_rejected_and_the_node_keeps_serving() -> Result<()> {
     let root = tempfile::tempdir()?;
-    let mut s = Server::new(&root.path().join("solo"), &[]);
+    let mut s = Server::new(&root.path().join("solo"), &["--enable-debug-kv"]);
     s.start()?;
     s.wait_ready(Duration::from_secs(10))?;
     let c = s.client();

@@ -159,6 +159,13 @@ fn without_credentials_only_the_health_checks_answer() -> Result<()> {
         let body: serde_json::Value = r.json()?;
         assert_eq!(body["reason"], "Unauthorized", "{path}: {body}");
     }
+    // The raw key-value view is off unless asked for, even with the join
+    // token.
+    let kv = client
+        .get(format!("{base}/skiff/v0/kv?prefix=/"))
+        .bearer_auth(s.token())
+        .send()?;
+    assert_eq!(kv.status().as_u16(), 404);
     // The join token is not a credential of the Kubernetes API.
     let r = client
         .get(format!("{base}/api/v1/namespaces"))
