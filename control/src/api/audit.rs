@@ -500,18 +500,17 @@ rules:
         let p = Policy::parse(POLICY).unwrap();
         let alice = UserInfo::new("alice", &[]);
         let proxy = UserInfo::new("system:kube-proxy", &[]);
-        let res = |verb: &str, resource: &str, sub: Option<&str>, ns: &str| Attributes::Resource {
-            verb: verb.into(),
-            group: String::new(),
-            resource: resource.into(),
-            subresource: sub.map(str::to_string),
-            namespace: Some(ns.into()).filter(|n: &String| !n.is_empty()),
-            name: None,
+        let res = |verb: &str, resource: &str, sub: Option<&str>, ns: &str| {
+            Attributes::resource(
+                verb,
+                "",
+                resource,
+                sub,
+                Some(ns).filter(|n| !n.is_empty()),
+                None,
+            )
         };
-        let path = |p: &str| Attributes::NonResource {
-            verb: "get".into(),
-            path: p.into(),
-        };
+        let path = |p: &str| Attributes::path("get", p);
         let cases = [
             (&proxy, res("get", "pods", None, "a"), Level::None),
             (&alice, path("/healthz"), Level::None),

@@ -397,14 +397,14 @@ mod tests {
         ns: &str,
         name: Option<&str>,
     ) -> Attributes {
-        Attributes::Resource {
-            verb: verb.into(),
-            group: group.into(),
-            resource: resource.into(),
-            subresource: sub.map(str::to_string),
-            namespace: Some(ns.to_string()).filter(|n| !n.is_empty()),
-            name: name.map(str::to_string),
-        }
+        Attributes::resource(
+            verb,
+            group,
+            resource,
+            sub,
+            Some(ns).filter(|n| !n.is_empty()),
+            name,
+        )
     }
 
     #[test]
