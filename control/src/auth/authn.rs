@@ -175,8 +175,7 @@ impl AccountTokens {
 impl Lookup for crate::storage::Objects {
     fn uid(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<String> {
         let t = self.registry.by_kind("v1", kind)?;
-        let kv = self.store.get_local(&t.key(namespace, name)).ok()??;
-        let v = crate::storage::decode_stored(&kv).ok()?;
+        let v = self.get_local(t, namespace, name)?;
         v.pointer("/metadata/uid")?.as_str().map(str::to_string)
     }
 }

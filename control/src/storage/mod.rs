@@ -195,6 +195,13 @@ impl Objects {
         }
     }
 
+    /// An object as this replica holds it now, without a Raft round trip
+    /// (it may lag the leader); `None` when absent or unreadable.
+    pub fn get_local(&self, t: &ResourceType, ns: Option<&str>, name: &str) -> Option<Value> {
+        let kv = self.store.get_local(&t.key(ns, name)).ok()??;
+        decode_stored(&kv).ok()
+    }
+
     /// List objects with selectors and paging. Returns (items, revision, continue).
     pub async fn list(
         &self,

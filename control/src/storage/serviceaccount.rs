@@ -43,17 +43,25 @@ impl Objects {
             .unwrap_or(DEFAULT_ACCOUNT)
             .to_string();
         let account = match self.registry.by_kind("v1", "ServiceAccount") {
-            Some(t) => match self.get(t, Some(ns), &name).await {
-                Ok(sa) => Some(sa),
-                Err(e) if e.reason == "NotFound" && name == DEFAULT_ACCOUNT => None,
-                Err(e) if e.reason == "NotFound" => {
-                    let pod_name = crate::model::meta::name_of(pod);
-                    return Err(ApiError::forbidden(format!(
-                        "pods {pod_name:?} is forbidden: error looking up service account {ns}/{name}: serviceaccount {name:?} not found"
-                    )));
+            // This replica's copy first (no Raft round trip per pod); only a
+            // miss asks the leader, so an account made a moment ago counts.
+            Some(t) => {
+                let found = match self.get_local(t, Some(ns), &name) {
+                    Some(sa) => Ok(sa),
+                    None => self.get(t, Some(ns), &name).await,
+                };
+                match found {
+                    Ok(sa) => Some(sa),
+                    Err(e) if e.reason == "NotFound" && name == DEFAULT_ACCOUNT => None,
+                    Err(e) if e.reason == "NotFound" => {
+                        let pod_name = crate::model::meta::name_of(pod);
+                        return Err(ApiError::forbidden(format!(
+                            "pods {pod_name:?} is forbidden: error looking up service account {ns}/{name}: serviceaccount {name:?} not found"
+                        )));
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
-            },
+            }
             None => None,
         };
         let spec = &mut pod["spec"];

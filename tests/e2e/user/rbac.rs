@@ -348,6 +348,29 @@ fn a_service_account_token_is_that_account_and_no_more() -> Result<()> {
                 .is_some_and(|a| a.starts_with("kubectl")))
             .all(|e| e["sourceIPs"][0] == "127.0.0.1")
     );
+    // A pod naming an account that does not exist is refused, as Kubernetes'
+    // ServiceAccount admission refuses it; one naming `lister` gets its token
+    // volume in every container.
+    let pod = |sa: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: with-{sa}\n  namespace: crew\nspec:\n  serviceAccountName: {sa}\n  containers:\n  - name: c\n    image: acc/hello:v1\n"
+        )
+    };
+    let missing = s.try_apply(&pod("nobody"));
+    assert!(
+        !missing.ok
+            && missing
+                .stderr
+                .contains("serviceaccount \"nobody\" not found"),
+        "{}",
+        missing.stderr
+    );
+    s.apply(&pod("lister"));
+    let made = s.json(&["pod", "with-lister", "-n", "crew"]);
+    assert_eq!(
+        made["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/var/run/secrets/kubernetes.io/serviceaccount"
+    );
     // Too short a token is refused as Kubernetes refuses it.
     let short = s.kubectl(&[
         "create",
