@@ -183,8 +183,8 @@ const NODE_CONFIG_MAPS: &[(&str, &str)] = &[
     ("kube-system", "skiff-apiservers"),
 ];
 
-/// Whether node `node` may do `a`; `None`: not the node authorizer's to
-/// decide (RBAC decides; it binds nothing to nodes by default).
+/// Whether the Node authorizer lets node `node` do `a`; when it does not,
+/// RBAC decides (and binds nothing to nodes by default).
 pub fn allows(graph: &Graph, node: &str, a: &Attributes) -> bool {
     let Attributes::Resource {
         verb,
@@ -258,7 +258,7 @@ pub fn allows(graph: &Graph, node: &str, a: &Attributes) -> bool {
     }
 }
 
-/// The roles and pods graph, kept current from the store's watch on pods.
+/// The pods-per-node graph, kept current from the store's watch on pods.
 #[derive(Clone, Default)]
 pub struct GraphCache {
     current: Arc<RwLock<Graph>>,
