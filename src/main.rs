@@ -226,6 +226,11 @@ struct ServerArgs {
     /// needs the join token). Off by default.
     #[arg(long)]
     enable_debug_kv: bool,
+    /// How long the serving and peer certificates this server issues are
+    /// valid (a Go duration); each is renewed, without a restart, two thirds
+    /// into its validity.
+    #[arg(long, default_value = "8760h", value_parser = cli_extra::duration_or_secs)]
+    cert_lifetime: std::time::Duration,
     /// Compact the Raft log after this many applied entries.
     #[arg(long, default_value_t = 10_000, hide = true)]
     snapshot_threshold: u64,
@@ -385,6 +390,7 @@ fn main() -> std::process::ExitCode {
                         backups: a.audit_log_maxbackup,
                     },
                     debug_kv: a.enable_debug_kv,
+                    cert_lifetime: a.cert_lifetime,
                 };
                 server::run(cfg).await.map_err(Into::into)
             }

@@ -45,7 +45,7 @@ impl InProcess {
             StoreConfig {
                 data_dir: data_dir.to_path_buf(),
                 peer_addr,
-                cluster_token: random_token(32),
+                peer_tls: crate::store::PeerTls::default(),
                 bootstrap: true,
                 tick: Duration::from_millis(20),
                 replica: ReplicaConfig::default(),

@@ -19,6 +19,7 @@ pub mod controllers;
 pub mod imagestore;
 pub mod metrics;
 pub mod model;
+pub mod pki;
 pub mod server;
 pub mod storage;
 pub mod store;

@@ -20,7 +20,7 @@ async fn start(dir: &std::path::Path, replica: ReplicaConfig) -> Store {
         StoreConfig {
             data_dir: dir.to_path_buf(),
             peer_addr: format!("127.0.0.1:{}", port()),
-            cluster_token: "t".into(),
+            peer_tls: skiff_control::store::PeerTls::default(),
             bootstrap: true,
             tick: Duration::from_millis(20),
             replica,

@@ -37,11 +37,13 @@ pub struct StoreBench {
 
 async fn start_cluster(root: &Path, n: usize) -> Result<Vec<Store>> {
     let mut stores: Vec<Store> = Vec::new();
+    // Peers talk mutual TLS, as in a server.
+    let ca = skiff_control::pki::ClusterCa::generate()?;
     for i in 0..n {
         let cfg = StoreConfig {
             data_dir: root.join(format!("n{i}")),
             peer_addr: format!("127.0.0.1:{}", free_port()?),
-            cluster_token: "bench".into(),
+            peer_tls: skiff_control::store::PeerTls::for_member(&ca, i as u64 + 1)?,
             bootstrap: i == 0,
             tick: Duration::from_millis(100),
             replica: ReplicaConfig::default(),

@@ -59,6 +59,11 @@ pub struct ApiState {
     pub uploads: distribution::Uploads,
     /// The cluster CA certificate (PEM) agents bootstrap with.
     pub ca_pem: String,
+    /// The cluster CA with its key, for certificates this server issues
+    /// (joining servers' peer certificates); none in the in-process cluster.
+    pub ca: Option<Arc<crate::pki::ClusterCa>>,
+    /// How long the certificates it issues are valid.
+    pub cert_lifetime: std::time::Duration,
     /// `GET /metrics`: request, Raft and pod metrics.
     pub metrics: Arc<prom::Metrics>,
     /// Node agents' usage reports, for `metrics.k8s.io` and
@@ -90,6 +95,8 @@ impl ApiState {
                 agent_token: token.clone(),
             },
             ca_pem: String::new(),
+            ca: None,
+            cert_lifetime: crate::pki::LEAF_LIFETIME,
             images: crate::imagestore::Images::new(store.clone()),
             uploads: distribution::Uploads::default(),
             store,
@@ -111,12 +118,18 @@ impl ApiState {
 pub struct JoinRequest {
     pub node_id: u64,
     pub peer_addr: String,
+    /// A certificate signing request (PEM) for the new member's peer key.
+    #[serde(default)]
+    pub peer_csr: String,
 }
 
-/// Answer to a join: the members and their peer addresses.
+/// Answer to a join: the members and their peer addresses, and the new
+/// member's peer certificate (chain) with the CA it is of.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct JoinResponse {
     pub members: std::collections::BTreeMap<u64, String>,
+    pub peer_cert: String,
+    pub ca_pem: String,
 }
 
 use crate::model::status::{ApiError, ApiResult};
@@ -600,10 +613,26 @@ async fn join(
             "join needs a non-zero node_id and a peer_addr of the form IP:PORT",
         ));
     }
+    let ca =
+        s.ca.as_ref()
+            .ok_or_else(|| ApiError::internal("this server issues no peer certificates"))?;
+    if req.peer_csr.is_empty() {
+        return Err(ApiError::bad_request(
+            "join needs peer_csr: a certificate signing request for the new member's peer key",
+        ));
+    }
+    let peer_cert = ca
+        .sign_request(
+            &crate::pki::peer_leaf(req.node_id, s.cert_lifetime),
+            &req.peer_csr,
+        )
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     tracing::info!(node_id = req.node_id, peer_addr = %req.peer_addr, "join request");
     s.store.add_voter(req.node_id, req.peer_addr).await?;
     Ok(Json(JoinResponse {
         members: s.store.status().peers,
+        peer_cert,
+        ca_pem: ca.cert_pem.clone(),
     }))
 }
 

@@ -39,6 +39,7 @@ pub struct Metrics {
     durations: Arc<HistogramVec>,
     requests: Arc<CounterVec>,
     pods: Arc<GaugeVec>,
+    certificates: Arc<GaugeVec>,
     plurals: BTreeSet<&'static str>,
 }
 
@@ -91,14 +92,25 @@ impl Metrics {
             "Requests refused for want of a valid credential (no_credential, invalid).",
             &["reason"],
         );
+        let certificates = registry.gauge_vec(
+            "skiff_certificate_expiration_timestamp_seconds",
+            "When this server's certificates expire (Unix time): the cluster CA, the API serving and the Raft peer certificate; renewed ones at two thirds of their validity.",
+            &["certificate"],
+        );
         Metrics {
             registry,
+            certificates,
             authn_failures,
             durations,
             requests,
             pods,
             plurals: types.all().iter().map(|t| t.plural).collect(),
         }
+    }
+
+    /// Record when certificate `name` (ca, serving, peer) expires.
+    pub fn set_certificate_expiry(&self, name: &str, unix_secs: f64) {
+        self.certificates.with_label_values(&[name]).set(unix_secs);
     }
 
     fn observe(&self, verb: &str, resource: &str, code: &str, started: Instant) {

@@ -19,7 +19,7 @@ async fn images() -> (tempfile::TempDir, Images) {
         StoreConfig {
             data_dir: dir.path().to_path_buf(),
             peer_addr: format!("127.0.0.1:{port}"),
-            cluster_token: "t".into(),
+            peer_tls: crate::store::PeerTls::default(),
             bootstrap: true,
             tick: Duration::from_millis(20),
             replica: ReplicaConfig::default(),

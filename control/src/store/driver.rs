@@ -16,7 +16,7 @@ use super::command::{KeyValue, Op, Txn, TxnOutcome};
 use super::error::StoreError;
 use super::replica::{Done, Replica, ReplicaConfig, ReplicaStatus};
 use super::state::{SnapshotData, StateMachine};
-use super::transport::{Inbound, Transport};
+use super::transport::{Inbound, PeerTls, Transport};
 use super::watch::{Watch, WatchHub};
 
 /// How to start a store.
@@ -25,8 +25,9 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     /// Address peers use to reach this node (also where it listens).
     pub peer_addr: String,
-    /// Shared secret every peer connection must present.
-    pub cluster_token: String,
+    /// The peer port's mutual TLS (set once this server has its peer
+    /// certificate; until then peers are refused).
+    pub peer_tls: PeerTls,
     /// Start a new one-voter cluster if the data dir is blank.
     pub bootstrap: bool,
     pub tick: Duration,
@@ -78,7 +79,7 @@ impl Store {
         let transport = Transport::new(
             id,
             cfg.peer_addr.clone(),
-            &cfg.cluster_token,
+            cfg.peer_tls.clone(),
             tokio::runtime::Handle::current(),
             move |m| {
                 let _ = net_tx.send(Input::Net(m));
@@ -290,7 +291,10 @@ fn handle(replica: &mut Replica, transport: &Transport, input: Input) -> bool {
             replica.add_voter(id, addr, done)
         }
         Input::Dump(done) => done(replica.state_machine().dump()),
-        Input::Net(Inbound::Message(m)) => replica.step(m),
+        Input::Net(Inbound::Message(m)) => {
+            transport.delivered();
+            replica.step(m)
+        }
         Input::Net(Inbound::Unreachable(id)) => replica.report_unreachable(id),
         Input::Net(Inbound::Snapshot { to, ok }) => replica.report_snapshot(to, ok),
         Input::Net(Inbound::PeerAddr(id, addr)) => transport.set_peer(id, Some(addr)),

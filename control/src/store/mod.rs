@@ -25,6 +25,7 @@ pub use error::{ConflictKind, StoreError};
 pub use replica::{Done, Replica, ReplicaConfig, ReplicaStatus};
 pub use state::{Event, EventKind};
 pub use storage::RaftStorage;
+pub use transport::PeerTls;
 pub use watch::Watch;
 
 /// An opened data dir: the sled database with the Raft log and the state machine.

@@ -209,12 +209,15 @@ impl Replica {
     }
 
     /// Feed a message from a peer. A message this replica cannot have been
-    /// sent by a correct member is dropped or made harmless first, so that a
-    /// holder of the cluster token cannot stop the Raft thread: one for
-    /// another replica, or from a peer that is not a member (once this
-    /// replica knows its members), is dropped; a heartbeat's commit index is
-    /// capped at the last entry held here (a correct leader never sends
-    /// more; raft-rs would panic on it).
+    /// sent by a correct member is dropped or made harmless first, so that
+    /// no peer can stop the Raft thread (raft-rs asserts on such input):
+    /// one for another replica, from a non-member (once this replica knows
+    /// its members), or of a kind only a replica sends itself is dropped; a
+    /// heartbeat's commit index is capped at the last entry held here; an
+    /// append whose entries do not follow its index one by one in sensible
+    /// terms, an acknowledgement of entries this replica never had, a term
+    /// from the far future, and a snapshot without voters or with
+    /// undecodable data are dropped.
     pub fn step(&mut self, mut msg: Message) {
         let from = msg.from;
         let raft = &self.raw.raft;
@@ -234,7 +237,33 @@ impl Replica {
             return;
         }
         use raft::eraftpb::MessageType as T;
+        let kind = msg.get_msg_type();
+        let dropped = |why: &str| tracing::debug!(from, ?kind, "dropped a raft message: {why}");
+        if msg.term > raft.term.saturating_add(FAR_TERMS) {
+            // Elections add one to the term; one this far ahead is a lie
+            // that would leave no room for the next election.
+            return dropped("a term from the far future");
+        }
+        if msg.term == 0 && !matches!(kind, T::MsgPropose | T::MsgReadIndex) {
+            // Only forwarded proposals and reads travel without a term.
+            return dropped("no term");
+        }
         match msg.get_msg_type() {
+            T::MsgHup | T::MsgBeat | T::MsgUnreachable | T::MsgSnapStatus | T::MsgCheckQuorum => {
+                return dropped("a local message kind");
+            }
+            T::MsgAppend if !entries_follow(&msg) => return dropped("entries out of sequence"),
+            // Every entry past index 0 has a term; raft-rs takes term 0 for
+            // "past my log" and would commit beyond it.
+            T::MsgAppend if msg.index > 0 && msg.log_term == 0 => {
+                return dropped("an append after an entry without a term");
+            }
+            T::MsgAppendResponse if !msg.reject && msg.index > raft.raft_log.last_index() => {
+                return dropped("acknowledges entries never sent");
+            }
+            T::MsgSnapshot if !snapshot_is_sound(msg.get_snapshot()) => {
+                return dropped("a snapshot without voters or readable data");
+            }
             T::MsgHeartbeat => {
                 let last = raft.raft_log.last_index();
                 if msg.commit > last {
@@ -254,6 +283,18 @@ impl Replica {
                 return;
             }
             T::MsgReadIndex => msg.term = 0,
+            // A forwarded proposal travels without a term (raft-rs asserts
+            // it); its configuration changes must at least decode.
+            T::MsgPropose if msg.entries.is_empty() => return dropped("an empty proposal"),
+            T::MsgPropose if !msg.entries.iter().all(conf_change_decodes) => {
+                return dropped("a proposed configuration change that does not decode");
+            }
+            T::MsgPropose => msg.term = 0,
+            // Only the leader acts on a transfer from a peer; a follower
+            // would forward it with a term, which raft-rs asserts against.
+            T::MsgTransferLeader if raft.state != StateRole::Leader => {
+                return dropped("a leadership transfer sent to a non-leader");
+            }
             _ => {}
         }
         if let Err(e) = self.raw.step(msg) {
@@ -604,4 +645,34 @@ fn expire<T>(map: &mut HashMap<u64, Pending<T>>, now: u64) {
             (p.done)(Err(StoreError::Timeout));
         }
     }
+}
+
+/// How far ahead of this replica's term a peer's message may be.
+const FAR_TERMS: u64 = 1 << 32;
+
+/// An append's entries follow its index one by one, in terms no older than
+/// the entry before and no newer than the message's.
+fn entries_follow(msg: &Message) -> bool {
+    let (mut index, mut term) = (msg.index, msg.log_term);
+    msg.entries.iter().all(|e| {
+        let ok =
+            Some(e.index) == index.checked_add(1) && e.term >= term.max(1) && e.term <= msg.term;
+        (index, term) = (e.index, e.term);
+        ok
+    })
+}
+
+/// An entry that is no configuration change, or one that decodes.
+fn conf_change_decodes(e: &Entry) -> bool {
+    match e.get_entry_type() {
+        EntryType::EntryNormal => true,
+        EntryType::EntryConfChange => ConfChange::parse_from_bytes(&e.data).is_ok(),
+        EntryType::EntryConfChangeV2 => ConfChangeV2::parse_from_bytes(&e.data).is_ok(),
+    }
+}
+
+/// A snapshot names voters and its data decodes.
+fn snapshot_is_sound(snap: &Snapshot) -> bool {
+    !snap.get_metadata().get_conf_state().voters.is_empty()
+        && state::decode_snapshot(&snap.data).is_ok()
 }

@@ -400,7 +400,12 @@ impl raft::Storage for RaftStorage {
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
-        let term = self.term(data.applied)?;
+        // Any other error is fatal to raft-rs: a log that no longer holds
+        // the applied entry (only a lying peer can cause one) means "later".
+        let term = self.term(data.applied).map_err(|e| {
+            tracing::warn!(applied = data.applied, error = %e, "no term for the applied index; snapshot deferred");
+            raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)
+        })?;
         let mut snap = Snapshot {
             data: state::encode_snapshot(&data).into(),
             ..Default::default()

@@ -4,9 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::api::tls::{self, ClusterCa};
+mod certs;
+
+use crate::api::tls;
 use crate::api::{self, ApiState, JoinRequest, JoinResponse};
-use crate::store::{ConflictKind, Op, ReplicaConfig, Store, StoreConfig, StoreError};
+use crate::pki::{self, ClusterCa};
+use crate::store::{ConflictKind, Op, PeerTls, ReplicaConfig, Store, StoreConfig, StoreError};
 
 /// Settings of one server process.
 #[derive(Debug, Clone)]
@@ -36,6 +39,9 @@ pub struct ServerConfig {
     pub audit: AuditConfig,
     /// Serve the raw key-value view `/skiff/v0/kv` (debugging; join token).
     pub debug_kv: bool,
+    /// How long the serving and peer certificates this server issues are
+    /// valid (renewed at two thirds).
+    pub cert_lifetime: Duration,
 }
 
 /// Where the audit log goes and what it records.
@@ -90,8 +96,8 @@ pub enum ServerError {
     Join { url: String, reason: String },
     #[error("store stopped: {0}")]
     Stopped(String),
-    #[error("tls: {0}")]
-    Tls(#[from] tls::TlsError),
+    #[error("certificates: {0}")]
+    Pki(#[from] pki::PkiError),
     #[error("cluster bootstrap: {0}")]
     Bootstrap(String),
 }
@@ -379,8 +385,7 @@ async fn join(
     url: &str,
     token: &str,
     pin: &str,
-    node_id: u64,
-    peer_addr: &str,
+    body: &JoinRequest,
 ) -> Result<JoinResponse, ServerError> {
     let endpoint = format!("{}/skiff/v0/join", url.trim_end_matches('/'));
     let failed = |reason: String| ServerError::Join {
@@ -419,10 +424,6 @@ async fn join(
         }
     };
     let client = builder.build().map_err(|e| failed(e.to_string()))?;
-    let body = JoinRequest {
-        node_id,
-        peer_addr: peer_addr.to_string(),
-    };
     let mut last = String::new();
     for attempt in 0..30 {
         if attempt > 0 {
@@ -431,7 +432,7 @@ async fn join(
         let res = client
             .post(&endpoint)
             .bearer_auth(token)
-            .json(&body)
+            .json(body)
             .send()
             .await;
         match res {
@@ -482,11 +483,12 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
             break id;
         }
     };
+    let peer_tls = PeerTls::default();
     let store = Store::start(
         StoreConfig {
             data_dir: cfg.data_dir.clone(),
             peer_addr: cfg.peer_addr.clone(),
-            cluster_token: token.clone(),
+            peer_tls: peer_tls.clone(),
             bootstrap: cfg.join.is_none(),
             tick: Duration::from_millis(100),
             replica: cfg.replica.clone(),
@@ -496,11 +498,34 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
     .await?;
     let id = store.id();
     tracing::info!(node_id = id, data_dir = %cfg.data_dir.display(), peer_addr = %cfg.peer_addr, "store started");
+    // The peer port talks mutual TLS: this member's certificate is stored,
+    // or (a data dir from before peer certificates) issued with the CA in
+    // this replica, or comes with the join, or (a new cluster) is issued
+    // once the CA exists.
+    let mut peer = certs::PeerIdentity::load(&cfg.data_dir, id, peer_tls)?;
+    if !peer.is_set()
+        && let Some(kv) = store.get_local(CA_KEY)?
+    {
+        let ca: ClusterCa = serde_json::from_slice(&kv.value)
+            .map_err(|e| ServerError::Bootstrap(format!("stored cluster ca: {e}")))?;
+        peer.issue(&cfg.data_dir, &ca, id, cfg.cert_lifetime)?;
+    }
     if let Some(url) = &cfg.join
         && store.status().voters.is_empty()
     {
         let pin = cfg.token.as_deref().unwrap_or(&token);
-        let resp = join(url, &token, pin, id, &cfg.peer_addr).await?;
+        let (key_pem, peer_csr) = pki::signing_request(&format!("skiff-peer-{id:x}"))?;
+        let body = JoinRequest {
+            node_id: id,
+            peer_addr: cfg.peer_addr.clone(),
+            peer_csr,
+        };
+        let resp = join(url, &token, pin, &body).await?;
+        let issued = pki::Issued {
+            chain_pem: resp.peer_cert,
+            key_pem,
+        };
+        peer.adopt(&cfg.data_dir, &resp.ca_pem, &issued)?;
         tracing::info!(members = ?resp.members, "joined cluster");
     }
     let listener = tokio::net::TcpListener::bind(&cfg.api_addr)
@@ -523,6 +548,9 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
     .await?;
     let ca: ClusterCa = serde_json::from_slice(&ca_json)
         .map_err(|e| ServerError::Bootstrap(format!("stored cluster ca: {e}")))?;
+    if !peer.is_set() {
+        peer.issue(&cfg.data_dir, &ca, id, cfg.cert_lifetime)?;
+    }
     let admin = cluster_value(
         &store,
         ADMIN_TOKEN_KEY,
@@ -537,8 +565,23 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
     if let Ok(sa) = advertised.parse::<std::net::SocketAddr>() {
         sans.push(sa.ip().to_string());
     }
-    let (chain, key) = ca.serving_cert(&tls::serving_hosts(&cfg.api_addr, &sans))?;
-    let tls_config = tls::server_config(&chain, &key)?;
+    let mut state = ApiState::new(
+        store.clone(),
+        token.clone(),
+        admin_token.clone(),
+        advertised.clone(),
+    );
+    let renewal = certs::Renewal::new(
+        &cfg.data_dir,
+        &ca,
+        id,
+        &peer,
+        pki::serving_hosts(&cfg.api_addr, &sans),
+        cfg.cert_lifetime,
+        state.metrics.clone(),
+    )?;
+    let tls_config = tls::server_config(&renewal.serving, &ca.cert_pem)?;
+    tokio::spawn(renewal.run());
     write_private(&cfg.data_dir.join("ca.crt"), &ca.cert_pem)?;
     // What agents and servers join with: the secret, pinned to this CA.
     write_private(
@@ -559,8 +602,9 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
             schedule,
         ));
     }
-    let mut state = ApiState::new(store.clone(), token, admin_token, advertised);
     state.ca_pem = ca.cert_pem.clone();
+    state.cert_lifetime = cfg.cert_lifetime;
+    state.ca = Some(std::sync::Arc::new(ca.clone()));
     state.debug_kv = cfg.debug_kv;
     state.authn = state
         .authn
