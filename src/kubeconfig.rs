@@ -71,3 +71,43 @@ pub fn target(path: &Path) -> Result<Target> {
         client,
     })
 }
+
+/// Which server to talk to, and as whom: a kubeconfig's server, CA and
+/// token, with `--server` and `--token` taking precedence.
+#[derive(clap::Args)]
+pub struct TargetArgs {
+    /// URL of a server (https://HOST:6443); default: the kubeconfig's.
+    #[arg(long)]
+    server: Option<String>,
+    /// Kubeconfig with the server, CA and token (default: `<data-dir>/kubeconfig`
+    /// with --data-dir, else $KUBECONFIG, else ./skiff-data/kubeconfig).
+    #[arg(long, conflicts_with = "data_dir")]
+    kubeconfig: Option<PathBuf>,
+    /// A server's data dir: use its kubeconfig.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The admin or join token (default: the kubeconfig's).
+    #[arg(long)]
+    token: Option<String>,
+}
+
+impl TargetArgs {
+    pub fn target(&self) -> anyhow::Result<Target> {
+        let path = path(
+            self.kubeconfig
+                .clone()
+                .or_else(|| self.data_dir.as_ref().map(|d| d.join("kubeconfig"))),
+        );
+        let mut t = target(&path)?;
+        if let Some(s) = &self.server {
+            t.server = s.trim_end_matches('/').to_string();
+        }
+        if let Some(tok) = &self.token {
+            t.token = tok.clone();
+        }
+        if t.token.is_empty() {
+            anyhow::bail!("kubeconfig {} has no token (give --token)", path.display());
+        }
+        Ok(t)
+    }
+}

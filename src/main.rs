@@ -12,6 +12,7 @@ mod cli_extra;
 mod config;
 mod image;
 mod kubeconfig;
+mod secrets;
 mod snapshot;
 mod uninstall;
 
@@ -49,6 +50,8 @@ enum Command {
     Completion(cli_extra::CompletionArgs),
     /// Back up a running cluster's store to a file, or restore one into a new data dir.
     Snapshot(snapshot::SnapshotArgs),
+    /// Encryption keys of values at rest.
+    Secrets(secrets::SecretsArgs),
     /// Take Skiff off this host: stop its processes and pods, remove its
     /// namespaces, links, routes, nft tables, cgroups, mounts and data dir.
     Uninstall(uninstall::UninstallArgs),
@@ -231,6 +234,11 @@ struct ServerArgs {
     /// into its validity.
     #[arg(long, default_value = "8760h", value_parser = cli_extra::duration_or_secs)]
     cert_lifetime: std::time::Duration,
+    /// Kubernetes' EncryptionConfiguration (aesgcm, identity) for values at
+    /// rest; keep it the same on every server. Without it the cluster manages
+    /// its keys (Secrets sealed with AES-256-GCM; `skiff secrets rotate-key`).
+    #[arg(long, value_name = "FILE")]
+    encryption_provider_config: Option<PathBuf>,
     /// Compact the Raft log after this many applied entries.
     #[arg(long, default_value_t = 10_000, hide = true)]
     snapshot_threshold: u64,
@@ -391,6 +399,7 @@ fn main() -> std::process::ExitCode {
                     },
                     debug_kv: a.enable_debug_kv,
                     cert_lifetime: a.cert_lifetime,
+                    encryption_config: a.encryption_provider_config,
                 };
                 server::run(cfg).await.map_err(Into::into)
             }
@@ -399,6 +408,7 @@ fn main() -> std::process::ExitCode {
             Command::Kubeconfig(k) => cli_extra::print_kubeconfig(&k),
             Command::Completion(c) => cli_extra::print_completion(&c, Cli::command()),
             Command::Snapshot(s) => snapshot::run(s).await,
+            Command::Secrets(s) => secrets::run(s).await,
             Command::Uninstall(u) => uninstall::run(u).await,
         }
     });

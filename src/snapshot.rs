@@ -32,19 +32,8 @@ enum SnapshotCommand {
 struct SaveArgs {
     /// Where to write the snapshot.
     file: PathBuf,
-    /// URL of a server (https://HOST:6443); default: the kubeconfig's.
-    #[arg(long)]
-    server: Option<String>,
-    /// Kubeconfig with the server, CA and token (default: `<data-dir>/kubeconfig`
-    /// with --data-dir, else $KUBECONFIG, else ./skiff-data/kubeconfig).
-    #[arg(long, conflicts_with = "data_dir")]
-    kubeconfig: Option<PathBuf>,
-    /// A server's data dir: use its kubeconfig.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// The admin or join token (default: the kubeconfig's).
-    #[arg(long)]
-    token: Option<String>,
+    #[command(flatten)]
+    target: crate::kubeconfig::TargetArgs,
 }
 
 #[derive(clap::Args)]
@@ -77,30 +66,8 @@ fn read(file: &Path) -> Result<Vec<u8>> {
     std::fs::read(file).with_context(|| format!("read {}", file.display()))
 }
 
-/// The cluster to save: the kubeconfig's (`--kubeconfig`, `<data-dir>/kubeconfig`,
-/// `$KUBECONFIG`, `./skiff-data/kubeconfig`), with `--server` and `--token`
-/// taking precedence.
-fn target(a: &SaveArgs) -> Result<crate::kubeconfig::Target> {
-    let path = crate::kubeconfig::path(
-        a.kubeconfig
-            .clone()
-            .or_else(|| a.data_dir.as_ref().map(|d| d.join("kubeconfig"))),
-    );
-    let mut t = crate::kubeconfig::target(&path)?;
-    if let Some(s) = &a.server {
-        t.server = s.trim_end_matches('/').to_string();
-    }
-    if let Some(tok) = &a.token {
-        t.token = tok.clone();
-    }
-    if t.token.is_empty() {
-        bail!("kubeconfig {} has no token (give --token)", path.display());
-    }
-    Ok(t)
-}
-
 async fn save(a: SaveArgs) -> Result<()> {
-    let t = target(&a)?;
+    let t = a.target.target()?;
     let url = format!("{}/skiff/v0/snapshot", t.server);
     let resp = t
         .client

@@ -66,6 +66,7 @@ impl InProcess {
             random_token(32),
             admin.clone(),
             "127.0.0.1:0".into(),
+            crate::storage::Encryption::default(),
         );
         state.authn = state
             .authn

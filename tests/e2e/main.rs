@@ -24,6 +24,7 @@ mod common;
 
 mod user {
     mod api_semantics;
+    mod at_rest;
     mod images;
     mod kubectl_api;
     mod rbac;

@@ -64,6 +64,9 @@ pub struct ApiState {
     pub ca: Option<Arc<crate::pki::ClusterCa>>,
     /// How long the certificates it issues are valid.
     pub cert_lifetime: std::time::Duration,
+    /// The cluster-managed encryption keys (none: they come from
+    /// `--encryption-provider-config`).
+    pub managed_keys: Option<crate::storage::encryption::ManagedKeys>,
     /// `GET /metrics`: request, Raft and pod metrics.
     pub metrics: Arc<prom::Metrics>,
     /// Node agents' usage reports, for `metrics.k8s.io` and
@@ -83,8 +86,15 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    pub fn new(store: Store, token: String, admin_token: String, server_addr: String) -> ApiState {
-        let objects = crate::storage::Objects::new(store.clone());
+    pub fn new(
+        store: Store,
+        token: String,
+        admin_token: String,
+        server_addr: String,
+        encryption: crate::storage::Encryption,
+    ) -> ApiState {
+        let mut objects = crate::storage::Objects::new(store.clone());
+        objects.encryption = encryption;
         let openapi = Arc::new(openapi::OpenApi::build(&objects.registry));
         let metrics = Arc::new(prom::Metrics::new(&store, &objects.registry));
         ApiState {
@@ -97,6 +107,7 @@ impl ApiState {
             ca_pem: String::new(),
             ca: None,
             cert_lifetime: crate::pki::LEAF_LIFETIME,
+            managed_keys: None,
             images: crate::imagestore::Images::new(store.clone()),
             uploads: distribution::Uploads::default(),
             store,
@@ -155,7 +166,14 @@ async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> R
         return next.run(req).await;
     }
     let mut audit = Audit::begin(&s, &req);
-    let requester = match s.authn.authenticate(req.headers()) {
+    // A client certificate of the cluster CA (verified in the handshake)
+    // names the user first, as Kubernetes' x509 authenticator; else a
+    // bearer token.
+    let from_cert = req
+        .extensions()
+        .get::<tls::ClientCertUser>()
+        .map(|c| crate::auth::UserInfo::with_groups(&c.name, &c.groups));
+    let requester = match from_cert.map_or_else(|| s.authn.authenticate(req.headers()), Ok) {
         Ok(u) => u,
         Err(why) => {
             let reason = match &why {
@@ -432,6 +450,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/skiff/v0/join", post(join))
         .route("/skiff/v0/agent", get(agent_bootstrap))
         .route("/skiff/v0/cacerts", get(cacerts))
+        .route("/skiff/v0/encryption/rotate", post(rotate_encryption_key))
         .route("/skiff/v0/snapshot", get(snapshot::snapshot))
         .route("/skiff/v0/kv", get(list))
         .route(
@@ -634,6 +653,22 @@ async fn join(
         peer_cert,
         ca_pem: ca.cert_pem.clone(),
     }))
+}
+
+/// `skiff secrets rotate-key`: a new primary encryption key, everything
+/// sealed again with it (join token).
+async fn rotate_encryption_key(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    authorize(&s, &headers)?;
+    let managed = s.managed_keys.as_ref().ok_or_else(|| {
+        ApiError::bad_request(
+            "this server's keys come from --encryption-provider-config: rotate them in that file as in Kubernetes (add the new key first on every server, then make it primary, then rewrite the secrets)",
+        )
+    })?;
+    let done = s.rest.objects.rotate_encryption_key(managed).await?;
+    Ok(Json(done).into_response())
 }
 
 /// A node agent that shows the join token gets the cluster CA and API

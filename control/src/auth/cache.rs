@@ -13,7 +13,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 
 use super::rbac::{Policy, RBAC_GROUP};
 use crate::model::status::ApiResult;
-use crate::storage::{Objects, decode_stored};
+use crate::storage::Objects;
 
 /// The current RBAC policy, shared by the API handlers.
 #[derive(Clone, Default)]
@@ -84,7 +84,7 @@ async fn load(objects: &Objects) -> ApiResult<(Policy, u64)> {
         revision = revision.max(rev);
         for kv in &kvs {
             let plural = kv.key[prefix.len()..].split('/').next().unwrap_or("");
-            let value = decode_stored(kv)?;
+            let value = objects.decode(kv)?;
             // An object that does not decode (it passed validation, so this
             // is corruption) grants nothing rather than stopping every load.
             let added = match plural {

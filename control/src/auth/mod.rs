@@ -33,6 +33,12 @@ pub struct UserInfo {
 
 impl UserInfo {
     /// A user with these groups (and `system:authenticated`).
+    /// A user with owned group names (a client certificate's O values).
+    pub fn with_groups(name: &str, groups: &[String]) -> UserInfo {
+        let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+        UserInfo::new(name, &groups)
+    }
+
     pub fn new(name: impl Into<String>, groups: &[&str]) -> UserInfo {
         let mut groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
         if !groups.iter().any(|g| g == AUTHENTICATED) {

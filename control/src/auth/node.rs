@@ -280,7 +280,7 @@ impl GraphCache {
             .list_local(&prefix, usize::MAX)
             .unwrap_or_default()
         {
-            if let Some(pod) = decode_pod(&kv) {
+            if let Some(pod) = decode_pod(objects, &kv) {
                 graph.put(&kv.key, &pod);
             }
         }
@@ -300,7 +300,7 @@ impl GraphCache {
                         match w.next().await {
                             Ok(ev) => {
                                 revision = ev.revision;
-                                cache.apply(&ev);
+                                cache.apply(&objects, &ev);
                             }
                             Err(e) => {
                                 tracing::debug!(error = %e, "pod watch for the node graph ended");
@@ -322,11 +322,11 @@ impl GraphCache {
         })
     }
 
-    fn apply(&self, ev: &crate::store::Event) {
+    fn apply(&self, objects: &crate::storage::Objects, ev: &crate::store::Event) {
         let mut g = self.current.write().expect("node graph");
         match ev.kind {
             crate::store::EventKind::Delete => g.remove(&ev.kv.key),
-            crate::store::EventKind::Put => match decode_pod(&ev.kv) {
+            crate::store::EventKind::Put => match decode_pod(objects, &ev.kv) {
                 Some(pod) => g.put(&ev.kv.key, &pod),
                 None => g.remove(&ev.kv.key),
             },
@@ -345,7 +345,7 @@ impl GraphCache {
             let (kvs, rev) = objects.store.list(prefix, start.as_deref(), 1000).await?;
             revision = revision.max(rev);
             for kv in &kvs {
-                if let Some(pod) = decode_pod(kv) {
+                if let Some(pod) = decode_pod(objects, kv) {
                     graph.put(&kv.key, &pod);
                 }
             }
@@ -366,8 +366,9 @@ fn pods_prefix(objects: &crate::storage::Objects) -> String {
     }
 }
 
-fn decode_pod(kv: &crate::store::KeyValue) -> Option<Pod> {
-    crate::storage::decode_stored(kv)
+fn decode_pod(objects: &crate::storage::Objects, kv: &crate::store::KeyValue) -> Option<Pod> {
+    objects
+        .decode(kv)
         .ok()
         .and_then(|v| serde_json::from_value::<Pod>(v).ok())
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod certs;
+mod keys;
 
 use crate::api::tls;
 use crate::api::{self, ApiState, JoinRequest, JoinResponse};
@@ -42,6 +43,9 @@ pub struct ServerConfig {
     /// How long the serving and peer certificates this server issues are
     /// valid (renewed at two thirds).
     pub cert_lifetime: Duration,
+    /// Kubernetes' `EncryptionConfiguration` for values at rest (none: the
+    /// cluster-managed keys, `skiff secrets rotate-key`).
+    pub encryption_config: Option<PathBuf>,
 }
 
 /// Where the audit log goes and what it records.
@@ -177,6 +181,7 @@ pub(crate) async fn account_tokens(
     let fresh = SigningKeyPem::generate().map_err(|e| ServerError::Bootstrap(e.to_string()))?;
     let stored = cluster_value(
         store,
+        &objects.encryption,
         SIGNING_KEY,
         Some(serde_json::to_vec(&fresh).expect("json")),
     )
@@ -197,9 +202,24 @@ pub(crate) fn random_token(len: usize) -> String {
         .collect()
 }
 
-/// Read a cluster-wide value from the store, creating it first if `create` is given
-/// and it is absent (the first server does that; others find it replicated).
+/// Read a cluster-wide secret from the store, creating it first if `create`
+/// is given and it is absent (the first server does that; others find it
+/// replicated). It is stored sealed with the cluster's first encryption key.
 async fn cluster_value(
+    store: &Store,
+    enc: &crate::storage::Encryption,
+    key: &str,
+    create: Option<Vec<u8>>,
+) -> Result<Vec<u8>, ServerError> {
+    let sealed = create.map(|v| enc.get().seal_internal(key, v));
+    let stored = raw_cluster_value(store, key, sealed).await?;
+    enc.open(key, &stored)
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|e| ServerError::Bootstrap(e.to_string()))
+}
+
+/// A cluster-wide value as stored, created if absent and `create` is given.
+async fn raw_cluster_value(
     store: &Store,
     key: &str,
     create: Option<Vec<u8>>,
@@ -502,11 +522,21 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
     // or (a data dir from before peer certificates) issued with the CA in
     // this replica, or comes with the join, or (a new cluster) is issued
     // once the CA exists.
+    let encryption = crate::storage::Encryption::default();
+    let managed = keys::load(
+        cfg.encryption_config.as_deref(),
+        &token,
+        &store,
+        &encryption,
+    )?;
     let mut peer = certs::PeerIdentity::load(&cfg.data_dir, id, peer_tls)?;
     if !peer.is_set()
         && let Some(kv) = store.get_local(CA_KEY)?
     {
-        let ca: ClusterCa = serde_json::from_slice(&kv.value)
+        let json = encryption
+            .open(CA_KEY, &kv.value)
+            .map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+        let ca: ClusterCa = serde_json::from_slice(&json)
             .map_err(|e| ServerError::Bootstrap(format!("stored cluster ca: {e}")))?;
         peer.issue(&cfg.data_dir, &ca, id, cfg.cert_lifetime)?;
     }
@@ -534,10 +564,14 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
             addr: cfg.api_addr.clone(),
             source,
         })?;
+    if let Some(m) = &managed {
+        keys::ensure_managed(&store, m, &encryption).await?;
+    }
     // Cluster-wide secrets live in the replicated store; the first server makes them.
     let bootstrap = cfg.join.is_none();
     let ca_json = cluster_value(
         &store,
+        &encryption,
         CA_KEY,
         if bootstrap {
             Some(serde_json::to_vec(&ClusterCa::generate()?).expect("json"))
@@ -553,6 +587,7 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
     }
     let admin = cluster_value(
         &store,
+        &encryption,
         ADMIN_TOKEN_KEY,
         bootstrap.then(|| random_token(48).into_bytes()),
     )
@@ -570,7 +605,9 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
         token.clone(),
         admin_token.clone(),
         advertised.clone(),
+        encryption.clone(),
     );
+    state.managed_keys = managed;
     let renewal = certs::Renewal::new(
         &cfg.data_dir,
         &ca,
@@ -613,6 +650,18 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
     state.rest.objects.services = std::sync::Arc::new(cfg.services.clone());
     ensure_defaults(&state, &cfg.pod_cidrs, &cfg.services).await;
     state.policy.start(state.rest.objects.clone()).await;
+    {
+        // Values written before encryption at rest (or under an older key
+        // that was dropped from a user's file) are sealed now.
+        let objects = state.rest.objects.clone();
+        tokio::spawn(async move {
+            match objects.reseal_all().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(n, "sealed stored values with the current key"),
+                Err(e) => tracing::warn!(error = %e.message, "cannot seal stored values yet"),
+            }
+        });
+    }
     state.nodes.start(state.rest.objects.clone()).await;
     state.audit = Some(start_audit(&cfg)?);
     {

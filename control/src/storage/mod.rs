@@ -11,9 +11,11 @@
 //! transaction as the object.**
 
 mod admission;
+pub mod encryption;
 mod job;
 mod namespace;
 mod pod;
+pub mod rotate;
 pub mod service;
 pub mod serviceaccount;
 pub mod strategy;
@@ -32,6 +34,7 @@ use crate::model::selector::{FieldSelector, LabelSelector};
 use crate::model::status::{ApiError, ApiResult};
 use crate::model::{Registry, ResourceType};
 use crate::store::{KeyValue, Store};
+pub use encryption::Encryption;
 
 pub use admission::FieldValidation;
 pub use service::ServiceRanges;
@@ -47,6 +50,8 @@ pub struct Objects {
     pub registry: Arc<Registry>,
     /// Where ClusterIPs and NodePorts come from.
     pub services: Arc<ServiceRanges>,
+    /// What seals stored values (Secrets by default).
+    pub encryption: Encryption,
 }
 
 /// Options of a create or update.
@@ -161,15 +166,15 @@ fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
     e.as_object_mut().expect("an object")
 }
 
-/// A stored value as the API shows it.
-pub fn decode_stored(kv: &KeyValue) -> ApiResult<Value> {
-    let mut v: Value = serde_json::from_slice(&kv.value)
-        .map_err(|e| ApiError::internal(format!("stored object {} is not json: {e}", kv.key)))?;
-    meta_mut(&mut v).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+/// A plain stored value as the API shows it.
+fn decode_plain(key: &str, bytes: &[u8], revision: u64) -> ApiResult<Value> {
+    let mut v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::internal(format!("stored object {key} is not json: {e}")))?;
+    meta_mut(&mut v).insert("resourceVersion".into(), json!(revision.to_string()));
     Ok(v)
 }
 
-fn encode_stored(obj: &Value) -> Vec<u8> {
+fn encode_plain(obj: &Value) -> Vec<u8> {
     let mut o = obj.clone();
     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
@@ -179,18 +184,33 @@ fn encode_stored(obj: &Value) -> Vec<u8> {
 
 impl Objects {
     /// A storage layer over `store` serving the built-in kinds, with the default
-    /// Service ranges.
+    /// Service ranges and nothing sealed.
     pub fn new(store: Store) -> Objects {
         Objects {
             store,
             registry: Arc::new(Registry::builtin()),
             services: Arc::new(ServiceRanges::default()),
+            encryption: Encryption::default(),
         }
+    }
+
+    /// A stored value as the API shows it (opened if sealed).
+    pub fn decode(&self, kv: &KeyValue) -> ApiResult<Value> {
+        let plain = self
+            .encryption
+            .open(&kv.key, &kv.value)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        decode_plain(&kv.key, &plain, kv.mod_revision)
+    }
+
+    /// The stored form of `obj` under `key` (sealed if its resource is).
+    pub fn encode(&self, key: &str, obj: &Value) -> Vec<u8> {
+        self.encryption.seal(key, encode_plain(obj))
     }
 
     pub async fn get(&self, t: &ResourceType, ns: Option<&str>, name: &str) -> ApiResult<Value> {
         match self.store.get(&t.key(ns, name)).await? {
-            Some(kv) => decode_stored(&kv),
+            Some(kv) => self.decode(&kv),
             None => Err(ApiError::not_found(&qualified(t), name)),
         }
     }
@@ -199,7 +219,7 @@ impl Objects {
     /// (it may lag the leader); `None` when absent or unreadable.
     pub fn get_local(&self, t: &ResourceType, ns: Option<&str>, name: &str) -> Option<Value> {
         let kv = self.store.get_local(&t.key(ns, name)).ok()??;
-        decode_stored(&kv).ok()
+        self.decode(&kv).ok()
     }
 
     /// List objects with selectors and paging. Returns (items, revision, continue).
@@ -233,7 +253,7 @@ impl Objects {
                     let token = encode_continue(&kv.key);
                     return Ok((items, revision, Some(token)));
                 }
-                let v = decode_stored(kv)?;
+                let v = self.decode(kv)?;
                 if labels.matches(&v) && fields.matches(&v) {
                     items.push(v);
                 }

@@ -11,7 +11,7 @@ use crate::model::validate;
 use crate::store::{Expect, KeyValue, Op, Txn};
 
 use super::strategy::Strategy;
-use super::{Objects, decode_stored, encode_stored, meta_mut};
+use super::{Objects, meta_mut};
 
 /// The Namespace strategy.
 pub struct NamespaceStrategy;
@@ -39,7 +39,7 @@ impl Objects {
         match self.store.get(&format!("/core/namespaces/_/{ns}")).await? {
             None => Err(ApiError::not_found("namespaces", ns)),
             Some(kv) => {
-                let v = decode_stored(&kv)?;
+                let v = self.decode(&kv)?;
                 if v.pointer("/status/phase") == Some(&json!("Terminating")) {
                     Err(ApiError::forbidden(format!(
                         "unable to create new content in namespace {ns} because it is being terminated"
@@ -53,14 +53,14 @@ impl Objects {
 
     /// Mark a namespace Terminating, then delete every object in it.
     async fn terminate_namespace(&self, current: &KeyValue) -> ApiResult<()> {
-        let mut ns = decode_stored(current)?;
+        let mut ns = self.decode(current)?;
         let name = crate::model::meta::name_of(&ns);
         ns["status"] = json!({"phase": "Terminating"});
         meta_mut(&mut ns).insert("deletionTimestamp".into(), json!(now_rfc3339()));
         self.store
             .write(Op::update(
                 current.key.clone(),
-                encode_stored(&ns),
+                self.encode(&current.key, &ns),
                 current.mod_revision,
             ))
             .await

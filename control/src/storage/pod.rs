@@ -11,7 +11,7 @@ use crate::model::status::{ApiError, ApiResult};
 use crate::store::{KeyValue, Op};
 
 use super::strategy::Strategy;
-use super::{Objects, decode_stored, encode_stored, meta_mut};
+use super::{Objects, meta_mut};
 
 /// The Pod strategy.
 pub struct PodStrategy;
@@ -127,7 +127,7 @@ impl Objects {
             .get(&key)
             .await?
             .ok_or_else(|| ApiError::not_found("pods", name))?;
-        let mut pod = decode_stored(&current)?;
+        let mut pod = self.decode(&current)?;
         let bound = pod
             .pointer("/spec/nodeName")
             .and_then(Value::as_str)
@@ -156,7 +156,11 @@ impl Objects {
         pod["status"]["conditions"] = Value::Array(conds);
         let rev = self
             .store
-            .write(Op::update(key, encode_stored(&pod), current.mod_revision))
+            .write(Op::update(
+                key.clone(),
+                self.encode(&key, &pod),
+                current.mod_revision,
+            ))
             .await
             .map_err(|e| ApiError::from_store(e, "pods", name))?;
         meta_mut(&mut pod).insert("resourceVersion".into(), json!(rev.to_string()));

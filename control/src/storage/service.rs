@@ -407,7 +407,7 @@ impl Objects {
             .await?
             .0
         {
-            let svc = super::decode_stored(&kv)?;
+            let svc = self.decode(&kv)?;
             let (ip, ports) = held(&svc);
             wanted.extend(ip.map(|ip| format!("{IP_PREFIX}{ip}")));
             wanted.extend(ports.iter().map(|p| format!("{PORT_PREFIX}{p}")));

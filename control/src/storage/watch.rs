@@ -9,7 +9,7 @@ use crate::model::ResourceType;
 use crate::model::selector::{FieldSelector, LabelSelector};
 use crate::store::{EventKind, StoreError, Watch};
 
-use super::{Objects, decode_stored};
+use super::Objects;
 
 /// One change of a watched object.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +39,7 @@ impl WatchEvent {
 /// A watch on objects of one kind (in one namespace or all).
 pub struct ObjectWatch {
     inner: Watch,
+    objects: Objects,
     labels: LabelSelector,
     fields: FieldSelector,
     revision: u64,
@@ -52,8 +53,8 @@ impl ObjectWatch {
         loop {
             let ev = self.inner.next().await?;
             self.revision = ev.revision;
-            let new = decode_stored(&ev.kv).ok();
-            let old = ev.prev.as_ref().and_then(|p| decode_stored(p).ok());
+            let new = self.objects.decode(&ev.kv).ok();
+            let old = ev.prev.as_ref().and_then(|p| self.objects.decode(p).ok());
             let matches = |v: &Option<Value>| {
                 v.as_ref()
                     .is_some_and(|v| self.labels.matches(v) && self.fields.matches(v))
@@ -94,6 +95,7 @@ impl Objects {
     ) -> Result<ObjectWatch, StoreError> {
         Ok(ObjectWatch {
             inner: self.store.watch(&t.ns_prefix(ns), from)?,
+            objects: self.clone(),
             labels,
             fields,
             revision: from,

@@ -12,10 +12,7 @@ use crate::model::validate::Cause;
 use crate::store::{KeyValue, Op, Txn};
 
 use super::strategy::{self, Strategy};
-use super::{
-    DeleteOptions, Objects, Propagation, WriteOptions, Written, decode_stored, encode_stored,
-    meta_mut, qualified,
-};
+use super::{DeleteOptions, Objects, Propagation, WriteOptions, Written, meta_mut, qualified};
 
 impl Objects {
     /// Create an object (already admitted or not).
@@ -74,7 +71,8 @@ impl Objects {
             obj.pointer("/metadata/namespace").and_then(Value::as_str),
             &name,
         );
-        let mut ops = vec![Op::create(key, encode_stored(&obj))];
+        let value = self.encode(&key, &obj);
+        let mut ops = vec![Op::create(key, value)];
         ops.extend(allocations);
         let rev = self
             .store
@@ -128,7 +126,7 @@ impl Objects {
         {
             return Err(ApiError::conflict(&qualified(t), name));
         }
-        let old = decode_stored(&current)?;
+        let old = self.decode(&current)?;
         let (mut new, warnings) = self.admit(s, t, ns, obj, wo.field_validation)?;
         // Immutable and server-owned metadata comes from the stored object.
         for k in [
@@ -203,7 +201,8 @@ impl Objects {
                 });
             }
         }
-        let mut ops = vec![Op::update(key, encode_stored(&new), current.mod_revision)];
+        let value = self.encode(&key, &new);
+        let mut ops = vec![Op::update(key, value, current.mod_revision)];
         ops.extend(allocations);
         let rev = self
             .store
@@ -252,7 +251,7 @@ impl Objects {
             .await
             .map_err(|e| Attempt::Failed(e.into()))?
             .ok_or_else(|| Attempt::Failed(ApiError::not_found(&qualified(t), name)))?;
-        let obj = decode_stored(&current)?;
+        let obj = self.decode(&current)?;
         let stored_uid = obj
             .pointer("/metadata/uid")
             .and_then(Value::as_str)
@@ -380,7 +379,7 @@ impl Objects {
             .store
             .write(Op::update(
                 current.key.clone(),
-                encode_stored(&obj),
+                self.encode(&current.key, &obj),
                 current.mod_revision,
             ))
             .await
