@@ -449,6 +449,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/skiff/v0/status", get(status))
         .route("/skiff/v0/join", post(join))
         .route("/skiff/v0/agent", get(agent_bootstrap))
+        .route("/skiff/v0/agent/serving-cert", post(agent_serving_cert))
         .route("/skiff/v0/cacerts", get(cacerts))
         .route("/skiff/v0/encryption/rotate", post(rotate_encryption_key))
         .route("/skiff/v0/snapshot", get(snapshot::snapshot))
@@ -653,6 +654,53 @@ async fn join(
         peer_cert,
         ca_pem: ca.cert_pem.clone(),
     }))
+}
+
+/// A node agent's serving certificate, for the certificate signing request
+/// (PEM) in the body: valid for the node's name and `?ip=` addresses, with
+/// when to ask again (join token).
+async fn agent_serving_cert(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+    body: String,
+) -> ApiResult<Response> {
+    authorize(&s, &headers)?;
+    let ca =
+        s.ca.as_ref()
+            .ok_or_else(|| ApiError::internal("this server issues no certificates"))?;
+    let node = q
+        .iter()
+        .find(|(k, _)| k == "node")
+        .map_or("", |(_, v)| v.as_str());
+    crate::model::validate::dns1123_subdomain(node).map_err(|e| {
+        ApiError::bad_request(format!("?node= must name the node (a DNS subdomain): {e}"))
+    })?;
+    let mut hosts = vec![node.to_string()];
+    for (_, ip) in q.iter().filter(|(k, _)| k == "ip") {
+        let ip: std::net::IpAddr = ip
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("?ip={ip} is not an IP address")))?;
+        hosts.push(ip.to_string());
+    }
+    let leaf = crate::pki::agent_serving_leaf(node, hosts, s.cert_lifetime);
+    let chain = ca
+        .sign_request(&leaf, &body)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let renew_after = crate::pki::CertInfo::from_pem(&chain)
+        .ok()
+        .and_then(|i| {
+            i.renew_at()
+                .duration_since(std::time::SystemTime::now())
+                .ok()
+        })
+        .map_or(0, |d| d.as_secs().max(1));
+    Ok(Json(serde_json::json!({
+        "certChain": chain,
+        "caCert": ca.cert_pem,
+        "renewAfterSeconds": renew_after,
+    }))
+    .into_response())
 }
 
 /// `skiff secrets rotate-key`: a new primary encryption key, everything

@@ -94,7 +94,7 @@ impl Metrics {
         );
         let certificates = registry.gauge_vec(
             "skiff_certificate_expiration_timestamp_seconds",
-            "When this server's certificates expire (Unix time): the cluster CA, the API serving and the Raft peer certificate; renewed ones at two thirds of their validity.",
+            "When this server's certificates expire (Unix time): the cluster CA, the API serving, the client (to agents) and the Raft peer certificate; renewed ones at two thirds of their validity.",
             &["certificate"],
         );
         Metrics {

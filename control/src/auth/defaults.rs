@@ -163,6 +163,28 @@ fn cluster_role(name: &str, rules: Vec<Value>) -> Value {
     })
 }
 
+const AGGREGATE: &str = "rbac.authorization.k8s.io/aggregate-to-";
+
+/// `name` made of every ClusterRole labelled `aggregate-to-<name>` (the
+/// aggregation controller keeps its rules), starting with `rules`, and
+/// itself aggregated into `into`, as Kubernetes has admin, edit and view.
+fn aggregated(name: &str, rules: Vec<Value>, into: Option<&str>) -> Value {
+    let mut role = cluster_role(name, rules);
+    role["aggregationRule"] = json!({"clusterRoleSelectors": [
+        {"matchLabels": {format!("{AGGREGATE}{name}"): "true"}}]});
+    if let Some(into) = into {
+        role["metadata"]["labels"][format!("{AGGREGATE}{into}")] = json!("true");
+    }
+    role
+}
+
+/// The rules `aggregate-to-<name>` brings (`system:aggregate-to-<name>`).
+fn aggregate_to(name: &str, rules: Vec<Value>) -> Value {
+    let mut role = cluster_role(&format!("system:aggregate-to-{name}"), rules);
+    role["metadata"]["labels"][format!("{AGGREGATE}{name}")] = json!("true");
+    role
+}
+
 fn bind_group(name: &str, role: &str, group: &str) -> Value {
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -187,9 +209,12 @@ pub fn cluster_roles() -> Vec<Value> {
                 urls(&["*"], &["*"]),
             ],
         ),
-        cluster_role("admin", admin_rules()),
-        cluster_role("edit", edit_rules()),
-        cluster_role("view", view_rules()),
+        aggregated("admin", admin_rules(), None),
+        aggregated("edit", edit_rules(), Some("admin")),
+        aggregated("view", view_rules(), Some("edit")),
+        aggregate_to("admin", admin_rules()),
+        aggregate_to("edit", edit_rules()),
+        aggregate_to("view", view_rules()),
         cluster_role(
             "system:discovery",
             vec![urls(

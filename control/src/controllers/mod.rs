@@ -4,6 +4,7 @@
 //! claiming, events, node eligibility, revisions).
 
 pub mod bench;
+pub mod clusterroles;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;

@@ -109,6 +109,11 @@ pub const CONTROLLERS: &[Registration] = &[
         start: super::serviceaccounts::start,
     },
     Registration {
+        name: "clusterrole-aggregation",
+        informers: &["ClusterRole"],
+        start: super::clusterroles::start,
+    },
+    Registration {
         name: "servicelb",
         informers: &["Node", "Service"],
         start: super::servicelb::start,

@@ -226,6 +226,32 @@ pub fn peer_leaf(id: u64, lifetime: Duration) -> Leaf {
     }
 }
 
+/// A node agent's serving certificate (the kubelet's, in Kubernetes' names).
+pub fn agent_serving_leaf(node: &str, hosts: Vec<String>, lifetime: Duration) -> Leaf {
+    Leaf {
+        common_name: format!("system:node:{node}"),
+        organization: Some("system:nodes".into()),
+        hosts,
+        usage: Usage::Server,
+        lifetime,
+    }
+}
+
+/// The client certificate API servers present to node agents.
+pub fn apiserver_client_leaf(lifetime: Duration) -> Leaf {
+    Leaf {
+        common_name: "skiff-apiserver".into(),
+        organization: Some(APISERVERS_GROUP.into()),
+        hosts: vec![],
+        usage: Usage::Client,
+        lifetime,
+    }
+}
+
+/// The organization of the API servers' client certificates: what an agent
+/// API requires of its callers.
+pub const APISERVERS_GROUP: &str = "skiff:apiservers";
+
 /// The API serving certificate for `hosts`.
 pub fn serving_leaf(hosts: Vec<String>, lifetime: Duration) -> Leaf {
     Leaf {

@@ -123,6 +123,8 @@ pub(super) struct Renewal {
     pub id: u64,
     pub peer: Option<CertSlot>,
     pub serving: CertSlot,
+    /// What this server presents to node agents.
+    pub client: CertSlot,
     pub serving_hosts: Vec<String>,
     pub lifetime: Duration,
     pub metrics: Arc<Metrics>,
@@ -139,7 +141,9 @@ impl Renewal {
         metrics: Arc<Metrics>,
     ) -> Result<Renewal, ServerError> {
         let serving = ca.issue(&pki::serving_leaf(serving_hosts.clone(), lifetime))?;
+        let client = CertSlot::new(&ca.issue(&pki::apiserver_client_leaf(lifetime))?)?;
         let r = Renewal {
+            client,
             data_dir: data_dir.to_path_buf(),
             ca: ca.clone(),
             id,
@@ -163,7 +167,10 @@ impl Renewal {
     }
 
     fn report(&self) {
-        let mut certs = vec![("serving", self.serving.info())];
+        let mut certs = vec![
+            ("serving", self.serving.info()),
+            ("client", self.client.info()),
+        ];
         certs.extend(self.peer.as_ref().map(|p| ("peer", p.info())));
         certs.extend(
             CertInfo::from_pem(&self.ca.cert_pem)
@@ -190,6 +197,11 @@ impl Renewal {
             self.save_serving(&issued)?;
             tracing::info!(serial = %self.serving.info().serial, "renewed the serving certificate");
         }
+        if self.client.info().renew_at() <= now {
+            self.client
+                .replace(&self.ca.issue(&pki::apiserver_client_leaf(self.lifetime))?)?;
+            tracing::info!(serial = %self.client.info().serial, "renewed the client certificate for agents");
+        }
         if let Some(peer) = &self.peer
             && peer.info().renew_at() <= now
         {
@@ -205,7 +217,10 @@ impl Renewal {
     /// When the next certificate is due, from now (at least a second, at
     /// most an hour: a clock that jumps is noticed within the hour).
     fn next_check(&self) -> Duration {
-        let mut due = vec![self.serving.info().renew_at()];
+        let mut due = vec![
+            self.serving.info().renew_at(),
+            self.client.info().renew_at(),
+        ];
         due.extend(self.peer.as_ref().map(|p| p.info().renew_at()));
         let first = due.into_iter().min().unwrap_or_else(SystemTime::now);
         first

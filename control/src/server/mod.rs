@@ -618,6 +618,7 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
         state.metrics.clone(),
     )?;
     let tls_config = tls::server_config(&renewal.serving, &ca.cert_pem)?;
+    crate::agents::configure(&ca.cert_pem, &renewal.client)?;
     tokio::spawn(renewal.run());
     write_private(&cfg.data_dir.join("ca.crt"), &ca.cert_pem)?;
     // What agents and servers join with: the secret, pinned to this CA.

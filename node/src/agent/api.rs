@@ -7,7 +7,8 @@
 //! upgraded to a raw byte stream joined to `localhost:{port}` inside the pod's
 //! network namespace (the pod with that IP), for `kubectl port-forward`.
 //!
-//! **Only callers presenting the cluster's join token are served.**
+//! **Served over mutual TLS: only callers with a client certificate of the
+//! cluster CA that present the cluster's join token are served.**
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -39,6 +40,7 @@ struct AgentApi {
 /// Serve the agent API on `listener` until it fails.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: std::sync::Arc<rustls::ServerConfig>,
     token: String,
     ctx: std::sync::Arc<crate::pod::NodeCtx>,
     pods: Pods,
@@ -60,7 +62,8 @@ pub async fn serve(
             stats: ctx.stats.clone(),
             metrics,
         });
-    axum::serve(listener, app).await
+    super::tls::serve(listener, tls, app).await;
+    Ok(())
 }
 
 /// The node's resource and traffic figures (`skiff_common::stats::Summary`).

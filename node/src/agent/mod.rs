@@ -11,6 +11,7 @@ mod metrics;
 mod node;
 mod pods;
 pub mod relay;
+mod tls;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -164,59 +165,82 @@ struct Bootstrap {
     token: String,
 }
 
-/// Trade the join token for the cluster CA and this node's credential, with the first
-/// known server that answers. A token that pins the CA (`K10<hash>::...`)
-/// has the server prove its CA first and the secret goes only to a server
-/// holding it; a bare token cannot check the server (the token proves it
-/// ours only in that it accepts it).
-async fn bootstrap(
+/// An HTTPS client for `server` and the base URL to use with it. A token
+/// that pins the CA (`K10<hash>::...`) has the server prove its CA first, so
+/// the secret goes only to a server holding it; a bare token cannot check
+/// the server (the token proves it ours only in that it accepts it).
+async fn trusted_http(
     token: &skiff_common::jointoken::JoinToken,
-    node: &str,
-    servers: &apiservers::Servers,
-) -> Result<Client, AgentError> {
-    let bad = |server: &str, reason: String| AgentError::Bootstrap {
+    server: &str,
+) -> Result<(reqwest::Client, String), AgentError> {
+    let bad = |reason: String| AgentError::Bootstrap {
         server: server.to_string(),
         reason,
     };
-    let mut last = bad(&servers.current(), "no api server is known".into());
+    let pinned = match token.fetch_ca(server).await {
+        Ok(ca) => ca,
+        Err(e) if e.is_final() => {
+            return Err(AgentError::Untrusted {
+                server: server.to_string(),
+                reason: e.to_string(),
+            });
+        }
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let http = match &pinned {
+        Some(ca) => apiservers::https_trusting(ca, server).await,
+        None => {
+            tracing::warn!(%server, "the join token pins no CA: the server is not verified (use the K10 token from the server's node-token file)");
+            reqwest::Client::builder()
+                .danger_accept_invalid_certs(true)
+                .timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|e| e.to_string())
+        }
+    }
+    .map_err(bad)?;
+    let base = match &pinned {
+        Some(_) => format!("https://{}", apiservers::named(server)),
+        None => format!("https://{server}"),
+    };
+    Ok((http, base))
+}
+
+/// What the agent has once it joined: its API client and its serving
+/// certificate.
+struct Joined {
+    client: Client,
+    serving: tls::Issued,
+}
+
+/// Trade the join token for the cluster CA, this node's credential and the
+/// agent API's serving certificate, with the first known server that
+/// answers.
+async fn bootstrap(
+    token: &skiff_common::jointoken::JoinToken,
+    node: &str,
+    ips: &[IpAddr],
+    servers: &apiservers::Servers,
+) -> Result<Joined, AgentError> {
+    let mut last = AgentError::Bootstrap {
+        server: servers.current(),
+        reason: "no api server is known".into(),
+    };
     for server in servers.all() {
-        let pinned = match token.fetch_ca(&server).await {
-            Ok(ca) => ca,
-            Err(e) if e.is_final() => {
-                return Err(AgentError::Untrusted {
-                    server,
-                    reason: e.to_string(),
-                });
-            }
-            Err(e) => {
-                last = bad(&server, e.to_string());
-                continue;
-            }
+        let bad = |reason: String| AgentError::Bootstrap {
+            server: server.clone(),
+            reason,
         };
-        let http = match &pinned {
-            Some(ca) => apiservers::https_trusting(ca, &server).await,
-            None => {
-                tracing::warn!(%server, "the join token pins no CA: the server is not verified (use the K10 token from the server's node-token file)");
-                reqwest::Client::builder()
-                    .danger_accept_invalid_certs(true)
-                    .timeout(Duration::from_secs(10))
-                    .build()
-                    .map_err(|e| e.to_string())
-            }
-        };
-        let http = match http {
+        let (http, base) = match trusted_http(token, &server).await {
             Ok(h) => h,
+            Err(e @ AgentError::Untrusted { .. }) => return Err(e),
             Err(e) => {
-                last = bad(&server, e);
+                last = e;
                 continue;
             }
-        };
-        let url = match &pinned {
-            Some(_) => format!("https://{}/skiff/v0/agent", apiservers::named(&server)),
-            None => format!("https://{server}/skiff/v0/agent"),
         };
         // The credential is this node's own (`system:node:NAME`).
-        let url = format!("{url}?node={node}");
+        let url = format!("{base}/skiff/v0/agent?node={node}");
         let resp = match http.get(url).bearer_auth(&token.secret).send().await {
             Ok(r) if r.status().is_success() => r,
             // A wrong token is not an outage: waiting will not fix it.
@@ -227,20 +251,62 @@ async fn bootstrap(
                 });
             }
             Ok(r) => {
-                last = bad(&server, format!("the server answered {}", r.status()));
+                last = bad(format!("the server answered {}", r.status()));
                 continue;
             }
             Err(e) => {
-                last = bad(&server, e.to_string());
+                last = bad(e.to_string());
                 continue;
             }
         };
-        let b: Bootstrap = resp.json().await.map_err(|e| bad(&server, e.to_string()))?;
-        return apiservers::client(servers, &b.ca_cert, &b.token)
+        let b: Bootstrap = resp.json().await.map_err(|e| bad(e.to_string()))?;
+        let serving = match tls::request(&http, &base, &token.secret, node, ips).await {
+            Ok(s) => s,
+            Err(e) => {
+                last = bad(e);
+                continue;
+            }
+        };
+        let client = apiservers::client(servers, &b.ca_cert, &b.token)
             .await
-            .map_err(|e| bad(&server, e));
+            .map_err(bad)?;
+        return Ok(Joined { client, serving });
     }
     Err(last)
+}
+
+/// Ask for a new serving certificate whenever the last one says, from the
+/// first server that answers, and use it from the next connection on.
+async fn renew_serving(
+    token: skiff_common::jointoken::JoinToken,
+    node: String,
+    ips: Vec<IpAddr>,
+    servers: apiservers::Servers,
+    serving: tls::Serving,
+    mut after: Duration,
+) {
+    loop {
+        tokio::time::sleep(after).await;
+        after = Duration::from_secs(60);
+        for server in servers.all() {
+            let Ok((http, base)) = trusted_http(&token, &server).await else {
+                continue;
+            };
+            match tls::request(&http, &base, &token.secret, &node, &ips).await {
+                Ok(issued) => match serving.replace(&issued) {
+                    Ok(()) => {
+                        tracing::info!("renewed the agent api's serving certificate");
+                        after = Duration::from_secs(issued.renew_after_seconds.max(1));
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "renewed serving certificate unusable"),
+                },
+                Err(e) => {
+                    tracing::debug!(%server, error = %e, "serving certificate renewal failed")
+                }
+            }
+        }
+    }
 }
 
 /// Run `step` until it succeeds: the API may be away (restarting, or every
@@ -314,8 +380,9 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
     })?;
     // From here on the token is its secret (the agent API checks it).
     cfg.token = join.secret.clone();
-    let client = until_ok("joining the cluster", || {
-        bootstrap(&join, &cfg.node_name, &servers)
+    let ips = vec![cfg.address];
+    let Joined { client, serving } = until_ok("joining the cluster", || {
+        bootstrap(&join, &cfg.node_name, &ips, &servers)
     })
     .await?;
     let oci = containerd(&cfg).await;
@@ -432,8 +499,20 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
     });
     let warm_sandboxes = crate::pod::keep_sandboxes_warm(ctx.clone());
     let pods = pods::Pods::default();
+    let serving_slot = tls::Serving::new(&serving).map_err(AgentError::Config)?;
+    let api_tls =
+        tls::server_config(&serving.ca_cert, &serving_slot).map_err(AgentError::Config)?;
+    tokio::spawn(renew_serving(
+        join.clone(),
+        cfg.node_name.clone(),
+        ips.clone(),
+        servers.clone(),
+        serving_slot,
+        Duration::from_secs(serving.renew_after_seconds.max(1)),
+    ));
     let server = api::serve(
         listener,
+        api_tls,
         cfg.token.clone(),
         ctx.clone(),
         pods.clone(),

@@ -69,6 +69,36 @@ fn agents_register_heartbeat_and_share_the_pods() -> Result<()> {
             .unwrap()
             > 0
     );
+    // The agent API is mutual TLS: plain HTTP and TLS without a client
+    // certificate of the CA get nothing, join token or not.
+    let ip = node["status"]["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["type"] == "InternalIP")
+        .unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    let probe = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import ssl,socket,sys\nh,p,ca,tok=sys.argv[1:]\nreq=('GET /healthz HTTP/1.1\\r\\nHost: x\\r\\nAuthorization: Bearer '+tok+'\\r\\n\\r\\n').encode()\ntry:\n  with socket.create_connection((h,int(p)),timeout=5) as t:\n    t.sendall(req); print('plain', t.recv(100))\nexcept Exception as e: print('plain refused', type(e).__name__)\nctx=ssl.create_default_context(cafile=ca); ctx.check_hostname=False\ntry:\n  with socket.create_connection((h,int(p)),timeout=5) as t:\n    with ctx.wrap_socket(t) as x:\n      x.sendall(req); print('tls', x.recv(100))\nexcept Exception as e: print('tls refused', type(e).__name__)",
+            &ip,
+            &port,
+            s.dir.join("ca.crt").to_str().unwrap(),
+            s.node_token().rsplit(':').next().unwrap(),
+        ])
+        .output()?;
+    let said = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        !said.contains("200 OK") && said.contains("tls refused"),
+        "the agent api answered without a client certificate: {said}"
+    );
     let holder = s.k(&[
         "get",
         "lease",

@@ -511,3 +511,49 @@ spec:
     );
     Ok(())
 }
+
+/// A ClusterRole labelled `aggregate-to-view` extends `view` (and through it
+/// `edit` and `admin`), as an operator extends them for its resources; a
+/// user bound to `view` may then do what it adds (here: read Secrets, which
+/// `view` alone does not).
+#[test]
+fn aggregated_cluster_roles_take_the_rules_of_labelled_roles() -> Result<()> {
+    let (_root, s) = single_server()?;
+    s.apply(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: secret-viewer\n  labels:\n    rbac.authorization.k8s.io/aggregate-to-view: \"true\"\nrules:\n- apiGroups: [\"\"]\n  resources: [secrets]\n  verbs: [get, list, watch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: jane-views\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}\nsubjects:\n- {apiGroup: rbac.authorization.k8s.io, kind: User, name: jane}\n",
+    );
+    let can = |verb: &str| {
+        let r = s.kubectl(&["auth", "can-i", verb, "secrets", "--as", "jane"]);
+        r.stdout.trim().ends_with("yes")
+    };
+    for role in ["view", "edit", "admin"] {
+        let got = eventually(Duration::from_secs(15), || {
+            let rules = s.k(&[
+                "get",
+                "clusterrole",
+                role,
+                "-o",
+                "jsonpath={.rules[*].resources}",
+            ]);
+            rules.contains("\"secrets\"").then_some(())
+        });
+        assert!(got.is_some(), "{role} aggregates the secret rules");
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || can("list").then_some(())).is_some(),
+        "jane may list secrets through view"
+    );
+    assert!(!can("delete"), "but not delete them");
+    // Taking the label away takes the rules away again.
+    s.k(&[
+        "label",
+        "clusterrole",
+        "secret-viewer",
+        "rbac.authorization.k8s.io/aggregate-to-view-",
+    ]);
+    assert!(
+        eventually(Duration::from_secs(15), || (!can("list")).then_some(())).is_some(),
+        "view drops the rules again"
+    );
+    Ok(())
+}
