@@ -19,6 +19,44 @@ pub fn version_line() -> String {
     )
 }
 
+/// The certificates a server keeps in `data_dir` and their validity, one
+/// line each (renewed ones: when; the CA is not renewed).
+pub fn certificates(data_dir: &std::path::Path) -> String {
+    use skiff_control::pki::CertInfo;
+    let when = |t: std::time::SystemTime| {
+        jiff::Timestamp::try_from(t).map_or_else(|_| "?".to_string(), |t| t.to_string())
+    };
+    let mut out = String::new();
+    for (what, file, renewed) in [
+        ("cluster CA", "ca.crt", false),
+        ("API serving", "tls/serving.crt", true),
+        ("Raft peer", "tls/peer.crt", true),
+    ] {
+        let path = data_dir.join(file);
+        let line = match std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| CertInfo::from_pem(&pem).map_err(|e| e.to_string()))
+        {
+            Ok(info) => {
+                let mut l = format!(
+                    "{what}: {} valid {} to {}",
+                    info.common_name.as_deref().unwrap_or_default(),
+                    when(info.not_before),
+                    when(info.not_after)
+                );
+                if renewed {
+                    l.push_str(&format!(", renewed from {}", when(info.renew_at())));
+                }
+                l
+            }
+            Err(e) => format!("{what}: {}: {e}", path.display()),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
 /// Tell the API's `/version` what this binary is.
 pub fn publish_build_info() {
     skiff_control::api::discovery::set_build_info(skiff_control::api::discovery::BuildInfo {

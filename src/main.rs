@@ -36,8 +36,16 @@ struct Cli {
 enum Command {
     /// Run a control-plane server (Raft store + API).
     Server(ServerArgs),
-    /// Print the version.
-    Version,
+    /// Print the version; with --verbose, also the certificates of a
+    /// server's data dir (the cluster CA, serving, peer) and when each
+    /// expires and is renewed.
+    Version {
+        #[arg(long, short)]
+        verbose: bool,
+        /// The server's data dir.
+        #[arg(long, default_value = "./skiff-data")]
+        data_dir: std::path::PathBuf,
+    },
     /// Run a node agent only (registers a Node and heartbeats).
     Agent(AgentArgs),
     /// Benchmarks (store throughput and latency).
@@ -335,8 +343,11 @@ fn main() -> std::process::ExitCode {
     };
     let result: anyhow::Result<()> = rt.block_on(async {
         match cli.command {
-            Command::Version => {
+            Command::Version { verbose, data_dir } => {
                 println!("{}", cli_extra::version_line());
+                if verbose {
+                    print!("{}", cli_extra::certificates(&data_dir));
+                }
                 Ok(())
             }
             Command::Agent(a) => {

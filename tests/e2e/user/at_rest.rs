@@ -209,5 +209,22 @@ fn the_serving_certificate_is_renewed_without_a_restart() -> Result<()> {
     }
     // kubectl still trusts the renewed certificate.
     s.k(&["get", "ns", "default"]);
+    let out = Command::new(skiff_bin())
+        .args([
+            "version",
+            "--verbose",
+            "--data-dir",
+            s.dir.to_str().unwrap(),
+        ])
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "cluster CA: skiff-ca valid",
+        "API serving: skiff-apiserver valid",
+        "Raft peer: skiff-peer-",
+        "renewed from",
+    ] {
+        assert!(said.contains(want), "{want} in {said}");
+    }
     Ok(())
 }
