@@ -484,6 +484,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         events: Recorder::new(client.clone(), cfg.node_name.clone()),
         cgroups: cfg.cgroups,
         host_cgroups: Arc::new(crate::cgroup::CgroupFs),
+        volume_media: Arc::new(crate::host::mounts::Tmpfs),
         backoff_initial: cfg.backoff,
         backoff_max: Duration::from_secs(300),
         warm_sandboxes: Default::default(),

@@ -121,7 +121,7 @@ pub async fn watch(ctx: Arc<NodeCtx>, pods: Pods) -> Result<(), AgentError> {
                     let uid = d.file_name().to_string_lossy().into_owned();
                     if !live.contains(&uid) {
                         tracing::info!(uid, "removing the volumes of a pod that is gone");
-                        ctx.pod_dir(&uid).remove();
+                        ctx.pod_dir(&uid).remove(&*ctx.volume_media);
                     }
                 }
             }

@@ -54,6 +54,37 @@ pub fn detach_below(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Secret and projected volumes in memory: a tmpfs on each volume
+/// directory (nosuid, nodev, noexec, at most 64 MiB).
+pub struct Tmpfs;
+
+impl crate::pod::volumes::VolumeMedia for Tmpfs {
+    fn memory(&self, dir: &Path) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev());
+        let parent = dir.parent().unwrap_or(dir);
+        match (dev(dir), dev(parent)) {
+            // Already a mount point (set up before an agent restart).
+            (Ok(a), Ok(b)) if a != b => return Ok(()),
+            (Err(e), _) | (_, Err(e)) => return Err(format!("{}: {e}", dir.display())),
+            _ => {}
+        }
+        use nix::mount::{MsFlags, mount};
+        mount(
+            Some("tmpfs"),
+            dir,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("mode=0755,size=64m"),
+        )
+        .map_err(|e| format!("mount a tmpfs on {}: {e}", dir.display()))
+    }
+
+    fn release(&self, dir: &Path) {
+        detach_below(dir);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

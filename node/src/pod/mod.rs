@@ -56,6 +56,8 @@ pub struct NodeCtx {
     pub cgroups: bool,
     /// The host's cgroups (pod CPU cgroups and the OCI containers' parents).
     pub host_cgroups: Arc<dyn crate::cgroup::Cgroups>,
+    /// Where Secret and projected volumes are kept (memory on a node).
+    pub volume_media: Arc<dyn volumes::VolumeMedia>,
     /// First restart delay; doubles up to `backoff_max`.
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
@@ -539,7 +541,7 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Pod>>) {
     }
     let _ = pod.wait_for(deleting).await;
     ctx.logs.remove(&info.namespace, &info.name, &info.uid);
-    ctx.pod_dir(&info.uid).remove();
+    ctx.pod_dir(&info.uid).remove(&*ctx.volume_media);
     ctx.tokens.forget(&info.uid);
     if pod.borrow().is_some() {
         let dp = DeleteParams {
@@ -643,8 +645,10 @@ async fn sync_volumes(
         sources.tokens.insert(r.clone(), token);
     }
     let dir = ctx.pod_dir(&info.uid);
+    let media = ctx.volume_media.clone();
     tokio::task::spawn_blocking(move || {
-        volumes::materialise(&dir, &facts.spec, &facts, &sources).map_err(|e| e.to_string())
+        volumes::materialise(&dir, &facts.spec, &facts, &sources, &*media)
+            .map_err(|e| e.to_string())
     })
     .await
     .unwrap_or_else(|e| Err(e.to_string()))

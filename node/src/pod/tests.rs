@@ -78,6 +78,7 @@ impl Harness {
             events: Recorder::new(client, "n1".into()),
             cgroups: true,
             host_cgroups: Arc::new(self.cgroups.clone()),
+            volume_media: Arc::new(crate::pod::volumes::Disk),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_millis(400),
             warm_sandboxes: Default::default(),

@@ -5,7 +5,9 @@
 //!
 //! **A volume's directory belongs to the pod: it is shared by all its
 //! containers (init containers too) and removed with the pod. ConfigMap,
-//! Secret and downward API volumes are always mounted read-only.**
+//! Secret and downward API volumes are always mounted read-only. Secret and
+//! projected volumes (tokens) live in memory (tmpfs on a node), as the
+//! kubelet keeps them: they never reach the node's disk.**
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -26,6 +28,27 @@ pub struct VolumeError {
     pub reason: String,
 }
 
+/// Where Secret and projected volumes are kept: in memory on a node (see
+/// `host::mounts::Tmpfs`), on disk where nothing may be mounted (tests).
+pub trait VolumeMedia: Send + Sync {
+    /// Make the volume directory `dir` memory-backed (idempotent).
+    fn memory(&self, dir: &Path) -> Result<(), String>;
+    /// Undo every memory mount under the pod directory `dir`, before it is
+    /// removed.
+    fn release(&self, dir: &Path);
+}
+
+/// Volumes on disk, like any directory.
+pub struct Disk;
+
+impl VolumeMedia for Disk {
+    fn memory(&self, _dir: &Path) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn release(&self, _dir: &Path) {}
+}
+
 /// The directory of one pod's files (volumes) on the node.
 #[derive(Debug, Clone)]
 pub struct PodDir(pub PathBuf);
@@ -39,8 +62,9 @@ impl PodDir {
         Ok(self.0.join("volumes").join(name))
     }
 
-    /// Remove everything the pod had on disk.
-    pub fn remove(&self) {
+    /// Remove everything the pod had on disk (and in memory).
+    pub fn remove(&self, media: &dyn VolumeMedia) {
+        media.release(&self.0);
         if let Err(e) = std::fs::remove_dir_all(&self.0)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -233,6 +257,7 @@ pub fn materialise(
     spec: &PodSpec,
     facts: &PodFacts,
     sources: &Sources,
+    media: &dyn VolumeMedia,
 ) -> Result<(), VolumeError> {
     for v in spec.volumes.iter().flatten() {
         let name = v.name.as_str();
@@ -305,6 +330,11 @@ pub fn materialise(
                     volume_type(v)
                 ),
             ));
+        }
+        if v.secret.is_some() || v.projected.is_some() {
+            std::fs::create_dir_all(&path)
+                .map_err(|e| err(name, format!("create {}: {e}", path.display())))?;
+            media.memory(&path).map_err(|e| err(name, e))?;
         }
         write_files(&path, &files).map_err(|e| err(name, e))?;
     }
@@ -450,7 +480,7 @@ mod tests {
                 {"secret": {"name": "sec"}}]}},
         ]});
         let spec1 = spec(json_spec.clone());
-        materialise(&dir, &spec1, &facts(), &sources()).unwrap();
+        materialise(&dir, &spec1, &facts(), &sources(), &Disk).unwrap();
         assert_eq!(read(dir.volume("all").unwrap().join("a")), "1");
         assert_eq!(read(dir.volume("all").unwrap().join("b")), "2");
         assert_eq!(read(dir.volume("some").unwrap().join("sub/bee")), "2");
@@ -477,7 +507,7 @@ mod tests {
         let spec2 = spec(
             json!({"volumes": [json_spec["volumes"][0].clone(), json_spec["volumes"][4].clone()]}),
         );
-        materialise(&dir, &spec2, &facts(), &fewer).unwrap();
+        materialise(&dir, &spec2, &facts(), &fewer, &Disk).unwrap();
         assert_eq!(read(dir.volume("all").unwrap().join("a")), "one");
         assert!(!dir.volume("all").unwrap().join("b").exists());
         assert_eq!(read(dir.volume("scratch").unwrap().join("keep")), "k");
@@ -495,7 +525,7 @@ mod tests {
         assert!(m[2].read_only);
         assert!(m[3].host_path.ends_with("scratch/x/y") && m[3].host_path.is_dir());
 
-        dir.remove();
+        dir.remove(&Disk);
         assert!(!tmp.path().join("uid").exists());
     }
 
@@ -513,7 +543,7 @@ mod tests {
             "",
         ] {
             let spec = spec(json!({"volumes": [{"name": name, "emptyDir": {}}]}));
-            let e = materialise(&dir, &spec, &facts(), &sources()).unwrap_err();
+            let e = materialise(&dir, &spec, &facts(), &sources(), &Disk).unwrap_err();
             assert!(e.to_string().contains("is not a plain name"), "{name}: {e}");
             let m = container(json!({"volumeMounts": [{"name": name, "mountPath": "/x"}]}));
             assert!(mounts(&dir, &spec, &m).is_err(), "{name}");
@@ -550,7 +580,7 @@ mod tests {
         ];
         for (v, want) in cases {
             let spec = spec(json!({ "volumes": [v] }));
-            let e = materialise(&dir, &spec, &facts(), &sources()).unwrap_err();
+            let e = materialise(&dir, &spec, &facts(), &sources(), &Disk).unwrap_err();
             assert_eq!(e.to_string(), want);
         }
         let spec = spec(json!({"volumes": [{"name": "v", "emptyDir": {}}]}));

@@ -227,6 +227,20 @@ spec:
     );
     assert_eq!(fetch(&ip, "/ls?path=/etc/config"), "conf\n");
     assert_eq!(fetch(&ip, "/file?path=/etc/secret/password"), "hunter2");
+    // The Secret volume is a tmpfs: its files never reach the node's disk.
+    let uid = s.k(&["get", "pod", "ps-web", "-o", "jsonpath={.metadata.uid}"]);
+    let vol = s
+        .dir
+        .join("agent/pods")
+        .join(uid.trim())
+        .join("volumes/secret");
+    let is_tmpfs = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == vol.to_str() && l.contains(" - tmpfs "))
+    };
+    assert!(is_tmpfs(), "{} is not a tmpfs mount", vol.display());
     assert_eq!(
         fetch(&ip, "/file?path=/etc/podinfo/labels"),
         "app=\"ps-web\""
@@ -292,6 +306,13 @@ spec:
     let dir = s.dir.join("agent/pods").join(&uid);
     assert!(dir.join("volumes/work/note").exists(), "{}", dir.display());
     s.k(&["delete", "pod", "ps-web", "--wait=true", "--timeout=60s"]);
+    assert!(
+        common::eventually(Duration::from_secs(10), || (!is_tmpfs() && !vol.exists())
+            .then_some(()))
+        .is_some(),
+        "the tmpfs of {} is gone with the pod",
+        vol.display()
+    );
     assert!(
         eventually(Duration::from_secs(10), || (!dir.exists()).then_some(())).is_some(),
         "{} was left behind",
