@@ -567,6 +567,35 @@ async fn kube(State(s): State<ApiState>, req: Request) -> Response {
         };
         return reviews::serve(&*s.policy.policy(), &user, &parts.method, route, doc);
     }
+    if parts.method == axum::http::Method::POST
+        && path == "/apis/certificates.k8s.io/v1/certificatesigningrequests"
+    {
+        // Who asks for a certificate is the API's to say, not the body's.
+        let (user, mut doc) = match review_input(&s, &parts, body).await {
+            Ok(v) => v,
+            Err(e) => return e.into_response(),
+        };
+        if let Some(spec) = doc
+            .get_mut("spec")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            spec.insert("username".into(), serde_json::json!(user.name));
+            spec.insert("uid".into(), serde_json::json!(user.uid));
+            spec.insert("groups".into(), serde_json::json!(user.groups));
+            spec.insert("extra".into(), serde_json::json!(user.extra));
+        }
+        let mut headers = parts.headers;
+        headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+        headers.remove(axum::http::header::CONTENT_LENGTH);
+        let body = axum::body::Body::from(serde_json::to_vec(&doc).unwrap_or_default());
+        return s
+            .rest
+            .handle(parts.method, &path, parts.uri.query(), headers, body)
+            .await;
+    }
     if let Some(route) = metrics::route(&path) {
         return metrics::serve(
             &s.collector,

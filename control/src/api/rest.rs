@@ -222,7 +222,7 @@ impl Rest {
                 };
                 Ok(json_response(StatusCode::OK, &list))
             }
-            (&Method::GET, Some(name), None | Some("status")) => {
+            (&Method::GET, Some(name), None | Some("status" | "approval")) => {
                 if q.flag("watch") {
                     return self.watch(t, ns, Some(name), q, rendering).await;
                 }
@@ -275,7 +275,7 @@ impl Rest {
                     &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
                 ))
             }
-            (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
+            (&Method::PUT, Some(name), sub @ (None | Some("status" | "approval"))) => {
                 let bytes = body::read(body).await?;
                 let obj = body::object(headers, &bytes, &self.objects.registry)?;
                 let w = o

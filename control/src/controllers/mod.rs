@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod clusterroles;
 pub mod cronjob;
+pub mod csrsigning;
 pub mod daemonset;
 pub mod deployment;
 pub mod eligibility;

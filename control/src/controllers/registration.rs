@@ -114,6 +114,11 @@ pub const CONTROLLERS: &[Registration] = &[
         start: super::clusterroles::start,
     },
     Registration {
+        name: "csrsigning",
+        informers: &["CertificateSigningRequest"],
+        start: super::csrsigning::start,
+    },
+    Registration {
         name: "servicelb",
         informers: &["Node", "Service"],
         start: super::servicelb::start,
@@ -137,6 +142,9 @@ pub struct Settings {
     /// The cluster CA (PEM) published in every namespace's
     /// `kube-root-ca.crt` (empty: none is published).
     pub root_ca: String,
+    /// The cluster CA with its key, for approved CertificateSigningRequests
+    /// (none: nothing is signed), and the longest validity it signs for.
+    pub signer: Option<(std::sync::Arc<crate::pki::ClusterCa>, Duration)>,
 }
 
 impl Default for Settings {
@@ -148,6 +156,7 @@ impl Default for Settings {
             images: None,
             objects: None,
             root_ca: String::new(),
+            signer: None,
         }
     }
 }

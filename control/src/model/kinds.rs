@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::{
     apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
-    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-    networking::v1 as networking, node::v1 as node, policy::v1 as policy, rbac::v1 as rbac,
+    certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core,
+    discovery::v1 as discovery, networking::v1 as networking, node::v1 as node,
+    policy::v1 as policy, rbac::v1 as rbac,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -185,6 +186,11 @@ impl Registry {
             entry::<rbac::ClusterRole>(&[], &[], &[]),
             entry::<rbac::RoleBinding>(&[], &[], &[]),
             entry::<rbac::ClusterRoleBinding>(&[], &[], &[]),
+            entry::<certificates::CertificateSigningRequest>(
+                &["csr"],
+                &[],
+                &["status", "approval"],
+            ),
         ];
         let by_path = types
             .iter()

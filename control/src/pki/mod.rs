@@ -73,7 +73,7 @@ pub enum Usage {
 }
 
 /// A leaf certificate to issue.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leaf {
     pub common_name: String,
     /// The organization (O): a client certificate's group. (rcgen keeps one

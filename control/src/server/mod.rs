@@ -679,6 +679,7 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
         images: Some(crate::imagestore::Images::new(store.clone())),
         objects: Some(objects),
         root_ca: ca.cert_pem.clone(),
+        signer: Some((std::sync::Arc::new(ca.clone()), cfg.cert_lifetime)),
     };
     tokio::spawn(crate::controllers::manager::run_while_leader(
         store.clone(),

@@ -11,6 +11,7 @@
 //! transaction as the object.**
 
 mod admission;
+pub mod csr;
 pub mod encryption;
 mod job;
 mod namespace;

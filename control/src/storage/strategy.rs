@@ -199,6 +199,7 @@ pub fn for_type(t: &ResourceType) -> &'static dyn Strategy {
         ("", "ConfigMap" | "Secret") => &DataStrategy,
         ("batch", "Job") => &JobStrategy,
         ("rbac.authorization.k8s.io", _) => &RbacStrategy,
+        ("certificates.k8s.io", "CertificateSigningRequest") => &super::csr::CsrStrategy,
         _ => &DefaultStrategy,
     }
 }

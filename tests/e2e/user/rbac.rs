@@ -557,3 +557,170 @@ fn aggregated_cluster_roles_take_the_rules_of_labelled_roles() -> Result<()> {
     );
     Ok(())
 }
+
+/// `kubectl` with its own kubeconfig `kc` (no token): the output.
+fn kubectl_as(kc: &std::path::Path, args: &[&str]) -> common::Kubectl {
+    let out = std::process::Command::new(common::kubectl_path())
+        .arg("--kubeconfig")
+        .arg(kc)
+        .args(args)
+        .output()
+        .expect("kubectl runs");
+    common::Kubectl {
+        ok: out.status.success(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A key and certificate signing request made with openssl for `subject`.
+fn openssl_request(dir: &std::path::Path, name: &str, subject: &str) -> Result<String> {
+    let (key, csr) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.csr")),
+    );
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr)
+        .args(["-subj", subject])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use base64::Engine;
+    Ok(base64::engine::general_purpose::STANDARD.encode(std::fs::read(&csr)?))
+}
+
+fn csr_manifest(name: &str, request: &str) -> String {
+    format!(
+        "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {name}\nspec:\n  request: {request}\n  signerName: kubernetes.io/kube-apiserver-client\n  expirationSeconds: 86400\n  usages: [client auth]\n"
+    )
+}
+
+/// The Kubernetes way to a client certificate: openssl makes a key and a
+/// request, `kubectl certificate approve` approves it, the cluster signs it;
+/// kubectl with that certificate alone is user CN in group O (`auth
+/// whoami`), and RBAC decides for that user. A denied request is never
+/// signed.
+#[test]
+fn a_client_certificate_from_an_approved_request_authenticates_its_user() -> Result<()> {
+    let (root, s) = single_server()?;
+    let dir = root.path();
+    let request = openssl_request(dir, "jane", "/CN=jane/O=dev")?;
+    s.apply(&csr_manifest("jane", &request));
+    assert_eq!(
+        s.k(&["get", "csr", "jane", "-o", "jsonpath={.spec.username}"])
+            .trim(),
+        "skiff-admin",
+        "the requester is recorded by the API"
+    );
+    s.k(&["certificate", "approve", "jane"]);
+    let cert = eventually(Duration::from_secs(15), || {
+        let c = s.k(&["get", "csr", "jane", "-o", "jsonpath={.status.certificate}"]);
+        (!c.trim().is_empty()).then(|| c.trim().to_string())
+    })
+    .expect("the approved request is signed");
+    use base64::Engine;
+    std::fs::write(
+        dir.join("jane.crt"),
+        base64::engine::general_purpose::STANDARD.decode(&cert)?,
+    )?;
+
+    let kc = dir.join("jane.kubeconfig");
+    let ca = s.dir.join("ca.crt");
+    for args in [
+        vec![
+            "config".to_string(),
+            "set-cluster".into(),
+            "skiff".into(),
+            format!("--server=https://{}", s.api),
+            format!("--certificate-authority={}", ca.display()),
+            "--embed-certs".into(),
+        ],
+        vec![
+            "config".into(),
+            "set-credentials".into(),
+            "jane".into(),
+            format!("--client-certificate={}", dir.join("jane.crt").display()),
+            format!("--client-key={}", dir.join("jane.key").display()),
+            "--embed-certs".into(),
+        ],
+        vec![
+            "config".into(),
+            "set-context".into(),
+            "jane".into(),
+            "--cluster=skiff".into(),
+            "--user=jane".into(),
+        ],
+        vec!["config".into(), "use-context".into(), "jane".into()],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = kubectl_as(&kc, &args);
+        assert!(r.ok, "{args:?}: {}", r.stderr);
+    }
+    let who = kubectl_as(&kc, &["auth", "whoami", "-o", "json"]);
+    assert!(who.ok, "{}", who.stderr);
+    let who: serde_json::Value = serde_json::from_str(&who.stdout)?;
+    assert_eq!(who["status"]["userInfo"]["username"], "jane");
+    let groups = who["status"]["userInfo"]["groups"].to_string();
+    assert!(
+        groups.contains("\"dev\"") && groups.contains("system:authenticated"),
+        "{groups}"
+    );
+    let pods = kubectl_as(&kc, &["get", "pods"]);
+    assert!(
+        !pods.ok
+            && pods
+                .stderr
+                .contains("User \"jane\" cannot list resource \"pods\""),
+        "{}",
+        pods.stderr
+    );
+    s.apply(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: dev-view\n  namespace: default\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}\nsubjects:\n- {apiGroup: rbac.authorization.k8s.io, kind: Group, name: dev}\n",
+    );
+    let listed = eventually(Duration::from_secs(10), || {
+        kubectl_as(&kc, &["get", "pods"]).ok.then_some(())
+    });
+    assert!(listed.is_some(), "group dev may list pods once bound");
+
+    let request = openssl_request(dir, "mallory", "/CN=system:admin/O=system:masters")?;
+    s.apply(&csr_manifest("mallory", &request));
+    s.k(&["certificate", "deny", "mallory"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        s.k(&[
+            "get",
+            "csr",
+            "mallory",
+            "-o",
+            "jsonpath={.status.certificate}"
+        ])
+        .trim()
+        .is_empty(),
+        "a denied request is never signed"
+    );
+    let cond = s.k(&[
+        "get",
+        "csr",
+        "mallory",
+        "-o",
+        "jsonpath={.status.conditions[0].type}",
+    ]);
+    assert_eq!(cond.trim(), "Denied");
+    Ok(())
+}
