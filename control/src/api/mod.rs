@@ -553,6 +553,20 @@ async fn kube(State(s): State<ApiState>, req: Request) -> Response {
             .await
             .unwrap_or_else(|e| e.into_response());
     }
+    let segments: Vec<&str> = path.split('/').collect();
+    if let ["", "api", "v1", "nodes", node, "proxy", rest @ ..] = &segments[..]
+        && parts.method == axum::http::Method::GET
+    {
+        return podlog::node_proxy(
+            &s.rest.objects,
+            &s.rest.agent_token,
+            node,
+            &rest.join("/"),
+            parts.uri.query(),
+        )
+        .await
+        .unwrap_or_else(|e| e.into_response());
+    }
     if let Some(route) = tokens::route(&path) {
         let (user, doc) = match review_input(&s, &parts, body).await {
             Ok(v) => v,

@@ -127,3 +127,43 @@ pub async fn pod_log(
     let body = Body::from_stream(resp.bytes_stream());
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], body).into_response())
 }
+
+/// `GET /api/v1/nodes/{node}/proxy/{path}`: the node agent's own endpoints
+/// (`/metrics`, `/stats/summary`, `/healthz`) through the API server, which
+/// alone holds a client certificate the agent admits (RBAC: `get
+/// nodes/proxy`).
+pub async fn node_proxy(
+    objects: &Objects,
+    agent_token: &str,
+    node_name: &str,
+    path: &str,
+    query: Option<&str>,
+) -> ApiResult<Response> {
+    let nodes = objects
+        .registry
+        .by_kind("v1", "Node")
+        .cloned()
+        .ok_or_else(|| ApiError::internal("no node type"))?;
+    let node = objects.get(&nodes, None, node_name).await?;
+    let base = crate::agents::base_url(&node)
+        .ok_or_else(|| unavailable(format!("node {node_name} publishes no agent endpoint")))?;
+    let mut url = format!("{base}/{}", path.trim_start_matches('/'));
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        url = format!("{url}?{q}");
+    }
+    let resp = crate::agents::client()
+        .get(&url)
+        .bearer_auth(agent_token)
+        .send()
+        .await
+        .map_err(|e| unavailable(format!("node {node_name}: {e}")))?;
+    let code = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("text/plain")
+        .to_string();
+    let body = Body::from_stream(resp.bytes_stream());
+    Ok((code, [(header::CONTENT_TYPE, content_type)], body).into_response())
+}

@@ -177,10 +177,10 @@ impl Reconciler for Signing {
 }
 
 pub fn start(ctx: &mut Ctx<'_>) {
+    let csrs = ctx.informer::<CertificateSigningRequest>();
     let Some((ca, max)) = ctx.settings.signer.clone() else {
         return;
     };
-    let csrs = ctx.informer::<CertificateSigningRequest>();
     let c = Arc::new(Signing {
         client: ctx.client.clone(),
         csrs: csrs.clone(),

@@ -157,17 +157,14 @@ fn a_wasm_deployment_scales_to_zero_and_wakes_on_requests() -> Result<()> {
     ] {
         assert!(server.contains(m), "server /metrics has {m}");
     }
-    let node = c.s.json(&["node", &c.net.node(0).0]);
-    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
-        .as_i64()
-        .context("agent port")?;
-    let agent = reqwest::blocking::Client::builder()
-        .no_proxy()
-        .build()?
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .bearer_auth(c.s.token())
-        .send()?
-        .text()?;
+    // The agent's, through the API server's node proxy (the agent admits
+    // only the API servers' client certificate), as Prometheus scrapes
+    // kubelets.
+    let agent = c.s.k(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{}/proxy/metrics", c.net.node(0).0),
+    ]);
     let cold: f64 = agent
         .lines()
         .find_map(|l| l.strip_prefix("skiff_cold_starts_total "))
