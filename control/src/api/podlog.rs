@@ -63,11 +63,6 @@ pub(super) async fn pod_and_agent(
         .by_kind("v1", "Pod")
         .cloned()
         .ok_or_else(|| ApiError::internal("no pod type"))?;
-    let nodes = objects
-        .registry
-        .by_kind("v1", "Node")
-        .cloned()
-        .ok_or_else(|| ApiError::internal("no node type"))?;
     let pod = objects.get(&pods, Some(ns), name).await?;
     let node_name = s(&pod, "/spec/nodeName");
     if node_name.is_empty() {
@@ -75,10 +70,30 @@ pub(super) async fn pod_and_agent(
             "pod {name} is not scheduled to a node yet, so it has no {what}"
         )));
     }
-    let node = objects.get(&nodes, None, node_name).await?;
-    let base = crate::agents::base_url(&node)
-        .ok_or_else(|| unavailable(format!("node {node_name} publishes no agent endpoint")))?;
+    let base = agent_of(objects, node_name).await?;
     Ok((pod, base))
+}
+
+/// The base URL of node `node_name`'s agent API.
+async fn agent_of(objects: &Objects, node_name: &str) -> ApiResult<String> {
+    let nodes = objects
+        .registry
+        .by_kind("v1", "Node")
+        .cloned()
+        .ok_or_else(|| ApiError::internal("no node type"))?;
+    let node = objects.get(&nodes, None, node_name).await?;
+    crate::agents::base_url(&node)
+        .ok_or_else(|| unavailable(format!("node {node_name} publishes no agent endpoint")))
+}
+
+/// GET `url` from node `node_name`'s agent (503 if it does not answer).
+async fn agent_get(node_name: &str, url: &str, agent_token: &str) -> ApiResult<reqwest::Response> {
+    crate::agents::client()
+        .get(url)
+        .bearer_auth(agent_token)
+        .send()
+        .await
+        .map_err(|e| unavailable(format!("node {node_name}: {e}")))
 }
 
 /// Stream a container's log from its node's agent.
@@ -106,12 +121,7 @@ pub async fn pod_log(
     if !params.is_empty() {
         url = format!("{url}?{}", params.join("&"));
     }
-    let resp = crate::agents::client()
-        .get(&url)
-        .bearer_auth(agent_token)
-        .send()
-        .await
-        .map_err(|e| unavailable(format!("node {node_name}: {e}")))?;
+    let resp = agent_get(node_name, &url, agent_token).await?;
     let code = resp.status();
     if code == reqwest::StatusCode::BAD_REQUEST || code == reqwest::StatusCode::NOT_FOUND {
         let msg = resp.text().await.unwrap_or_default();
@@ -139,24 +149,12 @@ pub async fn node_proxy(
     path: &str,
     query: Option<&str>,
 ) -> ApiResult<Response> {
-    let nodes = objects
-        .registry
-        .by_kind("v1", "Node")
-        .cloned()
-        .ok_or_else(|| ApiError::internal("no node type"))?;
-    let node = objects.get(&nodes, None, node_name).await?;
-    let base = crate::agents::base_url(&node)
-        .ok_or_else(|| unavailable(format!("node {node_name} publishes no agent endpoint")))?;
+    let base = agent_of(objects, node_name).await?;
     let mut url = format!("{base}/{}", path.trim_start_matches('/'));
     if let Some(q) = query.filter(|q| !q.is_empty()) {
         url = format!("{url}?{q}");
     }
-    let resp = crate::agents::client()
-        .get(&url)
-        .bearer_auth(agent_token)
-        .send()
-        .await
-        .map_err(|e| unavailable(format!("node {node_name}: {e}")))?;
+    let resp = agent_get(node_name, &url, agent_token).await?;
     let code = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = resp
         .headers()
