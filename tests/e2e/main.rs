@@ -27,6 +27,7 @@ mod user {
     mod at_rest;
     mod images;
     mod kubectl_api;
+    mod limits;
     mod rbac;
     mod scheduling;
     mod snapshot;

@@ -56,6 +56,56 @@ impl PatchType {
     }
 }
 
+/// The most operations a JSON patch may have, as Kubernetes.
+pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+
+/// Apply a JSON patch one operation at a time, with Kubernetes' bounds: at
+/// most [`MAX_JSON_PATCH_OPERATIONS`], and `copy` operations that together
+/// copy at most a request body's worth of JSON (else a patch that copies an
+/// object onto itself doubles it with every operation). `out` is the caller's
+/// copy: on an error it is dropped.
+fn json_patch_bounded(out: &mut Value, p: &json_patch::Patch) -> ApiResult<()> {
+    if p.0.len() > MAX_JSON_PATCH_OPERATIONS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!(
+                "Request entity too large: The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {}",
+                p.0.len()
+            ),
+        ));
+    }
+    let mut copied = 0usize;
+    for (i, op) in p.0.iter().enumerate() {
+        if let json_patch::PatchOperation::Copy(c) = op
+            && let Some(v) = out.pointer(c.from.as_str())
+        {
+            copied += serde_json::to_vec(v).map_or(0, |b| b.len());
+            if copied > body::MAX_BODY {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "RequestEntityTooLarge",
+                    format!(
+                        "Request entity too large: the json patch's copy operations copy more than {} bytes (operation {i})",
+                        body::MAX_BODY
+                    ),
+                ));
+            }
+        }
+        json_patch::patch(out, std::slice::from_ref(op)).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                format!(
+                    "the json patch could not be applied: operation {i}: {}",
+                    e.kind
+                ),
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Apply a non-apply patch document to `target`.
 pub fn apply_patch(pt: PatchType, target: &Value, doc: &[u8]) -> ApiResult<Value> {
     let mut out = target.clone();
@@ -63,13 +113,7 @@ pub fn apply_patch(pt: PatchType, target: &Value, doc: &[u8]) -> ApiResult<Value
         PatchType::Json => {
             let p: json_patch::Patch = serde_json::from_slice(doc)
                 .map_err(|e| ApiError::bad_request(format!("invalid json patch: {e}")))?;
-            json_patch::patch(&mut out, &p).map_err(|e| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "Invalid",
-                    format!("the json patch could not be applied: {e}"),
-                )
-            })?;
+            json_patch_bounded(&mut out, &p)?;
         }
         PatchType::Merge => {
             let p = body::json(doc)?;

@@ -20,6 +20,10 @@ use super::request::{self, ResourceRef, Target};
 use super::table::{self, Include, Rendering};
 use super::{body, discovery, patch};
 
+/// The longest a watch runs before the server ends it (a larger
+/// `timeoutSeconds` is clamped to it; clients start a new watch).
+const MAX_WATCH_SECONDS: u64 = 24 * 3600;
+
 /// State of the REST handler.
 #[derive(Clone)]
 pub struct Rest {
@@ -356,7 +360,8 @@ impl Rest {
         let timeout = q
             .get("timeoutSeconds")
             .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(1800);
+            .unwrap_or(1800)
+            .min(MAX_WATCH_SECONDS);
         let include = Include::parse(q.get("includeObject"));
         // Streaming list: initial ADDED events, then a bookmark that marks their end.
         let send_initial = q.flag("sendInitialEvents");

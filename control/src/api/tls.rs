@@ -8,7 +8,9 @@
 use std::sync::Arc;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::pki::{self, CertSlot, PkiError};
 use tokio::net::TcpListener;
@@ -58,28 +60,87 @@ fn client_cert_user(conn: &rustls::ServerConnection) -> Option<ClientCertUser> {
     })
 }
 
-/// Serve `app` over TLS on `listener` until the future is dropped.
-pub async fn serve(listener: TcpListener, cfg: Arc<rustls::ServerConfig>, app: Router) {
+/// How long a client has to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an HTTP/1 client has to send a request's headers, counted from
+/// when the connection is ready for the next request (so it is also how long
+/// an idle keep-alive connection stays open).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often an HTTP/2 connection is pinged, and how long the answer may take
+/// before the connection is dropped (a vanished client does not hold it).
+const H2_KEEPALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(20));
+
+/// Listen on `addr` with a deep accept queue (the kernel caps it at
+/// `net.core.somaxconn`): a burst of connections waits there instead of
+/// having its SYNs dropped and retried a second later.
+pub async fn listen(addr: &str) -> std::io::Result<TcpListener> {
+    let sa = tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    })?;
+    let socket = if sa.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(sa)?;
+    socket.listen(4096)
+}
+
+/// Raise this process's soft limit on open files to its hard limit, as Go's
+/// runtime does for kube-apiserver: every connection is a descriptor.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(error = %e, soft, hard, "could not raise the open-file limit");
+    }
+}
+
+/// The most connections served at once: the process's file limit, less a
+/// reserve for the store, the peers and the node's own use.
+pub fn connection_cap() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    usize::try_from(soft)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(512)
+        .clamp(64, 1 << 20)
+}
+
+/// Serve `app` over TLS on `listener` until the future is dropped, with at
+/// most `cap` connections at once: beyond it a new connection is closed at
+/// once (its descriptor is not kept), so an idle flood cannot take the
+/// descriptors an admin's kubectl needs for long, and the handshake timeout
+/// sheds the flood itself.
+pub async fn serve(listener: TcpListener, cfg: Arc<rustls::ServerConfig>, app: Router, cap: usize) {
     let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    let slots = Arc::new(tokio::sync::Semaphore::new(cap));
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "api accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%remote, cap, "api connection refused: too many connections");
+            drop(tcp);
+            continue;
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(tcp),
-            )
-            .await
-            {
+            let _slot = slot;
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(%remote, error = %e, "tls handshake failed");
@@ -97,9 +158,32 @@ pub async fn serve(listener: TcpListener, cfg: Arc<rustls::ServerConfig>, app: R
                     if let Some(u) = &cert_user {
                         req.extensions_mut().insert(u.clone());
                     }
-                    app.clone().oneshot(req)
+                    let call = app.clone().oneshot(req);
+                    async move {
+                        use axum::response::IntoResponse;
+                        use futures::FutureExt;
+                        match std::panic::AssertUnwindSafe(call).catch_unwind().await {
+                            Ok(r) => r,
+                            Err(_) => {
+                                tracing::error!(%remote, "an API handler panicked");
+                                Ok(crate::model::status::ApiError::internal(
+                                    "the server could not complete the request (a handler failed)",
+                                )
+                                .into_response())
+                            }
+                        }
+                    }
                 });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(H2_KEEPALIVE.0)
+                .keep_alive_timeout(H2_KEEPALIVE.1);
             if let Err(e) = builder
                 .serve_connection_with_upgrades(TokioIo::new(tls), svc)
                 .await

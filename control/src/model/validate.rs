@@ -29,6 +29,11 @@ impl Cause {
     pub fn required(field: &str) -> Cause {
         Cause::new("FieldValueRequired", field, "Required value")
     }
+    /// The same cause with another message.
+    pub fn with_message(mut self, message: impl Into<String>) -> Cause {
+        self.message = message.into();
+        self
+    }
     pub fn invalid(field: &str, value: &str, why: &str) -> Cause {
         Cause::new(
             "FieldValueInvalid",

@@ -481,6 +481,7 @@ async fn join(
 
 /// Start everything and serve until a shutdown signal or a fatal store error.
 pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
+    tls::raise_fd_limit();
     // Paths reach other programs (containerd, runc, kubeconfig readers) that
     // run in other directories: resolve the data dir once, here.
     cfg.data_dir = std::path::absolute(&cfg.data_dir).map_err(|e| file_err(&cfg.data_dir, e))?;
@@ -558,7 +559,7 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
         peer.adopt(&cfg.data_dir, &resp.ca_pem, &issued)?;
         tracing::info!(members = ?resp.members, "joined cluster");
     }
-    let listener = tokio::net::TcpListener::bind(&cfg.api_addr)
+    let listener = tls::listen(&cfg.api_addr)
         .await
         .map_err(|source| ServerError::Bind {
             addr: cfg.api_addr.clone(),
@@ -690,7 +691,7 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
     tokio::spawn(tell_systemd(store.clone()));
     tracing::info!(api_addr = %cfg.api_addr, "serving api (https)");
     tokio::select! {
-        () = tls::serve(listener, tls_config, app) => Ok(()),
+        () = tls::serve(listener, tls_config, app, tls::connection_cap()) => Ok(()),
         () = shutdown_signal() => Ok(()),
         reason = store.stopped() => Err(ServerError::Stopped(reason)),
     }

@@ -175,6 +175,10 @@ fn decode_plain(key: &str, bytes: &[u8], revision: u64) -> ApiResult<Value> {
     Ok(v)
 }
 
+/// The largest object the store keeps (etcd's default request limit, which
+/// Kubernetes inherits: 1.5 MiB).
+pub const MAX_OBJECT: usize = 1536 * 1024;
+
 fn encode_plain(obj: &Value) -> Vec<u8> {
     let mut o = obj.clone();
     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -207,6 +211,23 @@ impl Objects {
     /// The stored form of `obj` under `key` (sealed if its resource is).
     pub fn encode(&self, key: &str, obj: &Value) -> Vec<u8> {
         self.encryption.seal(key, encode_plain(obj))
+    }
+
+    /// [`Objects::encode`] for a client's write: an object larger than
+    /// [`MAX_OBJECT`] is refused (413) before it reaches the store.
+    pub fn encode_bounded(&self, key: &str, obj: &Value) -> ApiResult<Vec<u8>> {
+        let plain = encode_plain(obj);
+        if plain.len() > MAX_OBJECT {
+            return Err(ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                format!(
+                    "Request entity too large: the object is {} bytes, the limit is {MAX_OBJECT}",
+                    plain.len()
+                ),
+            ));
+        }
+        Ok(self.encryption.seal(key, plain))
     }
 
     pub async fn get(&self, t: &ResourceType, ns: Option<&str>, name: &str) -> ApiResult<Value> {

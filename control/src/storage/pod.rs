@@ -17,6 +17,10 @@ use super::{Objects, meta_mut};
 pub struct PodStrategy;
 
 impl Strategy for PodStrategy {
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<crate::model::validate::Cause> {
+        crate::model::podspec::pod_update(new, old)
+    }
+
     fn delete_gracefully<'a>(
         &'a self,
         o: &'a Objects,

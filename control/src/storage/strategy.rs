@@ -37,6 +37,12 @@ pub trait Strategy: Sync {
         Vec::new()
     }
 
+    /// Checks of an update (not a status write) from `old` to `new`, after
+    /// admission: what this kind does not let change.
+    fn validate_update(&self, _new: &Value, _old: &Value) -> Vec<Cause> {
+        Vec::new()
+    }
+
     /// On create, before admission: drop what a client may not set. By
     /// default a kind with a `status` subresource starts from its default
     /// status, whatever the client sent.
@@ -166,6 +172,37 @@ impl Strategy for DataStrategy {
         } else {
             Vec::new()
         }
+    }
+
+    /// An `immutable` ConfigMap or Secret keeps its payload and stays
+    /// immutable.
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<Cause> {
+        if old.get("immutable") != Some(&Value::Bool(true)) {
+            return Vec::new();
+        }
+        let mut causes = Vec::new();
+        if new.get("immutable") != Some(&Value::Bool(true)) {
+            causes.push(Cause::new(
+                "FieldValueForbidden",
+                "immutable",
+                "Forbidden: field is immutable when `immutable` is set",
+            ));
+        }
+        for field in ["data", "binaryData"] {
+            let empty = Value::Object(Default::default());
+            let (a, b) = (
+                new.get(field).filter(|v| !v.is_null()).unwrap_or(&empty),
+                old.get(field).filter(|v| !v.is_null()).unwrap_or(&empty),
+            );
+            if a != b {
+                causes.push(Cause::new(
+                    "FieldValueForbidden",
+                    field,
+                    "Forbidden: field is immutable when `immutable` is set",
+                ));
+            }
+        }
+        causes
     }
 }
 

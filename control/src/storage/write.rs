@@ -71,7 +71,7 @@ impl Objects {
             obj.pointer("/metadata/namespace").and_then(Value::as_str),
             &name,
         );
-        let value = self.encode(&key, &obj);
+        let value = self.encode_bounded(&key, &obj)?;
         let mut ops = vec![Op::create(key, value)];
         ops.extend(allocations);
         let rev = self
@@ -128,6 +128,12 @@ impl Objects {
         }
         let old = self.decode(&current)?;
         let (mut new, warnings) = self.admit(s, t, ns, obj, wo.field_validation)?;
+        if sub.is_none() {
+            let causes = s.validate_update(&new, &old);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(t.kind, name, causes));
+            }
+        }
         // Immutable and server-owned metadata comes from the stored object.
         for k in [
             "uid",
@@ -201,7 +207,7 @@ impl Objects {
                 });
             }
         }
-        let value = self.encode(&key, &new);
+        let value = self.encode_bounded(&key, &new)?;
         let mut ops = vec![Op::update(key, value, current.mod_revision)];
         ops.extend(allocations);
         let rev = self

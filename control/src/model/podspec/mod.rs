@@ -1,7 +1,9 @@
 //! Admission checks of pod specs, wherever one appears (a Pod, a PodTemplate, a
 //! workload's template, a CronJob's job template): container and volume names
 //! are RFC 1123 labels, unique, and every volumeMount names a volume of the
-//! pod, as Kubernetes' `ValidatePodSpec` requires.
+//! pod, as Kubernetes' `ValidatePodSpec` requires; volume sources and paths
+//! (`volumes`), container ports, mounts, resources and probes (`containers`);
+//! what an update of a Pod may change (`update`).
 //!
 //! **A name that could address a host path (`/tmp/x`, `../x`, `a/b`) never
 //! reaches the store, so no node ever sees it.**
@@ -11,6 +13,13 @@ use std::collections::HashSet;
 use serde_json::Value;
 
 use super::validate::{Cause, dns1123_label};
+
+mod containers;
+mod update;
+mod volumes;
+
+pub use update::pod_update;
+pub use volumes::{descending_path, non_reserved_path};
 
 /// Where the pod spec of an object of `kind` (in `group`) lives, as a JSON
 /// pointer and as the field path Kubernetes reports.
@@ -40,14 +49,14 @@ pub fn check(group: &str, kind: &str, obj: &Value) -> Vec<Cause> {
     }
 }
 
-fn items<'a>(spec: &'a Value, key: &str) -> &'a [Value] {
+pub(super) fn items<'a>(spec: &'a Value, key: &str) -> &'a [Value] {
     spec.get(key)
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default()
 }
 
-fn duplicate(field: &str, value: &str) -> Cause {
+pub(super) fn duplicate(field: &str, value: &str) -> Cause {
     Cause::new(
         "FieldValueDuplicate",
         field,
@@ -72,20 +81,24 @@ fn name(causes: &mut Vec<Cause>, seen: &mut HashSet<String>, field: &str, item: 
 
 fn pod_spec(spec: &Value, at: &str) -> Vec<Cause> {
     let mut causes = Vec::new();
-    let mut volumes = HashSet::new();
+    let mut volume_names = HashSet::new();
     for (i, v) in items(spec, "volumes").iter().enumerate() {
-        name(&mut causes, &mut volumes, &format!("{at}.volumes[{i}]"), v);
+        let field = format!("{at}.volumes[{i}]");
+        name(&mut causes, &mut volume_names, &field, v);
+        volumes::volume(&mut causes, &field, v);
     }
-    let mut containers = HashSet::new();
+    let mut container_names = HashSet::new();
+    let mut port_names = HashSet::new();
     for key in ["initContainers", "containers", "ephemeralContainers"] {
         for (i, c) in items(spec, key).iter().enumerate() {
             let field = format!("{at}.{key}[{i}]");
-            name(&mut causes, &mut containers, &field, c);
+            name(&mut causes, &mut container_names, &field, c);
+            containers::container(&mut causes, &mut port_names, &field, c);
             for (j, m) in items(c, "volumeMounts").iter().enumerate() {
                 let mf = format!("{field}.volumeMounts[{j}]");
                 match m.get("name").and_then(Value::as_str) {
                     None | Some("") => causes.push(Cause::required(&format!("{mf}.name"))),
-                    Some(n) if !volumes.contains(n) => causes.push(Cause::new(
+                    Some(n) if !volume_names.contains(n) => causes.push(Cause::new(
                         "FieldValueNotFound",
                         format!("{mf}.name"),
                         format!("Not found: \"{n}\""),
