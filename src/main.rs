@@ -247,6 +247,11 @@ struct ServerArgs {
     /// its keys (Secrets sealed with AES-256-GCM; `skiff secrets rotate-key`).
     #[arg(long, value_name = "FILE")]
     encryption_provider_config: Option<PathBuf>,
+    /// The Pod Security level (privileged, baseline, restricted) enforced,
+    /// warned about and audited in namespaces without
+    /// `pod-security.kubernetes.io/*` labels.
+    #[arg(long, default_value = "baseline")]
+    pod_security_level: skiff_control::podsecurity::Level,
     /// Compact the Raft log after this many applied entries.
     #[arg(long, default_value_t = 10_000, hide = true)]
     snapshot_threshold: u64,
@@ -411,6 +416,7 @@ fn main() -> std::process::ExitCode {
                     debug_kv: a.enable_debug_kv,
                     cert_lifetime: a.cert_lifetime,
                     encryption_config: a.encryption_provider_config,
+                    pod_security: skiff_control::podsecurity::Policy::uniform(a.pod_security_level),
                 };
                 server::run(cfg).await.map_err(Into::into)
             }

@@ -11,3 +11,4 @@ pub mod qos;
 pub mod quantity;
 pub mod scale;
 pub mod stats;
+pub mod sysctl;

@@ -20,6 +20,7 @@ pub mod imagestore;
 pub mod metrics;
 pub mod model;
 pub mod pki;
+pub mod podsecurity;
 pub mod server;
 pub mod storage;
 pub mod store;

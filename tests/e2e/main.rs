@@ -28,6 +28,7 @@ mod user {
     mod images;
     mod kubectl_api;
     mod limits;
+    mod podsecurity;
     mod rbac;
     mod scheduling;
     mod snapshot;
@@ -40,6 +41,7 @@ mod root {
     mod containers;
     mod host;
     mod incluster;
+    mod isolation;
     mod jobs;
     mod pods;
     mod podspec;

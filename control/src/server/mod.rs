@@ -46,6 +46,8 @@ pub struct ServerConfig {
     /// Kubernetes' `EncryptionConfiguration` for values at rest (none: the
     /// cluster-managed keys, `skiff secrets rotate-key`).
     pub encryption_config: Option<PathBuf>,
+    /// The Pod Security levels of namespaces without labels.
+    pub pod_security: crate::podsecurity::Policy,
 }
 
 /// Where the audit log goes and what it records.
@@ -609,6 +611,7 @@ pub async fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
         encryption.clone(),
     );
     state.managed_keys = managed;
+    state.rest.objects.pod_security = cfg.pod_security;
     let renewal = certs::Renewal::new(
         &cfg.data_dir,
         &ca,

@@ -16,6 +16,7 @@ pub mod encryption;
 mod job;
 mod namespace;
 mod pod;
+mod podsecurity;
 pub mod rotate;
 pub mod service;
 pub mod serviceaccount;
@@ -53,6 +54,8 @@ pub struct Objects {
     pub services: Arc<ServiceRanges>,
     /// What seals stored values (Secrets by default).
     pub encryption: Encryption,
+    /// The Pod Security levels of namespaces without labels.
+    pub pod_security: crate::podsecurity::Policy,
 }
 
 /// Options of a create or update.
@@ -196,6 +199,7 @@ impl Objects {
             registry: Arc::new(Registry::builtin()),
             services: Arc::new(ServiceRanges::default()),
             encryption: Encryption::default(),
+            pod_security: crate::podsecurity::Policy::default(),
         }
     }
 

@@ -21,6 +21,22 @@ impl Strategy for NamespaceStrategy {
         validate::dns1123_label(name)
     }
 
+    /// Pod Security labels name a level.
+    fn validate(&self, obj: &serde_json::Value) -> Vec<crate::model::validate::Cause> {
+        crate::podsecurity::invalid_labels(obj)
+            .into_iter()
+            .map(|(key, v)| {
+                crate::model::validate::Cause::new(
+                    "FieldValueNotSupported",
+                    format!("metadata.labels[{key}]"),
+                    format!(
+                        "Unsupported value: \"{v}\": supported values: \"privileged\", \"baseline\", \"restricted\""
+                    ),
+                )
+            })
+            .collect()
+    }
+
     fn before_delete<'a>(
         &'a self,
         o: &'a Objects,
@@ -35,7 +51,7 @@ impl Strategy for NamespaceStrategy {
 
 impl Objects {
     /// Objects may be created in `ns`: it exists and is not terminating.
-    pub(super) async fn namespace_ready(&self, ns: &str) -> ApiResult<()> {
+    pub(super) async fn namespace_ready(&self, ns: &str) -> ApiResult<serde_json::Value> {
         match self.store.get(&format!("/core/namespaces/_/{ns}")).await? {
             None => Err(ApiError::not_found("namespaces", ns)),
             Some(kv) => {
@@ -45,7 +61,7 @@ impl Objects {
                         "unable to create new content in namespace {ns} because it is being terminated"
                     )))
                 } else {
-                    Ok(())
+                    Ok(v)
                 }
             }
         }

@@ -25,14 +25,17 @@ impl Objects {
     ) -> ApiResult<Written> {
         let s = strategy::for_type(t);
         s.prepare_for_create(t, &mut obj);
-        let (mut obj, warnings) = self.admit(s, t, ns, obj, wo.field_validation)?;
-        if t.namespaced {
-            self.namespace_ready(ns.unwrap_or("default")).await?;
-        }
+        let (mut obj, mut warnings) = self.admit(s, t, ns, obj, wo.field_validation)?;
+        let namespace = if t.namespaced {
+            Some(self.namespace_ready(ns.unwrap_or("default")).await?)
+        } else {
+            None
+        };
         if t.group.is_empty() && t.kind == "Pod" {
             self.admit_service_account(ns.unwrap_or("default"), &mut obj)
                 .await?;
         }
+        warnings.extend(self.admit_pod_security(t, namespace.as_ref(), &obj)?);
         let name = name_of(&obj);
         let m = meta_mut(&mut obj);
         m.insert("uid".into(), json!(new_uid()));

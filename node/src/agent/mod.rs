@@ -489,6 +489,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         backoff_max: Duration::from_secs(300),
         warm_sandboxes: Default::default(),
         pods_dir: cfg.data_dir.join("pods"),
+        seccomp_dir: cfg.data_dir.join("seccomp"),
         probes: Arc::new(crate::pod::probes::NetChecker::new()),
         node_cpu_millis: std::thread::available_parallelism().map_or(1, |n| n.get()) as u64 * 1000,
         node_memory: node::memory_kib() * 1024,

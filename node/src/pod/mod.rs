@@ -66,6 +66,8 @@ pub struct NodeCtx {
         std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, sandbox::Sandbox>>,
     /// Per-pod files (volumes), `<pods_dir>/<uid>`.
     pub pods_dir: std::path::PathBuf,
+    /// `Localhost` seccomp profiles (`localhostProfile` is relative to it).
+    pub seccomp_dir: std::path::PathBuf,
     /// Runs probe checks against pod IPs.
     pub probes: Arc<dyn probes::Checker>,
     /// What a container without limits may use (downward API).

@@ -83,6 +83,7 @@ impl Harness {
             backoff_max: Duration::from_millis(400),
             warm_sandboxes: Default::default(),
             pods_dir: data.join("pods"),
+            seccomp_dir: data.join("seccomp"),
             probes: self.checker.clone(),
             node_cpu_millis: 2000,
             node_memory: 1 << 30,

@@ -12,6 +12,7 @@
 
 pub mod daemon;
 pub mod run;
+pub mod seccomp;
 pub mod spec;
 pub mod task;
 pub mod unpack;

@@ -85,6 +85,12 @@ pub struct SecurityOptions {
     /// Capability names as Kubernetes writes them (`NET_ADMIN`, `ALL`).
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
+    /// The seccomp profile (`RuntimeDefault` unless the pod says otherwise).
+    pub seccomp: super::seccomp::Seccomp,
+    /// `procMount: Unmasked`: /proc without masked or read-only paths.
+    pub unmasked_proc: bool,
+    /// Namespaced sysctls set in the container (already checked as allowed).
+    pub sysctls: Vec<(String, String)>,
 }
 
 /// Everything the spec of one container is made from.
@@ -238,7 +244,23 @@ impl OciContainer {
                 {"type": "network", "path": self.netns},
             ],
         });
-        if !privileged {
+        if let Some(profile) = super::seccomp::linux_seccomp(
+            &self.security.seccomp,
+            &capabilities(&self.security),
+            privileged,
+        ) {
+            linux["seccomp"] = profile;
+        }
+        if !self.security.sysctls.is_empty() {
+            linux["sysctl"] = Value::Object(
+                self.security
+                    .sysctls
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json!(v)))
+                    .collect(),
+            );
+        }
+        if !privileged && !self.security.unmasked_proc {
             linux["maskedPaths"] = json!([
                 "/proc/acpi",
                 "/proc/asound",
@@ -249,7 +271,8 @@ impl OciContainer {
                 "/proc/timer_stats",
                 "/proc/sched_debug",
                 "/proc/scsi",
-                "/sys/firmware"
+                "/sys/firmware",
+                "/sys/devices/virtual/powercap"
             ]);
             linux["readonlyPaths"] = json!([
                 "/proc/bus",

@@ -433,7 +433,14 @@ fn oom_kills_crash_loops_and_bad_input_get_clear_reasons() -> Result<()> {
         "{msg}"
     );
 
-    // A privileged container on a node that does not allow them.
+    // A privileged container on a node that does not allow them (in a
+    // namespace whose Pod Security level does).
+    c.s.k(&[
+        "label",
+        "namespace",
+        "default",
+        "pod-security.kubernetes.io/enforce=privileged",
+    ]);
     c.s.apply(&bad_pod(
         "priv",
         "acc/busybox:v1",

@@ -223,6 +223,20 @@ impl Reconciler for ReplicaSets {
         };
         self.write_status(&rs, status).await?;
         if let Some(e) = failure {
+            let (reason, verb) = if active.len() < want {
+                ("FailedCreate", "creating")
+            } else {
+                ("FailedDelete", "deleting")
+            };
+            crate::controllers::events::record(
+                &self.client,
+                "replicaset-controller",
+                rs.as_ref(),
+                true,
+                reason,
+                &format!("Error {verb}: {e}"),
+            )
+            .await;
             return Err(e);
         }
         if !synced {

@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Capabilities, Container, PodSecurityContext, SecurityContext};
+use skiff_common::sysctl::SAFE as SAFE_SYSCTLS;
 use skiff_runtimes::Mount;
 use skiff_runtimes::oci::OciContainer;
 use skiff_runtimes::oci::SecurityOptions;
+use skiff_runtimes::oci::seccomp::Seccomp;
 use skiff_runtimes::oci::spec::{argv, merge_env};
 use skiff_runtimes::oci::unpack::ImageDefaults;
 use skiff_runtimes::{ResolveSpec, Running, RuntimeError};
@@ -200,8 +202,84 @@ impl OciSpecOf {
                 no_new_privileges: sc.and_then(|s| s.allow_privilege_escalation) == Some(false),
                 cap_add: capabilities(|c| c.add.as_ref()),
                 cap_drop: capabilities(|c| c.drop.as_ref()),
+                seccomp: self.seccomp(privileged)?,
+                unmasked_proc: sc.and_then(|s| s.proc_mount.as_deref()) == Some("Unmasked"),
+                sysctls: self.sysctls()?,
             },
         })
+    }
+
+    /// The container's seccomp profile: its own `seccompProfile`, else the
+    /// pod's, else `RuntimeDefault`; `Localhost` read from the node's profile
+    /// directory (a path beneath it, no `..`).
+    fn seccomp(&self, privileged: bool) -> Result<Seccomp, String> {
+        let profile = security(
+            &self.container,
+            self.pod.spec.security_context.as_ref(),
+            |s| s.seccomp_profile.clone(),
+            |p| p.seccomp_profile.clone(),
+        );
+        let Some(p) = profile else {
+            return Ok(Seccomp::RuntimeDefault);
+        };
+        match p.type_.as_str() {
+            "RuntimeDefault" => Ok(Seccomp::RuntimeDefault),
+            "Unconfined" => Ok(Seccomp::Unconfined),
+            "Localhost" if privileged => Ok(Seccomp::Unconfined),
+            "Localhost" => {
+                let rel = p.localhost_profile.unwrap_or_default();
+                if rel.is_empty() || rel.starts_with('/') || rel.split('/').any(|s| s == "..") {
+                    return Err(format!(
+                        "container {}: seccomp localhostProfile {rel:?} must be a relative path beneath the node's profile directory",
+                        self.name
+                    ));
+                }
+                let path = self.ctx.seccomp_dir.join(&rel);
+                let text = std::fs::read(&path).map_err(|e| {
+                    format!(
+                        "container {}: seccomp profile {}: {e}",
+                        self.name,
+                        path.display()
+                    )
+                })?;
+                let v = skiff_runtimes::oci::seccomp::parse_profile(&text).map_err(|e| {
+                    format!(
+                        "container {}: seccomp profile {}: {e}",
+                        self.name,
+                        path.display()
+                    )
+                })?;
+                Ok(Seccomp::Localhost(v))
+            }
+            other => Err(format!(
+                "container {}: unknown seccomp profile type {other:?}",
+                self.name
+            )),
+        }
+    }
+
+    /// The pod's sysctls: the safe, namespaced set only (others need a node
+    /// that allows them, which Skiff's do not).
+    fn sysctls(&self) -> Result<Vec<(String, String)>, String> {
+        let mut out = Vec::new();
+        for s in self
+            .pod
+            .spec
+            .security_context
+            .as_ref()
+            .and_then(|p| p.sysctls.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            if !SAFE_SYSCTLS.contains(&s.name.as_str()) {
+                return Err(format!(
+                    "sysctl {:?} is not allowed on this node (only the safe set is)",
+                    s.name
+                ));
+            }
+            out.push((s.name.clone(), s.value.clone()));
+        }
+        Ok(out)
     }
 
     /// Files every container of the pod sees: hostname, hosts, resolv.conf.

@@ -1,0 +1,96 @@
+//! Workload isolation on a node, with real containers: the default seccomp
+//! profile, sub-paths that cannot leave their volume, bounded logs, and
+//! which node listeners a pod can reach.
+
+use crate::common;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use common::{Cluster, eventually};
+
+fn sleeper(name: &str, ns: &str, extra_spec: &str, extra_container: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  terminationGracePeriodSeconds: 1\n{extra_spec}  containers:\n  - name: main\n    image: acc/busybox:v1\n    command: [\"sleep\", \"3600\"]\n{extra_container}"
+    )
+}
+
+fn running(c: &Cluster, ns: &str, pod: &str) {
+    c.s.k(&[
+        "wait",
+        "-n",
+        ns,
+        "--for=condition=Ready",
+        &format!("pod/{pod}"),
+        "--timeout=90s",
+    ]);
+}
+
+fn seccomp_mode(c: &Cluster, ns: &str, pod: &str) -> String {
+    let status =
+        c.s.k(&["exec", "-n", ns, pod, "--", "cat", "/proc/self/status"]);
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn containers_run_under_the_default_seccomp_profile_unless_allowed_out() -> Result<()> {
+    let c = common::one_node_with_containers(&[])?;
+    c.s.apply(&sleeper("confined", "default", "", ""));
+    running(&c, "default", "confined");
+    assert_eq!(
+        seccomp_mode(&c, "default", "confined"),
+        "2",
+        "no seccomp filter"
+    );
+    // A new user namespace needs no capability: the profile is what refuses it.
+    let r =
+        c.s.kubectl(&["exec", "confined", "--", "unshare", "-U", "true"]);
+    assert!(!r.ok, "unshare -U succeeded under RuntimeDefault");
+    assert!(
+        r.stderr.contains("Operation not permitted")
+            || r.stdout.contains("Operation not permitted"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    // Ordinary work is untouched.
+    assert_eq!(
+        c.s.k(&["exec", "confined", "--", "echo", "fine"]).trim(),
+        "fine"
+    );
+
+    // Unconfined is a privileged-level choice.
+    let unconfined = "  securityContext:\n    seccompProfile: {type: Unconfined}\n";
+    let r = c.s.try_apply(&sleeper("free", "default", unconfined, ""));
+    assert!(!r.ok && r.stderr.contains("seccompProfile"), "{}", r.stderr);
+    c.s.k(&["create", "namespace", "loose"]);
+    c.s.k(&[
+        "label",
+        "namespace",
+        "loose",
+        "pod-security.kubernetes.io/enforce=privileged",
+    ]);
+    c.s.apply(&sleeper("free", "loose", unconfined, ""));
+    running(&c, "loose", "free");
+    assert_eq!(seccomp_mode(&c, "loose", "free"), "0");
+
+    // A Localhost profile the node does not have is a clear error.
+    c.s.apply(&sleeper(
+        "missing",
+        "default",
+        "  securityContext:\n    seccompProfile: {type: Localhost, localhostProfile: nothere.json}\n",
+        "",
+    ));
+    let why = eventually(Duration::from_secs(60), || {
+        let p = c.s.json(&["pod", "missing"]);
+        let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+        (w["reason"] == "CreateContainerConfigError").then(|| w["message"].to_string())
+    });
+    let why = why.expect("no CreateContainerConfigError for a missing seccomp profile");
+    assert!(why.contains("nothere.json"), "{why}");
+    Ok(())
+}
