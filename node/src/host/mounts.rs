@@ -80,6 +80,40 @@ impl crate::pod::volumes::VolumeMedia for Tmpfs {
         .map_err(|e| format!("mount a tmpfs on {}: {e}", dir.display()))
     }
 
+    /// Bind-mount the descriptor (not a path) onto `target`, replacing an
+    /// earlier pin of the same mount (a restarted container).
+    fn pin(
+        &self,
+        source: &crate::pod::subpath::Resolved,
+        target: &Path,
+    ) -> Result<PathBuf, String> {
+        use nix::mount::{MntFlags, MsFlags, mount, umount2};
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        let _ = umount2(target, MntFlags::MNT_DETACH);
+        let made = if source.is_dir {
+            std::fs::create_dir_all(target)
+        } else {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(target)
+                .map(drop)
+        };
+        made.map_err(|e| format!("{}: {e}", target.display()))?;
+        mount(
+            Some(&crate::pod::subpath::proc_path(&source.fd)),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("bind the sub-path onto {}: {e}", target.display()))?;
+        Ok(target.to_path_buf())
+    }
+
     fn release(&self, dir: &Path) {
         detach_below(dir);
     }

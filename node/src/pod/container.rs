@@ -126,7 +126,12 @@ impl Runner {
         let refs = Refs::of_container(&self.spec);
         let sources = Sources::fetch(&self.ctx.client, &self.pod.namespace, &refs).await?;
         let env = env::resolve(&self.spec, &self.facts(), &sources)?;
-        let mounts = volumes::mounts(&self.ctx.pod_dir(&self.pod.uid), &self.pod.spec, &self.spec)?;
+        let mounts = volumes::mounts(
+            &self.ctx.pod_dir(&self.pod.uid),
+            &self.pod.spec,
+            &self.spec,
+            self.ctx.volume_media.as_ref(),
+        )?;
         Ok((env, mounts))
     }
 
@@ -315,6 +320,17 @@ impl Runner {
                 return Outcome::Failed(Waiting::CreateContainerError, why);
             }
         };
+        if matches!(pulled.content, Content::Wasm { .. })
+            && let Some(m) = mounts.iter().find(|m| !m.host_path.is_dir())
+        {
+            return Outcome::Failed(
+                Waiting::CreateContainerConfigError,
+                format!(
+                    "the mount at {} is not a directory; a Wasm component can only be given directories",
+                    m.guest_path
+                ),
+            );
+        }
         let req = self.request(env, mounts);
         let memory = req.spec.memory_limit;
         let run = match runtime.start(&pulled.content, req).await {

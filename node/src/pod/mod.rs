@@ -14,6 +14,7 @@ pub mod probes;
 pub mod pull;
 pub mod sandbox;
 pub mod status;
+pub mod subpath;
 #[cfg(test)]
 mod tests;
 pub mod tokens;

@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::{
 use skiff_runtimes::Mount;
 
 use super::env::{ConfigError, Kind, PodFacts, Refs, Sources};
+use super::subpath;
 use super::tokens::TokenRef;
 
 /// A volume that cannot be set up (event `FailedMount`).
@@ -28,22 +29,30 @@ pub struct VolumeError {
     pub reason: String,
 }
 
-/// Where Secret and projected volumes are kept: in memory on a node (see
-/// `host::mounts::Tmpfs`), on disk where nothing may be mounted (tests).
+/// The host mounts of pod volumes: Secret and projected volumes in memory
+/// and sub-paths pinned by descriptor on a node (see `host::mounts::Tmpfs`);
+/// plain directories where nothing may be mounted (tests).
 pub trait VolumeMedia: Send + Sync {
     /// Make the volume directory `dir` memory-backed (idempotent).
     fn memory(&self, dir: &Path) -> Result<(), String>;
-    /// Undo every memory mount under the pod directory `dir`, before it is
-    /// removed.
+    /// Make what `source` resolved to visible at `target` (a path the pod
+    /// cannot change) and return the path to hand the runtime.
+    fn pin(&self, source: &subpath::Resolved, target: &Path) -> Result<PathBuf, String>;
+    /// Undo every mount under the pod directory `dir`, before it is removed.
     fn release(&self, dir: &Path);
 }
 
-/// Volumes on disk, like any directory.
+/// Volumes on disk, like any directory; a sub-path is handed on as the path
+/// its descriptor resolved to.
 pub struct Disk;
 
 impl VolumeMedia for Disk {
     fn memory(&self, _dir: &Path) -> Result<(), String> {
         Ok(())
+    }
+
+    fn pin(&self, source: &subpath::Resolved, _target: &Path) -> Result<PathBuf, String> {
+        std::fs::read_link(subpath::proc_path(&source.fd)).map_err(|e| e.to_string())
     }
 
     fn release(&self, _dir: &Path) {}
@@ -362,14 +371,18 @@ fn read_only_kind(v: &Volume) -> bool {
         || v.projected.is_some()
 }
 
-/// The container's `volumeMounts` as preopened directories.
+/// The container's `volumeMounts` as host paths (preopened directories of a
+/// Wasm pod, bind mounts of a container). A `subPath` is resolved beneath
+/// its volume without following symlinks and pinned by `media` under
+/// `<pod dir>/subpaths/<container>/<mount index>`.
 pub fn mounts(
     dir: &PodDir,
     spec: &PodSpec,
     container: &Container,
+    media: &dyn VolumeMedia,
 ) -> Result<Vec<Mount>, ConfigError> {
     let mut out = Vec::new();
-    for m in container.volume_mounts.iter().flatten() {
+    for (i, m) in container.volume_mounts.iter().flatten().enumerate() {
         let name = m.name.as_str();
         let Some(vol) = spec.volumes.iter().flatten().find(|v| v.name == name) else {
             return Err(ConfigError::Invalid(format!(
@@ -385,18 +398,22 @@ pub fn mounts(
         let mut host = dir.volume(name).map_err(ConfigError::Invalid)?;
         let sub = m.sub_path.as_deref().unwrap_or("");
         if !sub.is_empty() {
-            safe_relative(Path::new(sub)).map_err(ConfigError::Invalid)?;
-            host = host.join(sub);
-            if vol.empty_dir.is_some() && !host.exists() {
-                std::fs::create_dir_all(&host).map_err(|e| {
-                    ConfigError::Invalid(format!("create subPath {sub:?} of {name:?}: {e}"))
-                })?;
-            }
-            if !host.is_dir() {
-                return Err(ConfigError::Invalid(format!(
-                    "subPath {sub:?} of volume {name:?} is not a directory; a Wasm pod can only mount directories"
-                )));
-            }
+            let invalid = |e: String| {
+                ConfigError::Invalid(format!(
+                    "failed to prepare subPath for volumeMount {name:?} of container {:?}: {e}",
+                    container.name
+                ))
+            };
+            safe_relative(Path::new(sub)).map_err(invalid)?;
+            let resolved =
+                subpath::open_beneath(&host, sub, vol.empty_dir.is_some()).map_err(invalid)?;
+            plain_name(&container.name).map_err(|why| invalid(format!("container name {why}")))?;
+            let target = dir
+                .0
+                .join("subpaths")
+                .join(&container.name)
+                .join(i.to_string());
+            host = media.pin(&resolved, &target).map_err(invalid)?;
         }
         out.push(Mount {
             host_path: host,
@@ -512,13 +529,13 @@ mod tests {
         assert!(!dir.volume("all").unwrap().join("b").exists());
         assert_eq!(read(dir.volume("scratch").unwrap().join("keep")), "k");
 
-        let c = container(json!({"volumeMounts": [
+        let c = container(json!({"name": "c", "volumeMounts": [
             {"name": "all", "mountPath": "/etc/config"},
             {"name": "scratch", "mountPath": "/data"},
             {"name": "scratch", "mountPath": "/ro", "readOnly": true},
             {"name": "scratch", "mountPath": "/sub", "subPath": "x/y"},
         ]}));
-        let m = mounts(&dir, &spec1, &c).unwrap();
+        let m = mounts(&dir, &spec1, &c, &Disk).unwrap();
         assert_eq!(m.len(), 4);
         assert!(m[0].read_only && m[0].guest_path == "/etc/config");
         assert!(!m[1].read_only);
@@ -546,7 +563,7 @@ mod tests {
             let e = materialise(&dir, &spec, &facts(), &sources(), &Disk).unwrap_err();
             assert!(e.to_string().contains("is not a plain name"), "{name}: {e}");
             let m = container(json!({"volumeMounts": [{"name": name, "mountPath": "/x"}]}));
-            assert!(mounts(&dir, &spec, &m).is_err(), "{name}");
+            assert!(mounts(&dir, &spec, &m, &Disk).is_err(), "{name}");
         }
         assert!(!outside.exists() && !tmp.path().join("uid").exists());
         assert!(plain_name("data-1").is_ok());
@@ -585,6 +602,6 @@ mod tests {
         }
         let spec = spec(json!({"volumes": [{"name": "v", "emptyDir": {}}]}));
         let bad = container(json!({"volumeMounts": [{"name": "nope", "mountPath": "/x"}]}));
-        assert!(mounts(&dir, &spec, &bad).is_err());
+        assert!(mounts(&dir, &spec, &bad, &Disk).is_err());
     }
 }

@@ -222,6 +222,27 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+        detach_mounts_below(&self.dir);
+    }
+}
+
+/// Detach what a killed agent left mounted under `dir` (Secret and token
+/// volumes on tmpfs, pinned sub-paths), deepest first, so the test's temp
+/// dir can go and the host keeps no mounts.
+pub fn detach_mounts_below(dir: &Path) {
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return;
+    };
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|m| m != &dir && m.starts_with(&dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for m in points {
+        let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
@@ -956,6 +977,8 @@ pub fn one_node_on(net: TestNet, extra: &[&str]) -> Result<Cluster> {
 pub struct Agent {
     pub child: std::process::Child,
     pub log: PathBuf,
+    /// Its data dir (mounts below it are detached on drop).
+    pub data: PathBuf,
 }
 
 impl Agent {
@@ -1002,7 +1025,11 @@ impl Agent {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()?;
-        Ok(Agent { child, log })
+        Ok(Agent {
+            child,
+            log,
+            data: dir.join("data"),
+        })
     }
 
     /// Wait until its node is Ready.
@@ -1024,6 +1051,7 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
+        detach_mounts_below(&self.data);
     }
 }
 

@@ -94,3 +94,48 @@ fn containers_run_under_the_default_seccomp_profile_unless_allowed_out() -> Resu
     assert!(why.contains("nothere.json"), "{why}");
     Ok(())
 }
+
+#[test]
+fn a_sub_path_through_a_planted_symlink_is_refused() -> Result<()> {
+    let c = common::one_node_with_containers(&[])?;
+    // The init container plants `escape -> /` in the shared emptyDir; the app
+    // container mounts the volume with `subPath: escape`.
+    c.s.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: planter\nspec:\n  terminationGracePeriodSeconds: 1\n  volumes:\n  - name: shared\n    emptyDir: {}\n  initContainers:\n  - name: plant\n    image: acc/busybox:v1\n    command: [\"sh\", \"-c\", \"ln -s / /shared/escape && mkdir -p /shared/real && echo inside > /shared/real/f\"]\n    volumeMounts:\n    - {name: shared, mountPath: /shared}\n  containers:\n  - name: reader\n    image: acc/busybox:v1\n    command: [\"sleep\", \"3600\"]\n    volumeMounts:\n    - {name: shared, mountPath: /host, subPath: escape}\n  - name: honest\n    image: acc/busybox:v1\n    command: [\"sleep\", \"3600\"]\n    volumeMounts:\n    - {name: shared, mountPath: /data, subPath: real}\n",
+    );
+    let why = eventually(Duration::from_secs(90), || {
+        let p = c.s.json(&["pod", "planter"]);
+        p["status"]["containerStatuses"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "reader")
+            .map(|s| s["state"]["waiting"].clone())
+            .filter(|w| w["reason"] == "CreateContainerConfigError")
+            .map(|w| w["message"].to_string())
+    });
+    let why = why.expect("the reader container was not refused");
+    assert!(
+        why.contains("symlink") && why.contains("escape"),
+        "the refusal does not name the cause: {why}"
+    );
+    // The honest sub-path next to it works, and shows only the volume.
+    let read = eventually(Duration::from_secs(60), || {
+        let r =
+            c.s.kubectl(&["exec", "planter", "-c", "honest", "--", "cat", "/data/f"]);
+        r.ok.then_some(r.stdout)
+    });
+    assert_eq!(read.as_deref().map(str::trim), Some("inside"));
+    let events = c.s.k(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=planter",
+        "-o",
+        "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+    ]);
+    assert!(
+        events.contains("symlink"),
+        "no event names the cause:\n{events}"
+    );
+    Ok(())
+}
