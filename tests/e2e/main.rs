@@ -29,6 +29,7 @@ mod user {
     mod kubectl_api;
     mod limits;
     mod podsecurity;
+    mod quota;
     mod rbac;
     mod scheduling;
     mod snapshot;

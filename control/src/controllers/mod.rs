@@ -24,6 +24,7 @@ pub mod owners;
 pub mod podutil;
 pub mod registration;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod revisions;
 pub mod scaletozero;
 pub mod scheduler;

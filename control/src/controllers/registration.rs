@@ -119,6 +119,11 @@ pub const CONTROLLERS: &[Registration] = &[
         start: super::csrsigning::start,
     },
     Registration {
+        name: "resourcequota",
+        informers: &["ResourceQuota", "Pod"],
+        start: super::resourcequota::start,
+    },
+    Registration {
         name: "servicelb",
         informers: &["Node", "Service"],
         start: super::servicelb::start,

@@ -162,6 +162,8 @@ impl Registry {
             entry::<core::Service>(&["svc"], ALL, STATUS),
             entry::<core::Endpoints>(&["ep"], &[], &[]),
             entry::<core::ConfigMap>(&["cm"], &[], &[]),
+            entry::<core::ResourceQuota>(&["quota"], &[], STATUS),
+            entry::<core::LimitRange>(&["limits"], &[], &[]),
             entry::<core::Secret>(&[], &[], &[]),
             entry::<core::ServiceAccount>(&["sa"], &[], &["token"]),
             entry::<core::Node>(&["no"], &[], STATUS),
@@ -302,7 +304,7 @@ mod tests {
             let t = r.lookup(g, v, plural).unwrap();
             assert_eq!((t.kind, t.namespaced), (kind, ns));
         }
-        assert_eq!(r.all().len(), 30);
+        assert_eq!(r.all().len(), 32);
         let pod = r.by_kind("v1", "Pod").unwrap();
         assert_eq!(pod.key(Some("default"), "x"), "/core/pods/default/x");
         assert_eq!(pod.schema_name, "io.k8s.api.core.v1.Pod");

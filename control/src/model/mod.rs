@@ -14,6 +14,7 @@ pub mod managed;
 pub mod mergekeys;
 pub mod meta;
 pub mod podspec;
+pub mod quota;
 pub mod scaling;
 pub mod scheduling;
 pub mod selector;

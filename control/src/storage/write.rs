@@ -31,6 +31,10 @@ impl Objects {
         } else {
             None
         };
+        if t.namespaced {
+            self.admit_limit_ranges(t, ns.unwrap_or("default"), &mut obj)
+                .await?;
+        }
         if t.group.is_empty() && t.kind == "Pod" {
             self.admit_service_account(ns.unwrap_or("default"), &mut obj)
                 .await?;
@@ -75,14 +79,27 @@ impl Objects {
             &name,
         );
         let value = self.encode_bounded(&key, &obj)?;
-        let mut ops = vec![Op::create(key, value)];
-        ops.extend(allocations);
-        let rev = self
-            .store
-            .txn(Txn { ops })
-            .await
-            .map_err(|e| ApiError::from_store(e, &qualified(t), &name))?
-            .revision;
+        let ns_name = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let mut attempt = 0;
+        let rev = loop {
+            // Quota admission, judged again when a racing create took the
+            // quota's last unit first.
+            let charges = match &ns_name {
+                Some(ns) => self.charge_quota(t, ns, &obj).await?,
+                None => Vec::new(),
+            };
+            let mut ops = vec![Op::create(key.clone(), value.clone())];
+            ops.extend(allocations.iter().cloned());
+            ops.extend(charges);
+            match self.store.txn(Txn { ops }).await {
+                Ok(out) => break out.revision,
+                Err(e) if super::quota::quota_raced(&e) && attempt < 8 => attempt += 1,
+                Err(e) => return Err(ApiError::from_store(e, &qualified(t), &name)),
+            }
+        };
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(rev.to_string()));
         Ok(Written {
             created: true,

@@ -168,6 +168,7 @@ has_status!(
     k8s_openapi::api::batch::v1::Job => k8s_openapi::api::batch::v1::JobStatus,
     k8s_openapi::api::batch::v1::CronJob => k8s_openapi::api::batch::v1::CronJobStatus,
     k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler => k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerStatus,
+    k8s_openapi::api::core::v1::ResourceQuota => k8s_openapi::api::core::v1::ResourceQuotaStatus,
 );
 
 /// Replace `obj`'s status with `status` through the API, unless it is already that.
