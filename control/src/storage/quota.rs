@@ -16,6 +16,10 @@ use crate::store::Op;
 
 use super::{Objects, qualified};
 
+/// A resource a create would take past a quota: (name, requested, used,
+/// limit).
+type Over = (String, f64, f64, f64);
+
 /// The (group, plural) a quota resource name counts.
 fn counted_type(resource: &str) -> Option<(String, String)> {
     if let Some(rest) = resource.strip_prefix("count/") {
@@ -159,7 +163,7 @@ impl Objects {
                 }
             }
             if !over.is_empty() {
-                let list = |f: &dyn Fn(&(String, f64, f64, f64)) -> String| {
+                let list = |f: &dyn Fn(&Over) -> String| {
                     over.iter().map(f).collect::<Vec<_>>().join(",")
                 };
                 return Err(ApiError::forbidden(format!(
