@@ -163,9 +163,8 @@ impl Objects {
                 }
             }
             if !over.is_empty() {
-                let list = |f: &dyn Fn(&Over) -> String| {
-                    over.iter().map(f).collect::<Vec<_>>().join(",")
-                };
+                let list =
+                    |f: &dyn Fn(&Over) -> String| over.iter().map(f).collect::<Vec<_>>().join(",");
                 return Err(ApiError::forbidden(format!(
                     "{} \"{}\" is forbidden: exceeded quota: {qname}, requested: {}, used: {}, limited: {}",
                     qualified(t),

@@ -246,12 +246,24 @@ pub fn render(cfg: &RuleConfig, views: &[ServiceView]) -> String {
     // endpoints, no such port) is delivered locally and refused, never
     // answered by a host socket; replies to the host's own connections to a
     // ClusterIP come back addressed to it and pass.
+    //
+    // Pods reach the node itself only for its DNS and through Services
+    // (translated connections: the API relay, the activator); every other
+    // node listener (the agent API, the API server off loopback, anything
+    // the host runs) is closed to them.
     let _ = writeln!(
         s,
         "  chain filter_in {{ type filter hook input priority filter; policy accept; \
          ct state new ip daddr {svc} meta l4proto tcp reject with tcp reset; \
-         ct state new ip daddr {svc} reject; }}",
-        svc = cfg.service_cidr
+         ct state new ip daddr {svc} reject; \
+         iifname \"{b}\" ct state established,related accept; \
+         iifname \"{b}\" ct status dnat accept; \
+         iifname \"{b}\" meta l4proto {{ tcp, udp }} th dport 53 accept; \
+         iifname \"{b}\" icmp type echo-request accept; \
+         iifname \"{b}\" meta l4proto tcp reject with tcp reset; \
+         iifname \"{b}\" reject; }}",
+        svc = cfg.service_cidr,
+        b = cfg.bridge
     );
     // Pods may be forwarded to the cluster only: nothing they send leaves the host.
     let _ = writeln!(

@@ -139,3 +139,59 @@ fn a_sub_path_through_a_planted_symlink_is_refused() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn pods_reach_the_node_only_for_dns_and_services() -> Result<()> {
+    let c = common::one_node_with_containers(&[])?;
+    // The gateway of the node's pod range is the node's bridge address: a
+    // listener there stands for every node listener (agent API, an API
+    // server bound off loopback, whatever the host runs).
+    let cidr =
+        c.s.k(&["get", "nodes", "-o", "jsonpath={.items[0].spec.podCIDR}"]);
+    let base: std::net::Ipv4Addr = cidr.split('/').next().unwrap_or("").parse()?;
+    let gateway = std::net::Ipv4Addr::from(u32::from(base) + 1);
+    let listener = std::net::TcpListener::bind((gateway, 0))?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            use std::io::Write;
+            let mut s = s;
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nnode listener\n");
+        }
+    });
+    c.s.apply(&sleeper("probe", "default", "", ""));
+    running(&c, "default", "probe");
+    let try_get = |url: &str| {
+        c.s.kubectl(&[
+            "exec", "probe", "--", "wget", "-q", "-T", "3", "-O", "-", url,
+        ])
+    };
+    let direct = try_get(&format!("http://{gateway}:{port}/"));
+    assert!(
+        !direct.ok && !direct.stdout.contains("node listener"),
+        "a pod reached a node listener: {}",
+        direct.stdout
+    );
+    // The agent's API relay on the same address is closed to a direct
+    // connection too; it is reached through the `kubernetes` Service only.
+    let relay = try_get(&format!("http://{gateway}:6444/"));
+    assert!(!relay.ok, "the relay answered a direct connection");
+    // The node's DNS answers.
+    let dns = c.s.kubectl(&[
+        "exec",
+        "probe",
+        "--",
+        "nslookup",
+        "kubernetes.default.svc.cluster.local",
+    ]);
+    assert!(
+        dns.ok && dns.stdout.contains("Address"),
+        "{}{}",
+        dns.stdout,
+        dns.stderr
+    );
+    // The host, not being a pod, still reaches its own listener.
+    let host = std::net::TcpStream::connect((gateway, port));
+    assert!(host.is_ok(), "the host lost its own listener");
+    Ok(())
+}
