@@ -148,6 +148,13 @@ struct NodeArgs {
     /// Most requests the activator holds at once.
     #[arg(long, default_value_t = 1000)]
     activator_max_held: usize,
+    /// Rotate a container's log file beyond this size (the kubelet's
+    /// default, 10Mi).
+    #[arg(long, default_value = "10Mi", value_parser = cli_extra::byte_quantity)]
+    container_log_max_size: u64,
+    /// Log files kept per container run, the current one included.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..))]
+    container_log_max_files: u64,
 }
 
 fn go_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -184,6 +191,8 @@ fn agent_config(
         api_relay_port: n.api_relay_port,
         activator_timeout: n.activator_timeout,
         activator_max_held: n.activator_max_held,
+        container_log_max_size: n.container_log_max_size,
+        container_log_max_files: n.container_log_max_files as usize,
     }
 }
 

@@ -60,6 +60,24 @@ pub enum AgentError {
     },
 }
 
+/// How often container logs are checked for rotation.
+const LOG_ROTATION_EVERY: Duration = Duration::from_secs(2);
+
+/// Rotate container logs beyond `max_size` for as long as the agent runs
+/// (the kubelet's container log manager).
+async fn rotate_logs(logs: crate::pod::logs::LogDir, max_size: u64, max_files: usize) {
+    loop {
+        tokio::time::sleep(LOG_ROTATION_EVERY).await;
+        let dir = logs.clone();
+        let rotated = tokio::task::spawn_blocking(move || dir.rotate(max_size, max_files))
+            .await
+            .unwrap_or_default();
+        for f in rotated {
+            tracing::debug!(file = %f.display(), "container log rotated");
+        }
+    }
+}
+
 /// How to run the agent.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -100,6 +118,10 @@ pub struct AgentConfig {
     pub activator_timeout: Duration,
     /// Most connections the activator holds at once.
     pub activator_max_held: usize,
+    /// Container log files are rotated beyond this size...
+    pub container_log_max_size: u64,
+    /// ...keeping this many files per run (the current one included).
+    pub container_log_max_files: usize,
 }
 
 /// How the agent reaches containerd.
@@ -500,6 +522,11 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         api_service,
     });
     let warm_sandboxes = crate::pod::keep_sandboxes_warm(ctx.clone());
+    tokio::spawn(rotate_logs(
+        ctx.logs.clone(),
+        cfg.container_log_max_size,
+        cfg.container_log_max_files,
+    ));
     let pods = pods::Pods::default();
     let serving_slot = tls::Serving::new(&serving).map_err(AgentError::Config)?;
     let api_tls =

@@ -54,10 +54,72 @@ impl LogDir {
         v
     }
 
+    /// Rotate every container log file larger than `max_size`: its content
+    /// moves to `<attempt>.log.1` (older ones shift up, at most
+    /// `max_files - 1` kept) and the file is truncated in place, so the
+    /// runtime that appends to it keeps writing (copy-and-truncate: a line
+    /// written between the copy and the truncation is lost). Returns the
+    /// files rotated.
+    pub fn rotate(&self, max_size: u64, max_files: usize) -> Vec<PathBuf> {
+        let mut rotated = Vec::new();
+        let Ok(pods) = std::fs::read_dir(&self.0) else {
+            return rotated;
+        };
+        for pod in pods.flatten() {
+            let Ok(containers) = std::fs::read_dir(pod.path()) else {
+                continue;
+            };
+            for c in containers.flatten() {
+                let Ok(files) = std::fs::read_dir(c.path()) else {
+                    continue;
+                };
+                for f in files.flatten() {
+                    let path = f.path();
+                    let is_log = path.extension().is_some_and(|e| e == "log");
+                    let big = f
+                        .metadata()
+                        .is_ok_and(|m| m.is_file() && m.len() > max_size);
+                    if is_log && big {
+                        match rotate_one(&path, max_files) {
+                            Ok(()) => rotated.push(path),
+                            Err(e) => {
+                                tracing::warn!(file = %path.display(), error = %e, "log rotation failed")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        rotated
+    }
+
     /// Remove a pod's logs.
     pub fn remove(&self, ns: &str, pod: &str, uid: &str) {
         let _ = std::fs::remove_dir_all(self.pod_dir(ns, pod, uid));
     }
+}
+
+/// `<file>.<n>` beside a log file.
+fn numbered(path: &Path, n: usize) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+fn rotate_one(path: &Path, max_files: usize) -> std::io::Result<()> {
+    let keep = max_files.saturating_sub(1).max(1);
+    let _ = std::fs::remove_file(numbered(path, keep));
+    for n in (1..keep).rev() {
+        let from = numbered(path, n);
+        if from.exists() {
+            std::fs::rename(&from, numbered(path, n + 1))?;
+        }
+    }
+    std::fs::copy(path, numbered(path, 1))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .set_len(0)
 }
 
 /// The last `n` lines of `bytes`.
@@ -86,6 +148,27 @@ pub fn read(path: &Path) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn big_files_rotate_and_old_ones_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        let logs = LogDir(tmp.path().to_path_buf());
+        let path = logs.path("ns", "p", "u", "c", 0);
+        for round in 0..6 {
+            std::fs::write(&path, format!("round {round} {}", "x".repeat(100))).unwrap();
+            assert_eq!(logs.rotate(50, 3), vec![path.clone()]);
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        }
+        // Two rotated files kept (three with the current one), newest first.
+        let one = std::fs::read_to_string(numbered(&path, 1)).unwrap();
+        let two = std::fs::read_to_string(numbered(&path, 2)).unwrap();
+        assert!(one.starts_with("round 5") && two.starts_with("round 4"));
+        assert!(!numbered(&path, 3).exists());
+        // Small files and rotated ones stay; attempts still lists runs only.
+        std::fs::write(&path, "short").unwrap();
+        assert!(logs.rotate(50, 3).is_empty());
+        assert_eq!(logs.attempts("ns", "p", "u", "c").len(), 1);
+    }
 
     #[test]
     fn tail_table() {

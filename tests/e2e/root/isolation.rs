@@ -195,3 +195,51 @@ fn pods_reach_the_node_only_for_dns_and_services() -> Result<()> {
     assert!(host.is_ok(), "the host lost its own listener");
     Ok(())
 }
+
+#[test]
+fn a_container_logging_in_a_loop_has_its_log_rotated() -> Result<()> {
+    let c = common::one_node_with_containers(&[
+        "--container-log-max-size",
+        "64Ki",
+        "--container-log-max-files",
+        "3",
+    ])?;
+    c.s.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: chatty\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: acc/busybox:v1\n    command: [\"sh\", \"-c\", \"i=0; while true; do echo \\\"line $i $(printf %0100d 0)\\\"; i=$((i+1)); usleep 1000; done\"]\n",
+    );
+    running(&c, "default", "chatty");
+    let uid =
+        c.s.k(&["get", "pod", "chatty", "-o", "jsonpath={.metadata.uid}"]);
+    let dir =
+        c.s.dir
+            .join("agent/logs")
+            .join(format!("default_chatty_{uid}"))
+            .join("main");
+    let rotated = eventually(Duration::from_secs(60), || {
+        (dir.join("0.log.1").exists() && dir.join("0.log.2").exists()).then_some(())
+    });
+    assert!(rotated.is_some(), "no rotated logs in {}", dir.display());
+    // Bounded: the current file stays near the limit, no third old file.
+    std::thread::sleep(Duration::from_secs(3));
+    let current = std::fs::metadata(dir.join("0.log"))?.len();
+    assert!(current < 1024 * 1024, "the current log is {current} bytes");
+    assert!(!dir.join("0.log.3").exists());
+    // The writer appends: after a truncation it starts at the beginning
+    // again (no hole of zeros where the old content was).
+    let head = std::fs::read(dir.join("0.log"))?;
+    assert!(
+        head.first() != Some(&0),
+        "the log has a hole: the runtime does not append"
+    );
+    // kubectl still reads the log, and the node stays Ready.
+    let tail = c.s.k(&["logs", "chatty", "--tail", "2"]);
+    assert!(tail.contains("line "), "{tail}");
+    let ready = c.s.k(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={.items[0].status.conditions[?(@.type==\"Ready\")].status}",
+    ]);
+    assert_eq!(ready, "True");
+    Ok(())
+}
