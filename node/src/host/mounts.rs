@@ -54,12 +54,14 @@ pub fn detach_below(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Secret and projected volumes in memory: a tmpfs on each volume
-/// directory (nosuid, nodev, noexec, at most 64 MiB).
+/// Secret, projected and `medium: Memory` emptyDir volumes in memory: a
+/// tmpfs on each volume directory (nosuid, nodev, noexec, of the size
+/// asked).
 pub struct Tmpfs;
 
 impl crate::pod::volumes::VolumeMedia for Tmpfs {
-    fn memory(&self, dir: &Path) -> Result<(), String> {
+    /// `size` 0: the tmpfs default (half the node's memory).
+    fn memory(&self, dir: &Path, size: u64) -> Result<(), String> {
         use std::os::unix::fs::MetadataExt;
         let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev());
         let parent = dir.parent().unwrap_or(dir);
@@ -75,7 +77,14 @@ impl crate::pod::volumes::VolumeMedia for Tmpfs {
             dir,
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            Some("mode=0755,size=64m"),
+            Some(
+                if size > 0 {
+                    format!("mode=0755,size={size}")
+                } else {
+                    "mode=0755".to_string()
+                }
+                .as_str(),
+            ),
         )
         .map_err(|e| format!("mount a tmpfs on {}: {e}", dir.display()))
     }

@@ -21,6 +21,9 @@ use super::env::{ConfigError, Kind, PodFacts, Refs, Sources};
 use super::subpath;
 use super::tokens::TokenRef;
 
+/// The tmpfs of a Secret or projected volume.
+const SECRET_VOLUME_SIZE: u64 = 64 << 20;
+
 /// A volume that cannot be set up (event `FailedMount`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("MountVolume.SetUp failed for volume {volume:?} : {reason}")]
@@ -33,8 +36,9 @@ pub struct VolumeError {
 /// and sub-paths pinned by descriptor on a node (see `host::mounts::Tmpfs`);
 /// plain directories where nothing may be mounted (tests).
 pub trait VolumeMedia: Send + Sync {
-    /// Make the volume directory `dir` memory-backed (idempotent).
-    fn memory(&self, dir: &Path) -> Result<(), String>;
+    /// Make the volume directory `dir` memory-backed, at most `size` bytes
+    /// (idempotent).
+    fn memory(&self, dir: &Path, size: u64) -> Result<(), String>;
     /// Make what `source` resolved to visible at `target` (a path the pod
     /// cannot change) and return the path to hand the runtime.
     fn pin(&self, source: &subpath::Resolved, target: &Path) -> Result<PathBuf, String>;
@@ -47,7 +51,7 @@ pub trait VolumeMedia: Send + Sync {
 pub struct Disk;
 
 impl VolumeMedia for Disk {
-    fn memory(&self, _dir: &Path) -> Result<(), String> {
+    fn memory(&self, _dir: &Path, _size: u64) -> Result<(), String> {
         Ok(())
     }
 
@@ -273,9 +277,19 @@ pub fn materialise(
         let path = dir.volume(name).map_err(|e| err(name, e))?;
         let optional = |o: Option<bool>| o == Some(true);
         let mut files = BTreeMap::new();
-        if v.empty_dir.is_some() {
+        if let Some(ed) = &v.empty_dir {
             std::fs::create_dir_all(&path)
                 .map_err(|e| err(name, format!("create {}: {e}", path.display())))?;
+            if ed.medium.as_deref() == Some("Memory") {
+                // A tmpfs of `sizeLimit` (else the tmpfs default, half the
+                // node's memory); what it holds counts as the pod's memory.
+                let size = ed
+                    .size_limit
+                    .as_ref()
+                    .and_then(|q| skiff_common::quantity::parse(&q.0))
+                    .map_or(0, |b| b as u64);
+                media.memory(&path, size).map_err(|e| err(name, e))?;
+            }
             continue;
         } else if let Some(src) = &v.config_map {
             object_files(
@@ -343,7 +357,9 @@ pub fn materialise(
         if v.secret.is_some() || v.projected.is_some() {
             std::fs::create_dir_all(&path)
                 .map_err(|e| err(name, format!("create {}: {e}", path.display())))?;
-            media.memory(&path).map_err(|e| err(name, e))?;
+            media
+                .memory(&path, SECRET_VOLUME_SIZE)
+                .map_err(|e| err(name, e))?;
         }
         write_files(&path, &files).map_err(|e| err(name, e))?;
     }

@@ -406,6 +406,9 @@ impl Drop for ExecGuard {
 }
 
 /// Everything written to a FIFO until `done`, then what is left in it.
+/// The most of an exec's stdout (and of its stderr) kept.
+pub const MAX_EXEC_OUTPUT: usize = 4 << 20;
+
 async fn collect(
     rx: tokio::net::unix::pipe::Receiver,
     mut done: tokio::sync::watch::Receiver<bool>,
@@ -416,7 +419,13 @@ async fn collect(
         loop {
             match rx.try_read(chunk) {
                 Ok(0) => return false,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    // Past the cap the output is read and dropped: the
+                    // process never blocks on a full pipe, the agent never
+                    // holds more than the cap.
+                    let room = MAX_EXEC_OUTPUT.saturating_sub(buf.len());
+                    buf.extend_from_slice(&chunk[..n.min(room)]);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
                 Err(_) => return false,
             }

@@ -39,8 +39,17 @@ fn seccomp_mode(c: &Cluster, ns: &str, pod: &str) -> String {
 #[test]
 fn containers_run_under_the_default_seccomp_profile_unless_allowed_out() -> Result<()> {
     let c = common::one_node_with_containers(&[])?;
-    c.s.apply(&sleeper("confined", "default", "", ""));
+    c.s.apply(&sleeper(
+        "confined",
+        "default",
+        "  volumes:\n  - name: scratch\n    emptyDir: {medium: Memory, sizeLimit: 8Mi}\n",
+        "    volumeMounts:\n    - {name: scratch, mountPath: /scratch}\n",
+    ));
     running(&c, "default", "confined");
+    // A memory emptyDir is a tmpfs of its sizeLimit.
+    let df = c.s.k(&["exec", "confined", "--", "df", "-k", "/scratch"]);
+    let line = df.lines().last().unwrap_or("");
+    assert!(line.starts_with("tmpfs") && line.contains(" 8192 "), "{df}");
     assert_eq!(
         seccomp_mode(&c, "default", "confined"),
         "2",

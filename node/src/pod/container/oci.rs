@@ -26,6 +26,9 @@ use super::super::{NodeCtx, PodInfo, resource};
 use super::Runner;
 use futures::future::BoxFuture;
 
+/// The most of an exec probe's output its failure message carries.
+const MAX_PROBE_OUTPUT: usize = 10 * 1024;
+
 /// Processes a container may run unless the agent says otherwise.
 pub const PIDS_LIMIT: i64 = 4096;
 
@@ -420,6 +423,14 @@ impl Checker for RunChecker {
             }
             let mut said = String::from_utf8_lossy(&out.stdout).into_owned();
             said.push_str(&String::from_utf8_lossy(&out.stderr));
+            if said.len() > MAX_PROBE_OUTPUT {
+                // As the kubelet: a probe's message carries at most 10 KiB.
+                let mut end = MAX_PROBE_OUTPUT;
+                while !said.is_char_boundary(end) {
+                    end -= 1;
+                }
+                said.truncate(end);
+            }
             Err(format!(
                 "command {command:?} exited with {}: {}",
                 out.exit_code,
