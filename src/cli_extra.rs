@@ -219,6 +219,14 @@ pub fn discover_node_ip() -> IpAddr {
     IpAddr::V4(found.unwrap_or(Ipv4Addr::LOCALHOST))
 }
 
+/// A byte size as a Kubernetes quantity (`10Mi`, `512Ki`, `1000000`).
+pub fn byte_quantity(s: &str) -> Result<u64, String> {
+    skiff_common::quantity::parse(s)
+        .filter(|v| v.is_finite() && *v >= 1.0)
+        .map(|v| v as u64)
+        .ok_or_else(|| format!("{s:?} is not a size (like 10Mi)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,12 +346,4 @@ mod tests {
         assert!(token(None, Some(&f)).is_err());
         assert!(token(None, Some(&dir.path().join("missing"))).is_err());
     }
-}
-
-/// A byte size as a Kubernetes quantity (`10Mi`, `512Ki`, `1000000`).
-pub fn byte_quantity(s: &str) -> Result<u64, String> {
-    skiff_common::quantity::parse(s)
-        .filter(|v| v.is_finite() && *v >= 1.0)
-        .map(|v| v as u64)
-        .ok_or_else(|| format!("{s:?} is not a size (like 10Mi)"))
 }
