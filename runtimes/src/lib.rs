@@ -37,6 +37,9 @@ pub struct ContainerSpec {
     /// Where the guest's linear memory in use is added up (one gauge per pod,
     /// read by the node's metrics), in bytes.
     pub memory_gauge: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// Most requests an HTTP guest handles at once (none: the runtime's
+    /// default); more wait for a slot, up to the request timeout.
+    pub max_concurrency: Option<usize>,
 }
 
 /// A host directory preopened for the guest at `guest_path`.

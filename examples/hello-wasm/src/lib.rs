@@ -1,7 +1,8 @@
 //! hello-wasm: a `wasi:http/proxy` component.
 //!
 //! - `GET /` answers `hello from wasm` (or `$GREETING`) and the pod's name if set.
-//! - `GET /alloc?mb=N` allocates N MiB (to exercise memory limits).
+//! - `GET /alloc?mb=N[&hold_ms=T]` allocates N MiB (to exercise memory
+//!   limits), holding it T milliseconds before answering.
 //! - `GET /spin` never returns (to exercise CPU limits and timeouts).
 //! - `GET /env?name=X` answers the environment variable X (404 when unset).
 //! - `GET /file?path=P` answers the contents of file P (404 when unreadable).
@@ -155,11 +156,15 @@ impl Guest for Hello {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_else(|| "/".into());
         println!("request {path}");
-        if let Some(q) = path.strip_prefix("/alloc?mb=") {
-            let mb: usize = q.parse().unwrap_or(1);
+        if path.starts_with("/alloc?") {
+            let num = |k: &str| param(&path, k).and_then(|v| v.parse::<u64>().ok());
+            let mb = num("mb").unwrap_or(1) as usize;
             let mut keep: Vec<Vec<u8>> = Vec::new();
             for _ in 0..mb {
                 keep.push(vec![1u8; 1 << 20]);
+            }
+            if let Some(ms) = num("hold_ms") {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
             }
             let total: usize = keep.iter().map(Vec::len).sum();
             return respond(out, 200, &format!("allocated {} MiB\n", total >> 20));

@@ -159,6 +159,9 @@ pub struct PodInfo {
     pub uid: String,
     pub restart_policy: String,
     pub request_timeout: Option<Duration>,
+    /// `skiff.dev/max-concurrent-requests`: requests one HTTP container of
+    /// the pod handles at once.
+    pub max_concurrency: Option<usize>,
     pub active_deadline: Option<Duration>,
     /// terminationGracePeriodSeconds (default 30 s).
     pub grace: Duration,
@@ -207,6 +210,12 @@ impl PodInfo {
                 .and_then(|a| a.get("skiff.dev/request-timeout"))
                 .map(String::as_str)
                 .and_then(duration),
+            max_concurrency: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("skiff.dev/max-concurrent-requests"))
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|n| *n > 0),
             active_deadline: spec
                 .active_deadline_seconds
                 .and_then(|s| u64::try_from(s).ok())

@@ -101,7 +101,20 @@ pub struct HttpApp {
     /// Where the guest's outgoing requests leave from.
     egress: Option<Arc<super::egress::Netns>>,
     pub stats: Arc<HttpStats>,
+    /// Slots for requests in flight (the pod's concurrency cap).
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Linear memory of all this container's instances, in bytes (its
+    /// memory limit is their budget together).
+    in_use: Arc<AtomicU64>,
 }
+
+/// Requests one HTTP container handles at once unless its pod says
+/// otherwise (`skiff.dev/max-concurrent-requests`): one pod cannot take the
+/// node's whole instance pool.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 100;
+
+/// Longest a request waits for a slot when its container sets no timeout.
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl HttpApp {
     /// Prepare `component` (pre-instantiated once) with the pod's spec; the guest's
@@ -125,6 +138,10 @@ impl HttpApp {
         let linker = linker(rt, true)?;
         let pre = linker.instantiate_pre(component).map_err(pre_error)?;
         let pre = ProxyPre::new(pre).map_err(pre_error)?;
+        let cap = spec
+            .max_concurrency
+            .unwrap_or(DEFAULT_MAX_CONCURRENCY)
+            .max(1);
         Ok(HttpApp {
             pre,
             rt: rt.clone(),
@@ -132,6 +149,8 @@ impl HttpApp {
             spec: Arc::new(spec),
             log: Arc::new(log),
             stats,
+            slots: Arc::new(tokio::sync::Semaphore::new(cap)),
+            in_use: Arc::default(),
         })
     }
 
@@ -146,6 +165,17 @@ impl HttpApp {
         &self,
         req: hyper::Request<Incoming>,
     ) -> hyper::Response<HyperOutgoingBody> {
+        let wait = self.spec.timeout.unwrap_or(SLOT_WAIT);
+        let _slot = match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                return error_response(
+                    503,
+                    "the pod is handling as many requests as it may at once; try again",
+                );
+            }
+        };
         let _flight = InFlight(&self.stats, self.stats.begin());
         let oom = Arc::new(std::sync::atomic::AtomicBool::new(false));
         match self.try_handle(req, oom.clone()).await {
@@ -181,6 +211,7 @@ impl HttpApp {
     ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
         let mut store = new_store(self.rt.engine(), &self.spec, self.wasi()?);
         store.data_mut().limits.hit = oom;
+        store.data_mut().limits.budget = Some(self.in_use.clone());
         store.data_mut().egress.netns = self.egress.clone();
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store

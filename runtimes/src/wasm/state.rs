@@ -20,12 +20,18 @@ pub(crate) struct MemoryLimit {
     /// The pod's gauge of memory in use, and this store's part of it.
     gauge: Option<Arc<AtomicU64>>,
     counted: u64,
+    /// The container's memory in use across all its instances: `max` is
+    /// the budget of them all together, not of each one.
+    pub budget: Option<Arc<AtomicU64>>,
 }
 
 impl Drop for MemoryLimit {
     fn drop(&mut self) {
         if let Some(g) = &self.gauge {
             g.fetch_sub(self.counted, Ordering::Relaxed);
+        }
+        if let Some(b) = &self.budget {
+            b.fetch_sub(self.counted, Ordering::AcqRel);
         }
     }
 }
@@ -45,11 +51,22 @@ impl ResourceLimiter for MemoryLimit {
                 ))
             }
             _ => {
-                if let Some(g) = &self.gauge {
-                    let grown = desired.saturating_sub(current) as u64;
-                    g.fetch_add(grown, Ordering::Relaxed);
-                    self.counted += grown;
+                let grown = desired.saturating_sub(current) as u64;
+                if let (Some(b), Some(max)) = (&self.budget, self.max) {
+                    let total = b.fetch_add(grown, Ordering::AcqRel) + grown;
+                    if total > max as u64 {
+                        b.fetch_sub(grown, Ordering::AcqRel);
+                        self.hit.store(true, Ordering::Relaxed);
+                        return Err(wasmtime::format_err!(
+                            "memory limit of {max} bytes reached by the container's requests together (wanted {grown} more, {} in use)",
+                            total - grown
+                        ));
+                    }
                 }
+                if let Some(g) = &self.gauge {
+                    g.fetch_add(grown, Ordering::Relaxed);
+                }
+                self.counted += grown;
                 Ok(true)
             }
         }
@@ -137,6 +154,7 @@ pub(crate) fn new_store(
         hit: Arc::default(),
         gauge: spec.memory_gauge.clone(),
         counted: 0,
+        budget: None,
     };
     let mut store = Store::new(
         engine,

@@ -261,6 +261,130 @@ fn command_pods_end_by_exit_code_and_restart_by_policy() -> Result<()> {
 }
 
 #[test]
+fn a_wasm_pods_memory_limit_is_one_budget_for_all_its_requests() -> Result<()> {
+    let c = common::one_node(&[])?;
+    let s = &c.s;
+    // 64 MiB for the container: one 24 MiB request fits, and two, but not
+    // three at once (without a shared budget each would fit on its own).
+    s.apply(&http_pod(
+        "budget",
+        "    resources:\n      limits:\n        memory: 64Mi\n",
+        "",
+    ));
+    s.apply(&http_pod(
+        "capped",
+        "",
+        r#""skiff.dev/max-concurrent-requests": "1""#,
+    ));
+    s.apply(&http_pod("quiet", "", ""));
+    for p in ["budget", "capped", "quiet"] {
+        s.k(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{p}"),
+            "--timeout=60s",
+        ]);
+    }
+    let ip = |p: &str| {
+        s.json(&["pod", p])["status"]["podIP"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let (budget, capped, quiet) = (ip("budget"), ip("capped"), ip("quiet"));
+
+    let url = format!("http://{budget}:8080/alloc?mb=24&hold_ms=2500");
+    let answers: Vec<(u16, String)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..4).map(|_| sc.spawn(|| get(&url))).collect();
+        hs.into_iter().filter_map(|h| h.join().ok()?.ok()).collect()
+    });
+    let ok = answers.iter().filter(|(c, _)| *c == 200).count();
+    let oom = answers
+        .iter()
+        .filter(|(c, b)| *c == 500 && b.contains("memory"))
+        .count();
+    assert_eq!(answers.len(), 4, "{answers:?}");
+    assert!(
+        ok >= 1 && ok <= 2 && oom >= 2,
+        "the budget did not hold: {answers:?}"
+    );
+    // The budget is free again once the requests are done.
+    assert_eq!(get(&format!("http://{budget}:8080/alloc?mb=24"))?.0, 200);
+    let ev = eventually(Duration::from_secs(20), || {
+        let e = s.k(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=budget",
+        ]);
+        e.contains("OOMKilling").then_some(e)
+    });
+    assert!(ev.is_some(), "no event records the memory limit");
+
+    // One request at a time: a second one waits for the slot until the
+    // first (holding it 2 s) is done; without the cap it answers at once.
+    let slow = format!("http://{capped}:8080/alloc?mb=1&hold_ms=2000");
+    let started = std::time::Instant::now();
+    let codes: Vec<(u16, Duration)> = std::thread::scope(|sc| {
+        let first = sc.spawn(|| get(&slow).map(|r| (r.0, started.elapsed())));
+        std::thread::sleep(Duration::from_millis(300));
+        let second = get(&format!("http://{capped}:8080/")).map(|r| (r.0, started.elapsed()));
+        [first.join().ok().and_then(|r| r.ok()), second.ok()]
+            .into_iter()
+            .flatten()
+            .collect()
+    });
+    assert_eq!(codes.len(), 2, "{codes:?}");
+    assert_eq!((codes[0].0, codes[1].0), (200, 200));
+    assert!(
+        codes[1].1 >= Duration::from_millis(1500),
+        "the second request did not wait for the slot: {codes:?}"
+    );
+
+    // A flood of allocating requests at one pod: the other keeps answering.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let flood = format!("http://{budget}:8080/alloc?mb=40");
+    let timed = |n: usize| -> Vec<Duration> {
+        (0..n)
+            .filter_map(|_| {
+                let t = std::time::Instant::now();
+                let (code, _) = get(&format!("http://{quiet}:8080/")).ok()?;
+                (code == 200).then(|| t.elapsed())
+            })
+            .collect()
+    };
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v.get(v.len() / 2).copied().unwrap_or_default()
+    };
+    let idle = timed(30);
+    let busy = std::thread::scope(|sc| {
+        for _ in 0..8 {
+            sc.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = get(&flood);
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let busy = timed(30);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        busy
+    });
+    assert_eq!(
+        (idle.len(), busy.len()),
+        (30, 30),
+        "the neighbour failed requests"
+    );
+    let (i, b) = (median(idle), median(busy));
+    println!(
+        "neighbour latency: idle p50 {i:?}, under a flood of the other pod p50 {b:?} ({:.2}x)",
+        b.as_secs_f64() / i.as_secs_f64().max(1e-9)
+    );
+    Ok(())
+}
+
+#[test]
 fn limits_stop_runaway_guests_and_neighbours_keep_serving() -> Result<()> {
     let c = common::one_node(&[])?;
     let s = &c.s;

@@ -39,6 +39,7 @@ impl Runner {
             mounts,
             netns: Some(self.netns.clone()),
             memory_gauge: self.ctx.stats.pod(&self.pod.uid).map(|p| p.memory.clone()),
+            max_concurrency: self.pod.max_concurrency,
         }
     }
 
