@@ -22,7 +22,13 @@ const MAX_MANIFEST: usize = 16 * 1024 * 1024;
 /// An upload session untouched this long is dropped (with its parts).
 const SESSION_IDLE: Duration = Duration::from_secs(3600);
 
+/// Upload sessions one repository may have open at once (a client that
+/// starts uploads and never finishes them cannot hold the server's disk
+/// without bound; sessions idle for an hour go anyway).
+const MAX_SESSIONS_PER_REPO: usize = 64;
+
 struct Session {
+    repo: String,
     writer: BlobWriter,
     touched: Instant,
 }
@@ -37,12 +43,23 @@ impl Uploads {
         self.0.lock().unwrap().remove(id).map(|s| s.writer)
     }
 
-    fn put(&self, id: String, writer: BlobWriter) {
+    /// Sessions of `repo` open now.
+    fn open_in(&self, repo: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|s| s.repo == repo && s.touched.elapsed() <= SESSION_IDLE)
+            .count()
+    }
+
+    fn put(&self, id: String, repo: &str, writer: BlobWriter) {
         let stale: Vec<BlobWriter> = {
             let mut map = self.0.lock().unwrap();
             map.insert(
                 id,
                 Session {
+                    repo: repo.to_string(),
                     writer,
                     touched: Instant::now(),
                 },
@@ -356,13 +373,23 @@ pub async fn handle(
                     Err(r) => r,
                 };
             }
+            if uploads.open_in(name) >= MAX_SESSIONS_PER_REPO {
+                drain(body).await;
+                return err(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TOOMANYREQUESTS",
+                    format!(
+                        "{name} has {MAX_SESSIONS_PER_REPO} uploads in progress; finish or cancel one first"
+                    ),
+                );
+            }
             let w = match stream_into(body, images.writer()).await {
                 Ok(w) => w,
                 Err(r) => return r,
             };
             let id = crate::model::meta::new_uid();
             let size = w.size();
-            uploads.put(id.clone(), w);
+            uploads.put(id.clone(), name, w);
             upload_status(StatusCode::ACCEPTED, name, &id, size)
         }
         ("/blobs/uploads", &Method::GET) => match uploads.size(arg) {
@@ -391,7 +418,7 @@ pub async fn handle(
                 && start != w.size()
             {
                 let size = w.size();
-                uploads.put(id.clone(), w);
+                uploads.put(id.clone(), name, w);
                 let mut r = upload_status(StatusCode::RANGE_NOT_SATISFIABLE, name, &id, size);
                 *r.body_mut() = Body::from(
                     json!({"errors": [{"code": "BLOB_UPLOAD_INVALID",
@@ -406,7 +433,7 @@ pub async fn handle(
             };
             if method == Method::PATCH {
                 let size = w.size();
-                uploads.put(id.clone(), w);
+                uploads.put(id.clone(), name, w);
                 return upload_status(StatusCode::ACCEPTED, name, &id, size);
             }
             let Some(d) = query(raw_query, "digest") else {

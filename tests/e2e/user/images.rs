@@ -99,6 +99,19 @@ fn import_then_pull_by_tag_and_digest_and_push_large_blobs() -> Result<()> {
         big.len()
     );
 
+    // Uploads left open are capped per repository (429), not elsewhere.
+    let open = |repo: &str| {
+        http.post(format!("{}/v2/{repo}/blobs/uploads/", s.url()))
+            .bearer_auth(&token)
+            .send()
+            .map(|r| r.status().as_u16())
+    };
+    for _ in 0..64 {
+        assert_eq!(open("acc/hoard")?, 202);
+    }
+    assert_eq!(open("acc/hoard")?, 429);
+    assert_eq!(open("acc/other")?, 202);
+
     // Bad content: a wrong digest, a manifest naming a missing blob.
     let r = http
         .post(format!(
