@@ -9,7 +9,6 @@ use serde_json::{Map, Value, json};
 
 use crate::model::ResourceType;
 use crate::model::meta::name_of;
-use crate::model::selector::{FieldSelector, LabelSelector};
 use crate::model::status::{ApiError, ApiResult};
 
 use super::{Objects, qualified};
@@ -140,16 +139,7 @@ impl Objects {
         let Some(lt) = self.registry.by_kind("v1", "LimitRange").cloned() else {
             return Ok(());
         };
-        let (ranges, _, _) = self
-            .list(
-                &lt,
-                Some(ns),
-                &LabelSelector::default(),
-                &FieldSelector::default(),
-                None,
-                None,
-            )
-            .await?;
+        let ranges = self.list_local(&lt, ns)?;
         if ranges.is_empty() {
             return Ok(());
         }

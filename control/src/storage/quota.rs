@@ -49,6 +49,16 @@ fn hard_of(quota: &Value) -> Map<String, Value> {
 }
 
 impl Objects {
+    /// The objects of `t` in `ns` as this server's replica holds them (no
+    /// Raft round trip: admission reads what it needs this way).
+    pub(super) fn list_local(&self, t: &ResourceType, ns: &str) -> ApiResult<Vec<Value>> {
+        self.store
+            .list_local(&t.ns_prefix(Some(ns)), usize::MAX)?
+            .iter()
+            .map(|kv| self.decode(kv))
+            .collect()
+    }
+
     /// What the objects of `ns` that a quota (`spec`) selects use of the
     /// resources it limits.
     pub async fn quota_usage(&self, ns: &str, spec: &Value) -> ApiResult<Usage> {
@@ -109,16 +119,10 @@ impl Objects {
         let Some(qt) = self.registry.by_kind("v1", "ResourceQuota").cloned() else {
             return Ok(Vec::new());
         };
-        let (quotas, _, _) = self
-            .list(
-                &qt,
-                Some(ns),
-                &LabelSelector::default(),
-                &FieldSelector::default(),
-                None,
-                None,
-            )
-            .await?;
+        // This server's replica: a quota created a moment ago elsewhere may
+        // be missed once; the revision each charge is written under keeps
+        // racing creates from both taking the last unit.
+        let quotas = self.list_local(&qt, ns)?;
         let mut ops = Vec::new();
         for quota in quotas {
             let spec = quota.get("spec").cloned().unwrap_or(json!({}));
@@ -149,7 +153,26 @@ impl Objects {
             if delta.is_empty() {
                 continue;
             }
-            let used = self.quota_usage(ns, &spec).await?;
+            // The quota's recorded usage, as Kubernetes' admission uses it
+            // (every admitted create adds to it under the quota's revision;
+            // the controller recounts as objects go); a recount when it
+            // does not cover what the quota limits yet.
+            let recorded: Option<Usage> = quota
+                .pointer("/status/used")
+                .and_then(Value::as_object)
+                .filter(|u| hard.keys().all(|k| u.contains_key(k)))
+                .map(|u| {
+                    u.iter()
+                        .map(|(k, v)| {
+                            let n = v.as_str().and_then(skiff_common::quantity::parse);
+                            (k.clone(), n.unwrap_or(0.0))
+                        })
+                        .collect()
+                });
+            let used = match recorded {
+                Some(u) => u,
+                None => self.quota_usage(ns, &spec).await?,
+            };
             let mut over = Vec::new();
             for (res, d) in &delta {
                 let limit = hard
