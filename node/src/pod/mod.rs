@@ -6,6 +6,7 @@
 //! is deleted it stops the containers, removes the namespace, veth, address and
 //! cgroup, and only then lets the API forget the pod.**
 
+pub mod atomic;
 pub mod container;
 pub mod env;
 pub mod events;

@@ -223,47 +223,6 @@ fn safe_relative(p: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Write `files` into `dir` (each atomically) and drop entries no longer listed.
-fn write_files(dir: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    for (rel, bytes) in files {
-        safe_relative(rel)?;
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("create {}: {e}", parent.display()))?;
-        }
-        if std::fs::read(&path).ok().as_deref() == Some(bytes.as_slice()) {
-            continue;
-        }
-        let tmp = path.with_file_name(format!(
-            ".{}.tmp",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("f")
-        ));
-        std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| format!("write {}: {e}", path.display()))?;
-    }
-    let keep: std::collections::BTreeSet<std::ffi::OsString> = files
-        .keys()
-        .filter_map(|p| p.components().next())
-        .map(|c| c.as_os_str().to_os_string())
-        .collect();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if !keep.contains(&e.file_name()) {
-                let p = e.path();
-                let _ = if p.is_dir() {
-                    std::fs::remove_dir_all(&p)
-                } else {
-                    std::fs::remove_file(&p)
-                };
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Create or refresh every volume of the pod in `dir`.
 pub fn materialise(
     dir: &PodDir,
@@ -361,7 +320,7 @@ pub fn materialise(
                 .memory(&path, SECRET_VOLUME_SIZE)
                 .map_err(|e| err(name, e))?;
         }
-        write_files(&path, &files).map_err(|e| err(name, e))?;
+        super::atomic::write(&path, &files).map_err(|e| err(name, e))?;
     }
     Ok(())
 }

@@ -118,10 +118,18 @@ fn containers_run_under_the_default_seccomp_profile_unless_allowed_out() -> Resu
 #[test]
 fn a_sub_path_through_a_planted_symlink_is_refused() -> Result<()> {
     let c = common::one_node_with_containers(&[])?;
+    c.s.k(&[
+        "create",
+        "configmap",
+        "app",
+        "--from-literal=app.conf=setting=on",
+    ]);
     // The init container plants `escape -> /` in the shared emptyDir; the app
-    // container mounts the volume with `subPath: escape`.
+    // container mounts the volume with `subPath: escape`. The honest one
+    // mounts a ConfigMap key by sub-path (a link into `..data`, inside its
+    // volume: followed).
     c.s.apply(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: planter\nspec:\n  terminationGracePeriodSeconds: 1\n  volumes:\n  - name: shared\n    emptyDir: {}\n  initContainers:\n  - name: plant\n    image: acc/busybox:v1\n    command: [\"sh\", \"-c\", \"ln -s / /shared/escape && mkdir -p /shared/real && echo inside > /shared/real/f\"]\n    volumeMounts:\n    - {name: shared, mountPath: /shared}\n  containers:\n  - name: reader\n    image: acc/busybox:v1\n    command: [\"sleep\", \"3600\"]\n    volumeMounts:\n    - {name: shared, mountPath: /host, subPath: escape}\n  - name: honest\n    image: acc/busybox:v1\n    command: [\"sleep\", \"3600\"]\n    volumeMounts:\n    - {name: shared, mountPath: /data, subPath: real}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: planter\nspec:\n  terminationGracePeriodSeconds: 1\n  volumes:\n  - name: cfg\n    configMap: {name: app}\n  - name: shared\n    emptyDir: {}\n  initContainers:\n  - name: plant\n    image: acc/busybox:v1\n    command: [\"sh\", \"-c\", \"ln -s / /shared/escape && mkdir -p /shared/real && echo inside > /shared/real/f\"]\n    volumeMounts:\n    - {name: shared, mountPath: /shared}\n  containers:\n  - name: reader\n    image: acc/busybox:v1\n    command: [\"sleep\", \"3600\"]\n    volumeMounts:\n    - {name: shared, mountPath: /host, subPath: escape}\n  - name: honest\n    image: acc/busybox:v1\n    command: [\"sleep\", \"3600\"]\n    volumeMounts:\n    - {name: shared, mountPath: /data, subPath: real}\n    - {name: cfg, mountPath: /etc/app.conf, subPath: app.conf}\n",
     );
     let why = eventually(Duration::from_secs(90), || {
         let p = c.s.json(&["pod", "planter"]);
@@ -145,6 +153,16 @@ fn a_sub_path_through_a_planted_symlink_is_refused() -> Result<()> {
         r.ok.then_some(r.stdout)
     });
     assert_eq!(read.as_deref().map(str::trim), Some("inside"));
+    let conf = c.s.k(&[
+        "exec",
+        "planter",
+        "-c",
+        "honest",
+        "--",
+        "cat",
+        "/etc/app.conf",
+    ]);
+    assert_eq!(conf.trim(), "setting=on");
     let events = c.s.k(&[
         "get",
         "events",

@@ -225,7 +225,12 @@ spec:
         fetch(&ip, "/file?path=/etc/config/conf/app.properties"),
         "mode=fast\n"
     );
-    assert_eq!(fetch(&ip, "/ls?path=/etc/config"), "conf\n");
+    // The kubelet's layout: the key as a link into `..data`, which points at
+    // the timestamped directory of the current payload.
+    let listed = fetch(&ip, "/ls?path=/etc/config");
+    let names: Vec<&str> = listed.lines().filter(|n| !n.starts_with("..")).collect();
+    assert_eq!(names, vec!["conf"], "{listed}");
+    assert!(listed.lines().any(|n| n == "..data"), "{listed}");
     assert_eq!(fetch(&ip, "/file?path=/etc/secret/password"), "hunter2");
     // The Secret volume is a tmpfs: its files never reach the node's disk.
     let uid = s.k(&["get", "pod", "ps-web", "-o", "jsonpath={.metadata.uid}"]);
