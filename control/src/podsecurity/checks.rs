@@ -80,6 +80,37 @@ fn who(names: &[String]) -> String {
     )
 }
 
+/// Per container, the capabilities it adds that `allowed` does not allow,
+/// worded as a finding.
+fn added_caps(cs: &[(&str, &Value)], allowed: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for (n, c) in cs {
+        let added: Vec<String> = sc(c, "capabilities/add")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|a| !allowed(a))
+            .map(str::to_string)
+            .collect();
+        if !added.is_empty() {
+            out.push(format!(
+                "container {n:?} must not include {} in securityContext.capabilities.add",
+                quoted(&added)
+            ));
+        }
+    }
+    out
+}
+
+/// The names of the containers `pred` picks.
+fn named(cs: &[(&str, &Value)], pred: impl Fn(&Value) -> bool) -> Vec<String> {
+    cs.iter()
+        .filter(|(_, c)| pred(c))
+        .map(|(n, _)| n.to_string())
+        .collect()
+}
+
 fn sc<'a>(c: &'a Value, field: &str) -> Option<&'a Value> {
     c.pointer(&format!("/securityContext/{field}"))
         .filter(|v| !v.is_null())
@@ -106,11 +137,7 @@ pub fn baseline(meta: &Value, spec: &Value) -> Vec<Violation> {
     if !host.is_empty() {
         push(&mut out, "host namespaces", host.join(", "));
     }
-    let privileged: Vec<String> = cs
-        .iter()
-        .filter(|(_, c)| sc(c, "privileged") == Some(&Value::Bool(true)))
-        .map(|(n, _)| n.to_string())
-        .collect();
+    let privileged: Vec<String> = named(&cs, |c| sc(c, "privileged") == Some(&Value::Bool(true)));
     if !privileged.is_empty() {
         push(
             &mut out,
@@ -121,23 +148,7 @@ pub fn baseline(meta: &Value, spec: &Value) -> Vec<Violation> {
             ),
         );
     }
-    let mut caps = Vec::new();
-    for (n, c) in &cs {
-        let added: Vec<String> = sc(c, "capabilities/add")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .filter(|a| !BASELINE_CAPS.contains(a))
-            .map(str::to_string)
-            .collect();
-        if !added.is_empty() {
-            caps.push(format!(
-                "container {n:?} must not include {} in securityContext.capabilities.add",
-                quoted(&added)
-            ));
-        }
-    }
+    let caps = added_caps(&cs, |a| BASELINE_CAPS.contains(&a));
     if !caps.is_empty() {
         push(&mut out, "non-default capabilities", caps.join("; "));
     }
@@ -186,15 +197,11 @@ pub fn baseline(meta: &Value, spec: &Value) -> Vec<Violation> {
     }
     apparmor(&mut out, meta, spec, &cs);
     selinux(&mut out, spec, &cs);
-    let unmasked: Vec<String> = cs
-        .iter()
-        .filter(|(_, c)| {
-            sc(c, "procMount")
-                .and_then(Value::as_str)
-                .is_some_and(|m| m != "Default")
-        })
-        .map(|(n, _)| n.to_string())
-        .collect();
+    let unmasked: Vec<String> = named(&cs, |c| {
+        sc(c, "procMount")
+            .and_then(Value::as_str)
+            .is_some_and(|m| m != "Default")
+    });
     if !unmasked.is_empty() {
         push(
             &mut out,
@@ -211,11 +218,7 @@ pub fn baseline(meta: &Value, spec: &Value) -> Vec<Violation> {
             "pod must not set securityContext.seccompProfile.type to \"Unconfined\"".to_string(),
         );
     }
-    let names: Vec<String> = cs
-        .iter()
-        .filter(|(_, c)| seccomp_type(c) == Some("Unconfined"))
-        .map(|(n, _)| n.to_string())
-        .collect();
+    let names: Vec<String> = named(&cs, |c| seccomp_type(c) == Some("Unconfined"));
     if !names.is_empty() {
         unconfined.push(format!(
             "{} must not set securityContext.seccompProfile.type to \"Unconfined\"",
@@ -335,11 +338,9 @@ pub fn restricted(spec: &Value) -> Vec<Violation> {
     if !types.is_empty() {
         push(&mut out, "restricted volume types", types.join(", "));
     }
-    let escalating: Vec<String> = cs
-        .iter()
-        .filter(|(_, c)| sc(c, "allowPrivilegeEscalation") != Some(&Value::Bool(false)))
-        .map(|(n, _)| n.to_string())
-        .collect();
+    let escalating: Vec<String> = named(&cs, |c| {
+        sc(c, "allowPrivilegeEscalation") != Some(&Value::Bool(false))
+    });
     if !escalating.is_empty() {
         push(
             &mut out,
@@ -390,11 +391,9 @@ pub fn restricted(spec: &Value) -> Vec<Violation> {
     {
         zero.push("pod must not set runAsUser=0".to_string());
     }
-    let zero_containers: Vec<String> = cs
-        .iter()
-        .filter(|(_, c)| sc(c, "runAsUser").and_then(Value::as_i64) == Some(0))
-        .map(|(n, _)| n.to_string())
-        .collect();
+    let zero_containers: Vec<String> = named(&cs, |c| {
+        sc(c, "runAsUser").and_then(Value::as_i64) == Some(0)
+    });
     if !zero_containers.is_empty() {
         zero.push(format!(
             "{} must not set runAsUser=0",
@@ -412,19 +411,15 @@ pub fn restricted(spec: &Value) -> Vec<Violation> {
         )
     };
     let pod_profile = profile_ok(spec);
-    let unset: Vec<String> = cs
-        .iter()
-        .filter(|(_, c)| {
-            let t = c
-                .pointer("/securityContext/seccompProfile/type")
-                .and_then(Value::as_str);
-            match t {
-                None => !pod_profile,
-                Some(_) => !profile_ok(c),
-            }
-        })
-        .map(|(n, _)| n.to_string())
-        .collect();
+    let unset: Vec<String> = named(&cs, |c| {
+        let t = c
+            .pointer("/securityContext/seccompProfile/type")
+            .and_then(Value::as_str);
+        match t {
+            None => !pod_profile,
+            Some(_) => !profile_ok(c),
+        }
+    });
     if !unset.is_empty() {
         push(
             &mut out,
@@ -436,37 +431,18 @@ pub fn restricted(spec: &Value) -> Vec<Violation> {
         );
     }
     let mut caps = Vec::new();
-    let no_drop_all: Vec<String> = cs
-        .iter()
-        .filter(|(_, c)| {
-            !sc(c, "capabilities/drop")
-                .and_then(Value::as_array)
-                .is_some_and(|d| d.iter().any(|x| x.as_str() == Some("ALL")))
-        })
-        .map(|(n, _)| n.to_string())
-        .collect();
+    let no_drop_all: Vec<String> = named(&cs, |c| {
+        !sc(c, "capabilities/drop")
+            .and_then(Value::as_array)
+            .is_some_and(|d| d.iter().any(|x| x.as_str() == Some("ALL")))
+    });
     if !no_drop_all.is_empty() {
         caps.push(format!(
             "{} must set securityContext.capabilities.drop=[\"ALL\"]",
             who(&no_drop_all)
         ));
     }
-    for (n, c) in &cs {
-        let added: Vec<String> = sc(c, "capabilities/add")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .filter(|a| *a != "NET_BIND_SERVICE")
-            .map(str::to_string)
-            .collect();
-        if !added.is_empty() {
-            caps.push(format!(
-                "container {n:?} must not include {} in securityContext.capabilities.add",
-                quoted(&added)
-            ));
-        }
-    }
+    caps.extend(added_caps(&cs, |a| a == "NET_BIND_SERVICE"));
     if !caps.is_empty() {
         push(&mut out, "unrestricted capabilities", caps.join("; "));
     }

@@ -127,22 +127,12 @@ pub fn describe(level: Level, found: &[Violation]) -> String {
 }
 
 /// Where the pod spec and its metadata are in an object of `kind` (a Pod or
-/// an object with a pod template).
+/// an object with a pod template): the metadata sits beside the spec.
 pub fn pod_parts<'a>(group: &str, kind: &str, obj: &'a Value) -> Option<(&'a Value, &'a Value)> {
-    let (meta, spec) = match (group, kind) {
-        ("", "Pod") => ("/metadata", "/spec"),
-        ("", "PodTemplate") => ("/template/metadata", "/template/spec"),
-        ("", "ReplicationController")
-        | ("apps", "ReplicaSet" | "Deployment" | "StatefulSet" | "DaemonSet")
-        | ("batch", "Job") => ("/spec/template/metadata", "/spec/template/spec"),
-        ("batch", "CronJob") => (
-            "/spec/jobTemplate/spec/template/metadata",
-            "/spec/jobTemplate/spec/template/spec",
-        ),
-        _ => return None,
-    };
+    let (spec, _) = crate::model::podspec::spec_of(group, kind)?;
+    let meta = format!("{}metadata", spec.strip_suffix("spec").unwrap_or(spec));
     static EMPTY: Value = Value::Null;
-    Some((obj.pointer(meta).unwrap_or(&EMPTY), obj.pointer(spec)?))
+    Some((obj.pointer(&meta).unwrap_or(&EMPTY), obj.pointer(spec)?))
 }
 
 /// The labels of a namespace that name no level, as admission causes.

@@ -34,6 +34,16 @@ spec:
     )
 }
 
+/// Whether an `OOMKilling` event about `pod` shows up within 20 s.
+fn oom_event(s: &common::Server, pod: &str) -> bool {
+    eventually(Duration::from_secs(20), || {
+        let field = format!("involvedObject.name={pod}");
+        let e = s.k(&["get", "events", "--field-selector", &field]);
+        e.contains("OOMKilling").then_some(())
+    })
+    .is_some()
+}
+
 fn job_pod(name: &str, policy: &str, args: &str, resources: &str) -> String {
     format!(
         r#"apiVersion: v1
@@ -310,16 +320,7 @@ fn a_wasm_pods_memory_limit_is_one_budget_for_all_its_requests() -> Result<()> {
     );
     // The budget is free again once the requests are done.
     assert_eq!(get(&format!("http://{budget}:8080/alloc?mb=24"))?.0, 200);
-    let ev = eventually(Duration::from_secs(20), || {
-        let e = s.k(&[
-            "get",
-            "events",
-            "--field-selector",
-            "involvedObject.name=budget",
-        ]);
-        e.contains("OOMKilling").then_some(e)
-    });
-    assert!(ev.is_some(), "no event records the memory limit");
+    assert!(oom_event(s, "budget"), "no event records the memory limit");
 
     // One request at a time: a second one waits for the slot until the
     // first (holding it 2 s) is done; without the cap it answers at once.
@@ -426,16 +427,7 @@ fn limits_stop_runaway_guests_and_neighbours_keep_serving() -> Result<()> {
         "the pod keeps serving"
     );
     assert_eq!(get(&format!("http://{neighbour}:8080/"))?.0, 200);
-    let oom_event = eventually(Duration::from_secs(20), || {
-        let e = s.k(&[
-            "get",
-            "events",
-            "--field-selector",
-            "involvedObject.name=hog",
-        ]);
-        e.contains("OOMKilling").then_some(e)
-    });
-    assert!(oom_event.is_some(), "an event records the memory limit");
+    assert!(oom_event(s, "hog"), "an event records the memory limit");
 
     let t = std::time::Instant::now();
     let (code, _) = get(&format!("http://{hog}:8080/spin"))?;

@@ -23,7 +23,7 @@ pub use volumes::{descending_path, non_reserved_path};
 
 /// Where the pod spec of an object of `kind` (in `group`) lives, as a JSON
 /// pointer and as the field path Kubernetes reports.
-fn spec_of(group: &str, kind: &str) -> Option<(&'static str, &'static str)> {
+pub fn spec_of(group: &str, kind: &str) -> Option<(&'static str, &'static str)> {
     Some(match (group, kind) {
         ("", "Pod") => ("/spec", "spec"),
         ("", "PodTemplate") => ("/template/spec", "template.spec"),
