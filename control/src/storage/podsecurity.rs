@@ -50,4 +50,48 @@ impl Objects {
             podsecurity::describe(policy.warn, &found)
         )])
     }
+
+    /// Warnings for an update of a namespace that tightens its `enforce`
+    /// level: the pods already there that the new level would refuse (they
+    /// keep running), as Kubernetes warns.
+    pub(super) fn namespace_level_warnings(
+        &self,
+        t: &ResourceType,
+        old: &Value,
+        new: &Value,
+    ) -> Vec<String> {
+        if !(t.group.is_empty() && t.kind == "Namespace") {
+            return Vec::new();
+        }
+        let before = Policy::of_namespace(Some(old), self.pod_security).enforce;
+        let after = Policy::of_namespace(Some(new), self.pod_security).enforce;
+        if after <= before {
+            return Vec::new();
+        }
+        let ns = name_of(new);
+        let Some(pt) = self.registry.by_kind("v1", "Pod").cloned() else {
+            return Vec::new();
+        };
+        let pods = self.list_local(&pt, &ns).unwrap_or_default();
+        let mut lines = Vec::new();
+        for pod in &pods {
+            let Some((meta, spec)) = podsecurity::pod_parts("", "Pod", pod) else {
+                continue;
+            };
+            let found = podsecurity::evaluate(after, meta, spec);
+            if !found.is_empty() {
+                let checks: Vec<&str> = found.iter().map(|v| v.check).collect();
+                lines.push(format!("{}: {}", name_of(pod), checks.join(", ")));
+            }
+        }
+        if lines.is_empty() {
+            return lines;
+        }
+        let mut out = vec![format!(
+            "existing pods in namespace \"{ns}\" violate the new PodSecurity enforce level \"{}:latest\"",
+            after.as_str()
+        )];
+        out.extend(lines);
+        out
+    }
 }

@@ -148,11 +148,13 @@ impl Objects {
         }
         let old = self.decode(&current)?;
         let (mut new, warnings) = self.admit(s, t, ns, obj, wo.field_validation)?;
+        let mut warnings = warnings;
         if sub.is_none() {
             let causes = s.validate_update(&new, &old);
             if !causes.is_empty() {
                 return Err(ApiError::invalid(t.kind, name, causes));
             }
+            warnings.extend(self.namespace_level_warnings(t, &old, &new));
         }
         // Immutable and server-owned metadata comes from the stored object.
         for k in [

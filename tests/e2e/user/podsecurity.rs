@@ -129,6 +129,25 @@ fn pod_security_levels_refuse_and_warn_as_kubernetes() -> Result<()> {
         r.stderr
     );
 
+    // Tightening a namespace warns about the pods already there (they keep
+    // running).
+    let r = s.kubectl(&[
+        "label",
+        "namespace",
+        "open",
+        "pod-security.kubernetes.io/enforce=baseline",
+        "--overwrite",
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "existing pods in namespace \"open\" violate the new PodSecurity enforce level \"baseline:latest\""
+        ) && r.stderr.contains("priv: privileged"),
+        "{}",
+        r.stderr
+    );
+    assert!(!s.not_found(&["pod", "-n", "open", "priv"]));
+
     // A workload is admitted with a warning; its pods are refused.
     let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: rooty\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: rooty}\n  template:\n    metadata:\n      labels: {app: rooty}\n    spec:\n      containers:\n      - name: c\n        image: i\n        securityContext:\n          capabilities: {add: [NET_ADMIN]}\n";
     let r = s.try_apply(deploy);
