@@ -34,6 +34,26 @@ spec:
     )
 }
 
+/// Wait for `pods` to be Ready; their pod IPs, in order.
+fn ready_ips(s: &common::Server, pods: &[&str]) -> Vec<String> {
+    for p in pods {
+        s.k(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{p}"),
+            "--timeout=60s",
+        ]);
+    }
+    pods.iter()
+        .map(|p| {
+            s.json(&["pod", p])["status"]["podIP"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
 /// Whether an `OOMKilling` event about `pod` shows up within 20 s.
 fn oom_event(s: &common::Server, pod: &str) -> bool {
     eventually(Duration::from_secs(20), || {
@@ -287,21 +307,8 @@ fn a_wasm_pods_memory_limit_is_one_budget_for_all_its_requests() -> Result<()> {
         r#""skiff.dev/max-concurrent-requests": "1""#,
     ));
     s.apply(&http_pod("quiet", "", ""));
-    for p in ["budget", "capped", "quiet"] {
-        s.k(&[
-            "wait",
-            "--for=condition=Ready",
-            &format!("pod/{p}"),
-            "--timeout=60s",
-        ]);
-    }
-    let ip = |p: &str| {
-        s.json(&["pod", p])["status"]["podIP"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
-    };
-    let (budget, capped, quiet) = (ip("budget"), ip("capped"), ip("quiet"));
+    let ips = ready_ips(s, &["budget", "capped", "quiet"]);
+    let (budget, capped, quiet) = (&ips[0], &ips[1], &ips[2]);
 
     let url = format!("http://{budget}:8080/alloc?mb=24&hold_ms=2500");
     let answers: Vec<(u16, String)> = std::thread::scope(|sc| {
@@ -402,21 +409,8 @@ fn limits_stop_runaway_guests_and_neighbours_keep_serving() -> Result<()> {
         r#""--alloc-mb", "256""#,
         "    resources:\n      limits:\n        memory: 64Mi\n",
     ));
-    for p in ["hog", "neighbour"] {
-        s.k(&[
-            "wait",
-            "--for=condition=Ready",
-            &format!("pod/{p}"),
-            "--timeout=60s",
-        ]);
-    }
-    let ip = |p: &str| {
-        s.json(&["pod", p])["status"]["podIP"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let (hog, neighbour) = (ip("hog"), ip("neighbour"));
+    let ips = ready_ips(s, &["hog", "neighbour"]);
+    let (hog, neighbour) = (&ips[0], &ips[1]);
 
     let (code, body) = get(&format!("http://{hog}:8080/alloc?mb=200"))?;
     assert_eq!(code, 500, "{body}");
