@@ -1,3 +1,6 @@
+//! Table tests of the Pod Security checks, their wording and the policy a
+//! namespace's labels give.
+
 use super::*;
 use serde_json::json;
 
