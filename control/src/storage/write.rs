@@ -68,6 +68,10 @@ impl Objects {
             }
         }
         if wo.dry_run {
+            // A dry run is judged by quota admission too, and charges nothing.
+            if let Some(ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str) {
+                self.charge_quota(t, ns, &obj).await?;
+            }
             return Ok(Written {
                 created: true,
                 object: obj,

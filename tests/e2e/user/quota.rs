@@ -56,6 +56,23 @@ fn a_quota_of_two_pods_refuses_the_third_and_limit_ranges_fill_defaults() -> Res
         r.stderr
     );
     assert!(s.not_found(&["pod", "-n", "team", "c"]));
+    // A server-side dry run is judged the same way.
+    let f = s.dir.with_extension("dry.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: d\n  namespace: team\nspec:\n  containers:\n  - name: c\n    image: i\n",
+    )?;
+    let r = s.kubectl(&[
+        "create",
+        "--dry-run=server",
+        "-f",
+        f.to_str().unwrap_or_default(),
+    ]);
+    assert!(
+        !r.ok && r.stderr.contains("exceeded quota: two-pods"),
+        "{}",
+        r.stderr
+    );
     let two = eventually(Duration::from_secs(20), || {
         (used(&s, "team", "two-pods", "pods") == "2").then_some(())
     });
