@@ -155,6 +155,16 @@ struct NodeArgs {
     /// Log files kept per container run, the current one included.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..))]
     container_log_max_files: u64,
+    /// Hard eviction thresholds in the kubelet's notation
+    /// (`memory.available<100Mi,nodefs.available<5%`); "" for none. While
+    /// one is met the node reports pressure and evicts pods one at a time.
+    #[arg(long, default_value = skiff_node::eviction::thresholds::DEFAULT_HARD,
+        value_parser = skiff_node::eviction::thresholds::flag)]
+    eviction_hard: skiff_node::eviction::thresholds::Thresholds,
+    /// How long a pressure condition stays on after its threshold was last
+    /// met (a Go duration).
+    #[arg(long, default_value = "5m", value_parser = go_duration)]
+    eviction_pressure_transition_period: std::time::Duration,
 }
 
 fn go_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -193,6 +203,8 @@ fn agent_config(
         activator_max_held: n.activator_max_held,
         container_log_max_size: n.container_log_max_size,
         container_log_max_files: n.container_log_max_files as usize,
+        eviction_hard: n.eviction_hard.0,
+        eviction_transition: n.eviction_pressure_transition_period,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod activator;
 pub mod agent;
 pub mod cgroup;
 pub mod dns;
+pub mod eviction;
 #[cfg(test)]
 pub(crate) mod fakes;
 pub mod host;

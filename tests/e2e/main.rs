@@ -40,6 +40,7 @@ mod root {
     mod autoscale;
     mod config;
     mod containers;
+    mod eviction;
     mod host;
     mod incluster;
     mod isolation;

@@ -122,7 +122,15 @@ pub struct AgentConfig {
     pub container_log_max_size: u64,
     /// ...keeping this many files per run (the current one included).
     pub container_log_max_files: usize,
+    /// Hard eviction thresholds (`--eviction-hard`).
+    pub eviction_hard: Vec<crate::eviction::thresholds::Threshold>,
+    /// How long a pressure condition outlives its threshold.
+    pub eviction_transition: Duration,
 }
+
+/// How often the eviction manager measures the node (the kubelet's
+/// housekeeping period).
+const EVICTION_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How the agent reaches containerd.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -419,8 +427,9 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
             source,
         })?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(cfg.port);
+    let no_pressure = crate::eviction::Pressure::default();
     until_ok("posting the node status", || {
-        node::post_status(&client, &cfg, false, port)
+        node::post_status(&client, &cfg, false, port, &no_pressure)
     })
     .await?;
     let node_cidr: Cidr = until_ok("reading the pod CIDR", || node::pod_cidr(&client, &cfg))
@@ -495,6 +504,12 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         stats.clone(),
         metrics.activator.clone(),
     );
+    let (pressure_tx, pressure_rx) = tokio::sync::watch::channel(Default::default());
+    let imagefs = match &cfg.containerd {
+        ContainerdMode::Own => cfg.data_dir.join("containerd"),
+        ContainerdMode::Socket(_) => PathBuf::from("/var/lib/containerd"),
+        ContainerdMode::Off => cfg.data_dir.join("images"),
+    };
     let ctx = Arc::new(NodeCtx {
         client: client.clone(),
         node: cfg.node_name.clone(),
@@ -520,7 +535,22 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         stats: stats.clone(),
         tokens: Default::default(),
         api_service,
+        evictions: Default::default(),
+        pressure: pressure_rx.clone(),
     });
+    let eviction = crate::eviction::run(
+        ctx.clone(),
+        crate::eviction::Config {
+            hard: cfg.eviction_hard.clone(),
+            transition: cfg.eviction_transition,
+            interval: EVICTION_INTERVAL,
+            filesystems: crate::eviction::signals::Filesystems {
+                nodefs: ctx.pods_dir.clone(),
+                imagefs,
+            },
+        },
+        pressure_tx,
+    );
     let warm_sandboxes = crate::pod::keep_sandboxes_warm(ctx.clone());
     tokio::spawn(rotate_logs(
         ctx.logs.clone(),
@@ -559,7 +589,8 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         }
     };
     tokio::select! {
-        () = node::heartbeat(client.clone(), cfg.clone(), port) => Ok(()),
+        () = node::heartbeat(client.clone(), cfg.clone(), port, pressure_rx) => Ok(()),
+        () = eviction => Ok(()),
         () = apiservers::follow(client.clone(), servers.clone()) => Ok(()),
         r = pods::watch(ctx, pods) => r,
         () = proxy.run(client.clone(), stats.clone(), views_tx) => Ok(()),

@@ -13,7 +13,10 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
+use tokio::sync::watch;
+
 use super::{AgentConfig, AgentError};
+use crate::eviction::Pressure;
 
 /// This host's name.
 pub fn hostname() -> String {
@@ -57,24 +60,26 @@ fn now() -> MicroTime {
 }
 
 /// The Node's status as this agent can honestly report it.
-fn status(cfg: &AgentConfig, ready: bool, port: u16) -> serde_json::Value {
+fn status(cfg: &AgentConfig, ready: bool, port: u16, pressure: &Pressure) -> serde_json::Value {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mem = format!("{}Ki", memory_kib());
     let ts = jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
+    let mut conditions = pressure.conditions(&ts);
+    conditions.push(if ready {
+        json!({"type": "Ready", "status": "True", "reason": "KubeletReady",
+            "message": "skiff agent is posting ready status",
+            "lastHeartbeatTime": ts, "lastTransitionTime": ts})
+    } else {
+        json!({"type": "Ready", "status": "False", "reason": "NetworkNotReady",
+            "message": "waiting for a pod CIDR and the pod network",
+            "lastHeartbeatTime": ts, "lastTransitionTime": ts})
+    });
     json!({"status": {
         "capacity": {"cpu": cpus.to_string(), "memory": mem, "pods": cfg.max_pods.to_string()},
         "allocatable": {"cpu": cpus.to_string(), "memory": mem, "pods": cfg.max_pods.to_string()},
-        "conditions": [if ready {
-            json!({"type": "Ready", "status": "True", "reason": "KubeletReady",
-                "message": "skiff agent is posting ready status",
-                "lastHeartbeatTime": ts, "lastTransitionTime": ts})
-        } else {
-            json!({"type": "Ready", "status": "False", "reason": "NetworkNotReady",
-                "message": "waiting for a pod CIDR and the pod network",
-                "lastHeartbeatTime": ts, "lastTransitionTime": ts})
-        }],
+        "conditions": conditions,
         "addresses": [{"type": "InternalIP", "address": cfg.address.to_string()},
                       {"type": "Hostname", "address": cfg.node_name}],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
@@ -119,13 +124,14 @@ pub async fn post_status(
     cfg: &AgentConfig,
     ready: bool,
     port: u16,
+    pressure: &Pressure,
 ) -> Result<(), AgentError> {
     let nodes: Api<Node> = Api::all(client.clone());
     nodes
         .patch_status(
             &cfg.node_name,
             &PatchParams::default(),
-            &Patch::Merge(status(cfg, ready, port)),
+            &Patch::Merge(status(cfg, ready, port, pressure)),
         )
         .await?;
     Ok(())
@@ -143,18 +149,25 @@ pub async fn pod_cidr(client: &Client, cfg: &AgentConfig) -> Result<String, Agen
     }
 }
 
-/// Keep the Lease (every `heartbeat`) and the status (every fifth beat) fresh.
-/// Runs for ever: while no API server answers, the node's pods keep running
-/// and the beats are tried again (the first failure and the recovery are
-/// logged).
-pub async fn heartbeat(client: Client, cfg: AgentConfig, port: u16) {
+/// Keep the Lease (every `heartbeat`) and the status (every fifth beat, and
+/// at once when a pressure condition changes) fresh. Runs for ever: while no
+/// API server answers, the node's pods keep running and the beats are tried
+/// again (the first failure and the recovery are logged).
+pub async fn heartbeat(
+    client: Client,
+    cfg: AgentConfig,
+    port: u16,
+    mut pressure: watch::Receiver<Pressure>,
+) {
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let mut ticks: u64 = 0;
     let mut failing = false;
+    let mut changed = false;
     loop {
         let mut beat = renew(&leases, &cfg).await;
-        if beat.is_ok() && (ticks.is_multiple_of(5) || failing) {
-            beat = post_status(&client, &cfg, true, port).await;
+        if beat.is_ok() && (ticks.is_multiple_of(5) || failing || changed) {
+            let now = pressure.borrow_and_update().clone();
+            beat = post_status(&client, &cfg, true, port, &now).await;
         }
         match beat {
             Ok(()) if failing => {
@@ -169,7 +182,10 @@ pub async fn heartbeat(client: Client, cfg: AgentConfig, port: u16) {
             Err(e) => tracing::debug!(error = %e, "node heartbeat failed"),
         }
         ticks += 1;
-        tokio::time::sleep(cfg.heartbeat).await;
+        changed = tokio::select! {
+            () = tokio::time::sleep(cfg.heartbeat) => false,
+            r = pressure.changed() => r.is_ok(),
+        };
     }
 }
 

@@ -34,8 +34,8 @@ pub const DEFAULT_HTTP_PORT: u16 = 8080;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Resolve once the pod is told to stop.
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
+async fn stopped(rx: &mut watch::Receiver<Option<Duration>>) {
+    let _ = rx.wait_for(Option::is_some).await;
 }
 
 /// What one container needs to run.
@@ -50,7 +50,9 @@ pub struct Runner {
     pub sandbox: tokio::runtime::Handle,
     /// The pod's network namespace (containers of every runtime share it).
     pub netns: std::path::PathBuf,
-    pub stop: watch::Receiver<bool>,
+    /// `Some(grace)` once the pod is told to stop: the grace period its
+    /// containers get (the pod's own, or an eviction's).
+    pub stop: watch::Receiver<Option<Duration>>,
 }
 
 enum Outcome {
@@ -169,7 +171,12 @@ impl Runner {
     }
 
     fn stopping(&self) -> bool {
-        *self.stop.borrow()
+        self.stop.borrow().is_some()
+    }
+
+    /// The grace period the containers get now that the pod stops.
+    fn stop_grace(&self) -> Duration {
+        self.stop.borrow().unwrap_or(self.pod.grace)
     }
 
     /// Sleep, or return false early when the pod stops.
@@ -445,7 +452,8 @@ impl Runner {
         loop {
             tokio::select! {
                 _ = stopped(&mut stop) => {
-                    run.stop(self.pod.grace, Box::pin(self.pre_stop(run, self.pod.grace))).await;
+                    let grace = self.stop_grace();
+                    run.stop(grace, Box::pin(self.pre_stop(run, grace))).await;
                     return Outcome::Stopped;
                 }
                 r = run.wait() => {

@@ -85,6 +85,10 @@ pub struct NodeCtx {
     pub tokens: tokens::Tokens,
     /// The `kubernetes` Service's address and port (containers' environment).
     pub api_service: Option<(String, u16)>,
+    /// The running pods' eviction handles (the eviction manager's).
+    pub evictions: crate::eviction::Evictions,
+    /// The node's pressure conditions (admission of new pods).
+    pub pressure: watch::Receiver<crate::eviction::Pressure>,
 }
 
 /// Running container tasks by `namespace/pod/container`.
@@ -231,7 +235,7 @@ impl PodInfo {
         }
     }
 
-    fn subject(&self) -> Subject {
+    pub(crate) fn subject(&self) -> Subject {
         Subject {
             namespace: self.namespace.clone(),
             name: self.name.clone(),
@@ -518,6 +522,7 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Pod>>) {
         containers: containers.iter().map(|c| state_of(c, false)).collect(),
         init_done: initialized_before,
         sandbox_error: None,
+        evicted: None,
     };
     let (view_tx, view_rx) = watch::channel(view);
     let finished = matches!(phase.as_str(), "Succeeded" | "Failed");
@@ -527,15 +532,28 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Pod>>) {
         // The node hears of readiness first (the activator forwards at once).
         tokio::spawn(LocalReady::new(&ctx, &info).follow(computed.clone()));
         let writer = tokio::spawn(write_status(api.clone(), info.name.clone(), computed));
-        let started = start(&ctx, &info, &view_tx, &mut pod).await;
-        if let Some(started) = started {
-            // Run until the pod is deleted or it is done for good.
-            let mut done = view_tx.subscribe();
-            tokio::select! {
-                _ = pod.wait_for(deleting) => {}
-                _ = done.wait_for(PodView::finished) => {}
+        // A node under pressure turns new pods away, as the kubelet's
+        // admission does (a pod that already started here keeps its place).
+        let admitted = match observed.start_time {
+            None => ctx.pressure.borrow().admit(spec),
+            Some(_) => Ok(()),
+        };
+        match admitted {
+            Err(message) => {
+                tracing::warn!(%message, "pod rejected: the node is under pressure");
+                ctx.events
+                    .record(&info.subject(), true, "Evicted", &message)
+                    .await;
+                view_tx.send_modify(|v| v.evicted = Some((message, false)));
             }
-            stop(started, &ctx, &info).await;
+            Ok(()) => {
+                let evicted = ctx.evictions.register(info.clone());
+                if let Some(started) = start(&ctx, &info, &view_tx, &mut pod).await {
+                    let grace = run_until_done(&mut pod, &view_tx, evicted, &info).await;
+                    stop(started, &ctx, &info, grace).await;
+                }
+                ctx.evictions.forget(&info.uid);
+            }
         }
         drop(view_tx);
         let _ = writer.await;
@@ -552,9 +570,13 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Pod>>) {
             }
         }
     }
+    // A pod that ran its course gives its volumes back at once, as the
+    // kubelet tears down a terminated pod's volumes (an evicted pod's disk
+    // and memory are what the node needed); its logs stay until it is
+    // deleted.
+    ctx.pod_dir(&info.uid).remove(&*ctx.volume_media);
     let _ = pod.wait_for(deleting).await;
     ctx.logs.remove(&info.namespace, &info.name, &info.uid);
-    ctx.pod_dir(&info.uid).remove(&*ctx.volume_media);
     ctx.tokens.forget(&info.uid);
     if pod.borrow().is_some() {
         let dp = DeleteParams {
@@ -572,14 +594,39 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Pod>>) {
     tracing::info!(pod = %format!("{}/{}", info.namespace, info.name), "pod cleaned up");
 }
 
-/// Stop the containers, then the pod's threads, then remove its cgroup.
-async fn stop((stop_tx, runners, sandbox, cgroup): Started, ctx: &NodeCtx, info: &PodInfo) {
+/// Run until the pod is deleted, is done for good or is evicted; the grace
+/// period its containers then get (an eviction's is short).
+async fn run_until_done(
+    pod: &mut watch::Receiver<Option<Pod>>,
+    view: &watch::Sender<PodView>,
+    mut evicted: watch::Receiver<Option<String>>,
+    info: &PodInfo,
+) -> Duration {
+    let mut done = view.subscribe();
+    tokio::select! {
+        _ = pod.wait_for(deleting) => info.grace,
+        _ = done.wait_for(PodView::finished) => info.grace,
+        r = evicted.wait_for(Option::is_some) => {
+            let message = r.ok().and_then(|m| m.clone()).unwrap_or_default();
+            view.send_modify(|v| v.evicted = Some((message, true)));
+            crate::eviction::EVICTION_GRACE.min(info.grace)
+        }
+    }
+}
+
+/// Stop the containers (each with `grace` between SIGTERM and SIGKILL),
+/// then the pod's threads, then remove its cgroup.
+async fn stop(
+    (stop_tx, runners, sandbox, cgroup): Started,
+    ctx: &NodeCtx,
+    info: &PodInfo,
+    grace: Duration,
+) {
     ctx.stats.stopping(&info.uid);
-    let _ = stop_tx.send(true);
+    let _ = stop_tx.send(Some(grace));
     for r in runners {
         let abort = r.abort_handle();
-        // Containers get their grace period between SIGTERM and SIGKILL.
-        if tokio::time::timeout(info.grace + Duration::from_secs(10), r)
+        if tokio::time::timeout(grace + Duration::from_secs(10), r)
             .await
             .is_err()
         {
@@ -598,7 +645,7 @@ async fn stop((stop_tx, runners, sandbox, cgroup): Started, ctx: &NodeCtx, info:
 }
 
 type Started = (
-    watch::Sender<bool>,
+    watch::Sender<Option<Duration>>,
     Vec<tokio::task::JoinHandle<()>>,
     sandbox::Sandbox,
     Option<PodCgroup>,
@@ -675,7 +722,7 @@ async fn supervise(
     info: Arc<PodInfo>,
     view: watch::Sender<PodView>,
     (sandbox, netns): (tokio::runtime::Handle, std::path::PathBuf),
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Option<Duration>>,
     latest: watch::Receiver<Option<Pod>>,
 ) {
     let mut failures = 0u32;
@@ -697,7 +744,7 @@ async fn supervise(
         failures += 1;
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(Option::is_some) => return,
         }
     }
     // Keep ConfigMap, Secret and downward API volumes up to date, as the
@@ -767,7 +814,7 @@ async fn supervise(
             let (mut seen, mut stopping) = (view.subscribe(), stop.clone());
             tokio::select! {
                 _ = seen.wait_for(|v| v.init_completed(i)) => {}
-                _ = stopping.wait_for(|s| *s) => return,
+                _ = stopping.wait_for(Option::is_some) => return,
             }
             continue;
         }
@@ -834,7 +881,7 @@ async fn start(
                     v.pod_ip = Some(ip);
                     v.sandbox_error = None;
                 });
-                let (stop_tx, stop_rx) = watch::channel(false);
+                let (stop_tx, stop_rx) = watch::channel(None);
                 let runners = vec![tokio::spawn(supervise(
                     ctx.clone(),
                     info.clone(),

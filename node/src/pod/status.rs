@@ -197,11 +197,18 @@ pub struct PodView {
     pub init_done: bool,
     /// Set when the pod cannot start at all (sandbox failure).
     pub sandbox_error: Option<(String, String)>,
+    /// Set when the node evicted the pod (`Failed`, reason `Evicted`): the
+    /// message, and whether it ran (a `DisruptionTarget` condition) or was
+    /// turned away at admission.
+    pub evicted: Option<(String, bool)>,
 }
 
 impl PodView {
     /// `Pending`, `Running`, `Succeeded` or `Failed`.
     pub fn phase(&self) -> &'static str {
+        if self.evicted.is_some() {
+            return "Failed";
+        }
         if self
             .init_containers
             .iter()
@@ -293,7 +300,7 @@ impl PodView {
             .filter(|c| !c.completed() && !self.init_done)
             .map(|c| c.name.as_str())
             .collect();
-        let conditions = vec![
+        let mut conditions = vec![
             cond("PodReadyToStartContainers", sandbox && !done, None, None),
             cond(
                 "Initialized",
@@ -320,6 +327,14 @@ impl PodView {
             ),
             cond("PodScheduled", true, None, None),
         ];
+        if let Some((message, true)) = &self.evicted {
+            conditions.push(cond(
+                "DisruptionTarget",
+                true,
+                Some("TerminationByKubelet"),
+                Some(message.clone()),
+            ));
+        }
         let mut s = json!({
             "phase": phase,
             "conditions": conditions,
@@ -342,6 +357,10 @@ impl PodView {
         }
         if let Some((reason, message)) = &self.sandbox_error {
             s["reason"] = json!(reason);
+            s["message"] = json!(message);
+        }
+        if let Some((message, _)) = &self.evicted {
+            s["reason"] = json!("Evicted");
             s["message"] = json!(message);
         }
         s
@@ -410,6 +429,7 @@ mod tests {
                 })
                 .collect(),
             sandbox_error: None,
+            evicted: None,
         }
     }
 

@@ -92,6 +92,8 @@ impl Harness {
             stats: crate::stats::Stats::new("n1", false),
             tokens: Default::default(),
             api_service: None,
+            evictions: Default::default(),
+            pressure: tokio::sync::watch::channel(Default::default()).1,
         })
     }
 

@@ -1,6 +1,8 @@
 //! Node lifecycle: a node whose Lease goes unrenewed for the grace period
 //! turns `Ready=Unknown` and gets the `unreachable` NoSchedule and NoExecute
-//! taints, removed when it comes back. Nodes and their Leases are read from
+//! taints, removed when it comes back; a node reporting `MemoryPressure`,
+//! `DiskPressure` or `PIDPressure` gets the matching NoSchedule taint while
+//! it does (Kubernetes' TaintNodesByCondition). Nodes and their Leases are read from
 //! informer caches; a node is looked at on every change of either, and again
 //! when its grace period would run out.
 //!
@@ -65,12 +67,7 @@ pub struct NodeLifecycle {
 }
 
 fn ready_status(n: &Node) -> String {
-    n.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.status.clone())
-        .unwrap_or_default()
+    condition_status(n, "Ready")
 }
 
 fn taints(n: &Node) -> Vec<Taint> {
@@ -80,27 +77,59 @@ fn taints(n: &Node) -> Vec<Taint> {
         .unwrap_or_default()
 }
 
-/// The taints `current` becomes with the `unreachable` NoSchedule and
-/// NoExecute taints on (keeping their timeAdded) or off; `None` when that is
-/// what it is already.
-pub fn unreachable_taints(current: &[Taint], on: bool, now: Timestamp) -> Option<Vec<Taint>> {
+/// Node conditions that taint a node NoSchedule while they are True.
+const PRESSURE_TAINTS: [(&str, &str); 3] = [
+    ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
+    ("DiskPressure", "node.kubernetes.io/disk-pressure"),
+    ("PIDPressure", "node.kubernetes.io/pid-pressure"),
+];
+
+fn condition_status(n: &Node, ty: &str) -> String {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == ty))
+        .map(|c| c.status.clone())
+        .unwrap_or_default()
+}
+
+/// The taints (key, effect) this controller wants on `node`: `unreachable`
+/// ones while it is unreachable, else one per pressure condition that is on.
+pub fn wanted_taints(node: &Node, unreachable: bool) -> Vec<(&'static str, &'static str)> {
+    if unreachable {
+        return vec![(UNREACHABLE, "NoSchedule"), (UNREACHABLE, "NoExecute")];
+    }
+    PRESSURE_TAINTS
+        .iter()
+        .filter(|(ty, _)| condition_status(node, ty) == "True")
+        .map(|(_, key)| (*key, "NoSchedule"))
+        .collect()
+}
+
+/// The taints `current` becomes when the ones this controller manages are
+/// exactly `wanted` (those already there keep their timeAdded; others'
+/// taints are kept as they are); `None` when that is what it is already.
+pub fn managed_taints(
+    current: &[Taint],
+    wanted: &[(&str, &str)],
+    now: Timestamp,
+) -> Option<Vec<Taint>> {
+    let managed = |key: &str| key == UNREACHABLE || PRESSURE_TAINTS.iter().any(|(_, k)| *k == key);
     let mut kept: Vec<Taint> = current
         .iter()
-        .filter(|t| t.key != UNREACHABLE)
+        .filter(|t| !managed(&t.key))
         .cloned()
         .collect();
-    if on {
-        for effect in ["NoSchedule", "NoExecute"] {
-            let existing = current
-                .iter()
-                .find(|t| t.key == UNREACHABLE && t.effect == effect);
-            kept.push(existing.cloned().unwrap_or_else(|| Taint {
-                key: UNREACHABLE.into(),
-                effect: effect.into(),
-                time_added: Some(Time(now)),
-                value: None,
-            }));
-        }
+    for (key, effect) in wanted {
+        let existing = current
+            .iter()
+            .find(|t| t.key == *key && t.effect == *effect);
+        kept.push(existing.cloned().unwrap_or_else(|| Taint {
+            key: key.to_string(),
+            effect: effect.to_string(),
+            time_added: Some(Time(now)),
+            value: None,
+        }));
     }
     let sig = |a: &[Taint]| {
         let mut k: Vec<String> = a
@@ -135,16 +164,18 @@ impl NodeLifecycle {
         }
     }
 
-    /// Add (or remove) the `unreachable` taints, on the node as the API has it now.
-    async fn set_unreachable(&self, name: &str, on: bool) -> Result<()> {
+    /// Put on the taints the node's state calls for (`unreachable`, or its
+    /// pressure conditions'), on the node as the API has it now.
+    async fn set_taints(&self, name: &str, unreachable: bool) -> Result<()> {
         let node = self.api().get(name).await?;
-        let Some(kept) = unreachable_taints(&taints(&node), on, Timestamp::now()) else {
+        let wanted = wanted_taints(&node, unreachable);
+        let Some(kept) = managed_taints(&taints(&node), &wanted, Timestamp::now()) else {
             return Ok(());
         };
         let mut new = node.clone();
         new.spec.get_or_insert_with(Default::default).taints = Some(kept);
         self.api().replace(name, &Self::pp(), &new).await?;
-        tracing::info!(node = name, unreachable = on, "node taints updated");
+        tracing::info!(node = name, unreachable, taints = ?wanted, "node taints updated");
         Ok(())
     }
 }
@@ -168,11 +199,13 @@ impl Reconciler for NodeLifecycle {
         let age = self.probes.age(name, &renewed, Instant::now());
         let ready = ready_status(&node);
         if age <= self.grace {
-            // The cache says whether a taint is there to remove.
-            if ready == "True"
-                && unreachable_taints(&taints(&node), false, Timestamp::now()).is_some()
-            {
-                self.set_unreachable(name, false).await?;
+            // The cache says whether a taint is there to change; a node keeps
+            // `unreachable` until it reports Ready again.
+            let current = taints(&node);
+            let unreachable = ready != "True" && current.iter().any(|t| t.key == UNREACHABLE);
+            let wanted = wanted_taints(&node, unreachable);
+            if managed_taints(&current, &wanted, Timestamp::now()).is_some() {
+                self.set_taints(name, unreachable).await?;
             }
             // Look again when the grace period would run out.
             return Ok(Action::requeue(
@@ -180,7 +213,7 @@ impl Reconciler for NodeLifecycle {
             ));
         }
         if ready == "Unknown" {
-            self.set_unreachable(name, true).await?;
+            self.set_taints(name, true).await?;
             return Ok(Action::await_change());
         }
         let mut new = (*node).clone();
@@ -202,7 +235,7 @@ impl Reconciler for NodeLifecycle {
         });
         status.conditions = Some(list);
         self.api().replace_status(name, &Self::pp(), &new).await?;
-        self.set_unreachable(name, true).await?;
+        self.set_taints(name, true).await?;
         tracing::warn!(node = name, "node lease expired: Ready=Unknown");
         Ok(Action::await_change())
     }
@@ -242,36 +275,68 @@ mod tests {
     }
 
     #[test]
-    fn unreachable_taints_table() {
+    fn managed_taints_table() {
         let now = Timestamp::now();
         let other = taint("x", "NoSchedule");
+        let unreachable = [(UNREACHABLE, "NoSchedule"), (UNREACHABLE, "NoExecute")];
         let both = vec![
             other.clone(),
             taint(UNREACHABLE, "NoSchedule"),
             taint(UNREACHABLE, "NoExecute"),
         ];
-        // (current, on) -> keys:effects after, or None for no change
+        // (current, wanted) -> keys:effects after, or None for no change
         let sig = |ts: &[Taint]| -> Vec<String> {
             ts.iter()
                 .map(|t| format!("{}:{}", t.key, t.effect))
                 .collect()
         };
         assert_eq!(
-            unreachable_taints(std::slice::from_ref(&other), true, now).map(|t| sig(&t)),
+            managed_taints(std::slice::from_ref(&other), &unreachable, now).map(|t| sig(&t)),
             Some(vec![
                 "x:NoSchedule".to_string(),
                 format!("{UNREACHABLE}:NoSchedule"),
                 format!("{UNREACHABLE}:NoExecute"),
             ])
         );
-        assert_eq!(unreachable_taints(&both, true, now), None);
+        assert_eq!(managed_taints(&both, &unreachable, now), None);
         assert_eq!(
-            unreachable_taints(&both, false, now).map(|t| sig(&t)),
+            managed_taints(&both, &[], now).map(|t| sig(&t)),
             Some(vec!["x:NoSchedule".to_string()])
         );
-        assert_eq!(unreachable_taints(&[other], false, now), None);
-        let added = unreachable_taints(&[], true, now).unwrap();
+        assert_eq!(managed_taints(std::slice::from_ref(&other), &[], now), None);
+        let added = managed_taints(&[], &unreachable, now).unwrap();
         assert!(added.iter().all(|t| t.time_added == Some(Time(now))));
+        // Pressure replaces unreachable once the node is back.
+        let disk = [("node.kubernetes.io/disk-pressure", "NoSchedule")];
+        assert_eq!(
+            managed_taints(&both, &disk, now).map(|t| sig(&t)),
+            Some(vec![
+                "x:NoSchedule".to_string(),
+                "node.kubernetes.io/disk-pressure:NoSchedule".to_string()
+            ])
+        );
+    }
+
+    #[test]
+    fn pressure_conditions_ask_for_taints() {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n"},
+            "status": {"conditions": [
+                {"type": "Ready", "status": "True"},
+                {"type": "MemoryPressure", "status": "True"},
+                {"type": "DiskPressure", "status": "False"},
+                {"type": "PIDPressure", "status": "True"}
+            ]}
+        }))
+        .unwrap();
+        assert_eq!(
+            wanted_taints(&node, false),
+            [
+                ("node.kubernetes.io/memory-pressure", "NoSchedule"),
+                ("node.kubernetes.io/pid-pressure", "NoSchedule")
+            ]
+        );
+        assert_eq!(wanted_taints(&node, true).len(), 2);
     }
 
     #[test]
