@@ -19,6 +19,27 @@ pub fn cfs_quota(millis: u64) -> (i64, u64) {
     ((millis * PERIOD_US / 1000).max(1000) as i64, PERIOD_US)
 }
 
+/// `cpu.shares` for a CPU request in millicores, as the kubelet sets them:
+/// 1024 per core, at least 2 (what a pod without a request gets) and at most
+/// 262144.
+pub fn cpu_shares(millis: u64) -> u64 {
+    (millis.saturating_mul(1024) / 1000).clamp(2, 262_144)
+}
+
+/// cgroup v2's `cpu.weight` for v1 `cpu.shares` (the runc/kubelet mapping of
+/// 2..262144 onto 1..10000).
+pub fn cpu_weight(shares: u64) -> u64 {
+    1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142
+}
+
+/// A pod's CPU settings: its requests (the sum over its containers, for its
+/// weight against other pods) and its limit (a CFS quota).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PodCpu {
+    pub request_millis: u64,
+    pub limit_millis: Option<u64>,
+}
+
 /// Errors of the pod cgroups.
 #[derive(Debug, thiserror::Error)]
 #[error("cgroup {path}: {reason}")]
@@ -30,14 +51,9 @@ pub struct CgroupError {
 /// The host's pod cgroups: make one per pod, and remove what is left of a
 /// pod's cgroups. [`CgroupFs`] is the real one; tests use a recording fake.
 pub trait Cgroups: Send + Sync {
-    /// Create (or adopt) the pod's CPU cgroup, with a CFS quota when the pod
-    /// has a CPU limit (in millicores).
-    fn create(
-        &self,
-        node: &str,
-        uid: &str,
-        cpu_millis: Option<u64>,
-    ) -> Result<PodCgroup, CgroupError>;
+    /// Create (or adopt) the pod's CPU cgroup, weighted by its CPU requests
+    /// and with a CFS quota when the pod has a CPU limit.
+    fn create(&self, node: &str, uid: &str, cpu: PodCpu) -> Result<PodCgroup, CgroupError>;
 
     /// Remove what is left of the pod's cgroups in every hierarchy.
     fn remove_pod_dirs(&self, node: &str, uid: &str);
@@ -108,12 +124,7 @@ impl PodCgroup {
 pub struct CgroupFs;
 
 impl Cgroups for CgroupFs {
-    fn create(
-        &self,
-        node: &str,
-        uid: &str,
-        cpu_millis: Option<u64>,
-    ) -> Result<PodCgroup, CgroupError> {
+    fn create(&self, node: &str, uid: &str, cpu: PodCpu) -> Result<PodCgroup, CgroupError> {
         let path = format!("skiff/{node}/pod{uid}");
         let hier = hierarchies::auto();
         let v2 = hier.v2();
@@ -134,12 +145,19 @@ impl Cgroups for CgroupFs {
             )
             .map_err(|e| err(e.to_string()))?
         };
-        if let Some(m) = cpu_millis.filter(|m| *m > 0)
-            && let Some(cpu) = cg.controller_of::<CpuController>()
-        {
-            let (quota, period) = cfs_quota(m);
-            cpu.set_cfs_quota_and_period(Some(quota), Some(period))
-                .map_err(|e| err(format!("cpu quota: {e}")))?;
+        if let Some(controller) = cg.controller_of::<CpuController>() {
+            // A pod without CPU requests weighs least, so a busy one cannot
+            // crowd out the pods that asked for CPU.
+            let shares = cpu_shares(cpu.request_millis);
+            controller
+                .set_shares(if v2 { cpu_weight(shares) } else { shares })
+                .map_err(|e| err(format!("cpu weight: {e}")))?;
+            if let Some(m) = cpu.limit_millis.filter(|m| *m > 0) {
+                let (quota, period) = cfs_quota(m);
+                controller
+                    .set_cfs_quota_and_period(Some(quota), Some(period))
+                    .map_err(|e| err(format!("cpu quota: {e}")))?;
+            }
         }
         Ok(PodCgroup::new(std::sync::Arc::new(FsCgroup {
             cg,
@@ -287,4 +305,22 @@ pub fn containers_working_set(node: &str, uid: &str) -> Option<u64> {
         })
         .unwrap_or(0);
     Some(usage.saturating_sub(inactive))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_and_weights_as_the_kubelet_and_runc_set_them() {
+        assert_eq!(cpu_shares(0), 2);
+        assert_eq!(cpu_shares(1), 2);
+        assert_eq!(cpu_shares(250), 256);
+        assert_eq!(cpu_shares(1000), 1024);
+        assert_eq!(cpu_shares(u64::MAX), 262_144);
+        assert_eq!(cpu_weight(2), 1);
+        assert_eq!(cpu_weight(1024), 39);
+        assert_eq!(cpu_weight(262_144), 10_000);
+        assert_eq!(cfs_quota(500), (50_000, 100_000));
+    }
 }

@@ -294,11 +294,15 @@ impl Cgroups for FakeCgroups {
         &self,
         node: &str,
         uid: &str,
-        cpu_millis: Option<u64>,
+        cpu: crate::cgroup::PodCpu,
     ) -> Result<PodCgroup, CgroupError> {
         let path = format!("skiff/{node}/pod{uid}");
         self.journal
-            .call("create_cgroup", format!("{path} {cpu_millis:?}"), true)
+            .call(
+                "create_cgroup",
+                format!("{path} {:?}", cpu.limit_millis),
+                true,
+            )
             .map_err(|reason| CgroupError {
                 path: path.clone(),
                 reason,

@@ -286,12 +286,29 @@ fn threads(spec: &PodSpec) -> usize {
     }
 }
 
-fn cpu_millis(spec: &PodSpec) -> Option<u64> {
-    let mut total = 0.0;
-    for c in &spec.containers {
-        total += quantity(resource(c, "limits", "cpu")?)?;
+/// The pod's CPU: its requests (a container's limit when it requests
+/// nothing, as Kubernetes defaults them) and its limit when every container
+/// has one, in millicores.
+fn pod_cpu(spec: &PodSpec) -> crate::cgroup::PodCpu {
+    let millis = |c: &Container, kind: &str| {
+        resource(c, kind, "cpu")
+            .and_then(quantity)
+            .map(|q| (q * 1000.0).round().max(0.0) as u64)
+    };
+    let limit_millis = spec
+        .containers
+        .iter()
+        .map(|c| millis(c, "limits"))
+        .sum::<Option<u64>>();
+    let request_millis = spec
+        .containers
+        .iter()
+        .filter_map(|c| millis(c, "requests").or_else(|| millis(c, "limits")))
+        .sum();
+    crate::cgroup::PodCpu {
+        request_millis,
+        limit_millis,
     }
-    Some((total * 1000.0).round() as u64)
 }
 
 /// Tells the node's statistics when the pod is Ready, from the status the
@@ -953,9 +970,9 @@ async fn prepare(
     }
     let cgroup_t = std::time::Instant::now();
     let cgroup = if ctx.cgroups {
-        let (node, uid, millis) = (ctx.node.clone(), info.uid.clone(), cpu_millis(spec));
+        let (node, uid, cpu) = (ctx.node.clone(), info.uid.clone(), pod_cpu(spec));
         let host = ctx.host_cgroups.clone();
-        let made = tokio::task::spawn_blocking(move || host.create(&node, &uid, millis))
+        let made = tokio::task::spawn_blocking(move || host.create(&node, &uid, cpu))
             .await
             .unwrap_or_else(|e| {
                 Err(crate::cgroup::CgroupError {

@@ -1185,3 +1185,40 @@ subjects:
 "#
     )
 }
+
+/// A CPU cgroup of the least weight for a test's load generator, standing in
+/// for clients on another host: on a two-core machine the generator's own
+/// threads would otherwise take the CPU the pods under test share. Only on
+/// cgroup v1 (`None` elsewhere: the generator then runs at normal weight);
+/// removed on drop, once the threads that joined it have ended.
+pub struct LoadCgroup(PathBuf);
+
+impl LoadCgroup {
+    pub fn new() -> Option<LoadCgroup> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let root = Path::new("/sys/fs/cgroup/cpu");
+        if !root.join("cpu.shares").exists() {
+            return None;
+        }
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = root.join(format!("skiff-test-load-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let cg = LoadCgroup(dir);
+        std::fs::write(cg.0.join("cpu.shares"), "2").ok()?;
+        Some(cg)
+    }
+
+    /// Move the calling thread into the cgroup.
+    pub fn join(&self) {
+        let tid = nix::unistd::gettid().as_raw();
+        if let Err(e) = std::fs::write(self.0.join("tasks"), tid.to_string()) {
+            eprintln!("load cgroup {}: {e}", self.0.display());
+        }
+    }
+}
+
+impl Drop for LoadCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}

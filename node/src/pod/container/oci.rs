@@ -190,9 +190,11 @@ impl OciSpecOf {
                 self.name
             ),
             memory_limit: quantity("limits", "memory").map(|b| b as i64),
-            cpu_shares: cpu_millis("requests")
-                .or_else(|| cpu_millis("limits"))
-                .map(|m| ((m * 1024) / 1000).max(2) as u64),
+            cpu_shares: Some(crate::cgroup::cpu_shares(
+                cpu_millis("requests")
+                    .or_else(|| cpu_millis("limits"))
+                    .map_or(0, |m| m.max(0) as u64),
+            )),
             cpu_quota: cpu_millis("limits")
                 .filter(|m| *m > 0)
                 .map(|m| crate::cgroup::cfs_quota(m as u64)),
