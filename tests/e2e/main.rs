@@ -42,6 +42,7 @@ mod root {
     mod containers;
     mod eviction;
     mod host;
+    mod hostns;
     mod incluster;
     mod isolation;
     mod jobs;

@@ -229,10 +229,27 @@ fn pod_spec(spec: &mut Map<String, Value>) {
     set(spec, "enableServiceLinks", json!(true));
     set(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
     set(spec, "priority", json!(0));
+    let host_network = spec.get("hostNetwork") == Some(&json!(true));
     for list in ["containers", "initContainers"] {
         if let Some(Value::Array(cs)) = spec.get_mut(list) {
             for c in cs.iter_mut().filter_map(Value::as_object_mut) {
                 container(c);
+                if host_network {
+                    host_ports_from_container_ports(c);
+                }
+            }
+        }
+    }
+}
+
+/// On the node's network a container's port is the node's: `hostPort`
+/// defaults to `containerPort` (Kubernetes' `SetDefaults_PodSpec`).
+fn host_ports_from_container_ports(c: &mut Map<String, Value>) {
+    if let Some(Value::Array(ports)) = c.get_mut("ports") {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            let unset = p.get("hostPort").is_none_or(|v| v == &json!(0));
+            if let (true, Some(port)) = (unset, p.get("containerPort").cloned()) {
+                p.insert("hostPort".into(), port);
             }
         }
     }
@@ -341,6 +358,15 @@ mod tests {
         assert_eq!(pod["spec"]["containers"][1]["ports"][0]["protocol"], "TCP");
         assert_eq!(pod["status"]["phase"], "Pending");
         assert_eq!(pod["status"]["qosClass"], "BestEffort");
+        let mut host = json!({"spec": {"hostNetwork": true, "containers": [
+            {"name": "a", "image": "x/y", "ports": [{"containerPort": 80}, {"containerPort": 81, "hostPort": 81}]}
+        ]}});
+        apply("v1", "Pod", &mut host);
+        assert_eq!(host["spec"]["containers"][0]["ports"][0]["hostPort"], 80);
+        assert_eq!(
+            pod["spec"]["containers"][1]["ports"][0].get("hostPort"),
+            None
+        );
     }
 
     #[test]

@@ -470,6 +470,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
             source,
         })?;
     let api_service = until_ok("reading the kubernetes service", || api_service(&client)).await?;
+    let host_ports = Arc::new(crate::proxy::hostports::HostPorts::default());
     let proxy = crate::proxy::Proxy::start(
         crate::proxy::RuleConfig {
             table: crate::proxy::table_name(&cfg.node_name),
@@ -481,6 +482,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         },
         Arc::new(crate::proxy::NftCli),
         Some(dns.clone()),
+        host_ports.clone(),
     )?;
     let dns_server = dns.serve(std::net::SocketAddr::from((gateway, 53)));
     let warm = net.clone().keep_warm(cfg.warm_netns);
@@ -537,6 +539,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         api_service,
         evictions: Default::default(),
         pressure: pressure_rx.clone(),
+        host_ports,
     });
     let eviction = crate::eviction::run(
         ctx.clone(),

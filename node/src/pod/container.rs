@@ -125,33 +125,6 @@ impl Runner {
         let name = self.name();
         volumes::plain_name(&name)
             .map_err(|why| ConfigError::Invalid(format!("container name {name:?} {why}")))?;
-        // Admission lets these through only where Pod Security is
-        // `privileged`; this node has no way to give them, and says so
-        // instead of running the pod without them.
-        let spec = &self.pod.spec;
-        for (asked, what) in [
-            (spec.host_network, "hostNetwork"),
-            (spec.host_pid, "hostPID"),
-            (spec.host_ipc, "hostIPC"),
-        ] {
-            if asked == Some(true) {
-                return Err(ConfigError::Invalid(format!(
-                    "{what} is not supported on Skiff nodes: every pod gets its own namespaces"
-                )));
-            }
-        }
-        if let Some(p) = self
-            .spec
-            .ports
-            .iter()
-            .flatten()
-            .find(|p| p.host_port.is_some_and(|h| h != 0))
-        {
-            return Err(ConfigError::Invalid(format!(
-                "hostPort {} is not supported on Skiff nodes: use a NodePort or LoadBalancer Service",
-                p.host_port.unwrap_or_default()
-            )));
-        }
         let refs = Refs::of_container(&self.spec);
         let sources = Sources::fetch(&self.ctx.client, &self.pod.namespace, &refs).await?;
         let env = env::resolve(&self.spec, &self.facts(), &sources)?;

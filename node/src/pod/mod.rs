@@ -89,6 +89,8 @@ pub struct NodeCtx {
     pub evictions: crate::eviction::Evictions,
     /// The node's pressure conditions (admission of new pods).
     pub pressure: watch::Receiver<crate::eviction::Pressure>,
+    /// The pods' `hostPort`s (the proxy programs them).
+    pub host_ports: Arc<crate::proxy::hostports::HostPorts>,
 }
 
 /// Running container tasks by `namespace/pod/container`.
@@ -575,6 +577,7 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Pod>>) {
         drop(view_tx);
         let _ = writer.await;
     }
+    ctx.host_ports.release(&info.uid);
     // A finished pod keeps its status (and its logs) until it is deleted.
     // A failed clean-up keeps the address on record; try again before giving
     // up (the agent's start-up sweep releases what is left).
@@ -936,6 +939,12 @@ async fn start(
     }
 }
 
+/// The node's network namespace as a path other processes (runc) can
+/// open: the agent's own.
+pub fn host_netns() -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/proc/{}/ns/net", std::process::id()))
+}
+
 async fn prepare(
     ctx: &NodeCtx,
     info: &PodInfo,
@@ -953,14 +962,29 @@ async fn prepare(
     if let Some(problem) = runtime_problem(ctx, spec).await {
         return Err(("CreateContainerConfigError", problem));
     }
-    let attached = ctx
-        .net
-        .attach(&info.uid)
-        .await
-        .map_err(|e| ("FailedCreatePodSandBox", format!("pod network: {e}")))?;
+    let host_network = spec.host_network == Some(true);
+    let attached = if host_network {
+        // The node's own network: its namespace (the agent's) and address.
+        crate::net::Attachment {
+            netns: host_netns(),
+            ip: ctx.host_ip.parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST),
+        }
+    } else {
+        ctx.net
+            .attach(&info.uid)
+            .await
+            .map_err(|e| ("FailedCreatePodSandBox", format!("pod network: {e}")))?
+    };
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "pod network attached");
+    let pod = format!("{}/{}", info.namespace, info.name);
+    let ports = crate::proxy::hostports::of(spec, &pod, (!host_network).then_some(attached.ip));
+    ctx.host_ports
+        .claim(&info.uid, ports)
+        .map_err(|e| ("FailedCreatePodSandBox", e))?;
     let nameserver = ctx.net.config().node_cidr.gateway();
-    if let (Some(ns_name), Some(server)) = (attached.netns.file_name(), nameserver) {
+    if let (Some(ns_name), Some(server), false) =
+        (attached.netns.file_name(), nameserver, host_network)
+    {
         let text =
             crate::net::resolv::render(&info.namespace, spec, server, crate::agent::CLUSTER_DOMAIN);
         ctx.net

@@ -93,6 +93,7 @@ impl Harness {
             tokens: Default::default(),
             api_service: None,
             evictions: Default::default(),
+            host_ports: Default::default(),
             pressure: tokio::sync::watch::channel(Default::default()).1,
         })
     }

@@ -8,6 +8,7 @@
 //! IPv4 forwarding is switched on and before any pod starts, and removed when
 //! the proxy stops.**
 
+pub mod hostports;
 pub mod nft;
 pub mod rules;
 #[cfg(test)]
@@ -46,6 +47,8 @@ pub struct Proxy {
     cfg: RuleConfig,
     nft: Arc<dyn Ruleset>,
     dns: Option<crate::dns::ClusterDns>,
+    /// The node's pods' `hostPort`s.
+    host_ports: Arc<hostports::HostPorts>,
 }
 
 /// The table name of a node (nft names take letters, digits and `_`).
@@ -63,10 +66,16 @@ impl Proxy {
         cfg: RuleConfig,
         nft: Arc<dyn Ruleset>,
         dns: Option<crate::dns::ClusterDns>,
+        host_ports: Arc<hostports::HostPorts>,
     ) -> Result<Proxy, ProxyError> {
-        nft.apply(&rules::render(&cfg, &[]))?;
+        nft.apply(&rules::render(&cfg, &[], &[]))?;
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(ProxyError::Forwarding)?;
-        Ok(Proxy { cfg, nft, dns })
+        Ok(Proxy {
+            cfg,
+            nft,
+            dns,
+            host_ports,
+        })
     }
 
     /// Follow Services, EndpointSlices, Deployments and
@@ -141,6 +150,7 @@ impl Proxy {
         loop {
             tokio::select! {
                 () = changed.notified() => {}
+                () = self.host_ports.changed() => {}
                 _ = tick.tick() => {
                     self.read_counts(&mut counts);
                     stats.count_connections(&counts.total);
@@ -171,7 +181,7 @@ impl Proxy {
             if let Some(relay) = self.cfg.api_relay {
                 rules::relay_api(&mut views, relay);
             }
-            let script = rules::render(&self.cfg, &views);
+            let script = rules::render(&self.cfg, &views, &self.host_ports.rules());
             publish.send_replace(Arc::new(views));
             if script == last {
                 continue;

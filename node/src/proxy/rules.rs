@@ -220,7 +220,11 @@ fn id(v: &ServiceView, p: &PortView) -> String {
 }
 
 /// The nft script that makes the node's table exactly `views`.
-pub fn render(cfg: &RuleConfig, views: &[ServiceView]) -> String {
+pub fn render(
+    cfg: &RuleConfig,
+    views: &[ServiceView],
+    host_ports: &[super::hostports::HostPort],
+) -> String {
     let t = &cfg.table;
     let mut s = String::new();
     // Declaring then deleting makes the delete safe when the table is absent;
@@ -274,6 +278,25 @@ pub fn render(cfg: &RuleConfig, views: &[ServiceView]) -> String {
     );
     let mut services = String::new();
     let mut chains = String::new();
+    // Pods' hostPorts: a connection to the node's address (or the port's
+    // hostIP) goes to the pod, masqueraded as NodePorts are.
+    for (i, h) in host_ports.iter().enumerate() {
+        let Some(pod) = h.pod_ip else { continue };
+        let daddr = match h.host_ip {
+            Some(ip) => format!("ip daddr {ip}"),
+            None => "ip daddr != 127.0.0.0/8".to_string(),
+        };
+        let _ = writeln!(
+            services,
+            "    fib daddr type local {daddr} {} dport {} goto hp_{i}",
+            h.proto, h.port
+        );
+        let _ = writeln!(
+            chains,
+            "  chain hp_{i} {{ meta mark set mark | {MASQ_MARK:#x}; meta l4proto {} dnat to {pod}:{}; }}",
+            h.proto, h.container_port
+        );
+    }
     for v in views {
         // Each Service's rules count new connections (nat chains see the
         // first packet of a connection only), named by the comment.
@@ -495,7 +518,7 @@ mod tests {
             wake: None,
             selector: BTreeMap::new(),
         };
-        let r = render(&cfg(), &[v]);
+        let r = render(&cfg(), &[v], &[]);
         assert!(r.starts_with("table ip skiff_n0\ndelete table ip skiff_n0\n"));
         assert!(r.contains("ip daddr 10.96.0.10 tcp dport 80 counter goto s_"));
         assert!(r.contains("ip daddr 192.168.5.1 tcp dport 80 counter goto x_"));
@@ -527,7 +550,7 @@ mod tests {
             wake: None,
             selector: BTreeMap::new(),
         };
-        let r = render(&cfg(), std::slice::from_ref(&v));
+        let r = render(&cfg(), std::slice::from_ref(&v), &[]);
         assert!(!r.contains("10.96.0.11"));
         let woken = render(
             &cfg(),
@@ -535,12 +558,50 @@ mod tests {
                 wake: Some("web".into()),
                 ..v
             }],
+            &[],
         );
         assert!(woken.contains(
             "ip daddr 10.96.0.11 tcp dport 80 counter dnat to 10.88.0.1:8012 comment \"default/none\""
         ));
         assert!(
             r.contains("ct state new ip daddr 10.96.0.0/16 meta l4proto tcp reject with tcp reset")
+        );
+    }
+
+    #[test]
+    fn host_ports_go_to_their_pod() {
+        use crate::proxy::hostports::HostPort;
+        let hp = |host_ip, pod_ip| HostPort {
+            proto: "tcp",
+            host_ip,
+            port: 8080,
+            pod_ip,
+            container_port: 80,
+            pod: "d/web".into(),
+        };
+        let r = render(
+            &cfg(),
+            &[],
+            &[
+                hp(None, Some(Ipv4Addr::new(10, 88, 0, 5))),
+                hp(
+                    Some(Ipv4Addr::new(192, 0, 2, 1)),
+                    Some(Ipv4Addr::new(10, 88, 0, 6)),
+                ),
+                hp(None, None),
+            ],
+        );
+        assert!(
+            r.contains("fib daddr type local ip daddr != 127.0.0.0/8 tcp dport 8080 goto hp_0"),
+            "{r}"
+        );
+        assert!(r.contains(
+            "chain hp_0 { meta mark set mark | 0x4000; meta l4proto tcp dnat to 10.88.0.5:80; }"
+        ));
+        assert!(r.contains("fib daddr type local ip daddr 192.0.2.1 tcp dport 8080 goto hp_1"));
+        assert!(
+            !r.contains("hp_2"),
+            "a pod on the node's network needs no rule"
         );
     }
 }

@@ -23,6 +23,7 @@ fn proxy(nft: &FakeRuleset) -> Proxy {
         cfg: cfg(),
         nft: Arc::new(nft.clone()),
         dns: None,
+        host_ports: Default::default(),
     }
 }
 
@@ -82,7 +83,10 @@ async fn each_change_is_loaded_once_a_failed_load_is_retried_and_the_table_goes_
     .await;
     assert_eq!(journal.failed().len(), 1, "{:?}", journal.calls());
     assert_eq!(views.borrow().len(), 1, "the views are published");
-    assert_eq!(nft.applied()[0], rules::render(&cfg(), &views.borrow()));
+    assert_eq!(
+        nft.applied()[0],
+        rules::render(&cfg(), &views.borrow(), &[])
+    );
 
     // Nothing changed: nothing is loaded.
     changed.notify_one();

@@ -118,6 +118,38 @@ pub struct OciContainer {
     pub cpu_quota: Option<(i64, u64)>,
     pub pids_limit: Option<i64>,
     pub security: SecurityOptions,
+    /// The host's namespaces the container shares instead of its own.
+    pub host: HostNamespaces,
+}
+
+/// `hostNetwork` (the host's network and UTS namespaces: no `netns` is
+/// joined and the host name is the node's), `hostPID` and `hostIPC`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostNamespaces {
+    pub network: bool,
+    pub pid: bool,
+    pub ipc: bool,
+}
+
+impl HostNamespaces {
+    /// The namespaces the container gets of its own.
+    fn linux(&self, netns: &std::path::Path) -> Value {
+        let mut ns = Vec::new();
+        if !self.pid {
+            ns.push(json!({"type": "pid"}));
+        }
+        if !self.ipc {
+            ns.push(json!({"type": "ipc"}));
+        }
+        if !self.network {
+            ns.push(json!({"type": "uts"}));
+        }
+        ns.push(json!({"type": "mount"}));
+        if !self.network {
+            ns.push(json!({"type": "network", "path": netns}));
+        }
+        Value::Array(ns)
+    }
 }
 
 /// The argv Kubernetes runs: `command` replaces the image's Entrypoint (and
@@ -239,10 +271,7 @@ impl OciContainer {
         let mut linux = json!({
             "resources": resources,
             "cgroupsPath": self.cgroups_path,
-            "namespaces": [
-                {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
-                {"type": "network", "path": self.netns},
-            ],
+            "namespaces": self.host.linux(&self.netns),
         });
         if let Some(profile) = super::seccomp::linux_seccomp(
             &self.security.seccomp,
@@ -282,14 +311,17 @@ impl OciContainer {
                 "/proc/sysrq-trigger"
             ]);
         }
-        let doc = json!({
+        let mut doc = json!({
             "ociVersion": "1.0.2",
             "process": self.process(&self.args),
             "root": {"path": "rootfs", "readonly": self.security.read_only_root},
-            "hostname": self.hostname,
             "mounts": mounts,
             "linux": linux,
         });
+        // A host name needs a UTS namespace of the container's own.
+        if !self.host.network {
+            doc["hostname"] = json!(self.hostname);
+        }
         let spec: oci_spec::runtime::Spec =
             serde_json::from_value(doc).map_err(|e| OciError::Spec(e.to_string()))?;
         serde_json::to_vec(&spec).map_err(|e| OciError::Spec(e.to_string()))
@@ -384,5 +416,17 @@ mod tests {
         );
         let empty = OciContainer::default();
         assert!(empty.spec().unwrap_err().to_string().contains("no command"));
+        // The host's namespaces: none of the container's own but mount.
+        let host = OciContainer {
+            host: HostNamespaces {
+                network: true,
+                pid: true,
+                ipc: true,
+            },
+            ..c
+        };
+        let v: Value = serde_json::from_slice(&host.spec().unwrap()).unwrap();
+        assert_eq!(v["linux"]["namespaces"], json!([{"type": "mount"}]));
+        assert!(v.get("hostname").is_none());
     }
 }

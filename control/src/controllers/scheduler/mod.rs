@@ -43,6 +43,37 @@ pub struct NodeInfo {
     pub used_cpu: f64,
     pub used_memory: f64,
     pub used_pods: f64,
+    /// Host ports of the pods bound to it.
+    pub used_ports: Vec<HostPort>,
+}
+
+/// A `hostPort`: protocol, `hostIP` ("" for every address), port.
+pub type HostPort = (String, String, i32);
+
+/// The `hostPort`s a pod asks for.
+pub fn host_ports(pod: &Pod) -> Vec<HostPort> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let port = p.host_port.filter(|p| *p > 0)?;
+            let ip = text(&p.host_ip);
+            Some((
+                p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                if ip == "0.0.0.0" { String::new() } else { ip },
+                port,
+            ))
+        })
+        .collect()
+}
+
+fn ports_conflict(a: &HostPort, b: &HostPort) -> bool {
+    a.0 == b.0 && a.2 == b.2 && (a.1.is_empty() || b.1.is_empty() || a.1 == b.1)
 }
 
 /// What the scheduler needs of a pod.
@@ -56,6 +87,7 @@ pub struct PodNeeds {
     pub tolerations: Vec<(String, String, String, String)>,
     /// The runtime handler (from the pod's RuntimeClass), if any.
     pub handler: Option<String>,
+    pub host_ports: Vec<HostPort>,
 }
 
 /// A quantity's value, 0 when it does not parse.
@@ -159,6 +191,7 @@ impl NodeInfo {
         self.used_cpu += c;
         self.used_memory += m;
         self.used_pods += 1.0;
+        self.used_ports.extend(host_ports(pod));
     }
 }
 
@@ -215,6 +248,7 @@ impl PodNeeds {
             affinity,
             tolerations,
             handler,
+            host_ports: host_ports(pod),
         }
     }
 }
@@ -252,6 +286,13 @@ pub fn filter(pod: &PodNeeds, node: &NodeInfo) -> Result<(), String> {
             .any(|term| term.iter().all(|e| expr_matches(&node.labels, e)))
     {
         return Err("node(s) didn't match Pod's node affinity/selector".into());
+    }
+    if pod.host_ports.iter().any(|want| {
+        node.used_ports
+            .iter()
+            .any(|have| ports_conflict(want, have))
+    }) {
+        return Err("node(s) didn't have free ports for the requested pod ports".into());
     }
     for t in &node.taints {
         if (t.2 == "NoSchedule" || t.2 == "NoExecute") && !tolerates(&pod.tolerations, t) {
@@ -473,6 +514,48 @@ mod tests {
             let got = filter(&pod(p), &node("n", n));
             assert_eq!(got, want.map_err(str::to_string), "{what}");
         }
+    }
+
+    #[test]
+    fn host_ports_are_one_pod_each() {
+        let with = |ports: Value| pod(json!({"containers": [{"name": "c", "ports": ports}]}));
+        let mut n = node("n", json!({}));
+        let bound: Pod = serde_json::from_value(json!({"spec": {"containers": [{"name": "c",
+            "ports": [{"containerPort": 80, "hostPort": 8080, "protocol": "TCP"}]}]}}))
+        .unwrap();
+        n.add(&bound);
+        let busy = Err("node(s) didn't have free ports for the requested pod ports".to_string());
+        assert_eq!(
+            filter(
+                &with(json!([{"containerPort": 1, "hostPort": 8080, "protocol": "TCP"}])),
+                &n
+            ),
+            busy
+        );
+        assert_eq!(
+            filter(
+                &with(
+                    json!([{"containerPort": 1, "hostPort": 8080, "protocol": "TCP", "hostIP": "10.0.0.1"}])
+                ),
+                &n
+            ),
+            busy,
+            "an unset hostIP holds every address"
+        );
+        assert_eq!(
+            filter(
+                &with(json!([{"containerPort": 1, "hostPort": 8080, "protocol": "UDP"}])),
+                &n
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            filter(
+                &with(json!([{"containerPort": 8080, "protocol": "TCP"}])),
+                &n
+            ),
+            Ok(())
+        );
     }
 
     #[test]

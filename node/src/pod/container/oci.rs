@@ -16,6 +16,7 @@ use skiff_runtimes::Mount;
 use skiff_runtimes::oci::OciContainer;
 use skiff_runtimes::oci::SecurityOptions;
 use skiff_runtimes::oci::seccomp::Seccomp;
+use skiff_runtimes::oci::spec::HostNamespaces;
 use skiff_runtimes::oci::spec::{argv, merge_env};
 use skiff_runtimes::oci::unpack::ImageDefaults;
 use skiff_runtimes::{ResolveSpec, Running, RuntimeError};
@@ -199,6 +200,11 @@ impl OciSpecOf {
                 .filter(|m| *m > 0)
                 .map(|m| crate::cgroup::cfs_quota(m as u64)),
             pids_limit: Some(PIDS_LIMIT),
+            host: HostNamespaces {
+                network: self.pod.spec.host_network == Some(true),
+                pid: self.pod.spec.host_pid == Some(true),
+                ipc: self.pod.spec.host_ipc == Some(true),
+            },
             security: SecurityOptions {
                 privileged,
                 read_only_root: sc
@@ -293,10 +299,21 @@ impl OciSpecOf {
         let dir = self.ctx.pod_dir(&self.pod.uid).0.join("etc");
         std::fs::create_dir_all(&dir).map_err(|e| format!("pod files: {e}"))?;
         let ip = self.pod_ip.clone().unwrap_or_default();
-        let name = &self.pod.name;
-        let hosts = format!(
-            "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{name}\n"
-        );
+        let host_network = self.pod.spec.host_network == Some(true);
+        // A pod on the node's network has the node's name and hosts file, as
+        // the kubelet gives it.
+        let name = if host_network {
+            crate::agent::hostname()
+        } else {
+            self.pod.name.clone()
+        };
+        let hosts = if host_network {
+            std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+        } else {
+            format!(
+                "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{name}\n"
+            )
+        };
         let write = |file: &str, text: &str| {
             std::fs::write(dir.join(file), text).map_err(|e| format!("pod files: {e}"))
         };
@@ -314,7 +331,14 @@ impl OciSpecOf {
                 read_only: false,
             },
         ];
-        if let Some(ns) = netns.file_name() {
+        if host_network {
+            write("resolv.conf", &self.host_network_resolv())?;
+            files.push(Mount {
+                host_path: dir.join("resolv.conf"),
+                guest_path: "/etc/resolv.conf".into(),
+                read_only: false,
+            });
+        } else if let Some(ns) = netns.file_name() {
             let resolv = std::path::Path::new("/etc/netns")
                 .join(ns)
                 .join("resolv.conf");
@@ -327,6 +351,25 @@ impl OciSpecOf {
             }
         }
         Ok(files)
+    }
+}
+
+impl OciSpecOf {
+    /// The resolv.conf of a pod on the node's network: the cluster DNS with
+    /// `dnsPolicy: ClusterFirstWithHostNet` (or `None` and its `dnsConfig`),
+    /// else the node's own, as the kubelet does.
+    fn host_network_resolv(&self) -> String {
+        let spec = &self.pod.spec;
+        let server = self.ctx.net.config().node_cidr.gateway();
+        match (spec.dns_policy.as_deref(), server) {
+            (Some("ClusterFirstWithHostNet" | "None"), Some(server)) => crate::net::resolv::render(
+                &self.pod.namespace,
+                spec,
+                server,
+                crate::agent::CLUSTER_DOMAIN,
+            ),
+            _ => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        }
     }
 }
 
