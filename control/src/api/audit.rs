@@ -264,6 +264,11 @@ fn rule_matches(r: &Rule, user: Option<&UserInfo>, a: &Attributes) -> bool {
     }
 }
 
+/// Annotations a handler leaves on its response for the request's audit
+/// event (Pod Security's `pod-security.kubernetes.io/*`).
+#[derive(Debug, Clone, Default)]
+pub struct Annotations(pub Vec<(String, String)>);
+
 /// What one request's event is built from.
 pub struct Entry<'a> {
     pub id: String,
@@ -280,6 +285,7 @@ pub struct Entry<'a> {
     pub received: jiff::Timestamp,
     pub request: Option<Value>,
     pub response: Option<Value>,
+    pub annotations: Vec<(String, String)>,
 }
 
 fn stamp(t: jiff::Timestamp) -> String {
@@ -305,6 +311,14 @@ impl Entry<'_> {
         });
         if let Some(i) = self.impersonated {
             e["impersonatedUser"] = i.to_json();
+        }
+        if !self.annotations.is_empty() {
+            e["annotations"] = self
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect::<serde_json::Map<String, Value>>()
+                .into();
         }
         if let Some(ua) = self.user_agent {
             e["userAgent"] = json!(ua);
@@ -584,8 +598,16 @@ rules:
             received: jiff::Timestamp::now(),
             request: None,
             response: None,
+            annotations: vec![(
+                "pod-security.kubernetes.io/enforce-policy".into(),
+                "baseline:latest".into(),
+            )],
         }
         .event();
+        assert_eq!(
+            e["annotations"]["pod-security.kubernetes.io/enforce-policy"],
+            "baseline:latest"
+        );
         assert_eq!(e["apiVersion"], "audit.k8s.io/v1");
         assert_eq!(e["verb"], "delete");
         assert_eq!(e["user"]["username"], "alice");

@@ -226,6 +226,9 @@ async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> R
     let req = audit.capture_request(&user, req).await;
     let resp = next.run(req).await;
     let resp = audit.capture_response(resp).await;
+    if let Some(a) = resp.extensions().get::<audit::Annotations>() {
+        audit.annotations = a.0.clone();
+    }
     audit
         .finish(Some(&requester), impersonated, resp.status())
         .await;
@@ -296,6 +299,8 @@ struct Audit {
     received: jiff::Timestamp,
     request: Option<serde_json::Value>,
     response: Option<serde_json::Value>,
+    /// Annotations the handler left for the event (`audit::Annotations`).
+    annotations: Vec<(String, String)>,
 }
 
 /// The most of a body the audit log keeps.
@@ -308,7 +313,12 @@ impl Audit {
             attrs: Attributes::of_request(req.method(), req.uri().path(), req.uri().query()),
             level: audit::Level::Metadata,
             id: crate::model::meta::new_uid(),
-            uri: req.uri().to_string(),
+            // The path and query, as Kubernetes records `requestURI` (an
+            // HTTP/2 request's URI also carries scheme and authority).
+            uri: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().path().to_string(), ToString::to_string),
             source: req
                 .extensions()
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -321,6 +331,7 @@ impl Audit {
             received: jiff::Timestamp::now(),
             request: None,
             response: None,
+            annotations: Vec::new(),
         }
     }
 
@@ -403,6 +414,7 @@ impl Audit {
             received: self.received,
             request: self.request.take(),
             response: self.response.take(),
+            annotations: std::mem::take(&mut self.annotations),
         })
         .await;
     }

@@ -270,5 +270,6 @@ pub async fn set_scale(
         created: w.created,
         object: scale_of(&w.object),
         warnings: w.warnings,
+        audit: w.audit,
     })
 }

@@ -50,6 +50,10 @@ pub fn written(w: Written) -> Response {
         StatusCode::OK
     };
     let mut r = json_response(code, &w.object);
+    if !w.audit.is_empty() {
+        r.extensions_mut()
+            .insert(super::audit::Annotations(w.audit));
+    }
     for warning in w.warnings {
         if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{}\"", warning.replace('"', "\\\"")))
         {

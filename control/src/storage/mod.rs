@@ -92,6 +92,8 @@ pub struct Written {
     pub created: bool,
     pub object: Value,
     pub warnings: Vec<String>,
+    /// Annotations for the request's audit event (Pod Security's).
+    pub audit: Vec<(String, String)>,
 }
 
 /// What a delete request asks for besides the object.

@@ -20,12 +20,13 @@ impl Objects {
         t: &ResourceType,
         namespace: Option<&Value>,
         obj: &Value,
-    ) -> ApiResult<Vec<String>> {
+    ) -> ApiResult<Judged> {
         let Some((meta, spec)) = podsecurity::pod_parts(t.group, t.kind, obj) else {
-            return Ok(Vec::new());
+            return Ok(Judged::default());
         };
         let policy = Policy::of_namespace(namespace, self.pod_security);
         let is_pod = t.group.is_empty() && t.kind == "Pod";
+        let mut judged = Judged::default();
         if is_pod {
             let found = podsecurity::evaluate(policy.enforce, meta, spec);
             if !found.is_empty() {
@@ -36,19 +37,37 @@ impl Objects {
                     podsecurity::describe(policy.enforce, &found)
                 )));
             }
+            // The audit log records the level enforced, and what the
+            // `audit` level would have refused, as Kubernetes annotates it.
+            judged.audit.push((
+                "pod-security.kubernetes.io/enforce-policy".into(),
+                format!("{}:latest", policy.enforce.as_str()),
+            ));
+            if policy.audit > policy.enforce {
+                let found = podsecurity::evaluate(policy.audit, meta, spec);
+                if !found.is_empty() {
+                    judged.audit.push((
+                        "pod-security.kubernetes.io/audit-violations".into(),
+                        format!(
+                            "would violate {}",
+                            podsecurity::describe(policy.audit, &found)
+                        ),
+                    ));
+                }
+            }
         }
         // A pod that passed enforce gets no warning for a level at or below it.
         if is_pod && policy.warn <= policy.enforce {
-            return Ok(Vec::new());
+            return Ok(judged);
         }
         let found = podsecurity::evaluate(policy.warn, meta, spec);
-        if found.is_empty() {
-            return Ok(Vec::new());
+        if !found.is_empty() {
+            judged.warnings.push(format!(
+                "would violate {}",
+                podsecurity::describe(policy.warn, &found)
+            ));
         }
-        Ok(vec![format!(
-            "would violate {}",
-            podsecurity::describe(policy.warn, &found)
-        )])
+        Ok(judged)
     }
 
     /// Warnings for an update of a namespace that tightens its `enforce`
@@ -94,4 +113,12 @@ impl Objects {
         out.extend(lines);
         out
     }
+}
+
+/// What Pod Security says of an admitted object: warnings for the client and
+/// annotations for the audit log.
+#[derive(Debug, Default)]
+pub(super) struct Judged {
+    pub warnings: Vec<String>,
+    pub audit: Vec<(String, String)>,
 }

@@ -39,7 +39,8 @@ impl Objects {
             self.admit_service_account(ns.unwrap_or("default"), &mut obj)
                 .await?;
         }
-        warnings.extend(self.admit_pod_security(t, namespace.as_ref(), &obj)?);
+        let judged = self.admit_pod_security(t, namespace.as_ref(), &obj)?;
+        warnings.extend(judged.warnings);
         let name = name_of(&obj);
         let m = meta_mut(&mut obj);
         m.insert("uid".into(), json!(new_uid()));
@@ -76,6 +77,7 @@ impl Objects {
                 created: true,
                 object: obj,
                 warnings,
+                audit: judged.audit,
             });
         }
         let key = t.key(
@@ -109,6 +111,7 @@ impl Objects {
             created: true,
             object: obj,
             warnings,
+            audit: judged.audit,
         })
     }
 
@@ -196,6 +199,7 @@ impl Objects {
                 created: false,
                 object: new,
                 warnings,
+                audit: Vec::new(),
             });
         }
         if new_equals_stored(&old, &new) {
@@ -203,6 +207,7 @@ impl Objects {
                 created: false,
                 object: old,
                 warnings,
+                audit: Vec::new(),
             });
         }
         if deleting(&old) {
@@ -230,6 +235,7 @@ impl Objects {
                     created: false,
                     object: new,
                     warnings,
+                    audit: Vec::new(),
                 });
             }
         }
@@ -247,6 +253,7 @@ impl Objects {
             created: false,
             object: new,
             warnings,
+            audit: Vec::new(),
         })
     }
 

@@ -174,3 +174,66 @@ fn pod_security_levels_refuse_and_warn_as_kubernetes() -> Result<()> {
     assert!(pods.trim().is_empty(), "{pods}");
     Ok(())
 }
+
+#[test]
+fn the_audit_level_annotates_the_audit_log() -> Result<()> {
+    let (_root, s) = single_server()?;
+    s.k(&["create", "namespace", "audited"]);
+    s.k(&[
+        "label",
+        "namespace",
+        "audited",
+        "pod-security.kubernetes.io/audit=restricted",
+    ]);
+    // Admitted (baseline is enforced), and no warning: only the audit log
+    // hears what `restricted` would say.
+    let r = create(&s, "audited", "plain", PLAIN);
+    assert!(r.ok && !r.stderr.contains("Warning"), "{}", r.stderr);
+    assert!(create(&s, "audited", "tidy", RESTRICTED).ok);
+    let log = s.dir.join("audit/audit.log");
+    // The two creates, in order (a create's URI names no pod).
+    let creates = eventually(Duration::from_secs(10), || {
+        let found: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+            .ok()?
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| {
+                e["verb"] == "create"
+                    && e["responseStatus"]["code"] == 201
+                    && e["requestURI"]
+                        .as_str()
+                        .is_some_and(|u| u.starts_with("/api/v1/namespaces/audited/pods?"))
+            })
+            .collect();
+        (found.len() == 2).then_some(found)
+    })
+    .unwrap_or_else(|| {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let seen: Vec<&str> = text.lines().filter(|l| l.contains("audited")).collect();
+        panic!("both creates are audited: {seen:#?}")
+    });
+    let (plain, tidy) = (&creates[0], &creates[1]);
+    assert_eq!(
+        tidy["annotations"]["pod-security.kubernetes.io/enforce-policy"],
+        "baseline:latest"
+    );
+    assert!(
+        tidy["annotations"]
+            .get("pod-security.kubernetes.io/audit-violations")
+            .is_none()
+    );
+    let notes = &plain["annotations"];
+    assert_eq!(
+        notes["pod-security.kubernetes.io/enforce-policy"],
+        "baseline:latest"
+    );
+    let violations = notes["pod-security.kubernetes.io/audit-violations"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        violations.starts_with("would violate PodSecurity \"restricted:latest\": ")
+            && violations.contains("runAsNonRoot != true"),
+        "{plain}"
+    );
+    Ok(())
+}
