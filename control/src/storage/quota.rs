@@ -108,13 +108,18 @@ impl Objects {
             .cloned()
     }
 
-    /// Quota admission of creating `obj` (of `t`, in `ns`): the writes of the
-    /// quotas' new usage to put in the create's transaction, or the refusal.
+    /// Quota admission of creating `obj` (of `t`, in `ns`), or of updating
+    /// `old` to it: the writes of the quotas' new usage to put in the
+    /// write's transaction, or the refusal. An update is charged what it
+    /// adds (a Service turned NodePort, a claim asking for more storage);
+    /// what it gives back is left to the quota controller's recount, as
+    /// Kubernetes does.
     pub(super) async fn charge_quota(
         &self,
         t: &ResourceType,
         ns: &str,
         obj: &Value,
+        old: Option<&Value>,
     ) -> ApiResult<Vec<Op>> {
         let Some(qt) = self.registry.by_kind("v1", "ResourceQuota").cloned() else {
             return Ok(Vec::new());
@@ -130,12 +135,20 @@ impl Objects {
                 continue;
             }
             let hard = hard_of(&quota);
+            let before: Usage = old
+                .filter(|o| quota::selects(&spec, t.group, t.plural, o))
+                .map(|o| quota::usage_of(t.group, t.plural, o))
+                .unwrap_or_default();
             let delta: Usage = quota::usage_of(t.group, t.plural, obj)
                 .into_iter()
+                .map(|(k, v)| {
+                    let was = before.get(&k).copied().unwrap_or(0.0);
+                    (k, v - was)
+                })
                 .filter(|(k, v)| hard.contains_key(k) && *v > 0.0)
                 .collect();
             let qname = name_of(&quota);
-            if t.group.is_empty() && t.plural == "pods" {
+            if old.is_none() && t.group.is_empty() && t.plural == "pods" {
                 let missing = quota::unspecified(&hard, obj);
                 if !missing.is_empty() {
                     let parts: Vec<String> = missing

@@ -71,7 +71,7 @@ impl Objects {
         if wo.dry_run {
             // A dry run is judged by quota admission too, and charges nothing.
             if let Some(ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str) {
-                self.charge_quota(t, ns, &obj).await?;
+                self.charge_quota(t, ns, &obj, None).await?;
             }
             return Ok(Written {
                 created: true,
@@ -94,7 +94,7 @@ impl Objects {
             // Quota admission, judged again when a racing create took the
             // quota's last unit first.
             let charges = match &ns_name {
-                Some(ns) => self.charge_quota(t, ns, &obj).await?,
+                Some(ns) => self.charge_quota(t, ns, &obj, None).await?,
                 None => Vec::new(),
             };
             let mut ops = vec![Op::create(key.clone(), value.clone())];
@@ -194,7 +194,12 @@ impl Objects {
                 .unwrap_or(0);
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
+        // Quota admission of what the update adds (not of status writes).
+        let quota_ns = ns.filter(|_| t.namespaced && sub.is_none());
         if wo.dry_run {
+            if let Some(ns) = quota_ns {
+                self.charge_quota(t, ns, &new, Some(&old)).await?;
+            }
             return Ok(Written {
                 created: false,
                 object: new,
@@ -240,14 +245,21 @@ impl Objects {
             }
         }
         let value = self.encode_bounded(&key, &new)?;
-        let mut ops = vec![Op::update(key, value, current.mod_revision)];
-        ops.extend(allocations);
-        let rev = self
-            .store
-            .txn(Txn { ops })
-            .await
-            .map_err(|e| ApiError::from_store(e, &qualified(t), name))?
-            .revision;
+        let mut attempt = 0;
+        let rev = loop {
+            let charges = match quota_ns {
+                Some(ns) => self.charge_quota(t, ns, &new, Some(&old)).await?,
+                None => Vec::new(),
+            };
+            let mut ops = vec![Op::update(key.clone(), value.clone(), current.mod_revision)];
+            ops.extend(allocations.iter().cloned());
+            ops.extend(charges);
+            match self.store.txn(Txn { ops }).await {
+                Ok(out) => break out.revision,
+                Err(e) if super::quota::quota_raced(&e) && attempt < 8 => attempt += 1,
+                Err(e) => return Err(ApiError::from_store(e, &qualified(t), name)),
+            }
+        };
         meta_mut(&mut new).insert("resourceVersion".into(), json!(rev.to_string()));
         Ok(Written {
             created: false,

@@ -137,3 +137,86 @@ fn a_quota_of_two_pods_refuses_the_third_and_limit_ranges_fill_defaults() -> Res
     );
     Ok(())
 }
+
+#[test]
+fn an_update_is_charged_what_it_adds() -> Result<()> {
+    let (_root, s) = single_server()?;
+    s.k(&["create", "namespace", "svc"]);
+    s.k(&[
+        "create",
+        "quota",
+        "ports",
+        "-n",
+        "svc",
+        "--hard=services.nodeports=1",
+    ]);
+    s.k(&[
+        "create",
+        "service",
+        "nodeport",
+        "open",
+        "-n",
+        "svc",
+        "--tcp=80:8080",
+    ]);
+    s.k(&[
+        "create",
+        "service",
+        "clusterip",
+        "inner",
+        "-n",
+        "svc",
+        "--tcp=80:8080",
+    ]);
+    let charged = eventually(Duration::from_secs(10), || {
+        (used(&s, "svc", "ports", "services.nodeports") == "1").then_some(())
+    });
+    assert!(charged.is_some(), "the NodePort Service is counted");
+    // Turning the ClusterIP Service into a NodePort one would take a second
+    // node port: refused naming the quota, and the Service is unchanged.
+    let r = s.kubectl(&[
+        "patch",
+        "service",
+        "inner",
+        "-n",
+        "svc",
+        "-p",
+        r#"{"spec":{"type":"NodePort"}}"#,
+    ]);
+    assert!(
+        !r.ok
+            && r.stderr.contains("(Forbidden)")
+            && r.stderr.contains("exceeded quota: ports")
+            && r.stderr.contains("requested: services.nodeports=1"),
+        "{}",
+        r.stderr
+    );
+    let ty = s.k(&[
+        "get",
+        "service",
+        "inner",
+        "-n",
+        "svc",
+        "-o",
+        "jsonpath={.spec.type}",
+    ]);
+    assert_eq!(ty, "ClusterIP");
+    // An update that adds nothing is not judged (a label), and once the
+    // first Service gives its port back, the change goes through.
+    s.k(&["label", "service", "inner", "-n", "svc", "tier=db"]);
+    s.k(&["delete", "service", "open", "-n", "svc"]);
+    let freed = eventually(Duration::from_secs(20), || {
+        (used(&s, "svc", "ports", "services.nodeports") == "0").then_some(())
+    });
+    assert!(freed.is_some(), "the quota controller recounts");
+    s.k(&[
+        "patch",
+        "service",
+        "inner",
+        "-n",
+        "svc",
+        "-p",
+        r#"{"spec":{"type":"NodePort"}}"#,
+    ]);
+    Ok(())
+}
