@@ -474,6 +474,29 @@ impl Server {
         serde_json::from_str(&self.k(&a)).unwrap()
     }
 
+    /// Wait (up to 90 s) for pod `ns/pod` to be Ready.
+    pub fn pod_ready(&self, ns: &str, pod: &str) {
+        self.k(&[
+            "wait",
+            "-n",
+            ns,
+            "--for=condition=Ready",
+            &format!("pod/{pod}"),
+            "--timeout=90s",
+        ]);
+    }
+
+    /// Create namespace `ns` with Pod Security `enforce=privileged`.
+    pub fn privileged_namespace(&self, ns: &str) {
+        self.k(&["create", "namespace", ns]);
+        self.k(&[
+            "label",
+            "namespace",
+            ns,
+            "pod-security.kubernetes.io/enforce=privileged",
+        ]);
+    }
+
     /// kubectl that must succeed; returns stdout.
     pub fn k(&self, args: &[&str]) -> String {
         let r = self.kubectl(args);

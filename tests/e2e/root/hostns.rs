@@ -8,32 +8,11 @@ use std::time::Duration;
 use anyhow::Result;
 use common::{eventually, free_port, http_get};
 
-fn in_privileged_namespace(s: &common::Server, ns: &str) {
-    s.k(&["create", "namespace", ns]);
-    s.k(&[
-        "label",
-        "namespace",
-        ns,
-        "pod-security.kubernetes.io/enforce=privileged",
-    ]);
-}
-
-fn ready(s: &common::Server, ns: &str, pod: &str) {
-    s.k(&[
-        "wait",
-        "-n",
-        ns,
-        "--for=condition=Ready",
-        &format!("pod/{pod}"),
-        "--timeout=90s",
-    ]);
-}
-
 #[test]
 fn host_namespaces_and_host_ports_where_pod_security_allows_them() -> Result<()> {
     let c = common::one_node_with_containers(&[])?;
     let s = &c.s;
-    in_privileged_namespace(s, "node-agents");
+    s.privileged_namespace("node-agents");
     // Below `privileged` they are refused at admission.
     let refused = s.try_apply(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: sneaky\nspec:\n  hostNetwork: true\n  containers:\n  - name: main\n    image: acc/busybox:v1\n",
@@ -49,7 +28,7 @@ fn host_namespaces_and_host_ports_where_pod_security_allows_them() -> Result<()>
     s.apply(&format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hostnet\n  namespace: node-agents\nspec:\n  hostNetwork: true\n  hostPID: true\n  hostIPC: true\n  dnsPolicy: ClusterFirstWithHostNet\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: acc/busybox-httpd:v1\n    command: [\"httpd\", \"-f\", \"-p\", \"127.0.0.1:{port}\", \"-h\", \"/var/www\"]\n    ports:\n    - containerPort: {port}\n"
     ));
-    ready(s, "node-agents", "hostnet");
+    s.pod_ready("node-agents", "hostnet");
     let pod = s.json(&["pod", "-n", "node-agents", "hostnet"]);
     assert_eq!(pod["status"]["podIP"], pod["status"]["hostIP"]);
     assert_eq!(
@@ -95,7 +74,7 @@ fn host_namespaces_and_host_ports_where_pod_security_allows_them() -> Result<()>
         )
     };
     s.apply(&mapped("mapped"));
-    ready(s, "node-agents", "mapped");
+    s.pod_ready("node-agents", "mapped");
     let answer = eventually(Duration::from_secs(20), || {
         http_get(&format!("http://{node_ip}:{host_port}/")).ok()
     });
@@ -123,14 +102,14 @@ fn host_namespaces_and_host_ports_where_pod_security_allows_them() -> Result<()>
         "mapped",
         "--wait=true",
     ]);
-    ready(s, "node-agents", "clash");
+    s.pod_ready("node-agents", "clash");
 
     // A Wasm pod on the node's network serves on the node.
     let wasm_port = free_port();
     s.apply(&format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: wasmhost\n  namespace: node-agents\nspec:\n  hostNetwork: true\n  runtimeClassName: wasm\n  containers:\n  - name: web\n    image: acc/hello:v1\n    ports:\n    - containerPort: {wasm_port}\n"
     ));
-    ready(s, "node-agents", "wasmhost");
+    s.pod_ready("node-agents", "wasmhost");
     let (code, body) = http_get(&format!("http://127.0.0.1:{wasm_port}/"))?;
     assert_eq!(code, 200, "{body}");
     Ok(())

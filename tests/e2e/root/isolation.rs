@@ -15,17 +15,6 @@ fn sleeper(name: &str, ns: &str, extra_spec: &str, extra_container: &str) -> Str
     )
 }
 
-fn running(c: &Cluster, ns: &str, pod: &str) {
-    c.s.k(&[
-        "wait",
-        "-n",
-        ns,
-        "--for=condition=Ready",
-        &format!("pod/{pod}"),
-        "--timeout=90s",
-    ]);
-}
-
 fn seccomp_mode(c: &Cluster, ns: &str, pod: &str) -> String {
     let status =
         c.s.k(&["exec", "-n", ns, pod, "--", "cat", "/proc/self/status"]);
@@ -45,7 +34,7 @@ fn containers_run_under_the_default_seccomp_profile_unless_allowed_out() -> Resu
         "  volumes:\n  - name: scratch\n    emptyDir: {medium: Memory, sizeLimit: 8Mi}\n",
         "    volumeMounts:\n    - {name: scratch, mountPath: /scratch}\n",
     ));
-    running(&c, "default", "confined");
+    c.s.pod_ready("default", "confined");
     // A memory emptyDir is a tmpfs of its sizeLimit.
     let df = c.s.k(&["exec", "confined", "--", "df", "-k", "/scratch"]);
     let line = df.lines().last().unwrap_or("");
@@ -76,15 +65,9 @@ fn containers_run_under_the_default_seccomp_profile_unless_allowed_out() -> Resu
     let unconfined = "  securityContext:\n    seccompProfile: {type: Unconfined}\n";
     let r = c.s.try_apply(&sleeper("free", "default", unconfined, ""));
     assert!(!r.ok && r.stderr.contains("seccompProfile"), "{}", r.stderr);
-    c.s.k(&["create", "namespace", "loose"]);
-    c.s.k(&[
-        "label",
-        "namespace",
-        "loose",
-        "pod-security.kubernetes.io/enforce=privileged",
-    ]);
+    c.s.privileged_namespace("loose");
     c.s.apply(&sleeper("free", "loose", unconfined, ""));
-    running(&c, "loose", "free");
+    c.s.pod_ready("loose", "free");
     assert_eq!(seccomp_mode(&c, "loose", "free"), "0");
 
     // (Host namespaces in a privileged namespace: `root::hostns`.)
@@ -189,7 +172,7 @@ fn pods_reach_the_node_only_for_dns_and_services() -> Result<()> {
         }
     });
     c.s.apply(&sleeper("probe", "default", "", ""));
-    running(&c, "default", "probe");
+    c.s.pod_ready("default", "probe");
     let try_get = |url: &str| {
         c.s.kubectl(&[
             "exec", "probe", "--", "wget", "-q", "-T", "3", "-O", "-", url,
@@ -236,7 +219,7 @@ fn a_container_logging_in_a_loop_has_its_log_rotated() -> Result<()> {
     c.s.apply(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: chatty\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: acc/busybox:v1\n    command: [\"sh\", \"-c\", \"i=0; while true; do echo \\\"line $i $(printf %0100d 0)\\\"; i=$((i+1)); usleep 1000; done\"]\n",
     );
-    running(&c, "default", "chatty");
+    c.s.pod_ready("default", "chatty");
     let uid =
         c.s.k(&["get", "pod", "chatty", "-o", "jsonpath={.metadata.uid}"]);
     let dir =
