@@ -238,22 +238,38 @@ impl HttpApp {
         }
     }
 
-    /// Serve HTTP/1.1 on `listener` until it fails or the future is dropped.
-    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    /// Serve HTTP/1.1 on `listener` until it fails, the future is dropped,
+    /// or `stop` turns true: then the listener is closed (no new
+    /// connection), each connection finishes the request it is serving and
+    /// closes, and the future resolves once they all have (the caller bounds
+    /// the wait by the pod's grace period).
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> std::io::Result<()> {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
-            let (sock, _) = listener.accept().await?;
+            let sock = tokio::select! {
+                r = listener.accept() => r?.0,
+                _ = stop.wait_for(|s| *s) => break,
+            };
             let app = self.clone();
+            let watcher = graceful.watcher();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let app = app.clone();
                     async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .http1_only()
-                    .serve_connection(TokioIo::new(sock), svc)
-                    .await;
+                let builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+                let conn = builder.serve_connection(TokioIo::new(sock), svc);
+                let _ = watcher.watch(conn).await;
             });
         }
+        drop(listener);
+        graceful.shutdown().await;
+        Ok(())
     }
 }
 

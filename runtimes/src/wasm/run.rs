@@ -99,6 +99,7 @@ impl WasmRuntime {
             .map_err(|e| RuntimeError::Create(e.to_string()))?;
         let ports = req.ports.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+        let (stop_tx, stop_rx) = watch::channel(false);
         let served = app.clone();
         let task = req.sandbox.spawn(async move {
             let mut listeners = Vec::new();
@@ -107,27 +108,44 @@ impl WasmRuntime {
                     Ok(l) => listeners.push(l),
                     Err(e) => {
                         let _ = tx.send(Err(format!("listen on port {p}: {e}")));
-                        return format!("listen on port {p}: {e}");
+                        return Err(format!("listen on port {p}: {e}"));
                     }
                 }
             }
             let _ = tx.send(Ok(()));
             let mut set = tokio::task::JoinSet::new();
             for l in listeners {
-                set.spawn(served.clone().serve(l));
+                set.spawn(served.clone().serve(l, stop_rx.clone()));
             }
-            match set.join_next().await {
-                Some(Ok(Err(e))) => format!("accept: {e}"),
-                _ => "the server stopped".to_string(),
+            // Every listener drained after a stop: a clean end; any other
+            // end of one of them is the server's failure.
+            while let Some(r) = set.join_next().await {
+                match r {
+                    Ok(Ok(())) if *stop_rx.borrow() => {}
+                    Ok(Err(e)) => return Err(format!("accept: {e}")),
+                    _ => return Err("the server stopped".to_string()),
+                }
             }
+            Ok(())
         });
         match rx.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(RuntimeError::Run(e)),
             Err(_) => return Err(RuntimeError::Run("the pod sandbox stopped".into())),
         }
-        let run = WasmRun::watch(task, Some(app.stats.clone()), |r| {
-            let why = r.unwrap_or_else(|e| format!("server task: {e}"));
+        let mut run = WasmRun::watch(task, Some(app.stats.clone()), |r| {
+            let why = match r {
+                Ok(Ok(())) => {
+                    return Ok(Terminated {
+                        exit_code: 0,
+                        reason: EndReason::Completed,
+                        message: None,
+                        event: None,
+                    });
+                }
+                Ok(Err(why)) => why,
+                Err(e) => format!("server task: {e}"),
+            };
             Ok(Terminated {
                 exit_code: 1,
                 reason: EndReason::Error,
@@ -135,6 +153,7 @@ impl WasmRuntime {
                 event: None,
             })
         });
+        run.drain = Some(stop_tx);
         Ok(Arc::new(run))
     }
 
@@ -195,6 +214,9 @@ struct WasmRun {
     done: watch::Receiver<Ended>,
     stats: Option<Arc<HttpStats>>,
     monitor: tokio::task::JoinHandle<()>,
+    /// An HTTP server's graceful stop: its listeners close and its
+    /// connections finish the requests they serve.
+    drain: Option<watch::Sender<bool>>,
 }
 
 impl WasmRun {
@@ -216,6 +238,7 @@ impl WasmRun {
             done,
             stats,
             monitor,
+            drain: None,
         }
     }
 }
@@ -240,11 +263,23 @@ impl Running for WasmRun {
         })
     }
 
-    fn stop<'a>(&'a self, _grace: Duration, _pre_stop: BoxFuture<'a, ()>) -> BoxFuture<'a, ()> {
-        // A guest has no process to signal: its task is aborted at once.
-        self.abort.abort();
+    /// As the kubelet stops a container: the `preStop` hook, then the
+    /// "SIGTERM" of a Wasm server (its listeners close, requests in flight
+    /// finish), all within `grace`; what is still running then is aborted.
+    /// A command component has nothing to signal: it is aborted after the
+    /// hook.
+    fn stop<'a>(&'a self, grace: Duration, pre_stop: BoxFuture<'a, ()>) -> BoxFuture<'a, ()> {
         let mut rx = self.done.clone();
         Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + grace;
+            if rx.borrow().is_none() {
+                let _ = tokio::time::timeout_at(deadline, pre_stop).await;
+            }
+            if let Some(drain) = &self.drain {
+                let _ = drain.send(true);
+                let _ = tokio::time::timeout_at(deadline, rx.wait_for(Option::is_some)).await;
+            }
+            self.abort.abort();
             let _ = tokio::time::timeout(STOP_WAIT, rx.wait_for(Option::is_some)).await;
         })
     }

@@ -573,3 +573,77 @@ fn bad_input_gets_a_waiting_reason_a_message_and_an_event() -> Result<()> {
     assert!(!s.log().contains("panicked"), "no panic in the server log");
     Ok(())
 }
+
+#[test]
+fn a_deleted_wasm_pod_finishes_its_requests_and_takes_no_new_ones() -> Result<()> {
+    let c = common::one_node(&[])?;
+    let s = &c.s;
+    s.apply(&http_pod(
+        "graceful",
+        "  terminationGracePeriodSeconds: 60\n",
+        "",
+    ));
+    s.apply(&http_pod(
+        "brief",
+        "  terminationGracePeriodSeconds: 1\n",
+        "",
+    ));
+    let ips = ready_ips(s, &["graceful", "brief"]);
+    let (graceful, brief) = (ips[0].clone(), ips[1].clone());
+    let refused = |ip: &str| {
+        let addr: std::net::SocketAddr = format!("{ip}:8080").parse().unwrap();
+        matches!(
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        )
+    };
+
+    // A request holding 4 s is in flight when the pod is deleted: it is
+    // answered, the pod takes no new connection meanwhile, and it goes once
+    // the request is done (not after its 60 s grace period).
+    let t0 = std::time::Instant::now();
+    let (answer, refused_at, answered_at, deleted_at) = std::thread::scope(|sc| {
+        let slow = sc.spawn(|| {
+            let r = get(&format!("http://{graceful}:8080/alloc?mb=1&hold_ms=4000"));
+            (r, t0.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let deleting = sc.spawn(|| {
+            let r = s.kubectl(&["delete", "pod", "graceful", "--wait=true", "--timeout=90s"]);
+            (r.ok, t0.elapsed())
+        });
+        let refused_at = eventually(Duration::from_secs(10), || {
+            refused(&graceful).then(|| t0.elapsed())
+        });
+        let (answer, answered_at) = slow.join().expect("request thread");
+        let (deleted, deleted_at) = deleting.join().expect("delete thread");
+        assert!(deleted, "kubectl delete failed");
+        (answer, refused_at, answered_at, deleted_at)
+    });
+    let (code, body) = answer?;
+    assert_eq!(code, 200, "the request in flight was cut off: {body}");
+    let refused_at = refused_at.expect("new connections were still accepted");
+    assert!(
+        refused_at < answered_at,
+        "new connections refused at {refused_at:?}, the request answered at {answered_at:?}"
+    );
+    assert!(answered_at <= deleted_at);
+    // Generous: the grace period is 60 s; the drain takes the request's 4 s.
+    assert!(
+        deleted_at < Duration::from_secs(40),
+        "the pod waited out its grace period: gone after {deleted_at:?}"
+    );
+
+    // With 1 s of grace a request holding 10 s is cut off, and the pod goes.
+    std::thread::scope(|sc| {
+        let slow = sc.spawn(|| get(&format!("http://{brief}:8080/alloc?mb=1&hold_ms=10000")));
+        std::thread::sleep(Duration::from_millis(500));
+        s.k(&["delete", "pod", "brief", "--wait=true", "--timeout=60s"]);
+        let cut = slow.join().expect("request thread");
+        assert!(
+            !matches!(cut, Ok((200, _))),
+            "a request outlived the grace period: {cut:?}"
+        );
+    });
+    Ok(())
+}
