@@ -186,7 +186,8 @@ async fn http_component_serves_and_survives_bad_requests() {
     let stats = app.stats.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(app.serve(listener));
+    let (_stop, serving) = tokio::sync::watch::channel(false);
+    tokio::spawn(app.serve(listener, serving));
     let result = tokio::task::spawn_blocking(move || {
         let ok = get(addr, "/");
         let oom = get(addr, "/alloc?mb=128");

@@ -501,7 +501,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
             max_held: cfg.activator_max_held,
         },
         client.clone(),
-        views_rx,
+        views_rx.clone(),
         Recorder::new(client.clone(), cfg.node_name.clone()),
         stats.clone(),
         metrics.activator.clone(),
@@ -540,6 +540,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         evictions: Default::default(),
         pressure: pressure_rx.clone(),
         host_ports,
+        routes: views_rx.clone(),
     });
     let eviction = crate::eviction::run(
         ctx.clone(),

@@ -91,6 +91,8 @@ pub struct NodeCtx {
     pub pressure: watch::Receiver<crate::eviction::Pressure>,
     /// The pods' `hostPort`s (the proxy programs them).
     pub host_ports: Arc<crate::proxy::hostports::HostPorts>,
+    /// The Services as this node's proxy routes them now.
+    pub routes: watch::Receiver<Arc<Vec<crate::proxy::ServiceView>>>,
 }
 
 /// Running container tasks by `namespace/pod/container`.
@@ -569,7 +571,8 @@ pub async fn run(ctx: Arc<NodeCtx>, mut pod: watch::Receiver<Option<Pod>>) {
                 let evicted = ctx.evictions.register(info.clone());
                 if let Some(started) = start(&ctx, &info, &view_tx, &mut pod).await {
                     let grace = run_until_done(&mut pod, &view_tx, evicted, &info).await;
-                    stop(started, &ctx, &info, grace).await;
+                    let ip = view_tx.borrow().pod_ip.clone();
+                    stop(started, &ctx, &info, grace, ip).await;
                 }
                 ctx.evictions.forget(&info.uid);
             }
@@ -634,15 +637,50 @@ async fn run_until_done(
     }
 }
 
-/// Stop the containers (each with `grace` between SIGTERM and SIGKILL),
-/// then the pod's threads, then remove its cgroup.
+/// Longest a stopping pod waits for this node's Services to stop routing to
+/// it before its containers are told to stop.
+const UNROUTE_WAIT: Duration = Duration::from_secs(5);
+
+/// Wait (at most `within`) until no Service of this node's proxy routes to
+/// `ip`; how long that took.
+async fn unrouted(
+    mut routes: watch::Receiver<Arc<Vec<crate::proxy::ServiceView>>>,
+    ip: std::net::Ipv4Addr,
+    within: Duration,
+) -> Duration {
+    let t = tokio::time::Instant::now();
+    let routed = |views: &Arc<Vec<crate::proxy::ServiceView>>| {
+        views.iter().any(|v| {
+            v.ports
+                .iter()
+                .any(|p| p.endpoints.iter().any(|(a, _)| *a == ip))
+        })
+    };
+    if !routed(&routes.borrow_and_update()) {
+        return Duration::ZERO;
+    }
+    let _ = tokio::time::timeout(within, routes.wait_for(|v| !routed(v))).await;
+    t.elapsed()
+}
+
+/// Stop the containers (each with what is left of `grace` between SIGTERM
+/// and SIGKILL), then the pod's threads, then remove its cgroup. A pod
+/// behind a Service first waits for the node's proxy to stop sending it new
+/// connections (the endpoint's removal takes a moment to reach the rules),
+/// so no client is refused by a server that already closed.
 async fn stop(
     (stop_tx, runners, sandbox, cgroup): Started,
     ctx: &NodeCtx,
     info: &PodInfo,
     grace: Duration,
+    ip: Option<String>,
 ) {
     ctx.stats.stopping(&info.uid);
+    let waited = match ip.and_then(|ip| ip.parse().ok()) {
+        Some(ip) => unrouted(ctx.routes.clone(), ip, grace.min(UNROUTE_WAIT)).await,
+        None => Duration::ZERO,
+    };
+    let grace = grace.saturating_sub(waited);
     let _ = stop_tx.send(Some(grace));
     for r in runners {
         let abort = r.abort_handle();

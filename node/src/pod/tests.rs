@@ -94,6 +94,7 @@ impl Harness {
             api_service: None,
             evictions: Default::default(),
             host_ports: Default::default(),
+            routes: tokio::sync::watch::channel(Default::default()).1,
             pressure: tokio::sync::watch::channel(Default::default()).1,
         })
     }

@@ -182,8 +182,8 @@ impl Proxy {
                 rules::relay_api(&mut views, relay);
             }
             let script = rules::render(&self.cfg, &views, &self.host_ports.rules());
-            publish.send_replace(Arc::new(views));
             if script == last {
+                publish.send_replace(Arc::new(views));
                 continue;
             }
             // The counters restart with the new table: take what they hold.
@@ -193,6 +193,8 @@ impl Proxy {
             let applied = tokio::task::spawn_blocking(move || nft.apply(&text))
                 .await
                 .unwrap_or_else(|e| Err(ProxyError::Nft(e.to_string())));
+            // The views are published once the rules carry them (a pod
+            // waiting to be unrouted before it stops reads them).
             match applied {
                 Ok(()) => {
                     tracing::debug!(
@@ -202,9 +204,11 @@ impl Proxy {
                     );
                     last = script;
                     counts.read.clear();
+                    publish.send_replace(Arc::new(views));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "proxy sync failed; retrying");
+                    publish.send_replace(Arc::new(views));
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     changed.notify_one();
                 }

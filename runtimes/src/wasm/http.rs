@@ -239,27 +239,40 @@ impl HttpApp {
     }
 
     /// Serve HTTP/1.1 on `listener` until it fails, the future is dropped,
-    /// or `stop` turns true: then the listener is closed (no new
-    /// connection), each connection finishes the request it is serving and
-    /// closes, and the future resolves once they all have (the caller bounds
-    /// the wait by the pod's grace period).
+    /// or `stop` turns true. Then the server drains: the listener closes (no
+    /// new connection), every response from then on says `Connection:
+    /// close` so a client's next request goes to a new connection (another
+    /// pod), connections that fall quiet are closed after [`LAME_DUCK`], and
+    /// the future resolves once every connection has finished the request it
+    /// was serving (the caller bounds the wait by the pod's grace period).
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> std::io::Result<()> {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         loop {
             let sock = tokio::select! {
                 r = listener.accept() => r?.0,
-                _ = stop.wait_for(|s| *s) => break,
+                () = stopped(&mut stop) => break,
             };
             let app = self.clone();
             let watcher = graceful.watcher();
+            let draining = draining.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
-                    let app = app.clone();
-                    async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
+                    let (app, draining) = (app.clone(), draining.clone());
+                    async move {
+                        let mut resp = app.handle(req).await;
+                        if draining.load(Ordering::Relaxed) {
+                            resp.headers_mut().insert(
+                                hyper::header::CONNECTION,
+                                hyper::header::HeaderValue::from_static("close"),
+                            );
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
                 });
                 let builder =
                     hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
@@ -268,8 +281,27 @@ impl HttpApp {
             });
         }
         drop(listener);
+        draining.store(true, Ordering::Relaxed);
+        // Busy connections learn of the drain from their next response; the
+        // ones still open after that are idle, and are closed.
+        let quiet = tokio::time::Instant::now() + LAME_DUCK;
+        while graceful.count() > 0 && tokio::time::Instant::now() < quiet {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         graceful.shutdown().await;
         Ok(())
+    }
+}
+
+/// How long a draining server keeps its open connections for the requests
+/// their clients are about to send (answered with `Connection: close`)
+/// before it closes the idle ones.
+pub const LAME_DUCK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Resolves when `stop` turns true (never, if its sender is gone).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -707,3 +707,74 @@ fn two_hundred_cycles_of_pods_and_services_leak_nothing() -> Result<()> {
     assert!(left.trim().is_empty(), "{left}");
     Ok(())
 }
+
+#[test]
+fn a_rolling_update_of_wasm_pods_under_load_fails_no_request() -> Result<()> {
+    let c = common::one_node(&[])?;
+    let s = &c.s;
+    s.apply(&web("roll", 3));
+    s.apply(&service("roll", "roll", ""));
+    wait_endpoints(&c, "roll", 3)?;
+    let cip = s.json(&["svc", "roll"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let url = format!("http://{cip}/");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (ok, failed) = (
+        std::sync::atomic::AtomicU64::new(0),
+        std::sync::Mutex::new(Vec::<String>::new()),
+    );
+    let load = common::LoadCgroup::new();
+    std::thread::scope(|sc| {
+        // 64 clients, each on its own keep-alive connection.
+        for _ in 0..64 {
+            sc.spawn(|| {
+                if let Some(cg) = &load {
+                    cg.join();
+                }
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .pool_max_idle_per_host(1)
+                    .no_proxy()
+                    .build()
+                    .expect("client");
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match client.get(&url).send() {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes();
+                            ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Ok(r) => failed
+                            .lock()
+                            .unwrap()
+                            .push(format!("status {}", r.status())),
+                        Err(e) => failed.lock().unwrap().push(format!("{e:?}")),
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        s.k(&["set", "env", "deployment/roll", "GREETING=v2"]);
+        s.k(&["rollout", "status", "deployment/roll", "--timeout=120s"]);
+        // Let the old pods finish going.
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    drop(load);
+    let failed = failed.into_inner().unwrap();
+    let ok = ok.into_inner();
+    println!(
+        "rolling update under 64 connections: {ok} requests answered, {} failed",
+        failed.len()
+    );
+    assert!(ok > 0, "no request was answered");
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        ok + failed.len() as u64,
+        &failed[..failed.len().min(5)]
+    );
+    Ok(())
+}
