@@ -291,6 +291,42 @@ async fn create_get_update_list_delete() {
 }
 
 #[tokio::test]
+async fn updates_without_a_resource_version_never_conflict() {
+    let f = std::sync::Arc::new(fixture().await);
+    f.create(
+        "v1",
+        "ConfigMap",
+        Some("default"),
+        json!({"metadata": {"name": "hot"}, "data": {"n": "0"}}),
+    )
+    .await
+    .unwrap();
+    // Many unconditional updates at once: each reads, then commits against
+    // what it read; the losers of each race try again instead of answering
+    // 409, as Kubernetes' GuaranteedUpdate does.
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let f = f.clone();
+            tokio::spawn(async move {
+                f.update(
+                    "v1",
+                    "ConfigMap",
+                    Some("default"),
+                    json!({"metadata": {"name": "hot"}, "data": {"n": i.to_string()}}),
+                    None,
+                )
+                .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await
+            .unwrap()
+            .expect("an unconditional update is never a conflict");
+    }
+}
+
+#[tokio::test]
 async fn admission_is_strict_and_names_follow_the_kind() {
     let f = fixture().await;
     let e = f

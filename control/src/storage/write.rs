@@ -116,7 +116,38 @@ impl Objects {
     }
 
     /// Replace an object. `sub` = Some("status") updates only the status.
+    /// An object that names no `resourceVersion` is replaced whatever was
+    /// written meanwhile (Kubernetes' unconditional update): a write that
+    /// races it between the read and the commit makes it try again, never a
+    /// 409.
     pub async fn update(
+        &self,
+        t: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        obj: Value,
+        sub: Option<&str>,
+        wo: &WriteOptions,
+    ) -> ApiResult<Written> {
+        let pinned = obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|v| !v.is_empty());
+        until_not_raced(|| async {
+            self.update_once(t, ns, name, obj.clone(), sub, wo)
+                .await
+                .map_err(|e| {
+                    if pinned {
+                        Attempt::Failed(e)
+                    } else {
+                        Attempt::from(e)
+                    }
+                })
+        })
+        .await
+    }
+
+    async fn update_once(
         &self,
         t: &ResourceType,
         ns: Option<&str>,
