@@ -38,6 +38,7 @@ mod user {
 mod root {
     mod agent;
     mod autoscale;
+    mod chaos;
     mod config;
     mod containers;
     mod eviction;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use common::{Agent, Server, TestNet, eventually, example_wasm, http_get};
 
-fn start_cluster(root: &std::path::Path, extra: &[&str]) -> Result<Vec<Server>> {
+pub(super) fn start_cluster(root: &std::path::Path, extra: &[&str]) -> Result<Vec<Server>> {
     let mut with_kv: Vec<&str> = extra.to_vec();
     with_kv.push("--enable-debug-kv");
     let extra = &with_kv[..];
@@ -117,7 +117,7 @@ fn wait_for_writes(w: &Writer, n: usize) -> Result<()> {
     .with_context(|| format!("{n} more writes"))
 }
 
-fn leader_index(servers: &[Server]) -> Result<usize> {
+pub(super) fn leader_index(servers: &[Server]) -> Result<usize> {
     eventually(Duration::from_secs(10), || {
         servers.iter().position(|s| {
             s.child.is_some() && s.client().status().is_ok_and(|st| st["role"] == "leader")
