@@ -174,13 +174,7 @@ pub async fn patch(
                 }
                 o.update(t, ns, name, patched, sub, &opts.write_options())
                     .await
-                    .map_err(|e| {
-                        if pinned {
-                            Attempt::Failed(e)
-                        } else {
-                            Attempt::from(e)
-                        }
-                    })
+                    .map_err(|e| Attempt::of(e, pinned))
             }
         }
     })

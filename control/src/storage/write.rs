@@ -136,13 +136,7 @@ impl Objects {
         until_not_raced(|| async {
             self.update_once(t, ns, name, obj.clone(), sub, wo)
                 .await
-                .map_err(|e| {
-                    if pinned {
-                        Attempt::Failed(e)
-                    } else {
-                        Attempt::from(e)
-                    }
-                })
+                .map_err(|e| Attempt::of(e, pinned))
         })
         .await
     }
@@ -497,6 +491,18 @@ fn new_equals_stored(old: &Value, new: &Value) -> bool {
 pub enum Attempt {
     Raced(ApiError),
     Failed(ApiError),
+}
+
+impl Attempt {
+    /// How a write that failed with `e` ended: a conflict is a lost race,
+    /// unless the caller pinned the resourceVersion (then it is the answer).
+    pub fn of(e: ApiError, pinned: bool) -> Attempt {
+        if pinned {
+            Attempt::Failed(e)
+        } else {
+            Attempt::from(e)
+        }
+    }
 }
 
 /// Run a read-modify-write `attempt` again while it loses races (at most 16
