@@ -87,6 +87,8 @@ impl Drop for Procs {
                 }
             }
         }
+        // The pods' cgroups (the killed agent cannot remove them).
+        skiff_node::host::remove_node_cgroups(NODE);
         let _ = Command::new("ip").args(["link", "del", BRIDGE]).status();
         let _ = Command::new("ip")
             .args(["route", "del", "unreachable", CLUSTER_CIDR])

@@ -193,6 +193,15 @@ fn cgroup_roots() -> Vec<PathBuf> {
         .collect()
 }
 
+/// Remove node `node`'s cgroups (its own and its pods', in every hierarchy)
+/// once its processes are gone: for a caller that ran an agent and killed
+/// it (a benchmark), as `remove_node` does for `skiff uninstall`.
+pub fn remove_node_cgroups(node: &str) -> Removed {
+    let mut removed = Removed::default();
+    remove_cgroups(&format!("skiff/{node}"), true, &mut removed);
+    removed
+}
+
 /// Remove the cgroup directories below `rel` in every hierarchy, deepest
 /// first (a cgroup with processes stays). With `itself`, `rel` goes too.
 fn remove_cgroups(rel: &str, itself: bool, removed: &mut Removed) {
