@@ -722,7 +722,8 @@ pub fn cgroup_roots() -> Vec<PathBuf> {
     roots
 }
 
-/// Remove an (empty) cgroup tree, deepest first.
+/// Remove an (empty) cgroup tree, deepest first. A cgroup whose last
+/// process is still exiting is busy for a moment: wait for it (up to 2 s).
 fn remove_cgroup_tree(dir: &Path) {
     if let Ok(d) = std::fs::read_dir(dir) {
         for e in d.flatten() {
@@ -731,7 +732,14 @@ fn remove_cgroup_tree(dir: &Path) {
             }
         }
     }
-    let _ = std::fs::remove_dir(dir);
+    for _ in 0..40 {
+        match std::fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            _ => return,
+        }
+    }
 }
 
 /// Kill what a killed agent of node `node` left in containerd's hands: the
