@@ -133,7 +133,12 @@ subjects:
         r.ok.then_some(r)
     });
     assert!(all.is_some(), "view reads deployments everywhere");
-    assert!(!s.kubectl(&["get", "secrets", "-A", "--as", READER]).ok);
+    let secrets = s.kubectl(&["get", "secrets", "-A", "--as", READER]);
+    assert!(
+        !secrets.ok && secrets.stderr.contains("(Forbidden)"),
+        "view must not read secrets: {}",
+        secrets.stderr
+    );
     Ok(())
 }
 
