@@ -166,13 +166,7 @@ pub fn violation(spec: &PodSpec, m: &Measured) -> Option<String> {
 pub fn requested(spec: &PodSpec) -> u64 {
     spec.containers
         .iter()
-        .filter_map(|c| {
-            c.resources
-                .as_ref()
-                .and_then(|r| r.requests.as_ref().or(r.limits.as_ref()))
-                .and_then(|l| l.get("ephemeral-storage"))
-                .and_then(quantity)
-        })
+        .map(|c| super::request_of(c, "ephemeral-storage"))
         .sum()
 }
 

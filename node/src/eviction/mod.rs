@@ -160,19 +160,20 @@ impl Evictions {
     }
 }
 
+/// A container's request for resource `name` (its limit when it requests
+/// none, as Kubernetes defaults requests), in the resource's units.
+pub(crate) fn request_of(c: &k8s_openapi::api::core::v1::Container, name: &str) -> u64 {
+    crate::pod::resource(c, "requests", name)
+        .or_else(|| crate::pod::resource(c, "limits", name))
+        .and_then(skiff_common::quantity::parse)
+        .map_or(0, |v| v.max(0.0).ceil() as u64)
+}
+
 /// The memory requests of a pod (the sum over its containers).
 fn memory_requested(spec: &PodSpec) -> u64 {
     spec.containers
         .iter()
-        .filter_map(|c| {
-            let r = c.resources.as_ref()?;
-            let q = r
-                .requests
-                .as_ref()
-                .and_then(|m| m.get("memory"))
-                .or_else(|| r.limits.as_ref().and_then(|m| m.get("memory")))?;
-            skiff_common::quantity::parse(&q.0).map(|v| v.max(0.0) as u64)
-        })
+        .map(|c| request_of(c, "memory"))
         .sum()
 }
 
@@ -180,11 +181,7 @@ fn container_memory_request(spec: &PodSpec, name: &str) -> u64 {
     spec.containers
         .iter()
         .find(|c| c.name == name)
-        .map(|c| PodSpec {
-            containers: vec![c.clone()],
-            ..Default::default()
-        })
-        .map_or(0, |s| memory_requested(&s))
+        .map_or(0, |c| request_of(c, "memory"))
 }
 
 /// The eviction message of a pod chosen for `threshold`, in the kubelet's
