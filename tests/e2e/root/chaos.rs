@@ -334,14 +334,11 @@ fn a_paused_leader_keeps_every_object_linearizable_and_the_watch_whole() -> Resu
     // requests it took before the pause still in hand.
     under_faults("leader paused 3 s", |servers| {
         let l = leader_index(servers)?;
-        let pid = servers[l].pid().context("leader pid")?.to_string();
-        std::process::Command::new("kill")
-            .args(["-STOP", &pid])
-            .status()?;
+        use nix::sys::signal::{Signal, kill};
+        let pid = nix::unistd::Pid::from_raw(servers[l].pid().context("leader pid")? as i32);
+        kill(pid, Signal::SIGSTOP)?;
         std::thread::sleep(Duration::from_secs(3));
-        std::process::Command::new("kill")
-            .args(["-CONT", &pid])
-            .status()?;
+        kill(pid, Signal::SIGCONT)?;
         Ok(())
     })
 }
