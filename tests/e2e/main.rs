@@ -25,6 +25,7 @@ mod common;
 mod user {
     mod api_semantics;
     mod at_rest;
+    mod crash_cycles;
     mod images;
     mod kubectl_api;
     mod limits;
@@ -41,6 +42,7 @@ mod root {
     mod chaos;
     mod config;
     mod containers;
+    mod edge;
     mod eviction;
     mod host;
     mod hostns;

@@ -8,6 +8,7 @@ pub mod backup;
 pub mod command;
 mod driver;
 pub mod error;
+mod failpoint;
 pub mod format;
 mod logger;
 mod manifest;

@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use super::command::{self, Envelope, MemberChange, Txn, TxnOutcome};
 use super::error::StoreError;
+use super::failpoint;
 use super::logger::raft_logger;
 use super::state::{self, Event, StateMachine};
 use super::storage::RaftStorage;
@@ -438,9 +439,15 @@ impl Replica {
             self.install_snapshot(rd.snapshot())?;
             sync = true;
         }
+        if !rd.entries().is_empty() {
+            failpoint::reach("before-append");
+        }
         self.store().append(rd.entries())?;
         if let Some(hs) = rd.hs() {
             self.store().set_hard_state(hs)?;
+        }
+        if !rd.entries().is_empty() {
+            failpoint::reach("after-append");
         }
         for rs in rd.take_read_states() {
             let seq = rs
@@ -455,7 +462,9 @@ impl Replica {
         }
         self.apply(rd.take_committed_entries(), &mut events, &mut acks)?;
         if sync {
+            failpoint::reach("before-flush");
             self.store().flush()?;
+            failpoint::reach("after-flush");
         }
         let mut out = rd.take_persisted_messages();
         let mut light = self.raw.advance(rd);
@@ -502,6 +511,7 @@ impl Replica {
                 reason: e.to_string(),
             })?;
         self.sm.restore(&data, &meta_bytes)?;
+        failpoint::reach("during-snapshot-install");
         self.store()
             .reset_to(meta.index, meta.term, meta.get_conf_state())?;
         self.hub.reset(meta.index);

@@ -162,8 +162,13 @@ impl tower::Service<http::Uri> for Connector {
 }
 
 /// A client for the API with the cluster CA and the agent's token, that fails
-/// over between `servers`.
-pub async fn client(servers: &Servers, ca_pem: &str, token: &str) -> Result<Client, String> {
+/// over between `servers` and answers reads from `cache` while none answers.
+pub async fn client(
+    servers: &Servers,
+    ca_pem: &str,
+    token: &str,
+    cache: &super::cache::Cache,
+) -> Result<Client, String> {
     use kube::client::ConfigExt;
     use kube::config::{KubeConfigOptions, Kubeconfig};
     let kubeconfig = serde_json::json!({
@@ -185,6 +190,7 @@ pub async fn client(servers: &Servers, ca_pem: &str, token: &str) -> Result<Clie
             .pool_idle_timeout(Duration::from_secs(30))
             .build(https);
     let service = tower::ServiceBuilder::new()
+        .layer(super::cache::CacheLayer(cache.clone()))
         .layer(config.base_uri_layer())
         .option_layer(config.auth_layer().map_err(|e| e.to_string())?)
         .map_err(tower::BoxError::from)

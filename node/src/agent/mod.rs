@@ -7,6 +7,7 @@
 
 mod api;
 pub mod apiservers;
+mod cache;
 mod metrics;
 mod node;
 mod pods;
@@ -241,6 +242,8 @@ async fn trusted_http(
 struct Joined {
     client: Client,
     serving: tls::Issued,
+    /// Whether they came from the cache (no server answered at start).
+    from_cache: bool,
 }
 
 /// Trade the join token for the cluster CA, this node's credential and the
@@ -251,6 +254,7 @@ async fn bootstrap(
     node: &str,
     ips: &[IpAddr],
     servers: &apiservers::Servers,
+    cache: &cache::Cache,
 ) -> Result<Joined, AgentError> {
     let mut last = AgentError::Bootstrap {
         server: servers.current(),
@@ -297,10 +301,15 @@ async fn bootstrap(
                 continue;
             }
         };
-        let client = apiservers::client(servers, &b.ca_cert, &b.token)
+        let client = apiservers::client(servers, &b.ca_cert, &b.token, cache)
             .await
             .map_err(bad)?;
-        return Ok(Joined { client, serving });
+        cache::Credentials::of(&b.ca_cert, &b.token, &serving).save(cache.dir());
+        return Ok(Joined {
+            client,
+            serving,
+            from_cache: false,
+        });
     }
     Err(last)
 }
@@ -337,6 +346,39 @@ async fn renew_serving(
             }
         }
     }
+}
+
+/// Join the cluster; when no server answers and the agent joined before,
+/// resume with the credentials it kept (its pods start from the cache).
+async fn join_or_resume(
+    join: &skiff_common::jointoken::JoinToken,
+    node: &str,
+    ips: &[IpAddr],
+    servers: &apiservers::Servers,
+    cache: &cache::Cache,
+) -> Result<Joined, AgentError> {
+    let first = match bootstrap(join, node, ips, servers, cache).await {
+        Ok(j) => return Ok(j),
+        Err(e @ (AgentError::Refused { .. } | AgentError::Untrusted { .. })) => return Err(e),
+        Err(e) => e,
+    };
+    let Some(kept) = cache::Credentials::load(cache.dir()) else {
+        tracing::warn!(error = %first, "joining the cluster failed; retrying");
+        return until_ok("joining the cluster", || {
+            bootstrap(join, node, ips, servers, cache)
+        })
+        .await;
+    };
+    tracing::warn!(error = %first, "no api server answers: resuming from the cache of the last view");
+    cache.go_offline();
+    let client = apiservers::client(servers, &kept.ca_cert, &kept.token, cache)
+        .await
+        .map_err(AgentError::Config)?;
+    Ok(Joined {
+        client,
+        serving: kept.serving(),
+        from_cache: true,
+    })
 }
 
 /// Run `step` until it succeeds: the API may be away (restarting, or every
@@ -411,15 +453,22 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
     // From here on the token is its secret (the agent API checks it).
     cfg.token = join.secret.clone();
     let ips = vec![cfg.address];
-    let Joined { client, serving } = until_ok("joining the cluster", || {
-        bootstrap(&join, &cfg.node_name, &ips, &servers)
-    })
-    .await?;
+    let cache = cache::Cache::open(&cfg.data_dir.join("cache"), servers.clone())
+        .map_err(|e| AgentError::Config(format!("agent cache: {e}")))?;
+    let Joined {
+        client,
+        serving,
+        from_cache,
+    } = join_or_resume(&join, &cfg.node_name, &ips, &servers, &cache).await?;
     let oci = containerd(&cfg).await;
     if oci.is_some() && !cfg.runtimes.iter().any(|r| r == crate::pod::RUNC_HANDLER) {
         cfg.runtimes.push(crate::pod::RUNC_HANDLER.into());
     }
-    until_ok("registering the node", || node::register(&client, &cfg)).await?;
+    // Resumed from the cache, the Node exists: the heartbeat posts its
+    // status once a server answers.
+    if !from_cache {
+        until_ok("registering the node", || node::register(&client, &cfg)).await?;
+    }
     let listener = tokio::net::TcpListener::bind((cfg.address, cfg.port))
         .await
         .map_err(|source| AgentError::Listen {
@@ -428,10 +477,12 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         })?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(cfg.port);
     let no_pressure = crate::eviction::Pressure::default();
-    until_ok("posting the node status", || {
-        node::post_status(&client, &cfg, false, port, &no_pressure)
-    })
-    .await?;
+    if !from_cache {
+        until_ok("posting the node status", || {
+            node::post_status(&client, &cfg, false, port, &no_pressure)
+        })
+        .await?;
+    }
     let node_cidr: Cidr = until_ok("reading the pod CIDR", || node::pod_cidr(&client, &cfg))
         .await?
         .parse()
@@ -535,7 +586,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         allow_privileged: cfg.allow_privileged,
         tasks: crate::pod::Tasks::default(),
         stats: stats.clone(),
-        tokens: Default::default(),
+        tokens: crate::pod::tokens::Tokens::kept_in(cfg.data_dir.join("tokens")),
         api_service,
         evictions: Default::default(),
         pressure: pressure_rx.clone(),
@@ -596,6 +647,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         () = node::heartbeat(client.clone(), cfg.clone(), port, pressure_rx) => Ok(()),
         () = eviction => Ok(()),
         () = apiservers::follow(client.clone(), servers.clone()) => Ok(()),
+        () = cache.run() => Ok(()),
         r = pods::watch(ctx, pods) => r,
         () = proxy.run(client.clone(), stats.clone(), views_tx) => Ok(()),
         () = stats.clone().run_sampler() => Ok(()),

@@ -4,6 +4,8 @@
 //! message) within ten minutes bumps the first one's `count` and
 //! `lastTimestamp` instead of creating another, as client-go's event
 //! correlator does, so a probe failing every period stays one object.**
+//! Events recorded while no API server answers are held (the latest 2,048)
+//! and sent in order once one does.
 
 use k8s_openapi::api::core::v1::Event;
 use kube::Client;
@@ -16,6 +18,10 @@ use super::status::now;
 const AGGREGATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
 /// Events remembered for folding repeats (oldest forgotten first).
 const REMEMBERED: usize = 4096;
+/// Events held while no server answers (the oldest dropped beyond).
+const HELD: usize = 2048;
+/// How often held events are offered to the API again.
+const RESEND_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// An event recorded recently: its name, count and when it was first sent.
 #[derive(Debug, Clone)]
@@ -31,6 +37,9 @@ pub struct Recorder {
     client: Client,
     node: String,
     recent: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Recent>>>,
+    /// Events recorded while no server answered, oldest first.
+    held: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Event>>>,
+    sending: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The pod (and container) an event is about.
@@ -48,6 +57,8 @@ impl Recorder {
             client,
             node,
             recent: Default::default(),
+            held: Default::default(),
+            sending: Default::default(),
         }
     }
 
@@ -156,8 +167,49 @@ impl Recorder {
                     },
                 );
             }
-            Err(e) => tracing::debug!(error = %e, "cannot record event"),
+            // Written here, not to the API, while no server answers: sent
+            // in order once one does.
+            Err(kube::Error::Api(e)) => tracing::debug!(error = %e, "cannot record event"),
+            Err(e) => {
+                tracing::debug!(error = %e, "no api server takes the event; holding it");
+                self.hold(ev);
+            }
         }
+    }
+
+    /// Keep an event that could not be sent, and send what is held, oldest
+    /// first, once a server answers.
+    fn hold(&self, ev: Event) {
+        {
+            let mut held = self.held.lock().expect("held events");
+            if held.len() >= HELD {
+                held.pop_front();
+            }
+            held.push_back(ev);
+        }
+        if self.sending.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = me.held.lock().expect("held events").pop_front();
+                let Some(ev) = next else {
+                    me.sending
+                        .store(false, std::sync::atomic::Ordering::Release);
+                    return;
+                };
+                let ns = ev.metadata.namespace.clone().unwrap_or_default();
+                let api: Api<Event> = Api::namespaced(me.client.clone(), &ns);
+                match api.create(&PostParams::default(), &ev).await {
+                    Ok(_) | Err(kube::Error::Api(_)) => {}
+                    Err(_) => {
+                        me.held.lock().expect("held events").push_front(ev);
+                        tokio::time::sleep(RESEND_EVERY).await;
+                    }
+                }
+            }
+        });
     }
 }
 

@@ -4,11 +4,15 @@
 //! the current one into the pod's files.
 //!
 //! **A token that cannot be renewed is kept while it is valid: a pod keeps
-//! working through an API outage shorter than its token's last fifth.**
+//! working through an API outage shorter than its token's last fifth**, and
+//! an agent restarted during one finds its pods' tokens on disk.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -56,9 +60,104 @@ struct Cached {
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
     cache: Arc<Mutex<HashMap<(String, TokenRef), Cached>>>,
+    /// Where they are kept across agent restarts (one file per pod, owner
+    /// only): a pod restarted while no server answers gets its token back.
+    dir: Option<PathBuf>,
+}
+
+/// A token as kept on disk (times in seconds since the epoch).
+#[derive(Debug, Serialize, Deserialize)]
+struct Kept {
+    audience: String,
+    seconds: i64,
+    token: String,
+    renew_at: u64,
+    expires_at: u64,
+}
+
+fn unix(at: Instant) -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let left = at.saturating_duration_since(Instant::now());
+    (now + left).as_secs()
+}
+
+fn instant(unix_secs: u64) -> Instant {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Instant::now() + Duration::from_secs(unix_secs).saturating_sub(now)
 }
 
 impl Tokens {
+    /// Tokens kept in `dir` as well as in memory.
+    pub fn kept_in(dir: PathBuf) -> Tokens {
+        Tokens {
+            cache: Arc::default(),
+            dir: Some(dir),
+        }
+    }
+
+    fn file(&self, uid: &str) -> Option<PathBuf> {
+        let safe = !uid.is_empty() && uid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        self.dir
+            .as_ref()
+            .filter(|_| safe)
+            .map(|d| d.join(format!("{uid}.json")))
+    }
+
+    /// Write the pod's tokens to its file.
+    fn keep(&self, uid: &str) {
+        let Some(file) = self.file(uid) else { return };
+        let kept: Vec<Kept> = self
+            .cache
+            .lock()
+            .expect("tokens")
+            .iter()
+            .filter(|((u, _), _)| u == uid)
+            .map(|((_, r), c)| Kept {
+                audience: r.audience.clone(),
+                seconds: r.seconds,
+                token: c.token.clone(),
+                renew_at: unix(c.renew_at),
+                expires_at: unix(c.expires_at),
+            })
+            .collect();
+        let Ok(bytes) = serde_json::to_vec(&kept) else {
+            return;
+        };
+        if let Some(d) = file.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        if let Err((p, e)) = skiff_common::fs::write_private(&file, &bytes) {
+            tracing::debug!(path = %p.display(), error = %e, "cannot keep the pod's tokens");
+        }
+    }
+
+    /// The pod's tokens kept by an earlier run of the agent, into memory.
+    fn recall(&self, uid: &str) {
+        let Some(file) = self.file(uid) else { return };
+        let Ok(bytes) = std::fs::read(&file) else {
+            return;
+        };
+        let Ok(kept) = serde_json::from_slice::<Vec<Kept>>(&bytes) else {
+            return;
+        };
+        let mut cache = self.cache.lock().expect("tokens");
+        for k in kept {
+            let r = TokenRef {
+                audience: k.audience,
+                seconds: k.seconds,
+            };
+            cache.entry((uid.to_string(), r)).or_insert(Cached {
+                token: k.token,
+                renew_at: instant(k.renew_at),
+                expires_at: instant(k.expires_at),
+            });
+        }
+    }
+
     /// The token for `r` of `holder`: the cached one while it is fresh, else
     /// a new one (or the cached one, while valid, if none can be had).
     pub async fn get(
@@ -68,7 +167,11 @@ impl Tokens {
         r: &TokenRef,
     ) -> Result<String, String> {
         let key = (holder.uid.to_string(), r.clone());
-        let cached = self.cache.lock().expect("tokens").get(&key).cloned();
+        let mut cached = self.cache.lock().expect("tokens").get(&key).cloned();
+        if cached.is_none() {
+            self.recall(holder.uid);
+            cached = self.cache.lock().expect("tokens").get(&key).cloned();
+        }
         let now = Instant::now();
         if let Some(c) = &cached
             && now < c.renew_at
@@ -86,6 +189,7 @@ impl Tokens {
                         expires_at: now + lifetime,
                     },
                 );
+                self.keep(holder.uid);
                 Ok(token)
             }
             Err(e) => match cached {
@@ -104,6 +208,9 @@ impl Tokens {
             .lock()
             .expect("tokens")
             .retain(|(u, _), _| u != uid);
+        if let Some(f) = self.file(uid) {
+            let _ = std::fs::remove_file(f);
+        }
     }
 }
 

@@ -50,6 +50,8 @@ pub struct Server {
     /// Run from the data dir's parent with `--data-dir <its name>`, as the
     /// README does (`./skiff-data`).
     pub relative: bool,
+    /// The network namespace it runs in (`None`: the host's).
+    pub netns: Option<String>,
 }
 
 impl Server {
@@ -86,11 +88,29 @@ impl Server {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
             relative: false,
+            netns: None,
         }
     }
 
+    /// A server without a node agent inside network namespace `netns`,
+    /// listening on `ip` there.
+    pub fn in_netns(dir: &Path, extra: &[&str], netns: &str, ip: &str) -> Server {
+        let mut s = Server::new(dir, extra);
+        s.api = format!("{ip}:6443");
+        s.peer = format!("{ip}:2380");
+        s.netns = Some(netns.to_string());
+        s
+    }
+
     pub fn command(&self) -> Command {
-        let mut c = Command::new(skiff_bin());
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(skiff_bin());
+                c
+            }
+            None => Command::new(skiff_bin()),
+        };
         c.arg("server").arg("--data-dir");
         match (self.relative, self.dir.parent(), self.dir.file_name()) {
             (true, Some(parent), Some(name)) => {
@@ -113,6 +133,11 @@ impl Server {
     }
 
     pub fn start(&mut self) -> Result<()> {
+        self.start_env(&[])
+    }
+
+    /// `start` with more environment (`SKIFF_FAILPOINTS`, say).
+    pub fn start_env(&mut self, env: &[(&str, &str)]) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -124,6 +149,7 @@ impl Server {
             .env("RUST_LOG", "info,raft=info")
             // No /etc/skiff/config.yaml of this host's own in tests.
             .env("SKIFF_CONFIG", "")
+            .envs(env.iter().copied())
             .spawn()
             .context("spawn skiff server")?;
         self.child = Some(child);
@@ -773,6 +799,175 @@ pub fn kill_containers(node: &str) {
         {
             let _ = Command::new("umount").args(["-l", target]).status();
         }
+    }
+}
+
+/// Run `ip` with `args`; an error with its stderr.
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip").args(args).output()?;
+    if !out.status.success() {
+        bail!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// Test hosts for servers: `n` network namespaces joined by veths to a
+/// bridge of the test's (host side `10.86.<octet>.1/24`, host `i` at
+/// `.<i+2>`), so faults can cut, delay and drop what flows between them.
+/// Everything is removed on drop (the namespaces take their veths along).
+pub struct ServerNet {
+    pub octet: u8,
+    pub n: usize,
+    _claim: TestNet,
+}
+
+impl ServerNet {
+    pub fn new(n: usize) -> Result<ServerNet> {
+        let claim = TestNet::claim();
+        let net = ServerNet {
+            octet: claim.octet,
+            n,
+            _claim: claim,
+        };
+        net.remove();
+        let bridge = net.bridge();
+        ip(&["link", "add", &bridge, "type", "bridge"])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("10.86.{}.1/24", net.octet),
+            "dev",
+            &bridge,
+        ])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        for i in 0..n {
+            let (ns, host, peer) = (net.netns(i), net.link(i, 'h'), net.link(i, 'p'));
+            ip(&["netns", "add", &ns])?;
+            ip(&["link", "add", &host, "type", "veth", "peer", "name", &peer])?;
+            ip(&["link", "set", &peer, "netns", &ns])?;
+            ip(&["link", "set", &host, "master", &bridge, "up"])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", net.ip(i)),
+                "dev",
+                &peer,
+            ])?;
+            ip(&["-n", &ns, "link", "set", &peer, "up"])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(net)
+    }
+
+    fn bridge(&self) -> String {
+        format!("skh{}b", self.octet)
+    }
+
+    fn link(&self, i: usize, side: char) -> String {
+        format!("skh{}s{i}{side}", self.octet)
+    }
+
+    /// Host `i`'s namespace.
+    pub fn netns(&self, i: usize) -> String {
+        format!("skiff-test-h{}-{i}", self.octet)
+    }
+
+    /// Host `i`'s address.
+    pub fn ip(&self, i: usize) -> String {
+        format!("10.86.{}.{}", self.octet, i + 2)
+    }
+
+    /// Drop what host `from` sends to host `to` (a one-way cut).
+    pub fn cut(&self, from: usize, to: usize) -> Result<()> {
+        ip(&[
+            "-n",
+            &self.netns(from),
+            "route",
+            "add",
+            "blackhole",
+            &format!("{}/32", self.ip(to)),
+        ])
+    }
+
+    /// Cut host `i` off from every other host, both ways (the test's own
+    /// clients on the bridge still reach it).
+    pub fn isolate(&self, i: usize) -> Result<()> {
+        for j in (0..self.n).filter(|j| *j != i) {
+            self.cut(i, j)?;
+            self.cut(j, i)?;
+        }
+        Ok(())
+    }
+
+    /// Undo every cut and every loss.
+    pub fn heal(&self) {
+        for i in 0..self.n {
+            for j in 0..self.n {
+                let _ = Command::new("ip")
+                    .args(["-n", &self.netns(i), "route", "del", "blackhole"])
+                    .arg(format!("{}/32", self.ip(j)))
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            let _ = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &self.netns(i),
+                    "nft",
+                    "delete",
+                    "table",
+                    "inet",
+                ])
+                .arg("skiff_fault")
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
+    /// Lose `percent` of what host `i` sends to the other hosts (nftables'
+    /// `numgen random`: this kernel has no `sch_netem` for `tc netem`).
+    pub fn lose(&self, i: usize, percent: u8) -> Result<()> {
+        let rules = format!(
+            "table inet skiff_fault {{\n chain out {{\n  type filter hook output priority 0; policy accept;\n  ip daddr 10.86.{}.0/24 ip daddr != 10.86.{}.1 numgen random mod 100 < {percent} drop\n }}\n}}\n",
+            self.octet, self.octet
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.netns(i), "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        std::io::Write::write_all(child.stdin.as_mut().context("stdin")?, rules.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "nft in {}: {}",
+                self.netns(i),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    fn remove(&self) {
+        for i in 0..self.n.max(5) {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.netns(i)])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for ServerNet {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 

@@ -1,8 +1,10 @@
 //! Faults with a checker (issue 21's CI tier): clients create, update with a
 //! resourceVersion precondition, read and delete ConfigMaps through every
-//! server of three voters while the leader is killed (`kill -9`, then
-//! restarted) or paused (SIGSTOP past the election timeout) every 5 s for
-//! 60 s, and a watch follows the same objects across reconnects. Every
+//! server of three voters, each in its own network namespace, while the
+//! leader is killed (`kill -9`, then restarted), paused (SIGSTOP past the
+//! election timeout), cut off from the others, or unheard (its sends
+//! dropped, every link lossy) every 5 s for 60 s, and a watch follows the
+//! same objects across reconnects. Every
 //! client operation is recorded with its invocation and completion time;
 //! `skiff-history` then checks that each object's history is linearizable
 //! and that the watch saw every acknowledged write once, in order.
@@ -19,7 +21,7 @@ use skiff_history::{Recorder, linear::Verdict};
 
 use crate::common;
 
-use super::store_cluster::{leader_index, start_cluster};
+use super::store_cluster::{leader_index, start_cluster_on};
 
 const KEYS: usize = 24;
 const NS: &str = "default";
@@ -139,10 +141,11 @@ fn follow(apis: &[String], token: &str, from: u64, stop: &AtomicBool) -> Vec<Eve
 /// injected every 5 s, then check every object's history and the watch.
 fn under_faults(
     what: &str,
-    mut fault: impl FnMut(&mut [common::Server]) -> Result<()>,
+    mut fault: impl FnMut(&mut [common::Server], &common::ServerNet) -> Result<()>,
 ) -> Result<()> {
     let root = tempfile::tempdir()?;
-    let mut servers = start_cluster(root.path(), &[])?;
+    let net = common::ServerNet::new(3)?;
+    let mut servers = start_cluster_on(root.path(), &[], Some(&net))?;
     let apis: Vec<String> = servers.iter().map(|s| s.api.clone()).collect();
     let token = servers[0].admin_token();
     let start_rev: u64 = {
@@ -163,6 +166,7 @@ fn under_faults(
     let stop = AtomicBool::new(false);
     let watched = Mutex::new(Vec::new());
     let kills = Mutex::new(0usize);
+    let began = Instant::now();
     std::thread::scope(|sc| -> Result<()> {
         sc.spawn(|| {
             let e = follow(&apis, &token, start_rev, &stop);
@@ -215,27 +219,39 @@ fn under_faults(
             });
         }
         let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(60) {
-            std::thread::sleep(Duration::from_secs(5));
-            fault(&mut servers)?;
-            *kills.lock().unwrap() += 1;
-        }
-        std::thread::sleep(Duration::from_secs(2));
+        let mut faults = || -> Result<()> {
+            while t0.elapsed() < Duration::from_secs(60) {
+                std::thread::sleep(Duration::from_secs(5));
+                fault(&mut servers, &net)?;
+                *kills.lock().unwrap() += 1;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            Ok(())
+        };
+        // The clients stop whatever happened, or the scope would wait for ever.
+        let injected = faults();
+        net.heal();
         stop.store(true, Ordering::Relaxed);
-        Ok(())
+        injected
     })?;
+    let ran = began.elapsed();
     let history: Vec<KeyOp> = recorder.history();
     let answered = history.iter().filter(|o| o.ret.is_some()).count();
     let writes = history
         .iter()
         .filter(|o| matches!(o.output, Output::Written { .. } | Output::Deleted))
         .count();
+    let attempted = history
+        .iter()
+        .filter(|o| !matches!(o.input.1, Input::Get))
+        .count();
     let t = Instant::now();
     let verdicts = skiff_history::kv::check(&history, 5_000_000);
     println!(
-        "chaos ({what}): {} faults, {} operations ({answered} answered, {writes} acknowledged writes) on {KEYS} objects; checked in {:?}",
+        "chaos ({what}): {} faults, {} operations ({answered} answered; {attempted} write requests, {:.0}/s; {writes} acknowledged writes) on {KEYS} objects; checked in {:?}",
         kills.into_inner().unwrap(),
         history.len(),
+        attempted as f64 / ran.as_secs_f64(),
         t.elapsed()
     );
     assert!(answered > 500, "too few operations answered: {answered}");
@@ -318,7 +334,7 @@ fn under_faults(
 #[test]
 fn leader_kills_keep_every_object_linearizable_and_the_watch_whole() -> Result<()> {
     // kill -9 of the leader, restarted 1.5 s later.
-    under_faults("leader kill -9", |servers| {
+    under_faults("leader kill -9", |servers, _| {
         let l = leader_index(servers)?;
         servers[l].kill();
         std::thread::sleep(Duration::from_millis(1500));
@@ -332,13 +348,47 @@ fn a_paused_leader_keeps_every_object_linearizable_and_the_watch_whole() -> Resu
     // SIGSTOP of the leader for 3 s (the election timeout is 0.8–1.6 s):
     // the others elect a new leader; the old one wakes up deposed, with
     // requests it took before the pause still in hand.
-    under_faults("leader paused 3 s", |servers| {
+    under_faults("leader paused 3 s", |servers, _| {
         let l = leader_index(servers)?;
         use nix::sys::signal::{Signal, kill};
         let pid = nix::unistd::Pid::from_raw(servers[l].pid().context("leader pid")? as i32);
         kill(pid, Signal::SIGSTOP)?;
         std::thread::sleep(Duration::from_secs(3));
         kill(pid, Signal::SIGCONT)?;
+        Ok(())
+    })
+}
+
+#[test]
+fn a_partitioned_leader_keeps_every_object_linearizable_and_the_watch_whole() -> Result<()> {
+    // The leader cut off from both followers (both ways) for 3 s: they elect
+    // another; the old one cannot commit what its clients still send it
+    // (their writes time out or fail, never succeed unseen), and rejoins
+    // as a follower.
+    under_faults("leader partitioned 3 s", |servers, net| {
+        let l = leader_index(servers)?;
+        net.isolate(l)?;
+        std::thread::sleep(Duration::from_secs(3));
+        net.heal();
+        Ok(())
+    })
+}
+
+#[test]
+fn one_way_drops_and_lossy_links_keep_every_object_linearizable() -> Result<()> {
+    // Every 5 s, for 3 s: the leader's messages to the followers dropped (it
+    // still hears them), and every server losing 10 % of what it sends to
+    // the others.
+    under_faults("leader's sends dropped 3 s, 10 % loss", |servers, net| {
+        for i in 0..servers.len() {
+            net.lose(i, 10)?;
+        }
+        let l = leader_index(servers)?;
+        for j in (0..servers.len()).filter(|j| *j != l) {
+            net.cut(l, j)?;
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        net.heal();
         Ok(())
     })
 }
