@@ -6,14 +6,18 @@
 //! Kubernetes object key (create, update with a resourceVersion
 //! precondition, get, delete; writes whose outcome is unknown may or may not
 //! have happened), and [`watch`] checks what watches saw against the
-//! acknowledged writes (order, no gap, no duplicate).
+//! acknowledged writes (order, no gap, no duplicate). [`workload`] is the
+//! clients and watch of a fault run (ConfigMaps through every API server)
+//! and the report of its checks; [`faults`] tears a file as a power cut does.
 //!
 //! **A check never trusts the system under test: revisions, values and
 //! outcomes are what the clients saw, with the times they saw them.**
 
+pub mod faults;
 pub mod kv;
 pub mod linear;
 pub mod watch;
+pub mod workload;
 
 use std::sync::Mutex;
 use std::time::Instant;

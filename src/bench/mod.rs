@@ -2,6 +2,7 @@
 //! never asserting on time.
 
 mod api;
+mod chaos;
 mod containers;
 mod etcd;
 mod footprint;
@@ -43,6 +44,9 @@ enum What {
     /// What Skiff costs a host: binary size, idle RSS of a server with its
     /// embedded agent, RSS with idle Wasm pods.
     Footprint(footprint::FootprintBench),
+    /// Faults with a checker: 1,000 crash cycles with torn writes, then
+    /// mixed kills and pauses of the voters under a recorded workload.
+    Chaos(chaos::ChaosBench),
 }
 
 pub async fn run(a: BenchArgs) -> Result<()> {
@@ -55,6 +59,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         What::Containers(b) => containers::run(b).await,
         What::Scale(b) => scale::run(b).await,
         What::Footprint(b) => footprint::run(b).await,
+        What::Chaos(b) => chaos::run(b).await,
     }
 }
 

@@ -1113,6 +1113,15 @@ impl Server {
     }
 }
 
+/// A serving server without an agent of its own, on `net`, for agents that
+/// join it (`Agent::join_in`).
+pub fn server_for_agents(root: &Path, net: &TestNet) -> Result<Server> {
+    let mut s = Server::with_node(&root.join("s"), net, &["--disable-agent"]);
+    s.start()?;
+    s.wait_ready(Duration::from_secs(30))?;
+    Ok(s)
+}
+
 /// Start one server in a fresh temp dir and wait until it serves.
 pub fn single_server() -> Result<(tempfile::TempDir, Server)> {
     let root = tempfile::tempdir()?;

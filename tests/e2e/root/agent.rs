@@ -179,9 +179,7 @@ fn agents_register_heartbeat_and_share_the_pods() -> Result<()> {
 fn a_standalone_agent_outlives_its_server() -> Result<()> {
     let net = TestNet::claim();
     let root = tempfile::tempdir()?;
-    let mut s = Server::with_node(&root.path().join("s"), &net, &["--disable-agent"]);
-    s.start()?;
-    s.wait_ready(Duration::from_secs(30))?;
+    let mut s = common::server_for_agents(root.path(), &net)?;
     let node = net.node(1).0;
     let mut agent = common::Agent::join_in(
         &s,

@@ -66,9 +66,7 @@ fn agent_log(a: &common::Agent) -> String {
 fn a_node_cut_off_from_its_servers_keeps_serving_and_restarts_from_its_cache() -> Result<()> {
     let net = TestNet::claim();
     let root = tempfile::tempdir()?;
-    let mut s = Server::with_node(&root.path().join("s"), &net, &["--disable-agent"]);
-    s.start()?;
-    s.wait_ready(Duration::from_secs(30))?;
+    let mut s = common::server_for_agents(root.path(), &net)?;
     let node = net.node(1).0;
     let agent_dir = root.path().join("agent");
     let join = |s: &Server| common::Agent::join_in(s, &net, 1, &agent_dir, None, &[]);

@@ -9,11 +9,11 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use common::Server;
+use skiff_history::faults::{Rng, Tear, tear};
 
 /// How many cycles (`SKIFF_CRASH_CYCLES`; `skiff bench chaos` runs 1,000).
 fn cycles() -> usize {
@@ -21,68 +21,6 @@ fn cycles() -> usize {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(50)
-}
-
-/// A small deterministic generator (the seed is printed, to replay a run).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-/// Sector size a torn write is cut at.
-const SECTOR: usize = 512;
-
-/// What was done to the file after the kill.
-#[derive(Debug, PartialEq)]
-enum Tear {
-    /// Nothing changed since the last acknowledged write.
-    Nothing,
-    /// Bytes `[from, to)` reverted to what they were at the last acknowledgement.
-    Reverted { from: usize, to: usize },
-    /// The file's new tail cut at `len`.
-    Cut { len: usize },
-}
-
-/// Tear what changed in `path` since `before` (its bytes at the last
-/// acknowledged write): pick a changed sector and revert its end, or cut the
-/// new tail of a file that grew.
-fn tear(path: &Path, before: &[u8], rng: &mut Rng) -> Result<Tear> {
-    let mut now = std::fs::read(path)?;
-    let changed: Vec<usize> = (0..now.len().div_ceil(SECTOR))
-        .filter(|i| {
-            let (a, b) = (i * SECTOR, ((i + 1) * SECTOR).min(now.len()));
-            before.get(a..b) != Some(&now[a..b])
-        })
-        .collect();
-    if changed.is_empty() {
-        return Ok(Tear::Nothing);
-    }
-    if now.len() > before.len() && rng.below(3) == 0 {
-        let len = before.len() + rng.below((now.len() - before.len()) as u64) as usize;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(path)?
-            .set_len(len as u64)?;
-        return Ok(Tear::Cut { len });
-    }
-    let sector = changed[rng.below(changed.len() as u64) as usize];
-    let end = ((sector + 1) * SECTOR).min(now.len());
-    let from = sector * SECTOR + rng.below((end - sector * SECTOR) as u64) as usize;
-    for (i, b) in now.iter_mut().enumerate().take(end).skip(from) {
-        *b = before.get(i).copied().unwrap_or(0);
-    }
-    std::fs::write(path, &now)?;
-    Ok(Tear::Reverted { from, to: end })
 }
 
 /// How a restart went.
@@ -154,7 +92,7 @@ fn crash_cycles_with_torn_last_writes_lose_no_acknowledged_write() -> Result<()>
             let (k, v) = (k.clone(), v.clone());
             std::thread::spawn(move || c.create(&k, &v).is_ok())
         };
-        std::thread::sleep(Duration::from_micros(rng.below(3000)));
+        std::thread::sleep(Duration::from_micros(rng.below(1500)));
         s.kill();
         if in_flight.join().unwrap_or(false) {
             // Acknowledged before the kill: it must survive, and nothing

@@ -161,15 +161,21 @@ async fn get(
     Ok((cached, String::from_utf8_lossy(&body).into_owned()))
 }
 
-#[tokio::test]
-async fn while_no_server_answers_reads_come_from_the_cache_and_writes_fail_at_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let c = cache(tmp.path());
+/// A cache in `dir` over a [`FakeApi`] that answers.
+fn cached_api(dir: &Path) -> (Cache, FakeApi, super::layer::CacheService<FakeApi>) {
+    let c = cache(dir);
     let api = FakeApi {
         up: Arc::new(AtomicBool::new(true)),
         calls: Arc::default(),
     };
-    let mut svc = CacheLayer(c.clone()).layer(api.clone());
+    let svc = CacheLayer(c.clone()).layer(api.clone());
+    (c, api, svc)
+}
+
+#[tokio::test]
+async fn while_no_server_answers_reads_come_from_the_cache_and_writes_fail_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (c, api, mut svc) = cached_api(tmp.path());
     let path = "/api/v1/namespaces/default/configmaps/x";
     let (cached, body) = get(&mut svc, path).await.unwrap();
     assert!(!cached && body.contains("v1"));
@@ -209,12 +215,7 @@ async fn while_no_server_answers_reads_come_from_the_cache_and_writes_fail_at_on
 #[tokio::test]
 async fn a_watch_keeps_the_cached_list_current() {
     let tmp = tempfile::tempdir().unwrap();
-    let c = cache(tmp.path());
-    let api = FakeApi {
-        up: Arc::new(AtomicBool::new(true)),
-        calls: Arc::default(),
-    };
-    let mut svc = CacheLayer(c.clone()).layer(api.clone());
+    let (c, _, mut svc) = cached_api(tmp.path());
     let list = json!({"metadata": {"resourceVersion": "1"}, "items": [
         {"metadata": {"namespace": "default", "name": "x", "resourceVersion": "1"}, "data": {"k": "v1"}}]});
     let k = "/api/v1/namespaces/default/configmaps";
