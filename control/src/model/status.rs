@@ -209,6 +209,11 @@ impl From<StoreError> for ApiError {
                 format!("precondition failed on {key}"),
             ),
             StoreError::Invalid(m) => ApiError::bad_request(m.clone()),
+            StoreError::NoSpace { .. } => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "InsufficientStorage",
+                e.to_string(),
+            ),
             _ => ApiError::internal(e.to_string()),
         }
     }

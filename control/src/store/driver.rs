@@ -52,6 +52,7 @@ pub struct Store {
     status: Arc<RwLock<ReplicaStatus>>,
     stopped: watch::Receiver<Option<String>>,
     listener: tokio::task::AbortHandle,
+    space: super::space::Space,
 }
 
 impl Store {
@@ -98,6 +99,7 @@ impl Store {
             status: status.clone(),
             stopped,
             listener,
+            space: super::space::Space::of(&cfg.data_dir),
         };
         let tick = cfg.tick;
         std::thread::Builder::new()
@@ -159,6 +161,7 @@ impl Store {
 
     /// Run a transaction through Raft; resolves once it applied on this node.
     pub async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
+        self.space.check()?;
         self.call(|d| Input::Txn(txn, d)).await
     }
 

@@ -46,6 +46,11 @@ pub enum StoreError {
     Expired { requested: u64, oldest: u64 },
     #[error("the store is shutting down")]
     Stopped,
+    #[error(
+        "the store's disk is full: {} MiB free on {} (writes resume once {} MiB are free; reads go on)",
+        free >> 20, path.display(), super::space::RESERVE >> 20
+    )]
+    NoSpace { path: PathBuf, free: u64 },
     #[error("invalid request: {0}")]
     Invalid(String),
     #[error("decode {what}: {reason}")]

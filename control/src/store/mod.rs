@@ -13,6 +13,7 @@ pub mod format;
 mod logger;
 mod manifest;
 pub mod replica;
+mod space;
 pub mod state;
 mod storage;
 pub mod transport;

@@ -544,3 +544,81 @@ fn servers_restarted_one_at_a_time_lose_no_write_and_restart_no_pod() -> Result<
     );
     Ok(())
 }
+
+/// A tmpfs mounted for a test, detached on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_writes_keeps_reads_and_recovers_by_itself() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let mnt = root.path().join("disk");
+    std::fs::create_dir_all(&mnt)?;
+    nix::mount::mount(
+        Some("tmpfs"),
+        &mnt,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=160m"),
+    )?;
+    let _disk = SmallDisk(mnt.clone());
+    let mut s = Server::new(&mnt.join("solo"), &["--enable-debug-kv"]);
+    s.start()?;
+    s.wait_ready(Duration::from_secs(30))?;
+    let c = s.client();
+    c.create("/w/before", "1")?;
+    s.k(&["create", "configmap", "kept", "--from-literal=k=v"]);
+
+    // Fill the disk to 8 MiB short of full.
+    let st = nix::sys::statvfs::statvfs(&mnt)?;
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    let filler = mnt.join("filler");
+    {
+        let f = std::fs::File::create(&filler)?;
+        let mut w = std::io::BufWriter::new(f);
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..(free.saturating_sub(8 << 20) >> 20) {
+            w.write_all(&chunk)?;
+        }
+        w.flush()?;
+    }
+    let refused = s.kubectl(&["create", "configmap", "new", "--from-literal=k=v"]);
+    assert!(
+        !refused.ok && refused.stderr.contains("disk is full"),
+        "a write on a full disk is refused with a clear error: {}",
+        refused.stderr
+    );
+    assert!(
+        c.create("/w/full", "x").is_err(),
+        "debug kv writes refused too"
+    );
+    // Reads go on, and the server keeps running.
+    assert_eq!(
+        s.k(&["get", "configmap", "kept", "-o", "jsonpath={.data.k}"]),
+        "v"
+    );
+    assert!(c.list("/w/", false)?.iter().any(|(k, _)| k == "/w/before"));
+    assert!(s.child.as_mut().unwrap().try_wait()?.is_none());
+
+    // Space returns: writes resume without a restart.
+    std::fs::remove_file(&filler)?;
+    eventually(Duration::from_secs(10), || c.create("/w/after", "2").ok())
+        .context("writes resume once space returns")?;
+    s.k(&["create", "configmap", "new", "--from-literal=k=v"]);
+    s.kill();
+    s.start()?;
+    s.wait_ready(Duration::from_secs(30))?;
+    let have: BTreeMap<String, String> = s.client().list("/w/", false)?.into_iter().collect();
+    assert!(have.contains_key("/w/before") && have.contains_key("/w/after"));
+    assert_eq!(
+        s.k(&["get", "configmap", "new", "-o", "jsonpath={.data.k}"]),
+        "v"
+    );
+    s.kill();
+    Ok(())
+}
