@@ -170,6 +170,14 @@ pub trait Runtime: Send + Sync {
         content: &'a Content,
         req: RunRequest,
     ) -> BoxFuture<'a, Result<Arc<dyn Running>, RuntimeError>>;
+
+    /// Remove what an earlier run of the agent left running for containers
+    /// `keep` does not want (called once, before pods start; runs that die
+    /// with the agent leave nothing).
+    fn sweep<'a>(&'a self, keep: &'a (dyn Fn(&str) -> bool + Sync)) -> BoxFuture<'a, ()> {
+        let _ = keep;
+        Box::pin(async {})
+    }
 }
 
 /// One started run of a container.

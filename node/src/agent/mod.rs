@@ -146,8 +146,9 @@ pub enum ContainerdMode {
 }
 
 /// Connect to containerd as configured; `None` (and a warning) when it is off
-/// or unavailable: the node then offers no `runc` runtime. Containers left from
-/// an earlier run of this agent are removed (their pods start them again).
+/// or unavailable: the node then offers no `runc` runtime. Containers left
+/// running by an earlier run of this agent stay: their pods adopt them, and
+/// those of pods that are gone are swept once the pods are known.
 async fn containerd(cfg: &AgentConfig) -> Option<skiff_runtimes::oci::OciRuntime> {
     use skiff_runtimes::oci::{OciRuntime, daemon};
     let socket = match &cfg.containerd {
@@ -170,11 +171,6 @@ async fn containerd(cfg: &AgentConfig) -> Option<skiff_runtimes::oci::OciRuntime
     let namespace = format!("skiff-{}", cfg.node_name);
     match OciRuntime::connect(&socket, &namespace).await {
         Ok(rt) => {
-            for id in rt.containers().await.unwrap_or_default() {
-                if let Err(e) = rt.remove(&id).await {
-                    tracing::warn!(container = %id, error = %e, "cannot remove a leftover container");
-                }
-            }
             tracing::info!(socket = %socket.display(), %namespace, "containerd connected");
             Some(rt)
         }
@@ -503,11 +499,15 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
     })
     .await?;
     {
+        // Containers of pods this node still records keep running: their
+        // workers adopt them once the pods are known, or remove them.
         let (keep, dir) = (net.known_netns(), cfg.data_dir.clone());
-        let removed =
-            tokio::task::spawn_blocking(move || crate::host::sweep(&footprint, &keep, &dir))
-                .await
-                .unwrap_or_default();
+        let spare: std::collections::HashSet<String> = net.recorded().into_iter().collect();
+        let removed = tokio::task::spawn_blocking(move || {
+            crate::host::sweep(&footprint, &keep, &spare, &dir)
+        })
+        .await
+        .unwrap_or_default();
         removed.log("start-up sweep removed what an earlier run of this node left");
     }
     let dns = crate::dns::ClusterDns::new(CLUSTER_DOMAIN);

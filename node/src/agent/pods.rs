@@ -115,6 +115,15 @@ pub async fn watch(ctx: Arc<NodeCtx>, pods: Pods) -> Result<(), AgentError> {
                     let _ = ctx.net.detach(&uid).await;
                 }
             }
+            // Containers an earlier run of the agent left running: those of
+            // pods still here are adopted by their workers, the others go.
+            let keep = |id: &str| {
+                live.iter()
+                    .any(|u| !u.is_empty() && id.starts_with(u.as_str()))
+            };
+            for rt in &ctx.runtimes {
+                rt.sweep(&keep).await;
+            }
             // Volumes of pods deleted while the agent was away.
             if let Ok(dirs) = std::fs::read_dir(&ctx.pods_dir) {
                 for d in dirs.flatten() {

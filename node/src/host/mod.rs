@@ -238,7 +238,12 @@ fn remove_cgroups(rel: &str, itself: bool, removed: &mut Removed) {
 /// the processes inside them or inside the node's cgroups, shims of the node's
 /// containerd namespace (the agent has already removed every container it
 /// knows), mounts below `<agent_dir>/containerd`, and the pod cgroups.
-pub fn sweep(f: &Footprint, keep: &HashSet<String>, agent_dir: &Path) -> Removed {
+pub fn sweep(
+    f: &Footprint,
+    keep: &HashSet<String>,
+    spare: &HashSet<String>,
+    agent_dir: &Path,
+) -> Removed {
     let mut removed = Removed::default();
     let stale: Vec<String> = net::netns::list(&f.netns_prefix)
         .into_iter()
@@ -249,9 +254,15 @@ pub fn sweep(f: &Footprint, keep: &HashSet<String>, agent_dir: &Path) -> Removed
         cgroup_prefix: format!("/{}/", f.cgroup),
         shim_namespace: Some(f.containerd_namespace.clone()),
         containerd_config: None,
+        spare: spare.clone(),
     };
     kill_marked(&marks, &mut removed);
-    removed.mounts = mounts::detach_below(&agent_dir.join("containerd"));
+    // The root filesystems of spared pods' containers stay mounted.
+    let spared = |m: &Path| {
+        let m = m.to_string_lossy();
+        spare.iter().any(|u| m.contains(u.as_str()))
+    };
+    removed.mounts = mounts::detach_below_but(&agent_dir.join("containerd"), &spared);
     for n in stale {
         net::resolv::remove(&n);
         if net::netns::delete(&n).is_ok() {
@@ -273,6 +284,7 @@ pub async fn remove_node(f: &Footprint, agent_dir: &Path) -> Removed {
         cgroup_prefix: format!("/{}/", f.cgroup),
         shim_namespace: Some(f.containerd_namespace.clone()),
         containerd_config: Some(config.display().to_string()),
+        spare: HashSet::new(),
     };
     kill_marked(&marks, &mut removed);
     removed.mounts = mounts::detach_below(agent_dir);

@@ -47,9 +47,15 @@ fn unescape(s: &str) -> String {
 
 /// Detach every mount below `dir`; returns the ones detached.
 pub fn detach_below(dir: &Path) -> Vec<PathBuf> {
+    detach_below_but(dir, &|_| false)
+}
+
+/// [`detach_below`], leaving the mount points `keep` wants.
+pub fn detach_below_but(dir: &Path, keep: &dyn Fn(&Path) -> bool) -> Vec<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     below(&text, dir)
         .into_iter()
+        .filter(|m| !keep(m))
         .filter(|m| nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH).is_ok())
         .collect()
 }

@@ -84,6 +84,9 @@ pub struct Marks {
     pub shim_namespace: Option<String>,
     /// An agent-owned containerd's config file: that daemon goes.
     pub containerd_config: Option<String>,
+    /// Pods (by uid) whose containers stay: their processes in the pod's
+    /// cgroup and their shims (a restarted agent adopts them).
+    pub spare: HashSet<String>,
 }
 
 /// The processes of `procs` that `marks` claim, never `me`.
@@ -101,15 +104,23 @@ pub fn leftovers(procs: &[Proc], marks: &Marks, me: i32) -> Vec<(i32, Why)> {
             .first()
             .map(|a| a.rsplit('/').next().unwrap_or(a))
             .unwrap_or("");
+        let spared_cgroup = |c: &str| {
+            c.strip_prefix(marks.cgroup_prefix.as_str())
+                .and_then(|rest| rest.strip_prefix("pod"))
+                .is_some_and(|rest| marks.spare.iter().any(|u| rest.starts_with(u.as_str())))
+        };
+        let spared_shim = arg_after("-id")
+            .is_some_and(|id| marks.spare.iter().any(|u| id.starts_with(u.as_str())));
         let why = if p.netns.is_some_and(|n| marks.netns.contains(&n)) {
             Some(Why::Netns)
         } else if !marks.cgroup_prefix.is_empty()
             && p.cgroups
                 .iter()
-                .any(|c| c.starts_with(&marks.cgroup_prefix))
+                .any(|c| c.starts_with(&marks.cgroup_prefix) && !spared_cgroup(c))
         {
             Some(Why::Cgroup)
         } else if exe.starts_with("containerd-shim")
+            && !spared_shim
             && marks
                 .shim_namespace
                 .as_deref()
@@ -213,6 +224,7 @@ mod tests {
             cgroup_prefix: "/skiff/n1/".into(),
             shim_namespace: Some("skiff-n1".into()),
             containerd_config: Some("/d/agent/containerd/config.toml".into()),
+            spare: Default::default(),
         };
         assert_eq!(
             leftovers(&procs, &marks, 10),
@@ -224,6 +236,22 @@ mod tests {
             ]
         );
         assert!(leftovers(&procs, &Marks::default(), 10).is_empty());
+        // A pod the node still records keeps its container and its shim.
+        let spared = [
+            p(11, "httpd -f", 7, "/skiff/n1/podS/httpd"),
+            p(
+                12,
+                "/usr/bin/containerd-shim-runc-v2 -namespace skiff-n1 -id S-httpd -address /d/c.sock",
+                7,
+                "/",
+            ),
+            p(13, "sh", 7, "/skiff/n1/podT/c"),
+        ];
+        let marks = Marks {
+            spare: ["S".to_string()].into(),
+            ..marks
+        };
+        assert_eq!(leftovers(&spared, &marks, 10), vec![(13, Why::Cgroup)]);
     }
 
     #[test]

@@ -44,6 +44,10 @@ impl Runtime for OciRuntime {
     ) -> BoxFuture<'a, Result<Arc<dyn Running>, RuntimeError>> {
         Box::pin(start_on(self, content, req))
     }
+
+    fn sweep<'a>(&'a self, keep: &'a (dyn Fn(&str) -> bool + Sync)) -> BoxFuture<'a, ()> {
+        Box::pin(OciRuntime::sweep(self, keep))
+    }
 }
 
 /// The containerd calls a run makes: import an image, create a container
@@ -59,6 +63,13 @@ pub trait Containerd: Send + Sync {
         parent: &'a str,
         log: &'a std::path::Path,
     ) -> BoxFuture<'a, Result<Arc<dyn TaskOps>, OciError>>;
+    /// The container's task if it still runs from an earlier run of the
+    /// agent, with the same image.
+    fn adopt<'a>(
+        &'a self,
+        c: &'a OciContainer,
+        image: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Arc<dyn TaskOps>>, OciError>>;
 }
 
 /// The calls on one created task.
@@ -94,6 +105,17 @@ impl Containerd for OciRuntime {
         Box::pin(async move {
             let t = OciRuntime::create(self, c, image, parent, log).await?;
             Ok(Arc::new(t) as Arc<dyn TaskOps>)
+        })
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        c: &'a OciContainer,
+        image: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Arc<dyn TaskOps>>, OciError>> {
+        Box::pin(async move {
+            let t = OciRuntime::adopt(self, c, image).await?;
+            Ok(t.map(|t| Arc::new(t) as Arc<dyn TaskOps>))
         })
     }
 }
@@ -139,6 +161,17 @@ pub async fn start_on(
     let defaults = image.defaults().map_err(create)?;
     let parent = api.import(image).await.map_err(create)?;
     let spec = req.resolve.resolve(&defaults)?;
+    // Still running from before the agent restarted: watch it again.
+    match api.adopt(&spec, &image.reference).await {
+        Ok(Some(task)) => {
+            tracing::info!(container = %spec.id, "adopted a container still running from before");
+            return Ok(Arc::new(OciRun::watch(task, req.container)) as Arc<dyn Running>);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::debug!(container = %spec.id, error = %e, "cannot look for a running container to adopt")
+        }
+    }
     let task = match api.create(&spec, &image.reference, &parent, &req.log).await {
         Ok(t) => t,
         // runc refused to start the process (no such command, bad user…).
@@ -293,6 +326,8 @@ mod tests {
         exit: Arc<Mutex<(u32, bool)>>,
         oom: bool,
         signalled: Arc<tokio::sync::Notify>,
+        /// Containers whose task still runs from an earlier agent.
+        running: Arc<Mutex<Vec<String>>>,
     }
 
     fn refused(call: &'static str) -> OciError {
@@ -347,6 +382,23 @@ mod tests {
                     id: c.id.clone(),
                     api: self.clone(),
                 }) as Arc<dyn TaskOps>)
+            })
+        }
+
+        fn adopt<'a>(
+            &'a self,
+            c: &'a OciContainer,
+            _image: &'a str,
+        ) -> BoxFuture<'a, Result<Option<Arc<dyn TaskOps>>, OciError>> {
+            Box::pin(async move {
+                let found = self.running.lock().unwrap().contains(&c.id);
+                Ok(found.then(|| {
+                    self.calls.lock().unwrap().push("adopt".into());
+                    Arc::new(FakeTask {
+                        id: c.id.clone(),
+                        api: self.clone(),
+                    }) as Arc<dyn TaskOps>
+                }))
             })
         }
     }
@@ -489,6 +541,26 @@ mod tests {
         .expect("a spec the node refuses");
         assert_eq!(err.reason(), "CreateContainerConfigError");
         assert_eq!(api.calls(), vec!["import"], "nothing is created");
+    }
+
+    #[tokio::test]
+    async fn a_container_still_running_from_an_earlier_agent_is_adopted_not_started_again() {
+        let api = FakeContainerd::default();
+        api.running.lock().unwrap().push("uid-app".into());
+        *api.exit.lock().unwrap() = (0, false);
+        let run = start_on(&api, &image(), request(Ok(())))
+            .await
+            .expect("adopted");
+        assert_eq!(
+            api.calls(),
+            vec!["import", "adopt"],
+            "nothing created or started"
+        );
+        assert_eq!(
+            run.wait().await.expect("ends").exit_code,
+            0,
+            "and watched to its end"
+        );
     }
 
     #[tokio::test]

@@ -4,7 +4,9 @@
 //!
 //! **[`OciRuntime::remove`] is idempotent and removes the task, the record and
 //! the snapshot whatever state they were left in, so a failed start or an
-//! agent restart never leaks one.**
+//! agent restart never leaks one.** A container still running from an
+//! earlier run of the agent is adopted ([`OciRuntime::adopt`]), not started
+//! again; those of pods that are gone are swept.
 
 use std::path::{Path, PathBuf};
 
@@ -15,8 +17,8 @@ use containerd_client::services::v1::snapshots::{PrepareSnapshotRequest, RemoveS
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, KillRequest,
-    ListContainersRequest, StartRequest, WaitRequest,
+    DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
+    KillRequest, ListContainersRequest, StartRequest, WaitRequest,
 };
 use containerd_client::tonic::Code;
 use prost_types::Any;
@@ -180,6 +182,62 @@ impl OciRuntime {
                 .map(|_| ()),
         )
         .map_err(OciError::call("snapshot remove"))
+    }
+
+    /// Container `c.id` if it is still running from an earlier run of the
+    /// agent with image `image`: its task, to be watched again instead of
+    /// started anew (`None` if there is no such running task).
+    pub async fn adopt(&self, c: &OciContainer, image: &str) -> Result<Option<Task>, OciError> {
+        let found = ContainersClient::new(self.channel.clone())
+            .get(self.request(GetContainerRequest { id: c.id.clone() }, false))
+            .await;
+        let container = match found {
+            Ok(r) => r.into_inner().container,
+            Err(s) if s.code() == Code::NotFound => return Ok(None),
+            Err(s) => return Err(OciError::call("container get")(s)),
+        };
+        if container.is_none_or(|k| k.image != image) {
+            return Ok(None);
+        }
+        let req = GetRequest {
+            container_id: c.id.clone(),
+            exec_id: String::new(),
+        };
+        let process = match TasksClient::new(self.channel.clone())
+            .get(self.request(req, false))
+            .await
+        {
+            Ok(r) => r.into_inner().process,
+            Err(s) if s.code() == Code::NotFound => return Ok(None),
+            Err(s) => return Err(OciError::call("task get")(s)),
+        };
+        Ok(process
+            .filter(|p| p.status == containerd_client::types::v1::Status::Running as i32)
+            .map(|p| Task {
+                rt: self.clone(),
+                id: c.id.clone(),
+                pid: p.pid,
+                cgroups_path: c.cgroups_path.clone(),
+                spec: c.clone(),
+            }))
+    }
+
+    /// Remove every container of ours that `keep` does not want (what an
+    /// earlier run of the agent left for pods that are gone).
+    pub async fn sweep(&self, keep: &(dyn Fn(&str) -> bool + Sync)) {
+        for id in self.containers().await.unwrap_or_default() {
+            if keep(&id) {
+                continue;
+            }
+            match self.remove(&id).await {
+                Ok(()) => {
+                    tracing::info!(container = %id, "removed a container of a pod that is gone")
+                }
+                Err(e) => {
+                    tracing::warn!(container = %id, error = %e, "cannot remove a leftover container")
+                }
+            }
+        }
     }
 
     /// The IDs of the containers in our namespace.

@@ -135,6 +135,17 @@ fn a_node_cut_off_from_its_servers_keeps_serving_and_restarts_from_its_cache() -
         agent_log(&agent).contains("resuming from the cache"),
         "the agent resumed from its cache"
     );
+    eventually(Duration::from_secs(30), || {
+        agent_log(&agent)
+            .contains("adopted a container still running from before")
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the container that kept running was adopted, not started again; log:\n{}",
+            agent_log(&agent)
+        )
+    });
     while gone.elapsed() < away {
         for u in [&web, &boxed] {
             assert!(answers(u), "{u} answers after the agent's restart");
@@ -204,6 +215,15 @@ fn a_node_cut_off_from_its_servers_keeps_serving_and_restarts_from_its_cache() -
     .unwrap_or_else(|| {
         panic!("the events recorded while the servers were away arrive: {started_events}")
     });
+    let box_restarts = s.k(&[
+        "get",
+        "pods",
+        "-l",
+        "app=box",
+        "-o",
+        "jsonpath={.items[0].status.containerStatuses[0].restartCount}",
+    ]);
+    assert_eq!(box_restarts, "0", "the adopted container never restarted");
     s.k(&["scale", "deploy/web", "--replicas=2"]);
     s.k(&["rollout", "status", "deploy/web", "--timeout=60s"]);
     assert!(answers(&web) && answers(&boxed));
