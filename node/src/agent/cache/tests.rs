@@ -1,3 +1,5 @@
+//! The cache alone (keys, lists kept current by watch events, files owner-only) and as a layer over an API that answers or not.
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
