@@ -163,8 +163,10 @@ fn step_all<M: Model>(
 /// after `budget` search steps.
 pub fn check<M: Model>(model: &M, ops: &[Operation<M::Input, M::Output>], budget: u64) -> Verdict {
     let mut ev = Events::new(ops);
-    let mut done = vec![false; ops.len()];
-    let mut seen: HashSet<(Vec<bool>, States<M::State>)> = HashSet::new();
+    // The linearized operations, one bit each.
+    let mut done = vec![0u64; ops.len().div_ceil(64)];
+    let flip = |done: &mut Vec<u64>, op: usize| done[op / 64] ^= 1 << (op % 64);
+    let mut seen: HashSet<(Vec<u64>, States<M::State>)> = HashSet::new();
     // The linearized calls, each with the states before it.
     let mut stack: Vec<(usize, States<M::State>)> = Vec::new();
     let mut states: States<M::State> = vec![model.init()];
@@ -180,14 +182,14 @@ pub fn check<M: Model>(model: &M, ops: &[Operation<M::Input, M::Output>], budget
             let o = &ops[entry.op];
             let next = step_all(model, &states, &o.input, &o.output);
             if !next.is_empty() {
-                done[entry.op] = true;
+                flip(&mut done, entry.op);
                 if seen.insert((done.clone(), next.clone())) {
                     stack.push((at, std::mem::replace(&mut states, next)));
                     ev.lift(at);
                     at = ev.next[0];
                     continue;
                 }
-                done[entry.op] = false;
+                flip(&mut done, entry.op);
             }
             at = ev.next[at];
         } else {
@@ -197,7 +199,7 @@ pub fn check<M: Model>(model: &M, ops: &[Operation<M::Input, M::Output>], budget
                 return Verdict::Illegal;
             };
             states = before;
-            done[ev.e[call].op] = false;
+            flip(&mut done, ev.e[call].op);
             ev.unlift(call);
             at = ev.next[call];
         }

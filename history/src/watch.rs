@@ -18,6 +18,11 @@ pub struct Event {
     pub key: String,
     pub rev: u64,
     pub change: Change,
+    /// The value the object had (for a put).
+    pub value: Option<String>,
+    /// When the watch received it (the recorder's clock): the change was
+    /// made before.
+    pub at: u64,
 }
 
 /// Writes the clients made to the watched keys.
@@ -82,6 +87,8 @@ mod tests {
             key: key.into(),
             rev,
             change,
+            value: None,
+            at: 0,
         }
     }
 

@@ -6,6 +6,7 @@
 //! The faults themselves are the caller's: the test tier and `skiff bench
 //! chaos` inject different ones for different lengths.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -32,6 +33,10 @@ pub struct Target {
 pub struct Load {
     pub clients: usize,
     pub keys: usize,
+    /// The clients move to a fresh set of `keys` objects this often, so that
+    /// each object's history stays short enough to check however long the
+    /// run (contention on each object is unchanged).
+    pub rotate: Duration,
 }
 
 impl Default for Load {
@@ -39,6 +44,7 @@ impl Default for Load {
         Load {
             clients: 12,
             keys: 24,
+            rotate: Duration::from_secs(60),
         }
     }
 }
@@ -156,7 +162,12 @@ fn perform(
 
 /// Follow the ConfigMaps from revision `from` through any server, resuming
 /// from the last event seen after every break, until `stop`.
-fn follow(t: &Target, from: u64, stop: &AtomicBool) -> Vec<Event> {
+fn follow(
+    t: &Target,
+    from: u64,
+    recorder: &Recorder<(String, Input), Output>,
+    stop: &AtomicBool,
+) -> Vec<Event> {
     let http = http(Duration::from_secs(5));
     let mut events = Vec::new();
     let mut rv = from;
@@ -172,31 +183,48 @@ fn follow(t: &Target, from: u64, stop: &AtomicBool) -> Vec<Event> {
             std::thread::sleep(Duration::from_millis(100));
             continue;
         };
-        let text = resp.text().unwrap_or_default();
-        for line in text.lines() {
-            let Ok(e) = serde_json::from_str::<Value>(line) else {
-                continue;
+        let mut resp = resp;
+        let mut pending = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        // Read as it comes, so that each event's time is when it arrived.
+        loop {
+            let n = match std::io::Read::read(&mut resp, &mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
             };
-            let change = match e["type"].as_str() {
-                Some("ADDED" | "MODIFIED") => Change::Put,
-                Some("DELETED") => Change::Delete,
-                _ => continue,
-            };
-            let (Some(name), Some(r)) = (
-                e.pointer("/object/metadata/name").and_then(Value::as_str),
-                rev_of(&e["object"]),
-            ) else {
-                continue;
-            };
-            events.push(Event {
-                key: name.to_string(),
-                rev: r,
-                change,
-            });
-            rv = rv.max(r);
+            pending.extend_from_slice(&chunk[..n]);
+            let at = recorder.now();
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if let Some(e) = event(&line, at) {
+                    rv = rv.max(e.rev);
+                    events.push(e);
+                }
+            }
         }
     }
     events
+}
+
+/// One line of a watch as an event of ours (`None`: a bookmark, an error,
+/// something unreadable).
+fn event(line: &[u8], at: u64) -> Option<Event> {
+    let e: Value = serde_json::from_slice(line).ok()?;
+    let change = match e["type"].as_str()? {
+        "ADDED" | "MODIFIED" => Change::Put,
+        "DELETED" => Change::Delete,
+        _ => return None,
+    };
+    Some(Event {
+        key: e.pointer("/object/metadata/name")?.as_str()?.to_string(),
+        rev: rev_of(&e["object"])?,
+        change,
+        value: e
+            .pointer("/object/data/v")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        at,
+    })
 }
 
 /// One client until `stop`: mostly read-modify-write (a read, then an
@@ -212,10 +240,16 @@ fn client(
     let http = http(Duration::from_secs(3));
     let mut n = 0u64;
     let mut last_rev: Vec<Option<u64>> = vec![None; load.keys];
+    let mut epoch = 0;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
+        let now = recorder.now() / load.rotate.as_nanos().max(1) as u64;
+        if now != epoch {
+            epoch = now;
+            last_rev.fill(None);
+        }
         let k = (n as usize * 7 + c * 5) % load.keys;
-        let key = format!("obj-{k:02}");
+        let key = format!("obj-{epoch}-{k:02}");
         let value = format!("c{c}-{n}");
         let api = &t.apis[(n as usize + c) % t.apis.len()];
         let run = |input: Input| {
@@ -283,7 +317,7 @@ where
     let began = Instant::now();
     let injected = std::thread::scope(|sc| {
         sc.spawn(|| {
-            let e = follow(t, start_rev, &stop);
+            let e = follow(t, start_rev, &recorder, &stop);
             *watched.lock().unwrap_or_else(|e| e.into_inner()) = e;
         });
         for c in 0..load.clients {
@@ -370,11 +404,62 @@ fn is_write(i: &Input) -> bool {
     !matches!(i, Input::Get)
 }
 
+/// Narrow the writes whose outcome is unknown by what the watch saw, as
+/// etcd's robustness tests do: a create or update whose (unique) value the
+/// watch delivered happened, at the revision delivered and before it was
+/// delivered; one whose value it never delivered never happened (the watch
+/// is itself checked for gaps). A delete followed by no deletion of its key
+/// never happened; an unanswered read is dropped. What is left stays open.
+/// This only takes away orders that did not happen: it cannot hide a
+/// violation, and keeps the search from trying every place for every
+/// unanswered write.
+pub fn resolve(history: &[KeyOp], events: &[Event]) -> Vec<KeyOp> {
+    let mut put: HashMap<(&str, &str), &Event> = HashMap::new();
+    let mut deleted: HashMap<&str, u64> = HashMap::new();
+    for e in events {
+        match (&e.change, &e.value) {
+            (Change::Put, Some(v)) => {
+                put.entry((e.key.as_str(), v.as_str())).or_insert(e);
+            }
+            (Change::Delete, _) => {
+                let last = deleted.entry(e.key.as_str()).or_default();
+                *last = (*last).max(e.at);
+            }
+            _ => {}
+        }
+    }
+    history
+        .iter()
+        .filter_map(|o| {
+            if o.output != Output::Unknown {
+                return Some(o.clone());
+            }
+            let key = o.input.0.as_str();
+            match &o.input.1 {
+                Input::Create { value } | Input::Update { value, .. } => {
+                    let e = put.get(&(key, value.as_str()))?;
+                    Some(KeyOp {
+                        ret: Some(e.at.max(o.call)),
+                        output: Output::Written { rev: e.rev },
+                        ..o.clone()
+                    })
+                }
+                Input::Delete { .. } => deleted
+                    .get(key)
+                    .is_some_and(|last| *last >= o.call)
+                    .then(|| o.clone()),
+                Input::Get => None,
+            }
+        })
+        .collect()
+}
+
 /// Check a run: every object's history, the watch, and the figures.
 pub fn check(run: &Run, budget_per_key: u64) -> Report {
     let h = &run.history;
     let t = Instant::now();
-    let verdicts = crate::kv::check(h, budget_per_key);
+    let resolved = resolve(h, &run.events);
+    let verdicts = crate::kv::check(&resolved, budget_per_key);
     let mut r = Report {
         operations: h.len(),
         answered: h.iter().filter(|o| o.ret.is_some()).count(),
@@ -389,7 +474,11 @@ pub fn check(run: &Run, budget_per_key: u64) -> Report {
     for (key, v) in &verdicts {
         match v {
             Verdict::Illegal => {
-                let ops: Vec<KeyOp> = h.iter().filter(|o| &o.input.0 == key).cloned().collect();
+                let ops: Vec<KeyOp> = resolved
+                    .iter()
+                    .filter(|o| &o.input.0 == key)
+                    .cloned()
+                    .collect();
                 r.illegal.push((key.clone(), explain(ops, budget_per_key)));
             }
             _ => r.undecided.push(key.clone()),
@@ -451,4 +540,60 @@ pub fn check(run: &Run, budget_per_key: u64) -> Report {
     r.unavailable_ms
         .sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Operation;
+
+    fn op(call: u64, input: Input, output: Output) -> KeyOp {
+        Operation {
+            client: 0,
+            call,
+            ret: (output != Output::Unknown).then_some(call + 1),
+            input: ("k".into(), input),
+            output,
+        }
+    }
+
+    fn put(rev: u64, value: &str, at: u64) -> Event {
+        Event {
+            key: "k".into(),
+            rev,
+            change: Change::Put,
+            value: Some(value.into()),
+            at,
+        }
+    }
+
+    #[test]
+    fn unknown_writes_are_settled_by_what_the_watch_saw() {
+        let update = |v: &str| Input::Update {
+            value: v.into(),
+            precondition: None,
+        };
+        let delete = Input::Delete { precondition: None };
+        let h = vec![
+            op(0, update("seen"), Output::Unknown),
+            op(10, update("never"), Output::Unknown),
+            op(20, Input::Get, Output::Unknown),
+            op(30, delete.clone(), Output::Unknown),
+            op(40, update("acked"), Output::Written { rev: 9 }),
+            op(50, delete.clone(), Output::Unknown),
+        ];
+        let mut gone = put(8, "", 45);
+        gone.change = Change::Delete;
+        let events = vec![put(5, "seen", 7), put(9, "acked", 41), gone];
+        let r = resolve(&h, &events);
+        // The seen update happened at 5, before the watch had it at 7.
+        assert_eq!(r[0].output, Output::Written { rev: 5 });
+        assert_eq!(r[0].ret, Some(7));
+        // The delete at 30 may be the deletion seen at 45, so stays open;
+        // the one at 50 was followed by none, the unseen update and the
+        // unanswered read are gone.
+        let kept: Vec<u64> = r.iter().map(|o| o.call).collect();
+        assert_eq!(kept, vec![0, 30, 40]);
+        assert_eq!(r[1].ret, None);
+    }
 }
