@@ -24,9 +24,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::agent::local::LocalPods;
 use crate::pod::events::Recorder;
 use crate::proxy::ServiceView;
 use crate::proxy::rules::PortView;
+use crate::proxy::wake::Wakers;
 
 /// Default port of the activator on the node's bridge address.
 pub const DEFAULT_PORT: u16 = 8012;
@@ -90,6 +92,10 @@ pub struct Activator {
     cfg: ActivatorConfig,
     client: Client,
     views: watch::Receiver<Arc<Vec<ServiceView>>>,
+    /// The scale-to-zero Deployments as the proxy last saw them.
+    wakers: watch::Receiver<Arc<Wakers>>,
+    /// Pods this node starts itself while no API server answers.
+    local: LocalPods,
     events: Recorder,
     node_stats: Arc<crate::stats::Stats>,
     pub stats: Arc<ActivatorStats>,
@@ -110,7 +116,11 @@ impl Activator {
     pub fn new(
         cfg: ActivatorConfig,
         client: Client,
-        views: watch::Receiver<Arc<Vec<ServiceView>>>,
+        (views, wakers): (
+            watch::Receiver<Arc<Vec<ServiceView>>>,
+            watch::Receiver<Arc<Wakers>>,
+        ),
+        local: LocalPods,
         events: Recorder,
         node_stats: Arc<crate::stats::Stats>,
         stats: Arc<ActivatorStats>,
@@ -119,6 +129,8 @@ impl Activator {
             cfg,
             client,
             views,
+            wakers,
+            local,
             events,
             node_stats,
             stats,
@@ -345,11 +357,16 @@ impl Activator {
     }
 
     /// Scale the Deployment to one replica if it is at zero, then watch its
-    /// pods until one is ready (the task ends) or one cannot start.
+    /// pods until one is ready (the task ends) or one cannot start. With no
+    /// API server answering, start a pod of it on this node instead.
     async fn run_wake(&self, ns: &str, name: &str, tx: &watch::Sender<Wake>) {
+        if self.local.offline() {
+            return self.wake_here(ns, name, tx).await;
+        }
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
         let deployment = match api.get(name).await {
             Ok(d) => d,
+            Err(_) if self.local.offline() => return self.wake_here(ns, name, tx).await,
             Err(e) => {
                 let _ = tx.send(Wake::Failed(
                     format!("cannot read Deployment {ns}/{name}: {e}"),
@@ -365,6 +382,9 @@ impl Activator {
                 .patch_scale(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await;
             if let Err(e) = scaled {
+                if self.local.offline() {
+                    return self.wake_here(ns, name, tx).await;
+                }
                 let _ = tx.send(Wake::Failed(
                     format!("cannot scale Deployment {ns}/{name}: {e}"),
                     Instant::now(),
@@ -406,6 +426,47 @@ impl Activator {
     }
 }
 
+impl Activator {
+    /// Wake `ns/name` with no API server to scale it: a pod of its template
+    /// as last seen, started by this node (handed over to the cluster's own
+    /// once a server answers). The wait for it is the caller's.
+    async fn wake_here(&self, ns: &str, name: &str, tx: &watch::Sender<Wake>) {
+        let found = self.wakers.borrow().deployment(ns, name);
+        let Some(d) = found else {
+            let _ = tx.send(Wake::Failed(
+                format!("no API server answers and this node has not seen Deployment {ns}/{name}"),
+                Instant::now(),
+            ));
+            return;
+        };
+        match self.local.start(&d) {
+            Some((pod, true)) => {
+                self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
+                let uid = d.metadata.uid.clone().unwrap_or_default();
+                let message = format!(
+                    "no API server answers: started pod {pod} on this node from its last view of the Deployment (replaced by the Deployment's own pod once a server answers)"
+                );
+                self.events
+                    .record_object(
+                        ("Deployment", "apps/v1"),
+                        (ns, name, &uid),
+                        false,
+                        "ScaledFromZeroOffline",
+                        &message,
+                    )
+                    .await;
+            }
+            Some((_, false)) => {}
+            None => {
+                let _ = tx.send(Wake::Failed(
+                    format!("Deployment {ns}/{name} has no pod template to start"),
+                    Instant::now(),
+                ));
+            }
+        }
+    }
+}
+
 /// Connect to a just-ready pod: an app may be Ready (no readiness probe)
 /// a moment before it listens, so a refusal is retried for a short while.
 async fn connect(target: SocketAddr) -> std::io::Result<TcpStream> {
@@ -439,7 +500,7 @@ fn original_destination(sock: &TcpStream) -> Option<SocketAddrV4> {
 }
 
 /// `spec.selector.matchLabels` as a label selector string.
-fn match_labels(d: &Deployment) -> String {
+pub(crate) fn match_labels(d: &Deployment) -> String {
     d.spec
         .selector
         .match_labels
@@ -453,7 +514,8 @@ fn match_labels(d: &Deployment) -> String {
         .unwrap_or_default()
 }
 
-fn pod_ready(p: &Pod) -> bool {
+/// Ready and not being deleted.
+pub(crate) fn pod_ready(p: &Pod) -> bool {
     p.metadata.deletion_timestamp.is_none()
         && p.status
             .as_ref()

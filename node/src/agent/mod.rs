@@ -7,7 +7,8 @@
 
 mod api;
 pub mod apiservers;
-mod cache;
+pub(crate) mod cache;
+pub mod local;
 mod metrics;
 mod node;
 mod pods;
@@ -545,18 +546,6 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
     }
     let (views_tx, views_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
     let metrics = metrics::AgentMetrics::new(stats.clone());
-    let activator = crate::activator::Activator::new(
-        crate::activator::ActivatorConfig {
-            addr: activator_addr,
-            timeout: cfg.activator_timeout,
-            max_held: cfg.activator_max_held,
-        },
-        client.clone(),
-        views_rx.clone(),
-        Recorder::new(client.clone(), cfg.node_name.clone()),
-        stats.clone(),
-        metrics.activator.clone(),
-    );
     let (pressure_tx, pressure_rx) = tokio::sync::watch::channel(Default::default());
     let imagefs = match &cfg.containerd {
         ContainerdMode::Own => cfg.data_dir.join("containerd"),
@@ -593,6 +582,20 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         host_ports,
         routes: views_rx.clone(),
     });
+    let local = local::LocalPods::new(ctx.clone(), cache.offline.clone());
+    let activator = crate::activator::Activator::new(
+        crate::activator::ActivatorConfig {
+            addr: activator_addr,
+            timeout: cfg.activator_timeout,
+            max_held: cfg.activator_max_held,
+        },
+        client.clone(),
+        (views_rx.clone(), proxy.wakers()),
+        local.clone(),
+        Recorder::new(client.clone(), cfg.node_name.clone()),
+        stats.clone(),
+        metrics.activator.clone(),
+    );
     let eviction = crate::eviction::run(
         ctx.clone(),
         crate::eviction::Config {
@@ -648,7 +651,8 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         () = eviction => Ok(()),
         () = apiservers::follow(client.clone(), servers.clone()) => Ok(()),
         () = cache.run() => Ok(()),
-        r = pods::watch(ctx, pods) => r,
+        r = pods::watch(ctx, pods, local.clone()) => r,
+        () = local.hand_over() => Ok(()),
         () = proxy.run(client.clone(), stats.clone(), views_tx) => Ok(()),
         () = stats.clone().run_sampler() => Ok(()),
         r = activator.serve() => r.map_err(|source| AgentError::Listen { addr: activator_addr.to_string(), source }),

@@ -86,7 +86,11 @@ impl Workers {
 }
 
 /// Watch this node's pods until the API becomes unreachable for good.
-pub async fn watch(ctx: Arc<NodeCtx>, pods: Pods) -> Result<(), AgentError> {
+pub async fn watch(
+    ctx: Arc<NodeCtx>,
+    pods: Pods,
+    local: super::local::LocalPods,
+) -> Result<(), AgentError> {
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let selector = format!("spec.nodeName={}", ctx.node);
     let mut workers = Workers {
@@ -106,8 +110,10 @@ pub async fn watch(ctx: Arc<NodeCtx>, pods: Pods) -> Result<(), AgentError> {
         };
         let rv = list.metadata.resource_version.clone().unwrap_or_default();
         let items = list.items;
-        let live: std::collections::HashSet<String> = items.iter().map(|p| meta(p).2).collect();
+        let mut live: std::collections::HashSet<String> = items.iter().map(|p| meta(p).2).collect();
         if first {
+            // Pods this node started while cut off are not the API's.
+            live.extend(local.uids());
             first = false;
             for uid in ctx.net.recorded() {
                 if !live.contains(&uid) {

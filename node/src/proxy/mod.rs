@@ -49,6 +49,8 @@ pub struct Proxy {
     dns: Option<crate::dns::ClusterDns>,
     /// The node's pods' `hostPort`s.
     host_ports: Arc<hostports::HostPorts>,
+    /// The scale-to-zero Deployments as last seen (the activator's).
+    wakers: watch::Sender<Arc<wake::Wakers>>,
 }
 
 /// The table name of a node (nft names take letters, digits and `_`).
@@ -75,7 +77,13 @@ impl Proxy {
             nft,
             dns,
             host_ports,
+            wakers: watch::Sender::new(Arc::default()),
         })
+    }
+
+    /// The scale-to-zero Deployments, as the proxy last saw them.
+    pub fn wakers(&self) -> watch::Receiver<Arc<wake::Wakers>> {
+        self.wakers.subscribe()
     }
 
     /// Follow Services, EndpointSlices, Deployments and
@@ -177,7 +185,9 @@ impl Proxy {
                     &sls,
                 ));
             }
-            let mut views = rules::views(&svcs, &sls, &wake::Wakers::build(&deps, &hpas));
+            let wakers = Arc::new(wake::Wakers::build(&deps, &hpas));
+            let mut views = rules::views(&svcs, &sls, &wakers);
+            self.wakers.send_replace(wakers);
             if let Some(relay) = self.cfg.api_relay {
                 rules::relay_api(&mut views, relay);
             }

@@ -24,6 +24,7 @@ fn proxy(nft: &FakeRuleset) -> Proxy {
         nft: Arc::new(nft.clone()),
         dns: None,
         host_ports: Default::default(),
+        wakers: tokio::sync::watch::Sender::new(Default::default()),
     }
 }
 

@@ -3,13 +3,15 @@
 //! annotation, or a HorizontalPodAutoscaler with `minReplicas: 0` on it).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use skiff_common::scale::{SCALE_TO_ZERO_AFTER, parse_duration};
 
-/// A Deployment's name and its pods' labels.
-type Waker = (String, BTreeMap<String, String>);
+/// A Deployment's name, its pods' labels and the Deployment as last seen
+/// (a node cut off from its servers starts a pod from its template).
+type Waker = (String, BTreeMap<String, String>, Arc<Deployment>);
 
 /// The scale-to-zero Deployments of each namespace with their pod labels.
 #[derive(Debug, Default, Clone)]
@@ -46,10 +48,11 @@ impl Wakers {
                 .as_ref()
                 .and_then(|m| m.labels.clone())
                 .unwrap_or_default();
-            by_namespace
-                .entry(ns.clone())
-                .or_default()
-                .push((name.clone(), labels));
+            by_namespace.entry(ns.clone()).or_default().push((
+                name.clone(),
+                labels,
+                Arc::new(d.clone()),
+            ));
         }
         Wakers { by_namespace }
     }
@@ -64,8 +67,17 @@ impl Wakers {
         self.by_namespace
             .get(namespace)?
             .iter()
-            .find(|(_, labels)| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
-            .map(|(name, _)| name.clone())
+            .find(|(_, labels, _)| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
+            .map(|(name, _, _)| name.clone())
+    }
+
+    /// The scale-to-zero Deployment `namespace/name` as last seen.
+    pub fn deployment(&self, namespace: &str, name: &str) -> Option<Arc<Deployment>> {
+        self.by_namespace
+            .get(namespace)?
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, d)| d.clone())
     }
 }
 

@@ -233,3 +233,124 @@ fn a_node_cut_off_from_its_servers_keeps_serving_and_restarts_from_its_cache() -
     agent.kill();
     Ok(())
 }
+
+const SLEEPY: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: sleepy
+  annotations: {skiff.dev/scale-to-zero-after: 3s}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: sleepy}}
+  template:
+    metadata: {labels: {app: sleepy}}
+    spec:
+      containers:
+      - name: app
+        image: acc/hello:v1
+        ports: [{name: http, containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: sleepy
+spec:
+  selector: {app: sleepy}
+  ports: [{port: 80, targetPort: http}]
+"#;
+
+fn at_zero(s: &Server, name: &str) -> bool {
+    let replicas = s.k(&["get", "deploy", name, "-o", "jsonpath={.spec.replicas}"]);
+    let pods = s.k(&["get", "pods", "-l", &format!("app={name}"), "-o", "name"]);
+    replicas == "0" && pods.trim().is_empty()
+}
+
+#[test]
+fn a_scaled_to_zero_service_on_a_cut_off_node_wakes_from_its_cache() -> Result<()> {
+    let net = TestNet::claim();
+    let root = tempfile::tempdir()?;
+    let mut s = common::server_for_agents(root.path(), &net)?;
+    let node = net.node(1).0;
+    let agent = common::Agent::join_in(&s, &net, 1, &root.path().join("agent"), None, &[])?;
+    agent.wait_ready(&s, &node);
+    s.import_wasm(
+        &common::example_wasm("hello-wasm", "hello_wasm.wasm"),
+        "acc/hello:v1",
+    )?;
+    s.apply(SLEEPY);
+    s.k(&["rollout", "status", "deploy/sleepy", "--timeout=90s"]);
+    eventually(Duration::from_secs(60), || {
+        at_zero(&s, "sleepy").then_some(())
+    })
+    .expect("the Deployment scales to zero");
+    let sleepy = url(&s, "sleepy");
+
+    // Every server away: a request still wakes the Service, from a pod the
+    // node starts from its last view of the Deployment.
+    s.kill();
+    let t = Instant::now();
+    let first = common::http_get(&sleepy);
+    let woke = t.elapsed();
+    assert!(
+        matches!(&first, Ok((200, body)) if body == "hello from wasm\n"),
+        "the scaled-to-zero Service wakes with its servers away: {first:?}; agent log:\n{}",
+        agent_log(&agent)
+    );
+    assert!(
+        agent_log(&agent).contains("starting a pod of the Deployment from this node's last view")
+    );
+    for _ in 0..20 {
+        assert!(answers(&sleepy), "the node-started pod keeps answering");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The servers return: the node makes the wake-up it owed, and hands the
+    // Service over to the Deployment's own pod without a failed request.
+    s.start()?;
+    s.wait_ready(Duration::from_secs(30))?;
+    let back = Instant::now();
+    let mut requests = 0;
+    let handed = eventually(Duration::from_secs(60), || {
+        assert!(answers(&sleepy), "the Service answers during the hand-over");
+        requests += 1;
+        std::thread::sleep(Duration::from_millis(100));
+        agent_log(&agent)
+            .contains("stopping the pod this node started while cut off: a pod of the Deployment is Ready")
+            .then_some(back.elapsed())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the node's own pod is handed over; log:\n{}",
+            agent_log(&agent)
+        )
+    });
+    let api_pods = s.k(&["get", "pods", "-l", "app=sleepy", "-o", "name"]);
+    assert_eq!(
+        api_pods.lines().count(),
+        1,
+        "one pod of the Deployment: {api_pods}"
+    );
+    assert!(
+        !api_pods.contains("offline"),
+        "the node's own pod never reaches the API"
+    );
+    for _ in 0..10 {
+        assert!(answers(&sleepy), "the Service answers after the hand-over");
+    }
+    let events = s.k(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=ScaledFromZeroOffline",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        events.contains("sleepy-offline-"),
+        "the held event arrives: {events}"
+    );
+    eprintln!(
+        "edge scale-to-zero: woke in {woke:?} with the servers away; handed over {handed:?} after they returned, {requests} requests meanwhile, none failed"
+    );
+    Ok(())
+}
