@@ -38,7 +38,9 @@ pub(super) fn start_cluster_on(
     let token = first.node_token();
     let join_url = first.url();
     let mut servers = vec![first];
-    for i in 2..=3 {
+    // Three voters, or as many as the network has hosts for.
+    let voters = net.map_or(3, |n| n.n);
+    for i in 2..=voters {
         let mut args: Vec<&str> = extra.to_vec();
         args.extend(["--join", &join_url, "--token", &token]);
         let mut s = server(i - 1, &args);
@@ -49,9 +51,9 @@ pub(super) fn start_cluster_on(
     let c = servers[0].client();
     eventually(Duration::from_secs(10), || {
         let st = c.status().ok()?;
-        (st["voters"].as_array()?.len() == 3).then_some(())
+        (st["voters"].as_array()?.len() == voters).then_some(())
     })
-    .context("three voters")?;
+    .with_context(|| format!("{voters} voters"))?;
     Ok(servers)
 }
 
