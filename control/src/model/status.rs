@@ -199,7 +199,7 @@ impl From<StoreError> for ApiError {
                 "ServiceUnavailable",
                 e.to_string(),
             ),
-            StoreError::Timeout => {
+            StoreError::Timeout | StoreError::LeaderChanged => {
                 ApiError::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", e.to_string())
             }
             StoreError::Expired { .. } => ApiError::gone(e.to_string()),

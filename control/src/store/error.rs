@@ -42,6 +42,8 @@ pub enum StoreError {
     NoLeader,
     #[error("request timed out before it was applied (outcome unknown)")]
     Timeout,
+    #[error("the leader changed before the request was applied (outcome unknown); retry")]
+    LeaderChanged,
     #[error("revision {requested} is older than the watch history (oldest {oldest})")]
     Expired { requested: u64, oldest: u64 },
     #[error("the store is shutting down")]

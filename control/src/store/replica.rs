@@ -94,6 +94,9 @@ pub struct Replica {
     reads_ready: Vec<(u64, Pending<u64>)>,
     peers: BTreeMap<u64, String>,
     peer_updates: Vec<(u64, Option<String>)>,
+    /// The leader this replica last knew (a change fails what waits on the
+    /// old one).
+    leader_seen: u64,
 }
 
 impl Replica {
@@ -154,6 +157,7 @@ impl Replica {
             reads_ready: Vec::new(),
             peers,
             peer_updates,
+            leader_seen: raft::INVALID_ID,
         })
     }
 
@@ -405,6 +409,37 @@ impl Replica {
         }
     }
 
+    /// The leader is now `leader`. When it changed, what waits on the old
+    /// one fails at once (as etcd's "leader changed"), rather than at its
+    /// deadline: a write forwarded to a leader that died is lost unless the
+    /// old leader replicated it, and a read index asked of it never comes.
+    /// A failed write's outcome is unknown (it may still commit), so its
+    /// client hears so and retries.
+    fn on_leader(&mut self, leader: u64) {
+        let before = std::mem::replace(&mut self.leader_seen, leader);
+        if before == leader || before == raft::INVALID_ID {
+            return;
+        }
+        let failed = self.proposals.len() + self.reads_sent.len() + self.reads_deferred.len();
+        if failed > 0 {
+            tracing::debug!(
+                before,
+                leader,
+                failed,
+                "leader changed: failing what waited on the old one"
+            );
+        }
+        for (_, p) in self.proposals.drain() {
+            (p.done)(Err(StoreError::LeaderChanged));
+        }
+        for (_, p) in self.reads_sent.drain() {
+            (p.done)(Err(StoreError::LeaderChanged));
+        }
+        for (_, p) in self.reads_deferred.drain(..) {
+            (p.done)(Err(StoreError::LeaderChanged));
+        }
+    }
+
     pub fn has_ready(&self) -> bool {
         self.raw.has_ready()
     }
@@ -426,6 +461,9 @@ impl Replica {
         let span = tracing::trace_span!("raft_ready", id = self.id());
         let _guard = span.enter();
         let mut rd = self.raw.ready();
+        if let Some(leader) = rd.ss().map(|ss| ss.leader_id) {
+            self.on_leader(leader);
+        }
         let early = rd.take_messages();
         if !early.is_empty() {
             send(early);

@@ -126,6 +126,7 @@ impl Servers {
                     }
                     self.current.store(i, Ordering::Relaxed);
                     let _ = s.set_nodelay(true);
+                    notice_silence(&s);
                     return Ok(s);
                 }
                 Ok(Err(e)) => last = std::io::Error::new(e.kind(), format!("{addr}: {e}")),
@@ -138,6 +139,25 @@ impl Servers {
             }
         }
         Err(last)
+    }
+}
+
+/// Make a connection fail once its server falls silent (a cut link drops
+/// packets without a word): keepalive probes after 10 s idle, every 5 s,
+/// three unanswered end it; data unacknowledged for 20 s ends it too. A
+/// watch on it then ends, and its caller lists again (from the cache, when
+/// no server answers).
+fn notice_silence(s: &tokio::net::TcpStream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let set = [
+        setsockopt(s, sockopt::KeepAlive, &true),
+        setsockopt(s, sockopt::TcpKeepIdle, &10),
+        setsockopt(s, sockopt::TcpKeepInterval, &5),
+        setsockopt(s, sockopt::TcpKeepCount, &3),
+        setsockopt(s, sockopt::TcpUserTimeout, &20_000),
+    ];
+    if let Some(Err(e)) = set.into_iter().find(Result::is_err) {
+        tracing::debug!(error = %e, "cannot set keepalive on an api server connection");
     }
 }
 

@@ -25,11 +25,21 @@ use super::store_cluster::{leader_index, start_cluster_on};
 fn under_faults(
     what: &str,
     voters: usize,
-    mut fault: impl FnMut(&mut [common::Server], &common::ServerNet) -> Result<()>,
+    fault: impl FnMut(&mut [common::Server], &common::ServerNet) -> Result<()>,
 ) -> Result<()> {
     let root = tempfile::tempdir()?;
+    under_faults_in(root.path(), what, voters, fault)
+}
+
+/// [`under_faults`] with the servers' data in `root`.
+fn under_faults_in(
+    root: &std::path::Path,
+    what: &str,
+    voters: usize,
+    mut fault: impl FnMut(&mut [common::Server], &common::ServerNet) -> Result<()>,
+) -> Result<()> {
     let net = common::ServerNet::new(voters)?;
-    let mut servers = start_cluster_on(root.path(), &[], Some(&net))?;
+    let mut servers = start_cluster_on(root, &[], Some(&net))?;
     let target = Target {
         apis: servers.iter().map(|s| s.api.clone()).collect(),
         token: servers[0].admin_token(),
@@ -174,4 +184,26 @@ fn five_voters_losing_the_leader_and_a_follower_at_once_keep_every_object_linear
         }
         Ok(())
     })
+}
+
+#[test]
+fn a_leader_on_a_slow_disk_keeps_every_object_linearizable() -> Result<()> {
+    // Every server's data on a disk of the test's; every 5 s, for 3 s, the
+    // leader's writes to it throttled to 20 per second (each fsync waits
+    // its turn), as a failing or overloaded disk does.
+    let root = tempfile::tempdir()?;
+    let disk = common::disk::SlowDisk::new(&root.path().join("disk"), 512)?;
+    disk.limit(20)?;
+    under_faults_in(
+        &root.path().join("disk"),
+        "leader's disk at 20 writes/s for 3 s",
+        3,
+        |servers, _| {
+            let l = leader_index(servers)?;
+            let pid = servers[l].pid().context("leader pid")?;
+            disk.slow(pid)?;
+            std::thread::sleep(Duration::from_secs(3));
+            disk.fast(pid)
+        },
+    )
 }

@@ -1,13 +1,15 @@
 //! Edge autonomy: a node whose servers are all away keeps serving its pods
 //! from its last view, an agent restarted meanwhile starts its pods again
 //! from its on-disk cache, and when the servers return the status catches
-//! up and new work converges.
+//! up and new work converges. A node cut off without a word (packets
+//! dropped) notices, and still wakes a scaled-to-zero Service from a pod it
+//! starts itself, handed over to the cluster's once the link heals.
 
 use crate::common;
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use common::{Server, TestNet, eventually};
 
 /// How long the servers stay away (`SKIFF_EDGE_AWAY_SECS`, default five
@@ -266,10 +268,10 @@ fn at_zero(s: &Server, name: &str) -> bool {
 }
 
 #[test]
-fn a_scaled_to_zero_service_on_a_cut_off_node_wakes_from_its_cache() -> Result<()> {
+fn a_scaled_to_zero_service_on_a_node_cut_off_without_a_word_wakes_from_its_cache() -> Result<()> {
     let net = TestNet::claim();
     let root = tempfile::tempdir()?;
-    let mut s = common::server_for_agents(root.path(), &net)?;
+    let s = common::server_for_agents(root.path(), &net)?;
     let node = net.node(1).0;
     let agent = common::Agent::join_in(&s, &net, 1, &root.path().join("agent"), None, &[])?;
     agent.wait_ready(&s, &node);
@@ -285,9 +287,20 @@ fn a_scaled_to_zero_service_on_a_cut_off_node_wakes_from_its_cache() -> Result<(
     .expect("the Deployment scales to zero");
     let sleepy = url(&s, "sleepy");
 
-    // Every server away: a request still wakes the Service, from a pod the
-    // node starts from its last view of the Deployment.
-    s.kill();
+    // The node cut off from its server without a word (every packet to and
+    // from the server's port dropped): once the agent notices, a request
+    // still wakes the Service, from a pod the node starts from its last
+    // view of the Deployment.
+    let port: u16 = s.api.rsplit_once(':').context("api port")?.1.parse()?;
+    let cut = common::Silenced::port(port)?;
+    let cut_at = Instant::now();
+    eventually(Duration::from_secs(90), || {
+        agent_log(&agent)
+            .contains("no api server answers: the node runs from its cache")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the agent notices the cut; log:\n{}", agent_log(&agent)));
+    let noticed = cut_at.elapsed();
     let t = Instant::now();
     let first = common::http_get(&sleepy);
     let woke = t.elapsed();
@@ -304,10 +317,9 @@ fn a_scaled_to_zero_service_on_a_cut_off_node_wakes_from_its_cache() -> Result<(
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    // The servers return: the node makes the wake-up it owed, and hands the
+    // The link heals: the node makes the wake-up it owed, and hands the
     // Service over to the Deployment's own pod without a failed request.
-    s.start()?;
-    s.wait_ready(Duration::from_secs(30))?;
+    drop(cut);
     let back = Instant::now();
     let mut requests = 0;
     let handed = eventually(Duration::from_secs(60), || {
@@ -350,7 +362,7 @@ fn a_scaled_to_zero_service_on_a_cut_off_node_wakes_from_its_cache() -> Result<(
         "the held event arrives: {events}"
     );
     eprintln!(
-        "edge scale-to-zero: woke in {woke:?} with the servers away; handed over {handed:?} after they returned, {requests} requests meanwhile, none failed"
+        "edge scale-to-zero: the agent noticed the cut in {noticed:?}; woke in {woke:?} while cut off; handed over {handed:?} after the link healed, {requests} requests meanwhile, none failed"
     );
     Ok(())
 }

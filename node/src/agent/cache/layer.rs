@@ -17,6 +17,11 @@ use super::{Cache, Kept, is_watch, key};
 
 pub type Answer = Response<UnsyncBoxBody<Bytes, BoxError>>;
 
+/// Longest a request (other than a watch) waits for its answer's head: a
+/// server cut off without a word (packets dropped, not refused) would
+/// otherwise hold it until TCP gives up, minutes later.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Wraps the client's service in the cache.
 #[derive(Clone)]
 pub struct CacheLayer(pub Cache);
@@ -162,7 +167,19 @@ where
                     _ => {}
                 }
             }
-            let resp = match inner.call(req).await {
+            let call = inner.call(req);
+            let answered = if watch {
+                call.await
+            } else {
+                tokio::time::timeout(ANSWER_WITHIN, call)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(BoxError::from(format!(
+                            "no answer from the api server within {ANSWER_WITHIN:?}"
+                        )))
+                    })
+            };
+            let resp = match answered {
                 Ok(r) => r,
                 Err(e) => {
                     if !cache.check_servers().await {
