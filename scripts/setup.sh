@@ -19,6 +19,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 # is made from busybox-static.
 command -v containerd >/dev/null 2>&1 || need_apt+=(containerd)
 command -v runc >/dev/null 2>&1 || need_apt+=(runc)
+# The tests' "outside world" DNS server (a host in a namespace of the test's).
+command -v dnsmasq >/dev/null 2>&1 || need_apt+=(dnsmasq-base)
 if ! command -v busybox >/dev/null 2>&1 || ldd "$(command -v busybox)" >/dev/null 2>&1; then
     need_apt+=(busybox-static)
 fi

@@ -165,6 +165,17 @@ struct NodeArgs {
     /// met (a Go duration).
     #[arg(long, default_value = "5m", value_parser = go_duration)]
     eviction_pressure_transition_period: std::time::Duration,
+    /// The resolvers names outside the cluster domain are forwarded to (its
+    /// `nameserver` lines), and the file `dnsPolicy: Default` pods get (the
+    /// kubelet's `--resolv-conf`). One without nameservers (`/dev/null`)
+    /// turns forwarding off.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
+    /// Keep pods' traffic inside the cluster (by default pods reach
+    /// addresses outside it, masqueraded as the node, unless a
+    /// NetworkPolicy forbids it).
+    #[arg(long)]
+    no_pod_egress: bool,
 }
 
 fn go_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -205,6 +216,8 @@ fn agent_config(
         container_log_max_files: n.container_log_max_files as usize,
         eviction_hard: n.eviction_hard.0,
         eviction_transition: n.eviction_pressure_transition_period,
+        resolv_conf: n.resolv_conf,
+        pod_egress: !n.no_pod_egress,
     }
 }
 

@@ -40,6 +40,41 @@ pub struct ContainerSpec {
     /// Most requests an HTTP guest handles at once (none: the runtime's
     /// default); more wait for a slot, up to the request timeout.
     pub max_concurrency: Option<usize>,
+    /// Resolves the host names of a Wasm guest's outgoing requests (the
+    /// node's DNS with the pod's search path; none: IP literals only).
+    pub resolver: Option<Resolver>,
+    /// Certificates (PEM) a Wasm guest's outgoing `https` trusts besides
+    /// the platform's roots: the cluster CA and bundles the pod names.
+    pub trust_pem: Vec<u8>,
+}
+
+/// Why a host name did not resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupError {
+    /// No such name (NXDOMAIN, or no address).
+    NotFound,
+    /// No answer in time.
+    Timeout,
+    /// The resolver failed (SERVFAIL, a refusal, …).
+    Failed(String),
+}
+
+/// Resolves host names to addresses.
+pub trait Resolve: Send + Sync {
+    fn lookup<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<std::net::IpAddr>, LookupError>>;
+}
+
+/// A shared [`Resolve`].
+#[derive(Clone)]
+pub struct Resolver(pub std::sync::Arc<dyn Resolve>);
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolver")
+    }
 }
 
 /// A host directory preopened for the guest at `guest_path`.

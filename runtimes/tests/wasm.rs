@@ -61,6 +61,7 @@ async fn commands_exit_codes_output_limits() {
         netns: None,
         memory_gauge: None,
         max_concurrency: None,
+        ..ContainerSpec::default()
     };
     let (exit, out, err) = run(&rt, dir.path(), spec("ok", &["a", "b"])).await;
     assert_eq!(exit, Exit::Code(0));

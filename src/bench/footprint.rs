@@ -81,7 +81,7 @@ pub async fn run(b: FootprintBench) -> Result<()> {
         .args(["server", "--api-addr", &api_addr])
         .args(["--peer-addr", &format!("127.0.0.1:{}", free_port()?)])
         .args(["--node-name", NODE, "--bridge", "skfp0", "--no-containerd"])
-        .args(["--node-ip", "127.0.0.1"])
+        .args(["--node-ip", "127.0.0.1", "--resolv-conf", "/dev/null"])
         .args([
             "--cluster-cidr",
             "10.88.32.0/20",

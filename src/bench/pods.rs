@@ -388,6 +388,9 @@ pub(super) async fn start_cluster(component: &Path, max_pods: usize) -> Result<C
                 // As before node-IP discovery: the bench stays on loopback.
                 "--node-ip",
                 "127.0.0.1",
+                // Nothing the bench runs asks names outside the cluster.
+                "--resolv-conf",
+                "/dev/null",
             ])
             .arg("--data-dir")
             .arg(dir.path().join("agent"))

@@ -56,4 +56,5 @@ mod root {
     mod store_cluster;
     mod wit_worlds;
     mod workloads;
+    mod world;
 }

@@ -8,7 +8,7 @@
 //! - `GET /file?path=P` answers the contents of file P (404 when unreadable).
 //! - `GET /write?path=P&data=D` writes D to file P; `GET /rm?path=P` removes it.
 //! - `GET /ls?path=D` lists directory D, one name a line.
-//! - `GET /fetch?url=http://HOST:PORT/PATH` calls that URL (outgoing
+//! - `GET /fetch?url=http(s)://HOST:PORT/PATH` calls that URL (outgoing
 //!   `wasi:http`) and answers what it answered, or 502 with the error.
 //! - `GET /healthz?unless=P` answers 200, or 503 while file P exists (so a test
 //!   flips a probe by writing P into a shared emptyDir volume: instances are
@@ -48,17 +48,25 @@ fn respond(out: ResponseOutparam, status: u16, text: &str) {
     OutgoingBody::finish(body, None).expect("finish body");
 }
 
-/// GET `url` (plain http) through `wasi:http/outgoing-handler`: status and body.
+/// GET `url` (`http` or `https`) through `wasi:http/outgoing-handler`:
+/// status and body.
 fn fetch(url: &str) -> Result<(u16, String), String> {
     use wasi::http::outgoing_handler;
     use wasi::http::types::{OutgoingRequest, Scheme};
-    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        (Scheme::Https, rest)
+    } else {
+        (
+            Scheme::Http,
+            url.strip_prefix("http://").ok_or("only http:// and https:// URLs")?,
+        )
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let req = OutgoingRequest::new(Fields::new());
-    req.set_scheme(Some(&Scheme::Http)).map_err(|_| "bad scheme")?;
+    req.set_scheme(Some(&scheme)).map_err(|_| "bad scheme")?;
     req.set_authority(Some(authority)).map_err(|_| "bad authority")?;
     req.set_path_with_query(Some(path)).map_err(|_| "bad path")?;
     let pending = outgoing_handler::handle(req, None).map_err(|e| format!("{e:?}"))?;

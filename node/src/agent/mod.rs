@@ -128,6 +128,10 @@ pub struct AgentConfig {
     pub eviction_hard: Vec<crate::eviction::thresholds::Threshold>,
     /// How long a pressure condition outlives its threshold.
     pub eviction_transition: Duration,
+    /// The upstream resolvers' file (`--resolv-conf`).
+    pub resolv_conf: PathBuf,
+    /// Pods may reach addresses outside the cluster (masqueraded).
+    pub pod_egress: bool,
 }
 
 /// How often the eviction manager measures the node (the kubelet's
@@ -511,7 +515,9 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         .unwrap_or_default();
         removed.log("start-up sweep removed what an earlier run of this node left");
     }
-    let dns = crate::dns::ClusterDns::new(CLUSTER_DOMAIN);
+    let upstreams = crate::dns::forward::upstreams_in(&cfg.resolv_conf);
+    tracing::info!(?upstreams, file = %cfg.resolv_conf.display(), "names outside the cluster go upstream");
+    let dns = crate::dns::ClusterDns::new(CLUSTER_DOMAIN).forwarding_to(upstreams);
     let gateway = node_cidr.gateway().unwrap_or(std::net::Ipv4Addr::LOCALHOST);
     let activator_addr = std::net::SocketAddrV4::new(gateway, cfg.activator_port);
     let relay_addr = std::net::SocketAddrV4::new(gateway, cfg.api_relay_port);
@@ -531,12 +537,13 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
             service_cidr,
             activator: Some(activator_addr),
             api_relay: Some(relay_addr),
+            egress: cfg.pod_egress,
         },
         Arc::new(crate::proxy::NftCli),
         Some(dns.clone()),
         host_ports.clone(),
     )?;
-    let dns_server = dns.serve(std::net::SocketAddr::from((gateway, 53)));
+    let dns_server = dns.clone().serve(std::net::SocketAddr::from((gateway, 53)));
     let warm = net.clone().keep_warm(cfg.warm_netns);
     let wasm = skiff_runtimes::wasm::WasmRuntime::new(&cfg.data_dir.join("compiled"))?;
     let stats = crate::stats::Stats::new(&cfg.node_name, oci.is_some());
@@ -581,6 +588,9 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         pressure: pressure_rx.clone(),
         host_ports,
         routes: views_rx.clone(),
+        node_resolv: std::fs::read_to_string(&cfg.resolv_conf).unwrap_or_default(),
+        dns: dns.clone(),
+        cluster_ca: serving.ca_cert.clone(),
     });
     let local = local::LocalPods::new(ctx.clone(), cache.offline.clone());
     let activator = crate::activator::Activator::new(

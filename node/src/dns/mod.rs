@@ -1,11 +1,17 @@
 //! Cluster DNS embedded in the node agent: [`ClusterDns`] holds the current
 //! [`Records`] snapshot and serves it over UDP and TCP with `hickory-server`.
 //!
-//! **Authoritative only: names outside the cluster domain are REFUSED and no
-//! query is ever forwarded or resolved upstream (ExternalName Services are
-//! answered with a CNAME that is not chased).** A snapshot is swapped whole by
+//! Names outside the cluster domain go to the node's upstream resolvers
+//! ([`forward`]: the host's `resolv.conf` by default), with answers cached
+//! by TTL; with no upstream they are REFUSED. ExternalName Services are
+//! answered with a CNAME that is not chased. A snapshot is swapped whole by
 //! [`ClusterDns::update`], so a query sees either the old or the new names.
+//!
+//! **Cluster names are answered from the snapshot alone: nothing upstream
+//! (slow, down, lying) changes or delays them.**
 
+pub mod forward;
+pub mod pod;
 mod records;
 
 use std::net::SocketAddr;
@@ -54,9 +60,11 @@ pub enum DnsError {
 
 /// The cluster DNS server: a shared, atomically swapped [`Records`] snapshot.
 /// Clones share the snapshot.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClusterDns {
     records: Arc<RwLock<Arc<Records>>>,
+    /// Where names outside the cluster domain go (none: REFUSED).
+    forward: Option<Arc<forward::Forwarder>>,
 }
 
 impl ClusterDns {
@@ -64,7 +72,16 @@ impl ClusterDns {
     pub fn new(domain: &str) -> ClusterDns {
         ClusterDns {
             records: Arc::new(RwLock::new(Arc::new(Records::build(domain, &[], &[])))),
+            forward: None,
         }
+    }
+
+    /// Forward names outside the cluster domain to `upstreams` (none: keep
+    /// refusing them).
+    pub fn forwarding_to(mut self, upstreams: Vec<SocketAddr>) -> ClusterDns {
+        self.forward =
+            (!upstreams.is_empty()).then(|| Arc::new(forward::Forwarder::new(upstreams)));
+        self
     }
 
     /// Swap the snapshot served; queries in flight finish on the old one.
@@ -129,6 +146,7 @@ impl RequestHandler for Handler {
 
         let mut metadata = Metadata::response_from_request(&request.metadata);
         let mut answers: Vec<Record> = Vec::new();
+        let mut authorities: Vec<Record> = Vec::new();
         let mut additionals: Vec<Record> = Vec::new();
         let mut soa: Option<Record> = None;
 
@@ -168,7 +186,17 @@ impl RequestHandler for Handler {
                             soa = Some(records.soa().clone());
                             ResponseCode::NXDomain
                         }
-                        Lookup::Refused => ResponseCode::Refused,
+                        Lookup::Refused => match &self.dns.forward {
+                            Some(f) => {
+                                let a = f.resolve(query).await;
+                                metadata.recursion_available = true;
+                                answers = a.answers;
+                                authorities = a.authorities;
+                                additionals = a.additionals;
+                                a.code
+                            }
+                            None => ResponseCode::Refused,
+                        },
                     }
                 }
             }
@@ -178,7 +206,7 @@ impl RequestHandler for Handler {
         let response = builder.build(
             metadata,
             answers.iter(),
-            std::iter::empty(),
+            authorities.iter(),
             soa.iter(),
             additionals.iter(),
         );
@@ -347,6 +375,98 @@ mod tests {
         assert_eq!(a_answers(&response), ["10.96.0.10"]);
 
         assert!(!server.is_finished());
+        server.abort();
+    }
+
+    /// A fake upstream on loopback: answers A queries for `name` with
+    /// 192.0.2.7 (TTL 60) and NXDOMAIN otherwise; counts the queries.
+    async fn upstream(
+        name: &'static str,
+    ) -> (
+        SocketAddr,
+        Arc<std::sync::atomic::AtomicUsize>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                    return;
+                };
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let q = Message::from_vec(&buf[..n]).unwrap();
+                let mut r = q.clone();
+                r.metadata.message_type = hickory_server::proto::op::MessageType::Response;
+                let asked = q.queries[0].name().to_ascii();
+                if asked == name {
+                    r.answers.push(Record::from_rdata(
+                        q.queries[0].name().clone(),
+                        60,
+                        RData::A("192.0.2.7".parse().unwrap()),
+                    ));
+                } else {
+                    r.metadata.response_code = ResponseCode::NXDomain;
+                }
+                sock.send_to(&r.to_vec().unwrap(), from).await.unwrap();
+            }
+        });
+        (addr, count, task)
+    }
+
+    #[tokio::test]
+    async fn names_outside_the_cluster_are_forwarded_and_cached() {
+        let (up, asked, task) = upstream("svc.test.example.").await;
+        let dns = ClusterDns::new("cluster.local").forwarding_to(vec![up]);
+        dns.update(Records::build("cluster.local", &[web_service()], &[]));
+        let addr = free_port();
+        let server = tokio::spawn(dns.clone().serve(addr));
+
+        let q = query("svc.test.example.", RecordType::A);
+        let first = ask_udp(addr, &q).await;
+        assert_eq!(first.metadata.response_code, ResponseCode::NoError);
+        assert!(first.metadata.recursion_available && !first.metadata.authoritative);
+        assert_eq!(a_answers(&first), ["192.0.2.7"]);
+        let second = ask_udp(addr, &q).await;
+        assert_eq!(a_answers(&second), ["192.0.2.7"]);
+        assert!(second.answers[0].ttl <= 60);
+        assert_eq!(
+            asked.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the second came from the cache"
+        );
+        let nx = ask_udp(addr, &query("nope.test.example.", RecordType::A)).await;
+        assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+
+        // Upstream gone: cluster names answer at once, cached names still
+        // answer, new names fail (SERVFAIL), never hang.
+        task.abort();
+        let _ = task.await;
+        let t = std::time::Instant::now();
+        let cluster = ask_udp(
+            addr,
+            &query("web.default.svc.cluster.local.", RecordType::A),
+        )
+        .await;
+        assert_eq!(a_answers(&cluster), ["10.96.0.10"]);
+        assert!(t.elapsed() < Duration::from_secs(1));
+        assert_eq!(a_answers(&ask_udp(addr, &q).await), ["192.0.2.7"]);
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let other = query("other.test.example.", RecordType::A);
+        socket
+            .send_to(&other.to_vec().unwrap(), addr)
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let (n, _) = timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+            .await
+            .expect("an answer within the upstream timeout")
+            .unwrap();
+        let failed = Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(failed.metadata.response_code, ResponseCode::ServFail);
         server.abort();
     }
 

@@ -1,7 +1,8 @@
 //! A pod namespace's `resolv.conf`, kept where `ip netns exec` (and so any
 //! process a test or an operator starts in the pod's namespace) finds it:
 //! `/etc/netns/<namespace>/resolv.conf`, built from the pod's `dnsPolicy` and
-//! `dnsConfig` as the kubelet builds it, with the node's cluster DNS first.
+//! `dnsConfig` as the kubelet builds it: the node's cluster DNS first, or
+//! the node's own `resolv.conf` for `dnsPolicy: Default`.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -14,22 +15,58 @@ fn dir(netns: &str) -> PathBuf {
     PathBuf::from("/etc/netns").join(netns)
 }
 
-/// The file's text for a pod of namespace `pod_ns` with `spec`.
-pub fn render(pod_ns: &str, spec: &PodSpec, nameserver: Ipv4Addr, domain: &str) -> String {
+/// Where a pod's resolver configuration comes from.
+pub struct Sources<'a> {
+    /// The cluster DNS (the node's bridge address), when the node has one.
+    pub cluster: Option<Ipv4Addr>,
+    pub domain: &'a str,
+    /// The node's `resolv.conf` text (the agent's `--resolv-conf`).
+    pub node: &'a str,
+    /// The pod shares the node's network.
+    pub host_network: bool,
+}
+
+/// Nameservers, search domains and options of a `resolv.conf` text.
+fn parse(text: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let (mut servers, mut search, mut options) = (vec![], vec![], vec![]);
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") => servers.extend(words.next().map(str::to_string)),
+            Some("search" | "domain") => search = words.map(str::to_string).collect(),
+            Some("options") => options.extend(words.map(str::to_string)),
+            _ => {}
+        }
+    }
+    (servers, search, options)
+}
+
+/// The file's text for a pod of namespace `pod_ns` with `spec`, as the
+/// kubelet builds it: `ClusterFirst` (the default) the cluster DNS with the
+/// cluster's search domains (the node's file for a pod on the node's
+/// network), `ClusterFirstWithHostNet` the cluster DNS even there, `Default`
+/// the node's file, `None` only `dnsConfig`; `dnsConfig` added to each.
+pub fn render(pod_ns: &str, spec: &PodSpec, from: &Sources<'_>) -> String {
     let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
     let config = spec.dns_config.as_ref();
     let list = |l: Option<&Vec<String>>| -> Vec<String> { l.cloned().unwrap_or_default() };
-    let (mut servers, mut search, mut options) = match policy {
-        "None" => (vec![], vec![], vec![]),
-        _ => (
-            vec![nameserver.to_string()],
+    let domain = from.domain;
+    let cluster = |server: Ipv4Addr| {
+        (
+            vec![server.to_string()],
             vec![
                 format!("{pod_ns}.svc.{domain}"),
                 format!("svc.{domain}"),
                 domain.to_string(),
             ],
             vec!["ndots:5".to_string()],
-        ),
+        )
+    };
+    let (mut servers, mut search, mut options) = match (policy, from.cluster) {
+        ("None", _) => (vec![], vec![], vec![]),
+        ("ClusterFirstWithHostNet", Some(server)) => cluster(server),
+        ("ClusterFirst", Some(server)) if !from.host_network => cluster(server),
+        _ => parse(from.node),
     };
     servers.extend(list(config.and_then(|c| c.nameservers.as_ref())));
     search.extend(list(config.and_then(|c| c.searches.as_ref())));
@@ -82,10 +119,35 @@ mod tests {
         serde_json::from_value(v).expect("a pod spec")
     }
 
+    fn from(node: &str, host_network: bool) -> Sources<'_> {
+        Sources {
+            cluster: Some("10.88.0.1".parse().unwrap()),
+            domain: "cluster.local",
+            node,
+            host_network,
+        }
+    }
+
+    #[test]
+    fn default_is_the_nodes_file_plus_dns_config() {
+        let node = "# generated\nnameserver 10.99.0.53\nsearch corp.example\noptions timeout:2\n";
+        let default = spec(json!({"dnsPolicy": "Default", "dnsConfig": {"searches": ["x.y"]}}));
+        assert_eq!(
+            render("shop", &default, &from(node, false)),
+            "nameserver 10.99.0.53\nsearch corp.example x.y\noptions timeout:2\n"
+        );
+        // ClusterFirst on the node's network falls back to the node's file;
+        // ClusterFirstWithHostNet keeps the cluster DNS.
+        let first = render("shop", &spec(json!({})), &from(node, true));
+        assert!(first.starts_with("nameserver 10.99.0.53\n"), "{first}");
+        let with = spec(json!({"dnsPolicy": "ClusterFirstWithHostNet"}));
+        assert!(render("shop", &with, &from(node, true)).starts_with("nameserver 10.88.0.1\n"));
+    }
+
     #[test]
     fn cluster_first_and_none() {
-        let ns: Ipv4Addr = "10.88.0.1".parse().unwrap();
-        let t = render("shop", &spec(json!({})), ns, "cluster.local");
+        let ns = from("nameserver 10.99.0.53\n", false);
+        let t = render("shop", &spec(json!({})), &ns);
         assert_eq!(
             t,
             "nameserver 10.88.0.1\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
@@ -96,8 +158,7 @@ mod tests {
                 json!({"dnsPolicy": "None", "dnsConfig": {"nameservers": ["10.88.0.9"],
                 "searches": ["a.b"], "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]}}),
             ),
-            ns,
-            "cluster.local",
+            &ns,
         );
         assert_eq!(
             t,
@@ -106,8 +167,7 @@ mod tests {
         let t = render(
             "x",
             &spec(json!({"dnsConfig": {"options": [{"name": "ndots", "value": "1"}]}})),
-            ns,
-            "cluster.local",
+            &ns,
         );
         assert!(t.ends_with("options ndots:1\n"));
     }

@@ -93,6 +93,13 @@ pub struct NodeCtx {
     pub host_ports: Arc<crate::proxy::hostports::HostPorts>,
     /// The Services as this node's proxy routes them now.
     pub routes: watch::Receiver<Arc<Vec<crate::proxy::ServiceView>>>,
+    /// The node's `resolv.conf` text (`--resolv-conf`: what `dnsPolicy:
+    /// Default` pods get).
+    pub node_resolv: String,
+    /// The node's cluster DNS (Wasm guests' names resolve through it).
+    pub dns: crate::dns::ClusterDns,
+    /// The cluster CA (PEM): Wasm guests' outgoing `https` trusts it.
+    pub cluster_ca: String,
 }
 
 /// Running container tasks by `namespace/pod/container`.
@@ -142,6 +149,16 @@ pub async fn keep_sandboxes_warm(ctx: Arc<NodeCtx>) {
 const WARM_THREADS: usize = 2;
 
 impl NodeCtx {
+    /// Where a pod's `resolv.conf` comes from on this node.
+    pub fn resolv_sources(&self, host_network: bool) -> crate::net::resolv::Sources<'_> {
+        crate::net::resolv::Sources {
+            cluster: self.net.config().node_cidr.gateway(),
+            domain: crate::agent::CLUSTER_DOMAIN,
+            node: &self.node_resolv,
+            host_network,
+        }
+    }
+
     /// The directory of a pod's files.
     pub fn pod_dir(&self, uid: &str) -> volumes::PodDir {
         volumes::PodDir(self.pods_dir.join(uid))
@@ -1019,12 +1036,8 @@ async fn prepare(
     ctx.host_ports
         .claim(&info.uid, ports)
         .map_err(|e| ("FailedCreatePodSandBox", e))?;
-    let nameserver = ctx.net.config().node_cidr.gateway();
-    if let (Some(ns_name), Some(server), false) =
-        (attached.netns.file_name(), nameserver, host_network)
-    {
-        let text =
-            crate::net::resolv::render(&info.namespace, spec, server, crate::agent::CLUSTER_DOMAIN);
+    if let (Some(ns_name), false) = (attached.netns.file_name(), host_network) {
+        let text = crate::net::resolv::render(&info.namespace, spec, &ctx.resolv_sources(false));
         ctx.net
             .host()
             .write_resolv(&ns_name.to_string_lossy(), &text)

@@ -95,6 +95,9 @@ impl Harness {
             evictions: Default::default(),
             host_ports: Default::default(),
             routes: tokio::sync::watch::channel(Default::default()).1,
+            node_resolv: String::new(),
+            dns: crate::dns::ClusterDns::new("cluster.local"),
+            cluster_ca: String::new(),
             pressure: tokio::sync::watch::channel(Default::default()).1,
         })
     }

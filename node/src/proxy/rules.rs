@@ -66,6 +66,9 @@ pub struct RuleConfig {
     pub activator: Option<std::net::SocketAddrV4>,
     /// The agent's API relay: the `kubernetes` Service's one backend here.
     pub api_relay: Option<std::net::SocketAddrV4>,
+    /// Pods may reach addresses outside the cluster, masqueraded as the
+    /// node (otherwise nothing they send leaves the node).
+    pub egress: bool,
 }
 
 /// Send the `default/kubernetes` Service's TCP ports to `relay` (the API
@@ -238,11 +241,21 @@ pub fn render(
         s,
         "  chain nat_out {{ type nat hook output priority -100; policy accept; jump services; }}"
     );
+    // Pods' own connections out of the cluster leave as the node (egress).
+    let egress = if cfg.egress {
+        format!(
+            " ip saddr {c} ip daddr != {c} oifname != \"{b}\" masquerade;",
+            c = cfg.cluster_cidr,
+            b = cfg.bridge
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
         "  chain nat_post {{ type nat hook postrouting priority srcnat; policy accept; \
          meta mark & {MASQ_MARK:#x} == {MASQ_MARK:#x} masquerade; \
-         ct status dnat oifname \"{b}\" masquerade; ip saddr {svc} masquerade; }}",
+         ct status dnat oifname \"{b}\" masquerade; ip saddr {svc} masquerade;{egress} }}",
         b = cfg.bridge,
         svc = cfg.service_cidr
     );
@@ -269,12 +282,16 @@ pub fn render(
         svc = cfg.service_cidr,
         b = cfg.bridge
     );
-    // Pods may be forwarded to the cluster only: nothing they send leaves the host.
+    // Without egress pods may be forwarded to the cluster only: nothing
+    // they send leaves the host.
+    let guard = if cfg.egress {
+        String::new()
+    } else {
+        format!(" ip saddr {c} ip daddr != {c} drop;", c = cfg.cluster_cidr)
+    };
     let _ = writeln!(
         s,
-        "  chain filter_fwd {{ type filter hook forward priority filter; policy accept; \
-         ip saddr {c} ip daddr != {c} drop; }}",
-        c = cfg.cluster_cidr
+        "  chain filter_fwd {{ type filter hook forward priority filter; policy accept;{guard} }}"
     );
     let mut services = String::new();
     let mut chains = String::new();
@@ -441,6 +458,7 @@ mod tests {
             service_cidr: "10.96.0.0/16".parse().unwrap(),
             activator: Some("10.88.0.1:8012".parse().unwrap()),
             api_relay: None,
+            egress: false,
         }
     }
 
@@ -528,6 +546,20 @@ mod tests {
         assert!(r.contains("flags dynamic,timeout; timeout 60s"));
         assert!(r.contains("update @a_"));
         assert!(r.contains("ip saddr 10.88.0.0/16 ip daddr != 10.88.0.0/16 drop"));
+        assert!(!r.contains("oifname != \"skiff0\" masquerade"));
+        // With egress: pods' connections out leave as the node, nothing dropped.
+        let out = render(
+            &RuleConfig {
+                egress: true,
+                ..cfg()
+            },
+            &[],
+            &[],
+        );
+        assert!(out.contains(
+            "ip saddr 10.88.0.0/16 ip daddr != 10.88.0.0/16 oifname != \"skiff0\" masquerade"
+        ));
+        assert!(!out.contains("ip daddr != 10.88.0.0/16 drop"));
     }
 
     #[test]

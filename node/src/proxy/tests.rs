@@ -15,6 +15,7 @@ fn cfg() -> RuleConfig {
         service_cidr: "10.96.0.0/16".parse().expect("cidr"),
         activator: None,
         api_relay: None,
+        egress: false,
     }
 }
 

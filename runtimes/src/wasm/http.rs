@@ -99,7 +99,7 @@ pub struct HttpApp {
     spec: Arc<ContainerSpec>,
     log: Arc<std::fs::File>,
     /// Where the guest's outgoing requests leave from.
-    egress: Option<Arc<super::egress::Netns>>,
+    egress: Option<Arc<super::egress::Route>>,
     pub stats: Arc<HttpStats>,
     /// Slots for requests in flight (the pod's concurrency cap).
     slots: Arc<tokio::sync::Semaphore>,
@@ -145,7 +145,9 @@ impl HttpApp {
         Ok(HttpApp {
             pre,
             rt: rt.clone(),
-            egress: spec.netns.clone().map(super::egress::Netns::new),
+            egress: spec.netns.clone().map(|ns| {
+                super::egress::Route::new(ns, spec.resolver.clone(), spec.trust_pem.clone())
+            }),
             spec: Arc::new(spec),
             log: Arc::new(log),
             stats,
@@ -212,7 +214,7 @@ impl HttpApp {
         let mut store = new_store(self.rt.engine(), &self.spec, self.wasi()?);
         store.data_mut().limits.hit = oom;
         store.data_mut().limits.budget = Some(self.in_use.clone());
-        store.data_mut().egress.netns = self.egress.clone();
+        store.data_mut().egress.route = self.egress.clone();
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store
             .data_mut()

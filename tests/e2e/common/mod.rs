@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 pub mod components;
+pub mod disk;
 mod examples;
 #[allow(unused_imports)]
 pub use examples::example_wasm;
@@ -642,6 +643,10 @@ impl TestNet {
             // loopback (a later `--node-ip` in a test's flags wins).
             "--node-ip",
             "127.0.0.1",
+            // Never the host's resolvers: a test that wants names forwarded
+            // names its own test DNS host (a later flag wins).
+            "--resolv-conf",
+            "/dev/null",
             "--cluster-cidr",
             &self.cluster_cidr(),
             "--node-cidr-mask-size",
@@ -1139,9 +1144,14 @@ pub const WITH_CONTAINERD: &str = "<with containerd>";
 /// images imported: `acc/busybox:v1` (Cmd `/bin/sh`) and
 /// `acc/busybox-httpd:v1` (serves `/var/www` on port 8080).
 pub fn one_node_with_containers(extra: &[&str]) -> Result<Cluster> {
+    one_node_with_containers_on(TestNet::claim(), extra)
+}
+
+/// [`one_node_with_containers`] on a claimed `net`.
+pub fn one_node_with_containers_on(net: TestNet, extra: &[&str]) -> Result<Cluster> {
     let mut args = vec![WITH_CONTAINERD];
     args.extend_from_slice(extra);
-    let c = one_node_on(TestNet::claim(), &args)?;
+    let c = one_node_on(net, &args)?;
     c.s.import_tar(&busybox_image(&c.s, "acc/busybox:v1", &[])?)?;
     c.s.import_tar(&busybox_image(
         &c.s,
@@ -1255,7 +1265,7 @@ impl Agent {
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(["--node-name", &node, "--bridge", &bridge])
-            .args(["--node-ip", "127.0.0.1"])
+            .args(["--node-ip", "127.0.0.1", "--resolv-conf", "/dev/null"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
@@ -1455,5 +1465,198 @@ impl LoadCgroup {
 impl Drop for LoadCgroup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Every packet to or from TCP `port` on this host dropped, as a cut link
+/// drops them (no reset, no refusal), until this is dropped. The port is a
+/// test server's own; nothing else is touched.
+pub struct Silenced {
+    table: String,
+}
+
+impl Silenced {
+    pub fn port(port: u16) -> Result<Silenced> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let table = format!("skiff_test_cut_{}_{n}", std::process::id());
+        let rules = format!(
+            "table inet {table} {{\n chain out {{\n  type filter hook output priority -10; policy accept;\n  tcp dport {port} drop\n  tcp sport {port} drop\n }}\n}}\n"
+        );
+        let mut child = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        std::io::Write::write_all(child.stdin.as_mut().context("stdin")?, rules.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("nft: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(Silenced { table })
+    }
+}
+
+impl Drop for Silenced {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A host of the test's "outside world": a network namespace joined to this
+/// host by a veth (host side `10.85.<octet>.1/24`, the world host
+/// `10.85.<octet>.2`, the octet the test's own), so pods reach it only
+/// through the node's egress. It has no other route: nothing it runs
+/// reaches any other address. Processes started in it are killed, and the
+/// namespace and link removed, on drop.
+pub struct World {
+    pub ns: String,
+    /// The world host's address.
+    pub ip: String,
+    /// The host side's address.
+    pub gateway: String,
+    link: String,
+    children: Vec<Child>,
+}
+
+impl World {
+    pub fn new(net: &TestNet) -> Result<World> {
+        let run = |args: &[&str]| -> Result<()> {
+            let out = Command::new("ip").args(args).output()?;
+            if !out.status.success() {
+                bail!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(())
+        };
+        let ns = format!("skt{}world", net.octet);
+        let link = format!("skt{}w", net.octet);
+        let w = World {
+            ip: format!("10.85.{}.2", net.octet),
+            gateway: format!("10.85.{}.1", net.octet),
+            ns: ns.clone(),
+            link: link.clone(),
+            children: Vec::new(),
+        };
+        let _ = Command::new("ip")
+            .args(["netns", "del", &ns])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &link])
+            .stderr(Stdio::null())
+            .status();
+        run(&["netns", "add", &ns])?;
+        run(&[
+            "link", "add", &link, "type", "veth", "peer", "name", "world0", "netns", &ns,
+        ])?;
+        run(&["addr", "add", &format!("{}/24", w.gateway), "dev", &link])?;
+        run(&["link", "set", &link, "up"])?;
+        run(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{}/24", w.ip),
+            "dev",
+            "world0",
+        ])?;
+        run(&["-n", &ns, "link", "set", "world0", "up"])?;
+        run(&["-n", &ns, "link", "set", "lo", "up"])?;
+        Ok(w)
+    }
+
+    /// Start `cmd` in the world host (stderr to `log`), kept until drop.
+    pub fn spawn(&mut self, cmd: &[&str], log: &Path) -> Result<()> {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .args(cmd)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log)?)
+            .spawn()?;
+        self.children.push(child);
+        Ok(())
+    }
+
+    /// A DNS server in the world host answering `name` (and its subdomains)
+    /// with the world host's address, and nothing else (dnsmasq, no
+    /// upstream of its own).
+    pub fn serve_dns(&mut self, name: &str, dir: &Path) -> Result<()> {
+        let address = format!("--address=/{name}/{}", self.ip);
+        let listen = format!("--listen-address={}", self.ip);
+        let pid = dir.join("dnsmasq.pid");
+        let pid_file = format!("--pid-file={}", pid.display());
+        self.spawn(
+            &[
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--user=root",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--except-interface=lo",
+                &listen,
+                &address,
+                &pid_file,
+                "--log-queries",
+                "--log-facility=-",
+            ],
+            &dir.join("dnsmasq.log"),
+        )
+    }
+}
+
+impl World {
+    /// An HTTPS server in the world host on port 443 serving `dir`, with a
+    /// certificate for `name` issued by a CA of the test's own; the CA's
+    /// certificate (PEM).
+    pub fn serve_https(&mut self, name: &str, dir: &Path) -> Result<String> {
+        use skiff_control::pki::{ClusterCa, Leaf, Usage};
+        let ca = ClusterCa::generate()?;
+        let issued = ca.issue(&Leaf {
+            common_name: name.to_string(),
+            organization: None,
+            hosts: vec![name.to_string()],
+            usage: Usage::Server,
+            lifetime: Duration::from_secs(3600),
+        })?;
+        let tls = dir.join("tls");
+        std::fs::create_dir_all(&tls)?;
+        std::fs::write(tls.join("chain.pem"), &issued.chain_pem)?;
+        std::fs::write(tls.join("key.pem"), &issued.key_pem)?;
+        let script = format!(
+            "import http.server, ssl\n\
+             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+             ctx.load_cert_chain({chain:?}, {key:?})\n\
+             handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory={www:?}, **k)\n\
+             s = http.server.ThreadingHTTPServer(({ip:?}, 443), handler)\n\
+             s.socket = ctx.wrap_socket(s.socket, server_side=True)\n\
+             s.serve_forever()\n",
+            chain = tls.join("chain.pem").to_string_lossy(),
+            key = tls.join("key.pem").to_string_lossy(),
+            www = dir.to_string_lossy(),
+            ip = self.ip,
+        );
+        self.spawn(&["python3", "-c", &script], &tls.join("server.log"))?;
+        Ok(ca.cert_pem.clone())
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.link])
+            .stderr(Stdio::null())
+            .status();
     }
 }

@@ -175,7 +175,9 @@ fn pods_reach_the_node_only_for_dns_and_services() -> Result<()> {
     c.s.pod_ready("default", "probe");
     let try_get = |url: &str| {
         c.s.kubectl(&[
-            "exec", "probe", "--", "wget", "-q", "-T", "3", "-O", "-", url,
+            // Not wget's own `-T`: this busybox's wget crashes with it
+            // (SIGSEGV), which would pass for a refusal.
+            "exec", "probe", "--", "timeout", "3", "wget", "-q", "-O", "-", url,
         ])
     };
     let direct = try_get(&format!("http://{gateway}:{port}/"));
@@ -183,6 +185,11 @@ fn pods_reach_the_node_only_for_dns_and_services() -> Result<()> {
         !direct.ok && !direct.stdout.contains("node listener"),
         "a pod reached a node listener: {}",
         direct.stdout
+    );
+    assert!(
+        direct.stderr.contains("refused") || direct.stderr.contains("reset"),
+        "refused, not failed some other way: {}",
+        direct.stderr
     );
     // The agent's API relay on the same address is closed to a direct
     // connection too; it is reached through the `kubernetes` Service only.

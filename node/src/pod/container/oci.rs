@@ -359,17 +359,11 @@ impl OciSpecOf {
     /// `dnsPolicy: ClusterFirstWithHostNet` (or `None` and its `dnsConfig`),
     /// else the node's own, as the kubelet does.
     fn host_network_resolv(&self) -> String {
-        let spec = &self.pod.spec;
-        let server = self.ctx.net.config().node_cidr.gateway();
-        match (spec.dns_policy.as_deref(), server) {
-            (Some("ClusterFirstWithHostNet" | "None"), Some(server)) => crate::net::resolv::render(
-                &self.pod.namespace,
-                spec,
-                server,
-                crate::agent::CLUSTER_DOMAIN,
-            ),
-            _ => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-        }
+        crate::net::resolv::render(
+            &self.pod.namespace,
+            &self.pod.spec,
+            &self.ctx.resolv_sources(true),
+        )
     }
 }
 

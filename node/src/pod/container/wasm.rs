@@ -36,11 +36,44 @@ impl Runner {
             env: env.vars.clone(),
             memory_limit,
             timeout: None,
-            mounts,
             netns: Some(self.netns.clone()),
             memory_gauge: self.ctx.stats.pod(&self.pod.uid).map(|p| p.memory.clone()),
             max_concurrency: self.pod.max_concurrency,
+            resolver: Some(self.resolver()),
+            trust_pem: self.trust(env, &mounts),
+            mounts,
         }
+    }
+
+    /// The pod's names, as its `resolv.conf` gives them.
+    fn resolver(&self) -> skiff_runtimes::Resolver {
+        let host_network = self.pod.spec.host_network == Some(true);
+        let from = self.ctx.resolv_sources(host_network);
+        let text = crate::net::resolv::render(&self.pod.namespace, &self.pod.spec, &from);
+        crate::dns::pod::for_pod(&self.ctx.dns, &text, from.cluster)
+    }
+
+    /// What the guest's `https` trusts besides the platform's roots: the
+    /// cluster CA, and the bundle its `SSL_CERT_FILE` names in one of its
+    /// volumes (a ConfigMap of certificates, say), as OpenSSL would read it.
+    fn trust(&self, env: &Env, mounts: &[skiff_runtimes::Mount]) -> Vec<u8> {
+        let mut pem = self.ctx.cluster_ca.clone().into_bytes();
+        let named = env.vars.iter().find(|(k, _)| k == "SSL_CERT_FILE");
+        if let Some((_, file)) = named {
+            let found = mounts.iter().find_map(|m| {
+                let rest = file.strip_prefix(m.guest_path.trim_end_matches('/'))?;
+                Some(m.host_path.join(rest.trim_start_matches('/')))
+            });
+            match found.map(std::fs::read) {
+                Some(Ok(bytes)) => {
+                    pem.push(b'\n');
+                    pem.extend(bytes);
+                }
+                Some(Err(e)) => tracing::warn!(file, error = %e, "SSL_CERT_FILE cannot be read"),
+                None => tracing::warn!(file, "SSL_CERT_FILE is in none of the container's volumes"),
+            }
+        }
+        pem
     }
 
     pub(super) fn ports(&self) -> Vec<u16> {
