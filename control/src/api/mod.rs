@@ -173,7 +173,15 @@ async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> R
         .extensions()
         .get::<tls::ClientCertUser>()
         .map(|c| crate::auth::UserInfo::with_groups(&c.name, &c.groups));
-    let requester = match from_cert.map_or_else(|| s.authn.authenticate(req.headers()), Ok) {
+    let registry = path == "/v2" || path.starts_with("/v2/");
+    let by_token = || {
+        if registry {
+            s.authn.authenticate_registry(req.headers())
+        } else {
+            s.authn.authenticate(req.headers())
+        }
+    };
+    let requester = match from_cert.map_or_else(by_token, Ok) {
         Ok(u) => u,
         Err(why) => {
             let reason = match &why {
@@ -182,7 +190,19 @@ async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> R
             };
             s.metrics.authn_failures.with_label_values(&[reason]).inc();
             tracing::debug!(?why, path, "unauthenticated");
-            let resp = ApiError::unauthorized().into_response();
+            let mut resp = ApiError::unauthorized().into_response();
+            if registry {
+                // Registry clients ask again with credentials when told how.
+                let h = resp.headers_mut();
+                h.insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Basic realm=\"skiff\""),
+                );
+                h.insert(
+                    "docker-distribution-api-version",
+                    axum::http::HeaderValue::from_static("registry/2.0"),
+                );
+            }
             audit.finish(None, None, resp.status()).await;
             return resp;
         }

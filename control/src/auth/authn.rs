@@ -72,6 +72,18 @@ impl Authenticator {
         self.accounts.as_ref().map(|a| &a.signer)
     }
 
+    /// The user behind a request to the OCI registry (`/v2/`): a bearer
+    /// token, or HTTP Basic whose password is one (what `docker login`,
+    /// `skopeo --creds` and `oras` send; the user name is not checked).
+    pub fn authenticate_registry(&self, headers: &HeaderMap) -> Result<UserInfo, Unauthenticated> {
+        match basic_password(headers) {
+            Some(token) if bearer(headers).is_none() => self
+                .authenticate_token(&token, &[ISSUER])
+                .map(|(user, _)| user),
+            _ => self.authenticate(headers),
+        }
+    }
+
     /// The user behind the request's bearer token.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<UserInfo, Unauthenticated> {
         let token = bearer(headers).ok_or(Unauthenticated::NoCredential)?;
@@ -190,6 +202,23 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The password of an HTTP Basic `Authorization`.
+pub fn basic_password(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine;
+    let v = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())?;
+    let (scheme, encoded) = v.trim_start().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    Some(text.split_once(':')?.1.to_string())
+}
+
 /// `a == b` without leaking where they differ.
 pub fn same(a: &str, b: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
@@ -294,6 +323,34 @@ mod tests {
             h.append(*k, HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn registry_clients_may_send_the_token_as_a_basic_password() {
+        use base64::Engine;
+        let basic = |s: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            )
+        };
+        let h = headers(&[("authorization", &basic("skiff:tok:en"))]);
+        assert_eq!(basic_password(&h).as_deref(), Some("tok:en"));
+        assert_eq!(
+            basic_password(&headers(&[("authorization", "Bearer x")])),
+            None
+        );
+        assert_eq!(
+            basic_password(&headers(&[("authorization", "Basic !!")])),
+            None
+        );
+        let a = Authenticator::new("admin-token");
+        let with = headers(&[("authorization", &basic("any:admin-token"))]);
+        assert_eq!(a.authenticate_registry(&with).unwrap().name, ADMIN_USER);
+        // Only the registry takes Basic; elsewhere it is no credential.
+        assert!(a.authenticate(&with).is_err());
+        let wrong = headers(&[("authorization", &basic("any:nope"))]);
+        assert!(a.authenticate_registry(&wrong).is_err());
     }
 
     /// Objects by (kind, name) with their uids.
