@@ -58,3 +58,8 @@ if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep 
     echo "setup: rustup target add wasm32-wasip2" >&2
     rustup target add wasm32-wasip2
 fi
+# A static TLS client for a container test image (examples/https-fetch).
+if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+    echo "setup: rustup target add x86_64-unknown-linux-musl" >&2
+    rustup target add x86_64-unknown-linux-musl
+fi

@@ -5,6 +5,7 @@
 # NAME defaults to acc/busybox:v1; PACK-ARGS go to `skiff image pack-rootfs`
 # and replace the default Cmd (/bin/sh), e.g. --cmd httpd --cmd -f ...
 # Uses $SKIFF (default: skiff on the PATH) for `skiff image pack-rootfs`.
+# $EXTRA_BIN: more static binaries (space-separated paths) copied into /bin.
 set -euo pipefail
 out="$1"
 name="${2:-acc/busybox:v1}"
@@ -23,6 +24,9 @@ mkdir -p "$root"/{bin,etc,tmp,root,proc,sys,dev,var/www}
 cp "$busybox" "$root/bin/busybox"
 for applet in $("$busybox" --list); do
     [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
+done
+for extra in ${EXTRA_BIN:-}; do
+    cp "$extra" "$root/bin/"
 done
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$root/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"

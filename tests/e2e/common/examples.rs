@@ -4,12 +4,18 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// Build `examples/<crate_dir>` and return the path of its `file`.
-pub fn example_wasm(crate_dir: &str, file: &str) -> PathBuf {
+/// The repository's root (where `examples/` is).
+pub fn repo_root() -> PathBuf {
     let mut root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     while !root.join("examples").is_dir() {
         root = root.join("..");
     }
+    root
+}
+
+/// Build `examples/<crate_dir>` and return the path of its `file`.
+pub fn example_wasm(crate_dir: &str, file: &str) -> PathBuf {
+    let root = repo_root();
     let target = root.join("target/wasm");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let ok = Command::new(cargo)

@@ -1166,16 +1166,28 @@ pub fn one_node_with_containers_on(net: TestNet, extra: &[&str]) -> Result<Clust
 
 /// Build a busybox image tarball with `examples/busybox/build.sh`.
 pub fn busybox_image(s: &Server, name: &str, pack_args: &[&str]) -> Result<PathBuf> {
+    busybox_image_with(s, name, pack_args, &[])
+}
+
+/// [`busybox_image`] with more static binaries in `/bin`.
+pub fn busybox_image_with(
+    s: &Server,
+    name: &str,
+    pack_args: &[&str],
+    extra_bin: &[PathBuf],
+) -> Result<PathBuf> {
     let tar = s
         .dir
         .with_extension(format!("{}.tar", name.replace(['/', ':'], "_")));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/busybox/build.sh");
+    let extra: Vec<String> = extra_bin.iter().map(|p| p.display().to_string()).collect();
     let out = Command::new("bash")
         .arg(script)
         .arg(&tar)
         .arg(name)
         .args(pack_args)
         .env("SKIFF", skiff_bin())
+        .env("EXTRA_BIN", extra.join(" "))
         .output()?;
     if !out.status.success() {
         bail!("busybox image: {}", String::from_utf8_lossy(&out.stderr));
@@ -1585,6 +1597,9 @@ impl World {
     /// upstream of its own).
     pub fn serve_dns(&mut self, name: &str, dir: &Path) -> Result<()> {
         let address = format!("--address=/{name}/{}", self.ip);
+        // Local: other types of the name (AAAA) are answered "no data", not
+        // refused (resolvers such as musl's ask A and AAAA together).
+        let local = format!("--local=/{name}/");
         let listen = format!("--listen-address={}", self.ip);
         let pid = dir.join("dnsmasq.pid");
         let pid_file = format!("--pid-file={}", pid.display());
@@ -1598,6 +1613,7 @@ impl World {
                 "--bind-interfaces",
                 "--except-interface=lo",
                 &listen,
+                &local,
                 &address,
                 &pid_file,
                 "--log-queries",
@@ -1659,4 +1675,35 @@ impl Drop for World {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// `examples/https-fetch` as a static binary (x86_64-unknown-linux-musl):
+/// a TLS client that trusts only what `SSL_CERT_FILE` names.
+pub fn https_fetch() -> PathBuf {
+    let root = examples::repo_root();
+    let target = root.join("target/musl");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "--release",
+        "--target",
+        "x86_64-unknown-linux-musl",
+        "--manifest-path",
+    ])
+    .arg(root.join("examples/https-fetch/Cargo.toml"))
+    .arg("--target-dir")
+    .arg(&target);
+    // ring's C parts: Debian's gcc builds them for musl when no musl-gcc
+    // is installed.
+    if Command::new("musl-gcc").arg("--version").output().is_err() {
+        cmd.env("CC_x86_64_unknown_linux_musl", "gcc");
+    }
+    let ok = cmd.status().expect("cargo runs");
+    assert!(
+        ok.success(),
+        "building examples/https-fetch (rustup target add x86_64-unknown-linux-musl)"
+    );
+    target.join("x86_64-unknown-linux-musl/release/https-fetch")
 }

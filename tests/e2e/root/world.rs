@@ -3,7 +3,8 @@
 //! cluster domain are forwarded to the node's upstream resolvers
 //! (`--resolv-conf`), `dnsPolicy: Default` pods get the node's file, and a
 //! Wasm guest's outgoing `wasi:http` uses names and `https` (trusting a CA
-//! its pod names by `SSL_CERT_FILE` in a ConfigMap volume).
+//! its pod names by `SSL_CERT_FILE` in a ConfigMap volume), as a container's
+//! own TLS client does.
 //! The "world" is a host in a namespace of the test's own (`common::World`):
 //! its DNS server (dnsmasq) is the agent's only upstream, and nothing is
 //! sent anywhere else.
@@ -182,8 +183,65 @@ fn pods_reach_a_host_outside_the_cluster_by_name_through_the_node() -> Result<()
         missing.0 == 502 && missing.1.contains("DnsError"),
         "{missing:?}"
     );
+
+    // A container with a real TLS client (a static rustls one) trusting the
+    // same ConfigMap, and the same client trusting nothing.
+    c.s.import_tar(&common::busybox_image_with(
+        &c.s,
+        "acc/fetch:v1",
+        &[],
+        &[common::https_fetch()],
+    )?)?;
+    c.s.apply(CONTAINER_FETCHER);
+    c.s.k(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/fetcher",
+        "--timeout=60s",
+    ]);
+    let trusted = exec(
+        "fetcher",
+        &["https-fetch", "https://service.test.example/hello.txt"],
+    );
+    assert_eq!(
+        trusted.stdout, "hello from the world\n",
+        "{}",
+        trusted.stderr
+    );
+    let untrusted = exec(
+        "fetcher",
+        &[
+            "env",
+            "-u",
+            "SSL_CERT_FILE",
+            "https-fetch",
+            "https://service.test.example/hello.txt",
+        ],
+    );
+    assert!(
+        !untrusted.ok && untrusted.stderr.contains("certificate"),
+        "{}",
+        untrusted.stderr
+    );
     Ok(())
 }
+
+const CONTAINER_FETCHER: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: fetcher
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: acc/fetch:v1
+    command: ["sleep", "3600"]
+    env: [{name: SSL_CERT_FILE, value: /etc/test-ca/ca.crt}]
+    volumeMounts: [{name: ca, mountPath: /etc/test-ca}]
+  volumes:
+  - name: ca
+    configMap: {name: test-ca}
+"#;
 
 const WASM_FETCHERS: &str = r#"apiVersion: apps/v1
 kind: Deployment
