@@ -4,6 +4,7 @@
 
 pub mod fs;
 pub mod jointoken;
+pub mod labels;
 pub mod media;
 pub mod notify;
 pub mod prom;

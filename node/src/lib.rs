@@ -15,6 +15,7 @@ pub mod eviction;
 pub(crate) mod fakes;
 pub mod host;
 pub mod net;
+pub mod netpol;
 pub mod pod;
 pub mod proxy;
 pub mod stats;

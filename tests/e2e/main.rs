@@ -49,6 +49,7 @@ mod root {
     mod incluster;
     mod isolation;
     mod jobs;
+    mod netpol;
     mod pods;
     mod podspec;
     mod push;

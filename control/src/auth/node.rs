@@ -216,6 +216,9 @@ pub fn allows(graph: &Graph, node: &str, a: &Attributes) -> bool {
         | ("node.k8s.io", "runtimeclasses", None)
         | ("apps", "deployments", None)
         | ("autoscaling", "horizontalpodautoscalers", None)
+        // What enforcing NetworkPolicy needs to see (namespaces: labels).
+        | ("networking.k8s.io", "networkpolicies", None)
+        | ("", "namespaces", None)
             if read =>
         {
             true

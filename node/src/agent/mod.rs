@@ -664,6 +664,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         r = pods::watch(ctx, pods, local.clone()) => r,
         () = local.hand_over() => Ok(()),
         () = proxy.run(client.clone(), stats.clone(), views_tx) => Ok(()),
+        () = crate::netpol::run(client.clone(), cfg.node_name.clone(), Arc::new(crate::proxy::NftCli)) => Ok(()),
         () = stats.clone().run_sampler() => Ok(()),
         r = activator.serve() => r.map_err(|source| AgentError::Listen { addr: activator_addr.to_string(), source }),
         r = crate::net::routes::run(client.clone(), cfg.node_name.clone()) => r.map_err(AgentError::from),
