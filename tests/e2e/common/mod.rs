@@ -939,21 +939,8 @@ impl ServerNet {
             "table inet skiff_fault {{\n chain out {{\n  type filter hook output priority 0; policy accept;\n  ip daddr 10.86.{}.0/24 ip daddr != 10.86.{}.1 numgen random mod 100 < {percent} drop\n }}\n}}\n",
             self.octet, self.octet
         );
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.netns(i), "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        std::io::Write::write_all(child.stdin.as_mut().context("stdin")?, rules.as_bytes())?;
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!(
-                "nft in {}: {}",
-                self.netns(i),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
+        nft_script(&["ip", "netns", "exec", &self.netns(i)], &rules)
+            .with_context(|| format!("in {}", self.netns(i)))
     }
 
     fn remove(&self) {
@@ -1495,16 +1482,7 @@ impl Silenced {
         let rules = format!(
             "table inet {table} {{\n chain out {{\n  type filter hook output priority -10; policy accept;\n  tcp dport {port} drop\n  tcp sport {port} drop\n }}\n}}\n"
         );
-        let mut child = Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        std::io::Write::write_all(child.stdin.as_mut().context("stdin")?, rules.as_bytes())?;
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!("nft: {}", String::from_utf8_lossy(&out.stderr));
-        }
+        nft_script(&[], &rules)?;
         Ok(Silenced { table })
     }
 }
@@ -1590,6 +1568,31 @@ impl World {
             .spawn()?;
         self.children.push(child);
         Ok(())
+    }
+
+    /// An HTTP server in the world host on port 8080 serving `files`
+    /// (name, contents) from a directory under `dir`; that directory.
+    pub fn serve_http(&mut self, dir: &Path, files: &[(&str, &str)]) -> Result<PathBuf> {
+        let www = dir.join("www");
+        std::fs::create_dir_all(&www)?;
+        for (name, text) in files {
+            std::fs::write(www.join(name), text)?;
+        }
+        let ip = self.ip.clone();
+        self.spawn(
+            &[
+                "python3",
+                "-m",
+                "http.server",
+                "8080",
+                "--bind",
+                &ip,
+                "--directory",
+                &www.to_string_lossy(),
+            ],
+            &dir.join("http.log"),
+        )?;
+        Ok(www)
     }
 
     /// A DNS server in the world host answering `name` (and its subdomains)
@@ -1706,4 +1709,21 @@ pub fn https_fetch() -> PathBuf {
         "building examples/https-fetch (rustup target add x86_64-unknown-linux-musl)"
     );
     target.join("x86_64-unknown-linux-musl/release/https-fetch")
+}
+
+/// Run an nft script (`nft -f -`), behind `prefix` (e.g. `ip netns exec NS`).
+pub fn nft_script(prefix: &[&str], rules: &str) -> Result<()> {
+    let mut argv: Vec<&str> = prefix.to_vec();
+    argv.extend(["nft", "-f", "-"]);
+    let mut child = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    std::io::Write::write_all(child.stdin.as_mut().context("stdin")?, rules.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("nft: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
 }

@@ -79,22 +79,7 @@ fn network_policies_isolate_wasm_and_container_pods_and_allow_exactly_what_they_
     let net = TestNet::claim();
     let dir = tempfile::tempdir()?;
     let mut world = World::new(&net)?;
-    let www = dir.path().join("www");
-    std::fs::create_dir_all(&www)?;
-    std::fs::write(www.join("index.html"), "world\n")?;
-    world.spawn(
-        &[
-            "python3",
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            &world.ip.clone(),
-            "--directory",
-            &www.to_string_lossy(),
-        ],
-        &dir.path().join("http.log"),
-    )?;
+    world.serve_http(dir.path(), &[("index.html", "world\n")])?;
     let c = common::one_node_with_containers_on(net, &[])?;
     c.s.apply(APPS);
     for p in ["wasm", "box", "client"] {

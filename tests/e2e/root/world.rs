@@ -38,22 +38,7 @@ fn pods_reach_a_host_outside_the_cluster_by_name_through_the_node() -> Result<()
     let dir = tempfile::tempdir()?;
     let mut world = World::new(&net)?;
     world.serve_dns("service.test.example", dir.path())?;
-    let www = dir.path().join("www");
-    std::fs::create_dir_all(&www)?;
-    std::fs::write(www.join("hello.txt"), "hello from the world\n")?;
-    world.spawn(
-        &[
-            "python3",
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            &world.ip.clone(),
-            "--directory",
-            &www.to_string_lossy(),
-        ],
-        &dir.path().join("http.log"),
-    )?;
+    let www = world.serve_http(dir.path(), &[("hello.txt", "hello from the world\n")])?;
     let ca = world.serve_https("service.test.example", &www)?;
     let resolv = dir.path().join("resolv.conf");
     std::fs::write(
