@@ -93,15 +93,15 @@ impl Drop for Procs {
         let _ = Command::new("ip")
             .args(["route", "del", "unreachable", CLUSTER_CIDR])
             .status();
-        let _ = Command::new("nft")
-            .args([
-                "delete",
-                "table",
-                "ip",
-                &format!("skiff_{}", NODE.replace('-', "_")),
-            ])
-            .stderr(Stdio::null())
-            .status();
+        for table in [
+            skiff_node::proxy::table_name(NODE),
+            skiff_node::netpol::rules::table_name(NODE),
+        ] {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "ip", &table])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

@@ -41,6 +41,10 @@ pub struct Footprint {
     /// Prefix of the node's network namespace names.
     pub netns_prefix: String,
     pub nft_table: String,
+    /// The NetworkPolicy table (kept, like the proxy's, when the agent
+    /// dies: pods keep running under their policies).
+    #[serde(default)]
+    pub np_table: String,
     pub cluster_cidr: String,
     pub service_cidr: String,
     /// The node's cgroup subtree, relative to each hierarchy (`skiff/<node>`).
@@ -57,6 +61,7 @@ impl Footprint {
             bridge: bridge.to_string(),
             netns_prefix: format!("skiff-{node}-"),
             nft_table: crate::proxy::table_name(node),
+            np_table: crate::netpol::rules::table_name(node),
             cluster_cidr: cluster.to_string(),
             service_cidr: service.to_string(),
             cgroup: format!("skiff/{node}"),
@@ -294,9 +299,14 @@ pub async fn remove_node(f: &Footprint, agent_dir: &Path) -> Removed {
             removed.namespaces.push(n);
         }
     }
-    let script = crate::proxy::rules::remove(&f.nft_table);
-    if crate::proxy::Ruleset::apply(&crate::proxy::NftCli, &script).is_ok() {
-        removed.tables.push(f.nft_table.clone());
+    for table in [&f.nft_table, &f.np_table]
+        .into_iter()
+        .filter(|t| !t.is_empty())
+    {
+        let script = crate::proxy::rules::remove(table);
+        if crate::proxy::Ruleset::apply(&crate::proxy::NftCli, &script).is_ok() {
+            removed.tables.push(table.clone());
+        }
     }
     network::remove(f, &mut removed).await;
     remove_cgroups(&f.cgroup, true, &mut removed);

@@ -693,10 +693,12 @@ impl TestNet {
                 .args(["link", "del", &format!("skd{}n{i}", self.octet)])
                 .stderr(Stdio::null())
                 .status();
-            let _ = Command::new("nft")
-                .args(["delete", "table", "ip", &self.nft_table(i)])
-                .stderr(Stdio::null())
-                .status();
+            for table in [self.nft_table(i), format!("skiff_np_{node}")] {
+                let _ = Command::new("nft")
+                    .args(["delete", "table", "ip", &table])
+                    .stderr(Stdio::null())
+                    .status();
+            }
             for ns in std::fs::read_dir("/etc/netns")
                 .into_iter()
                 .flatten()
