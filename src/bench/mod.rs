@@ -6,6 +6,7 @@ mod chaos;
 mod containers;
 mod etcd;
 mod footprint;
+mod netpol;
 mod pods;
 mod scale;
 mod services;
@@ -47,6 +48,9 @@ enum What {
     /// Faults with a checker: 1,000 crash cycles with torn writes, then
     /// mixed kills and pauses of the voters under a recorded workload.
     Chaos(chaos::ChaosBench),
+    /// NetworkPolicy: one change with 1,000 policies, rendered and loaded
+    /// into the kernel (p50/p99).
+    Netpol(netpol::NetpolBench),
 }
 
 pub async fn run(a: BenchArgs) -> Result<()> {
@@ -60,6 +64,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         What::Scale(b) => scale::run(b).await,
         What::Footprint(b) => footprint::run(b).await,
         What::Chaos(b) => chaos::run(b).await,
+        What::Netpol(b) => netpol::run(b).await,
     }
 }
 
