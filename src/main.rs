@@ -176,6 +176,14 @@ struct NodeArgs {
     /// NetworkPolicy forbids it).
     #[arg(long)]
     no_pod_egress: bool,
+    /// Registry mirrors, credentials and TLS settings for the images pods
+    /// name (k3s's `registries.yaml` format; absent: none).
+    #[arg(long, default_value = "/etc/skiff/registries.yaml")]
+    registries_config: PathBuf,
+    /// Contact only the mirrors `registries.yaml` names, never the registry
+    /// an image names.
+    #[arg(long)]
+    disable_default_registry_endpoint: bool,
 }
 
 fn go_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -218,6 +226,10 @@ fn agent_config(
         eviction_transition: n.eviction_pressure_transition_period,
         resolv_conf: n.resolv_conf,
         pod_egress: !n.no_pod_egress,
+        upstream: skiff_node::pod::pull::Upstream {
+            registries: Some(n.registries_config),
+            default_endpoint: !n.disable_default_registry_endpoint,
+        },
     }
 }
 

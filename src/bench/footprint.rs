@@ -82,6 +82,7 @@ pub async fn run(b: FootprintBench) -> Result<()> {
         .args(["--peer-addr", &format!("127.0.0.1:{}", free_port()?)])
         .args(["--node-name", NODE, "--bridge", "skfp0", "--no-containerd"])
         .args(["--node-ip", "127.0.0.1", "--resolv-conf", "/dev/null"])
+        .arg("--disable-default-registry-endpoint")
         .args([
             "--cluster-cidr",
             "10.88.32.0/20",

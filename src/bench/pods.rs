@@ -391,6 +391,7 @@ pub(super) async fn start_cluster(component: &Path, max_pods: usize) -> Result<C
                 // Nothing the bench runs asks names outside the cluster.
                 "--resolv-conf",
                 "/dev/null",
+                "--disable-default-registry-endpoint",
             ])
             .arg("--data-dir")
             .arg(dir.path().join("agent"))

@@ -16,6 +16,10 @@ use serde_json::json;
 
 use crate::imagestore::{BlobWriter, ImageError, Images, Reference};
 
+/// Header of a manifest a node copied from a registry (its host), so that
+/// `imagePullPolicy: Always` asks that registry again.
+const PULLED_FROM: &str = "skiff-pulled-from";
+
 /// Largest manifest accepted.
 const MAX_MANIFEST: usize = 16 * 1024 * 1024;
 
@@ -275,6 +279,13 @@ pub async fn handle(
                         "docker-content-digest",
                         HeaderValue::from_str(&m.digest).expect("digest is ascii"),
                     );
+                    if let Some(v) = m
+                        .pulled_from
+                        .as_deref()
+                        .and_then(|f| HeaderValue::from_str(f).ok())
+                    {
+                        h.insert(PULLED_FROM, v);
+                    }
                     r
                 }
                 Err(e) => from_image_error(e),
@@ -291,7 +302,14 @@ pub async fn handle(
                 .unwrap_or("application/vnd.oci.image.manifest.v1+json")
                 .to_string();
             let tag = (!arg.starts_with("sha256:")).then_some(arg);
-            match images.put_manifest(&repository, tag, &media, &bytes).await {
+            let from = headers
+                .get(PULLED_FROM)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty() && v.len() <= 255);
+            match images
+                .put_manifest_from(&repository, tag, &media, &bytes, from)
+                .await
+            {
                 Ok(digest) => created(&format!("/v2/{name}/manifests/{digest}"), &digest),
                 Err(e) => from_image_error(e),
             }

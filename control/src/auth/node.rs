@@ -10,7 +10,7 @@
 //! [`Graph`] (kept by [`GraphCache`] from the store's watch); a node is
 //! never allowed anything on another node's objects.** Skiff extras beyond
 //! Kubernetes: the activator scales Deployments (`deployments/scale`) and
-//! the image pulls read `/v2/`.
+//! the image pulls read `/v2/` (and write what they copied from registries).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -195,9 +195,11 @@ pub fn allows(graph: &Graph, node: &str, a: &Attributes) -> bool {
         name,
     } = a
     else {
-        // Image pulls from the cluster registry.
+        // Image pulls from the cluster registry, and copies into it of what
+        // the node pulled from other registries (never deletes).
         return matches!(a, Attributes::NonResource { verb, path }
-            if matches!(verb.as_str(), "get" | "head") && path.starts_with("/v2/"));
+            if matches!(verb.as_str(), "get" | "head" | "post" | "put" | "patch")
+                && path.starts_with("/v2/"));
     };
     let read = matches!(verb.as_str(), "get" | "list" | "watch");
     let ns = namespace.as_deref().unwrap_or("");
@@ -542,6 +544,15 @@ mod tests {
             path: "/v2/acc/hello/manifests/v1".into(),
         };
         assert!(allows(&g, "n1", &v2));
+        let copy = |verb: &str| Attributes::NonResource {
+            verb: verb.into(),
+            path: "/v2/r.example/app/blobs/uploads/".into(),
+        };
+        assert!(
+            allows(&g, "n1", &copy("post")),
+            "nodes copy pulled images in"
+        );
+        assert!(!allows(&g, "n1", &copy("delete")), "but never delete");
         // When the pod goes, so does the node's reach.
         g.remove("/pods/a/web");
         assert!(!allows(

@@ -202,6 +202,8 @@ pub struct Manifest {
     pub digest: String,
     pub media_type: String,
     pub bytes: Vec<u8>,
+    /// The registry a node copied it from, if it came from one.
+    pub pulled_from: Option<String>,
 }
 
 /// The image store over the replicated store.
@@ -294,6 +296,19 @@ impl Images {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<String, ImageError> {
+        self.put_manifest_from(repository, tag, media_type, bytes, None)
+            .await
+    }
+
+    /// [`Images::put_manifest`] of a manifest copied from registry `pulled_from`.
+    pub async fn put_manifest_from(
+        &self,
+        repository: &str,
+        tag: Option<&str>,
+        media_type: &str,
+        bytes: &[u8],
+        pulled_from: Option<&str>,
+    ) -> Result<String, ImageError> {
         let v: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| ImageError::BadManifest(e.to_string()))?;
         if !v.is_object() {
@@ -302,7 +317,10 @@ impl Images {
         let names = names_of(&v);
         let digest = digest_of(bytes);
         let repo = repo_key(repository);
-        let stored = serde_json::json!({"mediaType": media_type, "manifest": String::from_utf8_lossy(bytes)});
+        let mut stored = serde_json::json!({"mediaType": media_type, "manifest": String::from_utf8_lossy(bytes)});
+        if let Some(r) = pulled_from {
+            stored["pulledFrom"] = r.into();
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -402,6 +420,7 @@ impl Images {
                 .unwrap_or_default()
                 .as_bytes()
                 .to_vec(),
+            pulled_from: v["pulledFrom"].as_str().map(str::to_string),
         })
     }
 }

@@ -130,6 +130,9 @@ pub struct AgentConfig {
     pub eviction_transition: Duration,
     /// The upstream resolvers' file (`--resolv-conf`).
     pub resolv_conf: PathBuf,
+    /// Images the cluster lacks come from registries: the mirrors and
+    /// settings of `registries.yaml`, the registry itself unless disabled.
+    pub upstream: crate::pod::pull::Upstream,
     /// Pods may reach addresses outside the cluster (masqueraded).
     pub pod_egress: bool,
 }
@@ -565,7 +568,8 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         host_ip: cfg.address.to_string(),
         net,
         runtimes,
-        images: Images::new(client.clone(), cfg.data_dir.join("images"))?,
+        images: Images::new(client.clone(), cfg.data_dir.join("images"))?
+            .with_upstream(cfg.upstream.clone()),
         logs: LogDir(cfg.data_dir.join("logs")),
         events: Recorder::new(client.clone(), cfg.node_name.clone()),
         cgroups: cfg.cgroups,

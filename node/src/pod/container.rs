@@ -302,7 +302,18 @@ impl Runner {
         };
         let image = self.spec.image.clone().unwrap_or_default();
         let policy = self.spec.image_pull_policy.clone();
-        let pulled = match self.ctx.images.pull(&image, policy.as_deref()).await {
+        let keyring = self.pull_secrets().await;
+        let (events, subject) = (self.ctx.events.clone(), self.subject());
+        let notify = move |reason: &'static str, message: String| {
+            let (events, subject) = (events.clone(), subject.clone());
+            tokio::spawn(async move { events.record(&subject, false, reason, &message).await });
+        };
+        let pulled = match self
+            .ctx
+            .images
+            .pull(&image, policy.as_deref(), &keyring, &notify)
+            .await
+        {
             Ok(p) => p,
             Err(e @ super::pull::ImageError::NotAnImage { .. }) => {
                 return Outcome::Failed(Waiting::CreateContainerError, e.to_string());
@@ -363,6 +374,61 @@ impl Runner {
         }
         run.remove().await;
         outcome
+    }
+
+    /// The credentials of the pod's `imagePullSecrets`; one that cannot be
+    /// read or used is an event, and the pull goes on without it (as the
+    /// kubelet's does).
+    async fn pull_secrets(&self) -> super::pull::creds::Keyring {
+        let mut ring = super::pull::creds::Keyring::default();
+        let names: Vec<String> = self
+            .pod
+            .spec
+            .image_pull_secrets
+            .iter()
+            .flatten()
+            .map(|r| r.name.clone())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() {
+            return ring;
+        }
+        let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+            kube::Api::namespaced(self.ctx.client.clone(), &self.pod.namespace);
+        let mut problems = Vec::new();
+        for name in names {
+            match api.get_opt(&name).await {
+                Ok(Some(sec)) => {
+                    let data = sec
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect();
+                    let kind = sec.type_.unwrap_or_default();
+                    if let Err(e) = ring.add_secret(&kind, &data) {
+                        problems.push(format!("{name}: {e}"));
+                    }
+                }
+                Ok(None) => problems.push(format!("{name}: not found")),
+                Err(e) => problems.push(format!("{name}: {e}")),
+            }
+        }
+        if !problems.is_empty() {
+            self.ctx
+                .events
+                .record(
+                    &self.subject(),
+                    true,
+                    "FailedToRetrieveImagePullSecret",
+                    &format!(
+                        "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+                        problems.join("; ")
+                    ),
+                )
+                .await;
+        }
+        ring
     }
 
     /// `namespace/pod/container`, the key exec finds a running container by.

@@ -647,6 +647,8 @@ impl TestNet {
             // names its own test DNS host (a later flag wins).
             "--resolv-conf",
             "/dev/null",
+            // Nor the registries images name: only the test's own.
+            "--disable-default-registry-endpoint",
             "--cluster-cidr",
             &self.cluster_cidr(),
             "--node-cidr-mask-size",
@@ -1267,6 +1269,7 @@ impl Agent {
             .arg(dir.join("data"))
             .args(["--node-name", &node, "--bridge", &bridge])
             .args(["--node-ip", "127.0.0.1", "--resolv-conf", "/dev/null"])
+            .arg("--disable-default-registry-endpoint")
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)

@@ -1,10 +1,20 @@
 //! Images for pods: resolve a pod's image reference through the cluster's OCI
 //! endpoint (`/v2/` on the API server), fetch a Wasm image's component layer or
 //! a container image's config and layers by digest, and keep them in a
-//! content-addressed cache on disk.
+//! content-addressed cache on disk. An image the cluster does not hold is
+//! pulled from its registry (`upstream.rs`, with the mirrors and settings of
+//! `registries.rs` and the pod's pull secrets, `creds.rs`) and copied into the
+//! cluster's store first, so other nodes, and this one after a restart, get
+//! it from the cluster.
 //!
 //! **Blobs are verified against their digest before they are cached, and the
-//! cache is only ever read by digest.**
+//! cache is only ever read by digest. A registry is only contacted for an
+//! image the cluster lacks, or for `imagePullPolicy: Always` on an image that
+//! was pulled from one.**
+
+pub mod creds;
+pub mod registries;
+mod upstream;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,11 +36,13 @@ pub enum ImageError {
         "image {image:?} not found in the cluster image store (import it with `skiff image import`)"
     )]
     NotFound { image: String },
-    #[error("image {image:?} is not present on the node and imagePullPolicy is Never")]
+    #[error(
+        "image {image:?} is not present in the cluster's image store and imagePullPolicy is Never"
+    )]
     NeverPull { image: String },
     #[error("invalid image reference {0:?}")]
     BadReference(String),
-    #[error("pull {image:?}: {reason}")]
+    #[error("failed to pull image {image:?}: {reason}")]
     Pull { image: String, reason: String },
     #[error("image {image:?} is neither a Wasm component image nor a container image: {reason}")]
     NotAnImage { image: String, reason: String },
@@ -44,6 +56,35 @@ pub struct Pulled {
     /// `repository@sha256:...` of the manifest (the container's imageID).
     pub image_id: String,
     pub content: Content,
+    /// The registry it was pulled from, if the cluster's copy came from one.
+    pub pulled_from: Option<String>,
+}
+
+/// Header the node sets when it copies an image from a registry into the
+/// cluster's store (and the store answers with it).
+pub const PULLED_FROM: &str = "skiff-pulled-from";
+
+/// What a pull tells the pod's events: `(reason, message)`.
+pub type Notify<'a> = &'a (dyn Fn(&'static str, String) + Send + Sync);
+
+/// Where images come from besides the cluster's store.
+#[derive(Clone, Debug, Default)]
+pub struct Upstream {
+    /// `registries.yaml` (read at each pull from a registry).
+    pub registries: Option<PathBuf>,
+    /// Contact the registry an image names, not only its mirrors.
+    pub default_endpoint: bool,
+}
+
+/// The entry of an index a node runs, from `(architecture, digest)`s: a Wasm
+/// entry first, then this host's architecture, then the first.
+pub fn pick_platform(entries: &[(String, String)]) -> Option<String> {
+    entries
+        .iter()
+        .find(|(a, _)| WASM_ARCHES.contains(&a.as_str()))
+        .or_else(|| entries.iter().find(|(a, _)| a == host_arch()))
+        .or_else(|| entries.first())
+        .map(|(_, d)| d.clone())
 }
 
 /// What a pulled image holds, which decides the runtime.
@@ -67,6 +108,14 @@ pub struct Images {
     known: Arc<Mutex<HashMap<String, Pulled>>>,
     /// A lock per reference being pulled.
     pulling: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    upstream: Upstream,
+}
+
+/// Why copying from a registry failed.
+enum Copy {
+    /// No registry endpoint answered.
+    Unreachable(String),
+    Failed(ImageError),
 }
 
 /// `(repository, tag-or-digest)` of a reference, for `/v2/<repo>/manifests/<ref>`.
@@ -104,24 +153,41 @@ impl Images {
             dir,
             known: Arc::default(),
             pulling: Arc::default(),
+            upstream: Upstream::default(),
         })
     }
 
+    /// Pull images the cluster lacks from registries.
+    pub fn with_upstream(mut self, upstream: Upstream) -> Images {
+        self.upstream = upstream;
+        self
+    }
+
     /// The image for a container, honouring `imagePullPolicy` (default: Always
-    /// for `:latest` or no tag, IfNotPresent otherwise; a digest is never re-resolved).
-    pub async fn pull(&self, image: &str, policy: Option<&str>) -> Result<Pulled, ImageError> {
+    /// for `:latest` or no tag, IfNotPresent otherwise; a digest is never
+    /// re-resolved). `keyring` holds the pod's pull secrets.
+    pub async fn pull(
+        &self,
+        image: &str,
+        policy: Option<&str>,
+        keyring: &creds::Keyring,
+        notify: Notify<'_>,
+    ) -> Result<Pulled, ImageError> {
         let (repo, reference) = split_reference(image)?;
         let latest = reference == "latest";
         let policy = policy.unwrap_or(if latest { "Always" } else { "IfNotPresent" });
+        let by_digest = reference.starts_with("sha256:");
         let cached = self.known.lock().expect("image map").get(image).cloned();
+        let present = |p: Pulled| {
+            notify(
+                "Pulled",
+                format!("Container image {image:?} already present on machine"),
+            );
+            Ok(p)
+        };
         match (policy, cached) {
-            (_, Some(p)) if reference.starts_with("sha256:") => return Ok(p),
-            ("IfNotPresent" | "Never", Some(p)) => return Ok(p),
-            ("Never", None) => {
-                return Err(ImageError::NeverPull {
-                    image: image.into(),
-                });
-            }
+            (_, Some(p)) if by_digest => return present(p),
+            ("IfNotPresent" | "Never", Some(p)) => return present(p),
             _ => {}
         }
         // One pull per reference at a time; the others then find it cached.
@@ -133,12 +199,46 @@ impl Images {
             .or_default()
             .clone();
         let _one = lock.lock().await;
-        if policy != "Always"
+        if (policy != "Always" || by_digest)
             && let Some(p) = self.known.lock().expect("image map").get(image).cloned()
         {
-            return Ok(p);
+            return present(p);
         }
-        let pulled = self.fetch(image, &repo, &reference).await?;
+        let pulled = match self.fetch(image, &repo, &reference).await {
+            Ok(p) if policy != "Always" || by_digest || p.pulled_from.is_none() => p,
+            // Always on an image from a registry: ask the registry again.
+            Ok(p) => match self.copy_in(image, keyring, notify).await {
+                Ok(()) => self.fetch(image, &repo, &reference).await?,
+                Err(Copy::Unreachable(why)) => {
+                    notify(
+                        "Pulled",
+                        format!(
+                            "The registry of {image:?} cannot be reached ({why}); using the copy in the cluster's image store"
+                        ),
+                    );
+                    p
+                }
+                Err(Copy::Failed(e)) => return Err(e),
+            },
+            Err(ImageError::NotFound { .. }) if policy == "Never" => {
+                return Err(ImageError::NeverPull {
+                    image: image.into(),
+                });
+            }
+            Err(ImageError::NotFound { .. }) if self.upstream.registries.is_some() => {
+                match self.copy_in(image, keyring, notify).await {
+                    Ok(()) => self.fetch(image, &repo, &reference).await?,
+                    Err(Copy::Unreachable(reason)) => {
+                        return Err(ImageError::Pull {
+                            image: image.into(),
+                            reason,
+                        });
+                    }
+                    Err(Copy::Failed(e)) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         self.known
             .lock()
             .expect("image map")
@@ -146,12 +246,153 @@ impl Images {
         Ok(pulled)
     }
 
+    /// Copy `image` from its registry into the cluster's store: the blobs the
+    /// cluster lacks (kept in this node's cache on the way), then the manifest
+    /// under the reference's tag or digest.
+    async fn copy_in(
+        &self,
+        image: &str,
+        keyring: &creds::Keyring,
+        notify: Notify<'_>,
+    ) -> Result<(), Copy> {
+        let failed = |reason: String| {
+            Copy::Failed(ImageError::Pull {
+                image: image.into(),
+                reason,
+            })
+        };
+        let r: oci_client::Reference = image
+            .parse()
+            .map_err(|_| Copy::Failed(ImageError::BadReference(image.into())))?;
+        let regs = match &self.upstream.registries {
+            Some(p) => registries::Registries::load(p).map_err(|e| failed(e.to_string()))?,
+            None => registries::Registries::default(),
+        };
+        let regs = if self.upstream.default_endpoint {
+            regs
+        } else {
+            regs.without_default_endpoint()
+        };
+        notify("Pulling", format!("Pulling image {image:?}"));
+        let t = std::time::Instant::now();
+        let found = upstream::find(&regs, keyring, &r).await.map_err(|f| {
+            if f.unreachable {
+                Copy::Unreachable(f.reason)
+            } else {
+                failed(f.reason)
+            }
+        })?;
+        let repo = format!("{}/{}", r.registry(), r.repository());
+        let mut size: u64 = 0;
+        for d in &found.blobs {
+            size += u64::try_from(d.size).unwrap_or(0);
+            if self
+                .cluster_has(image, &repo, &d.digest)
+                .await
+                .map_err(Copy::Failed)?
+            {
+                continue;
+            }
+            let bytes = match self.cached(&d.digest).await {
+                Some(b) => b,
+                None => {
+                    let b = found.source.blob(d).await.map_err(failed)?;
+                    self.cache(&d.digest, &b)
+                        .await
+                        .map_err(|e| Copy::Failed(e.into()))?;
+                    b
+                }
+            };
+            self.send(
+                image,
+                http::Request::post(format!("/v2/{repo}/blobs/uploads/?digest={}", d.digest))
+                    .header(http::header::CONTENT_TYPE, "application/octet-stream")
+                    .body(Body::from(bytes)),
+            )
+            .await
+            .map_err(Copy::Failed)?;
+        }
+        let target = r
+            .digest()
+            .map(str::to_string)
+            .unwrap_or_else(|| r.tag().unwrap_or("latest").to_string());
+        let target = if target.starts_with("sha256:") && target != found.digest {
+            // The reference named an index: the entry is stored by its own digest.
+            found.digest.clone()
+        } else {
+            target
+        };
+        self.send(
+            image,
+            http::Request::put(format!("/v2/{repo}/manifests/{target}"))
+                .header(http::header::CONTENT_TYPE, found.media_type.as_str())
+                .header(PULLED_FROM, found.source.host.as_str())
+                .body(Body::from(found.manifest.clone())),
+        )
+        .await
+        .map_err(Copy::Failed)?;
+        notify(
+            "Pulled",
+            format!(
+                "Successfully pulled image {image:?} from {} in {:.3}s. Image size: {size} bytes.",
+                found.source.host,
+                t.elapsed().as_secs_f64()
+            ),
+        );
+        Ok(())
+    }
+
+    /// Whether the cluster's store holds blob `digest`.
+    async fn cluster_has(&self, image: &str, repo: &str, digest: &str) -> Result<bool, ImageError> {
+        let req = http::Request::head(format!("/v2/{repo}/blobs/{digest}"))
+            .body(Body::empty())
+            .map_err(|e| ImageError::Pull {
+                image: image.into(),
+                reason: e.to_string(),
+            })?;
+        let resp = self.client.send(req).await.map_err(|e| ImageError::Pull {
+            image: image.into(),
+            reason: format!("the cluster's image store: {e}"),
+        })?;
+        Ok(resp.status().is_success())
+    }
+
+    /// Send a write to the cluster's store; anything but success is an error.
+    async fn send(
+        &self,
+        image: &str,
+        req: Result<http::Request<Body>, http::Error>,
+    ) -> Result<(), ImageError> {
+        let err = |reason: String| ImageError::Pull {
+            image: image.into(),
+            reason: format!("storing it in the cluster's image store: {reason}"),
+        };
+        let req = req.map_err(|e| err(e.to_string()))?;
+        let resp = self
+            .client
+            .send(req)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = resp.into_body().collect_bytes().await.unwrap_or_default();
+        Err(err(format!(
+            "{status}: {}",
+            String::from_utf8_lossy(&body)
+                .chars()
+                .take(300)
+                .collect::<String>()
+        )))
+    }
+
     async fn get(
         &self,
         image: &str,
         path: &str,
         accept: &str,
-    ) -> Result<(Vec<u8>, Option<String>), ImageError> {
+    ) -> Result<(Vec<u8>, Option<String>, Option<String>), ImageError> {
         let req = http::Request::get(path)
             .header(http::header::ACCEPT, accept)
             .body(Body::empty())
@@ -174,6 +415,11 @@ impl Images {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let pulled_from = resp
+            .headers()
+            .get(PULLED_FROM)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let body = resp
             .into_body()
             .collect_bytes()
@@ -193,7 +439,7 @@ impl Images {
                     .collect::<String>()
             )));
         }
-        Ok((body.to_vec(), digest))
+        Ok((body.to_vec(), digest, pulled_from))
     }
 
     async fn fetch(&self, image: &str, repo: &str, reference: &str) -> Result<Pulled, ImageError> {
@@ -201,7 +447,7 @@ impl Images {
             image: image.into(),
             reason,
         };
-        let (mut bytes, mut digest) = self
+        let (mut bytes, mut digest, mut pulled_from) = self
             .get(
                 image,
                 &format!("/v2/{repo}/manifests/{reference}"),
@@ -212,27 +458,25 @@ impl Images {
             .map_err(|e| unusable(format!("manifest is not JSON: {e}")))?;
         if let Some(list) = manifest.get("manifests").and_then(Value::as_array) {
             // An index: the Wasm entry, else this host's platform, else the first.
-            let arch = |m: &&Value| {
-                m.pointer("/platform/architecture")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string()
-            };
-            let pick = list
+            let entries: Vec<(String, String)> = list
                 .iter()
-                .find(|m| WASM_ARCHES.contains(&arch(m).as_str()))
-                .or_else(|| list.iter().find(|m| arch(m) == host_arch()))
-                .or_else(|| list.first())
-                .and_then(|m| m.get("digest").and_then(Value::as_str))
-                .ok_or_else(|| unusable("the image index lists no manifests".into()))?
-                .to_string();
-            (bytes, digest) = self
+                .filter_map(|m| {
+                    let arch = m.pointer("/platform/architecture").and_then(Value::as_str);
+                    let digest = m.get("digest").and_then(Value::as_str)?;
+                    Some((arch.unwrap_or("").to_string(), digest.to_string()))
+                })
+                .collect();
+            let pick = pick_platform(&entries)
+                .ok_or_else(|| unusable("the image index lists no manifests".into()))?;
+            let from;
+            (bytes, digest, from) = self
                 .get(
                     image,
                     &format!("/v2/{repo}/manifests/{pick}"),
                     MANIFEST_ACCEPT,
                 )
                 .await?;
+            pulled_from = pulled_from.or(from);
             manifest = serde_json::from_slice(&bytes)
                 .map_err(|e| unusable(format!("manifest is not JSON: {e}")))?;
         }
@@ -268,6 +512,7 @@ impl Images {
             let bytes = self.blob(image, repo, &layer_digest).await?;
             return Ok(Pulled {
                 image_id,
+                pulled_from,
                 content: Content::Wasm {
                     layer_digest,
                     bytes: Arc::new(bytes),
@@ -305,6 +550,7 @@ impl Images {
         }
         Ok(Pulled {
             image_id,
+            pulled_from,
             content: Content::Oci(Arc::new(OciImage {
                 reference: image.to_string(),
                 manifest: Blob {
@@ -324,13 +570,10 @@ impl Images {
 
     /// A blob by digest: from the cache, or fetched, verified and cached.
     async fn blob(&self, image: &str, repo: &str, digest: &str) -> Result<Vec<u8>, ImageError> {
-        let path = self.dir.join(digest.replace(':', "_"));
-        if let Ok(b) = tokio::fs::read(&path).await
-            && sha256(&b) == digest
-        {
+        if let Some(b) = self.cached(digest).await {
             return Ok(b);
         }
-        let (bytes, _) = self
+        let (bytes, _, _) = self
             .get(image, &format!("/v2/{repo}/blobs/{digest}"), "*/*")
             .await?;
         if sha256(&bytes) != digest {
@@ -339,14 +582,30 @@ impl Images {
                 reason: format!("blob {digest} does not match its digest"),
             });
         }
+        self.cache(digest, &bytes).await?;
+        Ok(bytes)
+    }
+
+    fn cache_path(&self, digest: &str) -> PathBuf {
+        self.dir.join(digest.replace(':', "_"))
+    }
+
+    /// A blob of the cache whose bytes still match its digest.
+    async fn cached(&self, digest: &str) -> Option<Vec<u8>> {
+        let b = tokio::fs::read(self.cache_path(digest)).await.ok()?;
+        (sha256(&b) == digest).then_some(b)
+    }
+
+    /// Keep verified bytes in the cache.
+    async fn cache(&self, digest: &str, bytes: &[u8]) -> Result<(), std::io::Error> {
+        let path = self.cache_path(digest);
         // Pulls of one blob may run side by side: each writes its own file, and
         // whichever rename lands last wins with identical bytes.
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp = path.with_extension(format!("tmp{n}"));
-        tokio::fs::write(&tmp, &bytes).await?;
-        tokio::fs::rename(&tmp, &path).await?;
-        Ok(bytes)
+        tokio::fs::write(&tmp, bytes).await?;
+        tokio::fs::rename(&tmp, &path).await
     }
 }
 
