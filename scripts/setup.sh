@@ -23,6 +23,9 @@ command -v runc >/dev/null 2>&1 || need_apt+=(runc)
 command -v dnsmasq >/dev/null 2>&1 || need_apt+=(dnsmasq-base)
 # Standard registry clients the tests push with.
 command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
+# The registry the pull tests run on a test host (the CNCF distribution
+# registry); its own service is not wanted on the host (stopped below).
+command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
 if ! command -v busybox >/dev/null 2>&1 || ldd "$(command -v busybox)" >/dev/null 2>&1; then
     need_apt+=(busybox-static)
 fi
@@ -32,6 +35,11 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled docker-registry >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
 
 command -v python3 >/dev/null 2>&1 || { echo "setup: python3 is missing" >&2; exit 1; }

@@ -527,6 +527,7 @@ pub(crate) fn pod_ready(p: &Pod) -> bool {
 const CANNOT_START: &[&str] = &[
     "ErrImagePull",
     "ImagePullBackOff",
+    "ErrImageNeverPull",
     "InvalidImageName",
     "CreateContainerError",
     "CreateContainerConfigError",

@@ -52,6 +52,7 @@ mod root {
     mod netpol;
     mod pods;
     mod podspec;
+    mod pull;
     mod push;
     mod services;
     mod sets;

@@ -198,13 +198,22 @@ impl Runner {
                     if !self.wait(Duration::from_millis(500).min(d)).await {
                         return;
                     }
-                    (
-                        d,
-                        Some((
-                            backoff_reason,
-                            format!("Back-off {}s: {message}", d.as_secs().max(1)),
-                        )),
-                    )
+                    let message = if reason == Waiting::ErrImagePull {
+                        let image = self.spec.image.clone().unwrap_or_default();
+                        self.ctx
+                            .events
+                            .record(
+                                &self.subject(),
+                                false,
+                                "BackOff",
+                                &format!("Back-off pulling image {image:?}"),
+                            )
+                            .await;
+                        format!("Back-off pulling image {image:?}: ErrImagePull: {message}")
+                    } else {
+                        format!("Back-off {}s: {message}", d.as_secs().max(1))
+                    };
+                    (d, Some((backoff_reason, message)))
                 }
                 Outcome::Ended(e) => {
                     failures = 0;
@@ -317,6 +326,9 @@ impl Runner {
             Ok(p) => p,
             Err(e @ super::pull::ImageError::NotAnImage { .. }) => {
                 return Outcome::Failed(Waiting::CreateContainerError, e.to_string());
+            }
+            Err(e @ super::pull::ImageError::NeverPull { .. }) => {
+                return Outcome::Failed(Waiting::ErrImageNeverPull, e.to_string());
             }
             Err(e) => return Outcome::Failed(Waiting::ErrImagePull, e.to_string()),
         };

@@ -1563,8 +1563,9 @@ impl World {
         Ok(w)
     }
 
-    /// Start `cmd` in the world host (stderr to `log`), kept until drop.
-    pub fn spawn(&mut self, cmd: &[&str], log: &Path) -> Result<()> {
+    /// Start `cmd` in the world host (stderr to `log`), kept until drop or
+    /// [`World::stop`] with the number this returns.
+    pub fn spawn(&mut self, cmd: &[&str], log: &Path) -> Result<usize> {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns])
             .args(cmd)
@@ -1572,7 +1573,78 @@ impl World {
             .stderr(std::fs::File::create(log)?)
             .spawn()?;
         self.children.push(child);
-        Ok(())
+        Ok(self.children.len() - 1)
+    }
+
+    /// Stop what [`World::spawn`] started as number `i`.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(c) = self.children.get_mut(i) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A certificate for `hosts` (names and addresses) from a new test CA:
+    /// `(chain, key, CA)` files under `dir`, and the CA's PEM.
+    pub fn issue(&self, hosts: &[&str], dir: &Path) -> Result<(PathBuf, PathBuf, String)> {
+        use skiff_control::pki::{ClusterCa, Leaf, Usage};
+        let ca = ClusterCa::generate()?;
+        let issued = ca.issue(&Leaf {
+            common_name: hosts[0].to_string(),
+            organization: None,
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            usage: Usage::Server,
+            lifetime: Duration::from_secs(3600),
+        })?;
+        std::fs::create_dir_all(dir)?;
+        let (chain, key) = (dir.join("chain.pem"), dir.join("key.pem"));
+        std::fs::write(&chain, &issued.chain_pem)?;
+        std::fs::write(&key, &issued.key_pem)?;
+        std::fs::write(dir.join("ca.crt"), &ca.cert_pem)?;
+        Ok((chain, key, ca.cert_pem.clone()))
+    }
+
+    /// The CNCF distribution registry (Debian's `docker-registry`) in the
+    /// world host on port 5000 with TLS (a certificate for `name` and the
+    /// world host's address from a test CA, also in `dir/tls/ca.crt`) and
+    /// htpasswd authentication of [`REGISTRY_USER`]; the number to
+    /// [`World::stop`] it by, and the CA's PEM.
+    pub fn serve_registry(&mut self, name: &str, dir: &Path) -> Result<(usize, String)> {
+        let tls = dir.join("tls");
+        let ip = self.ip.clone();
+        let (chain, key, ca) = self.issue(&[name, &ip], &tls)?;
+        let htpasswd = dir.join("htpasswd");
+        std::fs::write(&htpasswd, format!("{}:{REGISTRY_HASH}\n", REGISTRY_USER.0))?;
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: info}}\nstorage:\n  filesystem: {{rootdirectory: {root}}}\nhttp:\n  addr: {ip}:5000\n  tls: {{certificate: {chain}, key: {key}}}\nauth:\n  htpasswd: {{realm: test, path: {htpasswd}}}\n",
+                root = dir.join("data").display(),
+                chain = chain.display(),
+                key = key.display(),
+                htpasswd = htpasswd.display(),
+            ),
+        )?;
+        let i = self.spawn(
+            &["docker-registry", "serve", &config.to_string_lossy()],
+            &dir.join("registry.log"),
+        )?;
+        let ready = eventually(Duration::from_secs(20), || {
+            std::net::TcpStream::connect_timeout(
+                &format!("{ip}:5000").parse().expect("address"),
+                Duration::from_millis(300),
+            )
+            .ok()
+        })
+        .is_some();
+        if !ready {
+            bail!(
+                "docker-registry did not listen: {}",
+                std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
+            );
+        }
+        Ok((i, ca))
     }
 
     /// An HTTP server in the world host on port 8080 serving `files`
@@ -1629,8 +1701,14 @@ impl World {
             ],
             &dir.join("dnsmasq.log"),
         )
+        .map(drop)
     }
 }
+
+/// The user (and password) of the test registry's htpasswd file.
+pub const REGISTRY_USER: (&str, &str) = ("skiff-test", "s3cret-pull");
+/// bcrypt of [`REGISTRY_USER`]'s password (the registry takes only bcrypt).
+const REGISTRY_HASH: &str = "$2b$10$KtWGtUFHoolwNRso4gXi9.5jKcZ3koq8vgGKB38iOPa7noPAQR2ES";
 
 impl World {
     /// An HTTPS server in the world host on port 443 serving `dir`, with a
