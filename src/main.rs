@@ -184,6 +184,12 @@ struct NodeArgs {
     /// an image names.
     #[arg(long)]
     disable_default_registry_endpoint: bool,
+    /// The Ingress router's HTTP port on every address of the node (0: off).
+    #[arg(long, default_value_t = 80)]
+    ingress_http_port: u16,
+    /// The Ingress router's HTTPS port (0: off).
+    #[arg(long, default_value_t = 443)]
+    ingress_https_port: u16,
 }
 
 fn go_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -230,6 +236,8 @@ fn agent_config(
             registries: Some(n.registries_config),
             default_endpoint: !n.disable_default_registry_endpoint,
         },
+        ingress_http: (n.ingress_http_port != 0).then_some(n.ingress_http_port),
+        ingress_https: (n.ingress_https_port != 0).then_some(n.ingress_https_port),
     }
 }
 

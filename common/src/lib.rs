@@ -3,6 +3,7 @@
 //! runtimes and the `skiff` binary, so that none has to link another.
 
 pub mod fs;
+pub mod ingress;
 pub mod jointoken;
 pub mod labels;
 pub mod media;

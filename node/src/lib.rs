@@ -3,8 +3,8 @@
 //! every pod bound to it, each container either as a Wasm component in the
 //! pod's sandbox threads or as an OCI container through containerd (the image
 //! decides); it also runs the node's Service proxy (nftables), the activator
-//! of scaled-to-zero Services, the cluster DNS and the routes to the other
-//! nodes' pods.
+//! of scaled-to-zero Services, the cluster DNS, the Ingress router and the
+//! routes to the other nodes' pods.
 
 pub mod activator;
 pub mod agent;
@@ -14,6 +14,7 @@ pub mod eviction;
 #[cfg(test)]
 pub(crate) mod fakes;
 pub mod host;
+pub mod ingress;
 pub mod net;
 pub mod netpol;
 pub mod pod;

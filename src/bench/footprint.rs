@@ -83,6 +83,7 @@ pub async fn run(b: FootprintBench) -> Result<()> {
         .args(["--node-name", NODE, "--bridge", "skfp0", "--no-containerd"])
         .args(["--node-ip", "127.0.0.1", "--resolv-conf", "/dev/null"])
         .arg("--disable-default-registry-endpoint")
+        .args(["--ingress-http-port", "0", "--ingress-https-port", "0"])
         .args([
             "--cluster-cidr",
             "10.88.32.0/20",

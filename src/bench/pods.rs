@@ -392,6 +392,10 @@ pub(super) async fn start_cluster(component: &Path, max_pods: usize) -> Result<C
                 "--resolv-conf",
                 "/dev/null",
                 "--disable-default-registry-endpoint",
+                "--ingress-http-port",
+                "0",
+                "--ingress-https-port",
+                "0",
             ])
             .arg("--data-dir")
             .arg(dir.path().join("agent"))

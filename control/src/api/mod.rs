@@ -267,7 +267,8 @@ fn authorized(s: &ApiState, user: &UserInfo, a: &Attributes) -> bool {
         if rbac::allows(&*s.policy.policy(), user, a) {
             return true;
         }
-        return node::allows(&s.nodes.fresh(&s.rest.objects), name, a);
+        return node::allows(&s.nodes.fresh(&s.rest.objects), name, a)
+            || node::ingress_tls_secret(&s.rest.objects, a);
     }
     rbac::allows(&*s.policy.policy(), user, a)
 }

@@ -221,6 +221,8 @@ pub fn allows(graph: &Graph, node: &str, a: &Attributes) -> bool {
         // What enforcing NetworkPolicy needs to see (namespaces: labels).
         | ("networking.k8s.io", "networkpolicies", None)
         | ("", "namespaces", None)
+        // What every node's Ingress router serves.
+        | ("networking.k8s.io", "ingresses" | "ingressclasses", None)
             if read =>
         {
             true
@@ -261,6 +263,46 @@ pub fn allows(graph: &Graph, node: &str, a: &Attributes) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether `a` is a `get` of a Secret an Ingress of its namespace names in
+/// `spec.tls` (every node's Ingress router serves every Ingress's TLS),
+/// judged on this replica's Ingresses.
+pub fn ingress_tls_secret(objects: &crate::storage::Objects, a: &Attributes) -> bool {
+    let Attributes::Resource {
+        verb,
+        group,
+        resource,
+        subresource: None,
+        namespace: Some(ns),
+        name: Some(name),
+    } = a
+    else {
+        return false;
+    };
+    if verb != "get" || !group.is_empty() || resource != "secrets" {
+        return false;
+    }
+    let Some(t) = objects
+        .registry
+        .by_kind("networking.k8s.io/v1", "Ingress")
+        .cloned()
+    else {
+        return false;
+    };
+    objects
+        .store
+        .list_local(&t.ns_prefix(Some(ns)), usize::MAX)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|kv| objects.decode(kv).ok())
+        .any(|ing| {
+            ing.pointer("/spec/tls")
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|t| t.get("secretName").and_then(serde_json::Value::as_str) == Some(name))
+        })
 }
 
 /// The pods-per-node graph, kept current from the store's watch on pods.

@@ -15,6 +15,7 @@ pub mod events;
 pub mod framework;
 pub mod gc;
 pub mod hpa;
+pub mod ingressstatus;
 pub mod job;
 pub mod manager;
 pub mod metricsapi;

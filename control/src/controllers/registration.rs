@@ -128,6 +128,11 @@ pub const CONTROLLERS: &[Registration] = &[
         informers: &["Node", "Service"],
         start: super::servicelb::start,
     },
+    Registration {
+        name: "ingress-status",
+        informers: &["Ingress", "IngressClass", "Node"],
+        start: super::ingressstatus::start,
+    },
 ];
 
 /// What controllers are configured with.

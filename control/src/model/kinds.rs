@@ -183,6 +183,7 @@ impl Registry {
             entry::<node::RuntimeClass>(&[], &[], &[]),
             entry::<policy::PodDisruptionBudget>(&["pdb"], &[], STATUS),
             entry::<networking::Ingress>(&["ing"], &[], STATUS),
+            entry::<networking::IngressClass>(&[], &[], &[]),
             entry::<networking::NetworkPolicy>(&["netpol"], &[], &[]),
             entry::<rbac::Role>(&[], &[], &[]),
             entry::<rbac::ClusterRole>(&[], &[], &[]),

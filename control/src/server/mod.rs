@@ -285,7 +285,7 @@ async fn ensure_objects(
 }
 
 /// Namespaces, RuntimeClasses (`wasm` with handler `wasmtime`, `runc`), the
-/// network settings agents read (ConfigMap `kube-system/skiff-cluster`) and
+/// IngressClass `skiff` (the default), the network settings agents read (ConfigMap `kube-system/skiff-cluster`) and
 /// the default ClusterRoles and bindings every cluster has. The first
 /// server's settings stay.
 pub(crate) async fn ensure_defaults(
@@ -303,6 +303,17 @@ pub(crate) async fn ensure_defaults(
         .map(|(name, handler)| serde_json::json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": name}, "handler": handler}))
         .collect();
     ensure_objects(state, "node.k8s.io/v1", "RuntimeClass", classes).await;
+    // Every node's Ingress router serves this class, the default one.
+    let ingress_class = serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": skiff_common::ingress::CLASS, "annotations": {skiff_common::ingress::DEFAULT_CLASS: "true"}},
+        "spec": {"controller": skiff_common::ingress::CONTROLLER}});
+    ensure_objects(
+        state,
+        "networking.k8s.io/v1",
+        "IngressClass",
+        vec![ingress_class],
+    )
+    .await;
     let (ns, name) = CLUSTER_CONFIG;
     let config = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": name, "namespace": ns},

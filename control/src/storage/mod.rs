@@ -13,6 +13,7 @@
 mod admission;
 pub mod csr;
 pub mod encryption;
+pub mod ingress;
 mod job;
 mod limitrange;
 mod namespace;

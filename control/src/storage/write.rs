@@ -39,6 +39,9 @@ impl Objects {
             self.admit_service_account(ns.unwrap_or("default"), &mut obj)
                 .await?;
         }
+        if t.group == "networking.k8s.io" && t.kind == "Ingress" {
+            self.admit_ingress_class(&mut obj)?;
+        }
         let judged = self.admit_pod_security(t, namespace.as_ref(), &obj)?;
         warnings.extend(judged.warnings);
         let name = name_of(&obj);

@@ -133,6 +133,9 @@ pub struct AgentConfig {
     /// Images the cluster lacks come from registries: the mirrors and
     /// settings of `registries.yaml`, the registry itself unless disabled.
     pub upstream: crate::pod::pull::Upstream,
+    /// The Ingress router's HTTP and HTTPS ports (`None`: off).
+    pub ingress_http: Option<u16>,
+    pub ingress_https: Option<u16>,
     /// Pods may reach addresses outside the cluster (masqueraded).
     pub pod_egress: bool,
 }
@@ -649,6 +652,13 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         pods.clone(),
         metrics,
     );
+    let any = std::net::Ipv4Addr::UNSPECIFIED;
+    let ingress_cfg = crate::ingress::RouterConfig {
+        http: cfg.ingress_http.map(|p| (any, p).into()),
+        https: cfg.ingress_https.map(|p| (any, p).into()),
+        node: cfg.node_name.clone(),
+    };
+    let ingress_routes = ctx.routes.clone();
     tracing::info!(node = %cfg.node_name, port, "agent ready");
     skiff_common::notify::ready();
     let watchdog = async {
@@ -669,6 +679,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         () = local.hand_over() => Ok(()),
         () = proxy.run(client.clone(), stats.clone(), views_tx) => Ok(()),
         () = crate::netpol::run(client.clone(), cfg.node_name.clone(), Arc::new(crate::proxy::NftCli)) => Ok(()),
+        () = crate::ingress::run(client.clone(), ingress_cfg, ingress_routes) => Ok(()),
         () = stats.clone().run_sampler() => Ok(()),
         r = activator.serve() => r.map_err(|source| AgentError::Listen { addr: activator_addr.to_string(), source }),
         r = crate::net::routes::run(client.clone(), cfg.node_name.clone()) => r.map_err(AgentError::from),

@@ -649,6 +649,12 @@ impl TestNet {
             "/dev/null",
             // Nor the registries images name: only the test's own.
             "--disable-default-registry-endpoint",
+            // Ports 80/443 are the host's: a test that wants the Ingress
+            // router gives ports of its own (a later flag wins).
+            "--ingress-http-port",
+            "0",
+            "--ingress-https-port",
+            "0",
             "--cluster-cidr",
             &self.cluster_cidr(),
             "--node-cidr-mask-size",
@@ -1270,6 +1276,7 @@ impl Agent {
             .args(["--node-name", &node, "--bridge", &bridge])
             .args(["--node-ip", "127.0.0.1", "--resolv-conf", "/dev/null"])
             .arg("--disable-default-registry-endpoint")
+            .args(["--ingress-http-port", "0", "--ingress-https-port", "0"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
