@@ -47,6 +47,7 @@ mod root {
     mod host;
     mod hostns;
     mod incluster;
+    mod ingress;
     mod isolation;
     mod jobs;
     mod netpol;

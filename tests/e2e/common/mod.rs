@@ -1591,26 +1591,6 @@ impl World {
         }
     }
 
-    /// A certificate for `hosts` (names and addresses) from a new test CA:
-    /// `(chain, key, CA)` files under `dir`, and the CA's PEM.
-    pub fn issue(&self, hosts: &[&str], dir: &Path) -> Result<(PathBuf, PathBuf, String)> {
-        use skiff_control::pki::{ClusterCa, Leaf, Usage};
-        let ca = ClusterCa::generate()?;
-        let issued = ca.issue(&Leaf {
-            common_name: hosts[0].to_string(),
-            organization: None,
-            hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            usage: Usage::Server,
-            lifetime: Duration::from_secs(3600),
-        })?;
-        std::fs::create_dir_all(dir)?;
-        let (chain, key) = (dir.join("chain.pem"), dir.join("key.pem"));
-        std::fs::write(&chain, &issued.chain_pem)?;
-        std::fs::write(&key, &issued.key_pem)?;
-        std::fs::write(dir.join("ca.crt"), &ca.cert_pem)?;
-        Ok((chain, key, ca.cert_pem.clone()))
-    }
-
     /// The CNCF distribution registry (Debian's `docker-registry`) in the
     /// world host on port 5000 with TLS (a certificate for `name` and the
     /// world host's address from a test CA, also in `dir/tls/ca.crt`) and
@@ -1619,7 +1599,7 @@ impl World {
     pub fn serve_registry(&mut self, name: &str, dir: &Path) -> Result<(usize, String)> {
         let tls = dir.join("tls");
         let ip = self.ip.clone();
-        let (chain, key, ca) = self.issue(&[name, &ip], &tls)?;
+        let (chain, key, ca) = test_cert(&[name, &ip], &tls)?;
         let htpasswd = dir.join("htpasswd");
         std::fs::write(&htpasswd, format!("{}:{REGISTRY_HASH}\n", REGISTRY_USER.0))?;
         let config = dir.join("registry.yml");
@@ -1712,6 +1692,27 @@ impl World {
     }
 }
 
+/// A certificate for `hosts` (names and addresses) from a new test CA:
+/// `(chain, key)` files under `dir` (and the CA as `dir/ca.crt`), and the
+/// CA's PEM.
+pub fn test_cert(hosts: &[&str], dir: &Path) -> Result<(PathBuf, PathBuf, String)> {
+    use skiff_control::pki::{ClusterCa, Leaf, Usage};
+    let ca = ClusterCa::generate()?;
+    let issued = ca.issue(&Leaf {
+        common_name: hosts[0].to_string(),
+        organization: None,
+        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        usage: Usage::Server,
+        lifetime: Duration::from_secs(3600),
+    })?;
+    std::fs::create_dir_all(dir)?;
+    let (chain, key) = (dir.join("chain.pem"), dir.join("key.pem"));
+    std::fs::write(&chain, &issued.chain_pem)?;
+    std::fs::write(&key, &issued.key_pem)?;
+    std::fs::write(dir.join("ca.crt"), &ca.cert_pem)?;
+    Ok((chain, key, ca.cert_pem.clone()))
+}
+
 /// The user (and password) of the test registry's htpasswd file.
 pub const REGISTRY_USER: (&str, &str) = ("skiff-test", "s3cret-pull");
 /// bcrypt of [`REGISTRY_USER`]'s password (the registry takes only bcrypt).
@@ -1722,19 +1723,8 @@ impl World {
     /// certificate for `name` issued by a CA of the test's own; the CA's
     /// certificate (PEM).
     pub fn serve_https(&mut self, name: &str, dir: &Path) -> Result<String> {
-        use skiff_control::pki::{ClusterCa, Leaf, Usage};
-        let ca = ClusterCa::generate()?;
-        let issued = ca.issue(&Leaf {
-            common_name: name.to_string(),
-            organization: None,
-            hosts: vec![name.to_string()],
-            usage: Usage::Server,
-            lifetime: Duration::from_secs(3600),
-        })?;
         let tls = dir.join("tls");
-        std::fs::create_dir_all(&tls)?;
-        std::fs::write(tls.join("chain.pem"), &issued.chain_pem)?;
-        std::fs::write(tls.join("key.pem"), &issued.key_pem)?;
+        let (_, _, ca) = test_cert(&[name], &tls)?;
         let script = format!(
             "import http.server, ssl\n\
              ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
@@ -1749,7 +1739,7 @@ impl World {
             ip = self.ip,
         );
         self.spawn(&["python3", "-c", &script], &tls.join("server.log"))?;
-        Ok(ca.cert_pem.clone())
+        Ok(ca)
     }
 }
 
@@ -1773,6 +1763,17 @@ impl Drop for World {
 /// `examples/https-fetch` as a static binary (x86_64-unknown-linux-musl):
 /// a TLS client that trusts only what `SSL_CERT_FILE` names.
 pub fn https_fetch() -> PathBuf {
+    static_example("https-fetch")
+}
+
+/// `examples/ws-echo` as a static binary: a WebSocket echo server on $PORT.
+pub fn ws_echo() -> PathBuf {
+    static_example("ws-echo")
+}
+
+/// `examples/<name>` built as a static binary (x86_64-unknown-linux-musl)
+/// for the container test images.
+fn static_example(name: &str) -> PathBuf {
     let root = examples::repo_root();
     let target = root.join("target/musl");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -1785,7 +1786,7 @@ pub fn https_fetch() -> PathBuf {
         "x86_64-unknown-linux-musl",
         "--manifest-path",
     ])
-    .arg(root.join("examples/https-fetch/Cargo.toml"))
+    .arg(root.join(format!("examples/{name}/Cargo.toml")))
     .arg("--target-dir")
     .arg(&target);
     // ring's C parts: Debian's gcc builds them for musl when no musl-gcc
@@ -1796,9 +1797,9 @@ pub fn https_fetch() -> PathBuf {
     let ok = cmd.status().expect("cargo runs");
     assert!(
         ok.success(),
-        "building examples/https-fetch (rustup target add x86_64-unknown-linux-musl)"
+        "building examples/{name} (rustup target add x86_64-unknown-linux-musl)"
     );
-    target.join("x86_64-unknown-linux-musl/release/https-fetch")
+    target.join(format!("x86_64-unknown-linux-musl/release/{name}"))
 }
 
 /// Run an nft script (`nft -f -`), behind `prefix` (e.g. `ip netns exec NS`).
