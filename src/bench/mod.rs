@@ -6,6 +6,7 @@ mod chaos;
 mod containers;
 mod etcd;
 mod footprint;
+mod ingress;
 mod netpol;
 mod pods;
 mod scale;
@@ -51,6 +52,9 @@ enum What {
     /// NetworkPolicy: one change with 1,000 policies, rendered and loaded
     /// into the kernel (p50/p99).
     Netpol(netpol::NetpolBench),
+    /// The Ingress router: HTTP through it vs the pod IP, with nginx as a
+    /// reverse proxy to the same pod as the anchor.
+    Ingress(ingress::IngressBench),
 }
 
 pub async fn run(a: BenchArgs) -> Result<()> {
@@ -65,6 +69,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         What::Footprint(b) => footprint::run(b).await,
         What::Chaos(b) => chaos::run(b).await,
         What::Netpol(b) => netpol::run(b).await,
+        What::Ingress(b) => ingress::run(b).await,
     }
 }
 

@@ -245,7 +245,21 @@ fn parse_ms(s: &str) -> Option<f64> {
 
 /// (requests/s, p50 ms, p99 ms) of `wrk` against `url`.
 pub(super) fn wrk(url: &str, seconds: u64, connections: usize) -> Result<(f64, f64, f64)> {
-    let out = Command::new("wrk")
+    wrk_with(url, seconds, connections, &[])
+}
+
+/// [`wrk`] with request headers (`Host: x`).
+pub(super) fn wrk_with(
+    url: &str,
+    seconds: u64,
+    connections: usize,
+    headers: &[&str],
+) -> Result<(f64, f64, f64)> {
+    let mut cmd = Command::new("wrk");
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
         .args([
             &format!("-t{}", connections.clamp(1, 2)),
             &format!("-c{connections}"),
@@ -328,6 +342,15 @@ impl Cluster {
 }
 
 pub(super) async fn start_cluster(component: &Path, max_pods: usize) -> Result<Cluster> {
+    start_cluster_with(component, max_pods, &[]).await
+}
+
+/// [`start_cluster`] with more agent flags (a later flag wins).
+pub(super) async fn start_cluster_with(
+    component: &Path,
+    max_pods: usize,
+    agent_args: &[String],
+) -> Result<Cluster> {
     if !component.exists() {
         bail!(
             "{} is missing: build examples/hello-wasm first",
@@ -397,6 +420,7 @@ pub(super) async fn start_cluster(component: &Path, max_pods: usize) -> Result<C
                 "--ingress-https-port",
                 "0",
             ])
+            .args(agent_args)
             .arg("--data-dir")
             .arg(dir.path().join("agent"))
             .env(

@@ -46,7 +46,7 @@ fn table() -> String {
         .unwrap_or_default()
 }
 
-async fn post(api: &Api, path: &str, body: &Value) -> Result<Value> {
+pub(super) async fn post(api: &Api, path: &str, body: &Value) -> Result<Value> {
     let r = api
         .http
         .post(format!("{}{path}", api.url))
