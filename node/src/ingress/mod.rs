@@ -201,22 +201,55 @@ pub async fn run(
             return std::future::pending().await;
         }
     };
-    let http = async {
-        match cfg.http {
-            Some(a) => listen(a, router.clone(), None).await,
-            None => std::future::pending().await,
-        }
-    };
-    let https = async {
-        match cfg.https {
-            Some(a) => {
-                let acceptor =
-                    tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(resolver.clone())));
-                listen(a, router.clone(), Some(acceptor)).await
-            }
-            None => std::future::pending().await,
-        }
-    };
+    // The listeners run on a thread of their own with a single-threaded
+    // runtime, as an event-loop proxy does: a request and its upstream
+    // exchange never hop between threads.
+    let (http, https) = (cfg.http, cfg.https);
+    let (router2, resolver2) = (router.clone(), resolver.clone());
+    // Dropped with this future: the thread's runtime then ends, and its
+    // listeners and connections with it.
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = std::thread::Builder::new()
+        .name("ingress".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the Ingress router's runtime");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let plain = async {
+                    match http {
+                        Some(a) => listen(a, router2.clone(), None).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let secure = async {
+                    match https {
+                        Some(a) => {
+                            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
+                                tls::server_config(resolver2.clone()),
+                            ));
+                            listen(a, router2.clone(), Some(acceptor)).await
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = async { tokio::join!(plain, secure) } => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+    if let Err(e) = serving {
+        tracing::warn!(error = %e, "the Ingress router's thread");
+        return std::future::pending().await;
+    }
     let sync = async {
         let mut last_keys: Vec<String> = Vec::new();
         let mut secrets_at = tokio::time::Instant::now();
@@ -252,8 +285,6 @@ pub async fn run(
     tokio::select! {
         () = follow_ingresses => {},
         () = follow_classes => {},
-        () = http => {},
-        () = https => {},
         () = sync => {},
     }
 }

@@ -24,6 +24,9 @@ use crate::proxy::ServiceView;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
+/// Bodies up to this size (with a Content-Length) are forwarded whole.
+const SMALL_BODY: u64 = 64 * 1024;
+
 /// What every request reads: the table and the Services' views.
 pub struct Router {
     pub table: watch::Receiver<Arc<Table>>,
@@ -276,6 +279,28 @@ impl Router {
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        // A small body of known length is read whole first, so the head and
+        // the body leave in one write (one packet, one wake-up of the client).
+        let small = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n <= SMALL_BODY);
+        if small {
+            return match body.collect().await {
+                Ok(all) => Response::from_parts(
+                    parts,
+                    Full::new(all.to_bytes())
+                        .map_err(|never| match never {})
+                        .boxed(),
+                ),
+                Err(e) => text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("reading the answer of {ip}:{tport}: {e}"),
+                ),
+            };
+        }
         Response::from_parts(parts, body.boxed())
     }
 }
