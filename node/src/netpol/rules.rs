@@ -77,8 +77,9 @@ fn selects(p: &NetworkPolicy, pod: &PodView) -> bool {
 }
 
 /// What a peer admits: addresses of pods, or address blocks.
-enum Admits {
-    Pods(Vec<PodView>),
+#[derive(Clone)]
+enum Admits<'a> {
+    Pods(Vec<&'a PodView>),
     Block { cidr: String, except: Vec<String> },
 }
 
@@ -86,7 +87,7 @@ fn ns_labels<'a>(inputs: &'a Inputs, ns: &str) -> Option<&'a BTreeMap<String, St
     inputs.namespaces.get(ns)
 }
 
-fn peer(inputs: &Inputs, policy_ns: &str, peer: &NetworkPolicyPeer) -> Admits {
+fn peer<'a>(inputs: &'a Inputs, policy_ns: &str, peer: &NetworkPolicyPeer) -> Admits<'a> {
     if let Some(b) = &peer.ip_block {
         return Admits::Block {
             cidr: b.cidr.clone(),
@@ -102,7 +103,6 @@ fn peer(inputs: &Inputs, policy_ns: &str, peer: &NetworkPolicyPeer) -> Admits {
             None => p.namespace == policy_ns,
         })
         .filter(|p| selector_matches(peer.pod_selector.as_ref().unwrap_or(&everything), &p.labels))
-        .cloned()
         .collect();
     Admits::Pods(pods)
 }
@@ -148,16 +148,87 @@ fn set(ips: impl IntoIterator<Item = String>) -> Option<String> {
     (!v.is_empty()).then(|| format!("{{ {} }}", v.join(", ")))
 }
 
-/// The script: the whole table, replaced in one transaction.
+/// Address sets above this size are named sets of the table, written once
+/// however many rules use them; smaller ones are written inline.
+const INLINE_SET: usize = 4;
+
+/// The named address sets of one script, by content.
+#[derive(Default)]
+struct Sets {
+    by_content: BTreeMap<Vec<Ipv4Addr>, String>,
+    text: String,
+}
+
+impl Sets {
+    /// What an nft rule matches for `ips`: one address, an inline set, or
+    /// `@pN`; `None` for no address at all.
+    fn of(&mut self, mut ips: Vec<Ipv4Addr>) -> Option<String> {
+        ips.sort();
+        ips.dedup();
+        match ips.len() {
+            0 => None,
+            n if n <= INLINE_SET => set(ips.iter().map(Ipv4Addr::to_string)),
+            _ => {
+                let next = self.by_content.len();
+                let text = &mut self.text;
+                let name = self.by_content.entry(ips).or_insert_with_key(|ips| {
+                    let name = format!("p{next}");
+                    let list: Vec<String> = ips.iter().map(Ipv4Addr::to_string).collect();
+                    let _ = writeln!(
+                        text,
+                        "  set {name} {{\n    type ipv4_addr\n    elements = {{ {} }}\n  }}",
+                        list.join(", ")
+                    );
+                    name
+                });
+                Some(format!("@{name}"))
+            }
+        }
+    }
+}
+
+/// Chains by content: pods whose rules are the same share one chain (named
+/// after the first such pod).
+#[derive(Default)]
+struct Chains {
+    by_content: BTreeMap<Vec<String>, String>,
+    text: String,
+}
+
+impl Chains {
+    fn of(&mut self, prefix: &str, i: usize, rules: Vec<String>) -> String {
+        let text = &mut self.text;
+        self.by_content
+            .entry(rules)
+            .or_insert_with_key(|rules| {
+                let name = format!("{prefix}_{i}");
+                let _ = writeln!(text, "  chain {name} {{");
+                for a in rules {
+                    let _ = writeln!(text, "    {}", a.trim_start());
+                }
+                let _ = writeln!(text, "    counter drop\n  }}");
+                name
+            })
+            .clone()
+    }
+}
+
+/// The script: the whole table, replaced in one transaction. Peer address
+/// sets are named once (`Sets`), pods with the same rules share a chain
+/// (`Chains`), and the forward hook finds a pod's chain by a verdict map.
 pub fn render(table: &str, inputs: &Inputs) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "table ip {table}\ndelete table ip {table}\ntable ip {table} {{"
-    );
-    let mut dispatch = String::new();
-    let mut chains = String::new();
-    let mut ingress_jumps = String::new();
+    let mut sets = Sets::default();
+    let mut chains = Chains::default();
+    // A peer of a policy admits the same whichever local pod it is for.
+    let mut memo: std::collections::HashMap<*const NetworkPolicyPeer, Admits> =
+        std::collections::HashMap::new();
+    let mut peer = |ns: &str, pr: &NetworkPolicyPeer| -> Admits {
+        memo.entry(pr as *const _)
+            .or_insert_with(|| peer(inputs, ns, pr))
+            .clone()
+    };
+    let mut out_map: Vec<String> = Vec::new();
+    let mut in_map: Vec<String> = Vec::new();
     for (i, pod) in inputs.local.iter().enumerate() {
         let selecting: Vec<&NetworkPolicy> =
             inputs.policies.iter().filter(|p| selects(p, pod)).collect();
@@ -178,8 +249,9 @@ pub fn render(table: &str, inputs: &Inputs) -> String {
                         None => vec![String::new()],
                         Some(list) => list
                             .iter()
-                            .filter_map(|pr| match peer(inputs, ns, pr) {
-                                Admits::Pods(pods) => set(pods.iter().map(|p| p.ip.to_string()))
+                            .filter_map(|pr| match peer(ns, pr) {
+                                Admits::Pods(pods) => sets
+                                    .of(pods.iter().map(|p| p.ip).collect())
                                     .map(|s| format!(" ip saddr {s}")),
                                 Admits::Block { cidr, except } => Some(format!(
                                     " ip saddr {cidr}{}",
@@ -199,7 +271,6 @@ pub fn render(table: &str, inputs: &Inputs) -> String {
             if eg {
                 for rule in spec.and_then(|s| s.egress.as_ref()).into_iter().flatten() {
                     let peers = rule.to.as_ref().filter(|f| !f.is_empty());
-                    // Ports are the receiver's: named ones resolve per peer pod.
                     match peers {
                         None => {
                             for port in port_clauses(rule.ports.as_ref(), pod) {
@@ -208,14 +279,23 @@ pub fn render(table: &str, inputs: &Inputs) -> String {
                         }
                         Some(list) => {
                             for pr in list {
-                                match peer(inputs, ns, pr) {
+                                match peer(ns, pr) {
                                     Admits::Pods(pods) => {
+                                        // Ports are the receiver's: named ones
+                                        // resolve per peer pod, so peers group
+                                        // by what their ports come to.
+                                        let mut by_port: BTreeMap<String, Vec<Ipv4Addr>> =
+                                            BTreeMap::new();
                                         for target in &pods {
                                             for port in port_clauses(rule.ports.as_ref(), target) {
-                                                allow_out.push(format!(
-                                                    " ip daddr {}{port} return",
-                                                    target.ip
-                                                ));
+                                                by_port.entry(port).or_default().push(target.ip);
+                                            }
+                                        }
+                                        for (port, ips) in by_port {
+                                            let one = (ips.len() == 1).then(|| ips[0].to_string());
+                                            if let Some(d) = one.or_else(|| sets.of(ips)) {
+                                                allow_out
+                                                    .push(format!(" ip daddr {d}{port} return"));
                                             }
                                         }
                                     }
@@ -234,32 +314,34 @@ pub fn render(table: &str, inputs: &Inputs) -> String {
                 }
             }
         }
-        let what = format!("{}/{}", pod.namespace, pod.name);
         if isolated_out {
-            let _ = writeln!(dispatch, "    ip saddr {} jump out_{i}", pod.ip);
-            let _ = writeln!(chains, "  chain out_{i} {{");
-            let _ = writeln!(chains, "    # {what}");
-            for a in &allow_out {
-                let _ = writeln!(chains, "    {}", a.trim_start());
-            }
-            let _ = writeln!(chains, "    counter drop\n  }}");
+            let c = chains.of("out", i, allow_out);
+            out_map.push(format!("{} : jump {c}", pod.ip));
         }
         if isolated_in {
-            let _ = writeln!(ingress_jumps, "    ip daddr {} jump in_{i}", pod.ip);
-            let _ = writeln!(chains, "  chain in_{i} {{");
-            let _ = writeln!(chains, "    # {what}");
-            for a in &allow_in {
-                let _ = writeln!(chains, "    {}", a.trim_start());
-            }
-            let _ = writeln!(chains, "    counter drop\n  }}");
+            let c = chains.of("in", i, allow_in);
+            in_map.push(format!("{} : jump {c}", pod.ip));
         }
     }
-    // Egress of the sender first (allowed: on), then the receiver's ingress.
+    let mut s = String::new();
     let _ = writeln!(
         s,
-        "  chain forward {{\n    type filter hook forward priority -10; policy accept;\n    ct state established,related accept\n{dispatch}{ingress_jumps}  }}"
+        "table ip {table}\ndelete table ip {table}\ntable ip {table} {{"
     );
-    s.push_str(&chains);
+    s.push_str(&sets.text);
+    // Egress of the sender first (allowed: on), then the receiver's ingress.
+    let mut dispatch = String::new();
+    if !out_map.is_empty() {
+        let _ = writeln!(dispatch, "    ip saddr vmap {{ {} }}", out_map.join(", "));
+    }
+    if !in_map.is_empty() {
+        let _ = writeln!(dispatch, "    ip daddr vmap {{ {} }}", in_map.join(", "));
+    }
+    let _ = writeln!(
+        s,
+        "  chain forward {{\n    type filter hook forward priority -10; policy accept;\n    ct state established,related accept\n{dispatch}  }}"
+    );
+    s.push_str(&chains.text);
     s.push_str("}\n");
     s
 }
@@ -332,8 +414,8 @@ mod tests {
             "spec": {"podSelector": {}}}));
         let s = render("t", &inputs(vec![deny.clone()]));
         assert!(
-            s.contains("ip daddr 10.88.0.5 jump in_0")
-                && s.contains("ip daddr 10.88.0.6 jump in_1")
+            s.contains("ip daddr vmap { 10.88.0.5 : jump in_0, 10.88.0.6 : jump in_0 }"),
+            "pods with the same rules share a chain: {s}"
         );
         assert!(!s.contains("jump out_"), "ingress only by default: {s}");
         let allow = policy(
@@ -367,7 +449,10 @@ mod tests {
                            {"to": [{"podSelector": {"matchLabels": {"app": "db"}}}], "ports": [{"port": "http"}]}]}}));
         let s = render("t", &inputs(vec![p]));
         assert!(s.contains("ip saddr { 10.88.1.7 } accept"), "{s}");
-        assert!(s.contains("ip saddr 10.88.0.5 jump out_0"));
+        assert!(
+            s.contains("ip saddr vmap { 10.88.0.5 : jump out_0 }"),
+            "{s}"
+        );
         assert!(
             s.contains("ip daddr 10.85.0.0/16 ip daddr != { 10.85.3.0/24 } tcp dport 443 return"),
             "{s}"
@@ -378,6 +463,47 @@ mod tests {
         );
         // The sender's egress is checked before the receiver's ingress.
         assert!(s.find("jump out_0").unwrap() < s.find("jump in_0").unwrap());
+    }
+
+    #[test]
+    fn large_peer_sets_are_named_once_and_alike_pods_share_a_chain() {
+        let mut i = inputs(vec![policy(
+            json!({"metadata": {"name": "p", "namespace": "shop"},
+            "spec": {"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"tier": "web"}}}]}],
+                "egress": [{"to": [{"podSelector": {"matchLabels": {"tier": "web"}}}], "ports": [{"port": "http"}]}]}}),
+        )]);
+        let webs: Vec<PodView> = (0..6)
+            .map(|n| {
+                pod(
+                    "shop",
+                    &format!("w{n}"),
+                    &format!("10.88.2.{n}"),
+                    &[("tier", "web")],
+                )
+            })
+            .collect();
+        i.all.extend(webs);
+        let db2 = pod("shop", "db2", "10.88.0.9", &[("app", "db")]);
+        i.local.push(db2.clone());
+        i.all.push(db2);
+        let s = render("t", &i);
+        assert_eq!(s.matches("set p0 {").count(), 1, "{s}");
+        assert!(!s.contains("set p1"), "one set for the same addresses: {s}");
+        assert!(
+            s.contains(
+                "elements = { 10.88.2.0, 10.88.2.1, 10.88.2.2, 10.88.2.3, 10.88.2.4, 10.88.2.5 }"
+            ),
+            "{s}"
+        );
+        let db = chain(&s, "in_1");
+        assert!(db.contains("ip saddr @p0 accept"), "{db}");
+        assert!(chain(&s, "out_1").contains("ip daddr @p0 tcp dport 8080 return"));
+        assert!(
+            s.contains("10.88.0.6 : jump in_1, 10.88.0.9 : jump in_1"),
+            "both db pods share a chain: {s}"
+        );
+        assert!(!s.contains("chain in_2"), "{s}");
     }
 
     #[test]
