@@ -269,7 +269,12 @@ pub(super) fn wrk_with(
         ])
         .output()
         .context("run wrk (apt-get install wrk)")?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    parse_wrk(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// (requests/s, p50 ms, p99 ms) from wrk's `--latency` output; errors
+/// (non-2xx answers, none at all) are an error.
+pub(super) fn parse_wrk(text: &str) -> Result<(f64, f64, f64)> {
     let field = |prefix: &str| {
         text.lines()
             .find_map(|l| l.trim().strip_prefix(prefix).map(str::to_string))
