@@ -305,7 +305,7 @@ mod tests {
             let t = r.lookup(g, v, plural).unwrap();
             assert_eq!((t.kind, t.namespaced), (kind, ns));
         }
-        assert_eq!(r.all().len(), 32);
+        assert_eq!(r.all().len(), 33);
         let pod = r.by_kind("v1", "Pod").unwrap();
         assert_eq!(pod.key(Some("default"), "x"), "/core/pods/default/x");
         assert_eq!(pod.schema_name, "io.k8s.api.core.v1.Pod");

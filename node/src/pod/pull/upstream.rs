@@ -189,7 +189,7 @@ pub async fn find(regs: &Registries, keyring: &Keyring, r: &Reference) -> Result
     if endpoints.is_empty() {
         return Err(Failure {
             reason: format!(
-                "not in the cluster's image store, and this node contacts no registry for {} (the default endpoint is disabled and registries.yaml names no mirror)",
+                "not found in the cluster's image store (import or push it there), and this node contacts no registry for {} (the default endpoint is disabled and registries.yaml names no mirror)",
                 r.registry()
             ),
             unreachable: false,
