@@ -17,17 +17,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
-use crate::proxy::ServiceView;
+use crate::proxy::{ServiceView, follow};
 
 /// Where the router listens (`None`: that listener is off).
 #[derive(Debug, Clone)]
@@ -40,29 +38,6 @@ pub struct RouterConfig {
 /// How often TLS Secrets are read again (a renewed certificate is served
 /// within this).
 const SECRETS_EVERY: Duration = Duration::from_secs(30);
-
-async fn follow<K>(api: Api<K>, writer: reflector::store::Writer<K>, changed: Arc<Notify>)
-where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects();
-    futures::pin_mut!(stream);
-    while let Some(ev) = stream.next().await {
-        if ev.is_ok() {
-            changed.notify_one();
-        }
-    }
-}
 
 /// The Ingresses this router serves.
 fn served(ingresses: &Store<Ingress>, classes: &Store<IngressClass>) -> Vec<Ingress> {

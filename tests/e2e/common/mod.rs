@@ -1713,6 +1713,19 @@ pub fn test_cert(hosts: &[&str], dir: &Path) -> Result<(PathBuf, PathBuf, String
     Ok((chain, key, ca.cert_pem.clone()))
 }
 
+/// Run a command; its stdout, or an error with both outputs.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output()?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
 /// The user (and password) of the test registry's htpasswd file.
 pub const REGISTRY_USER: (&str, &str) = ("skiff-test", "s3cret-pull");
 /// bcrypt of [`REGISTRY_USER`]'s password (the registry takes only bcrypt).

@@ -12,21 +12,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
-use crate::common::{self, REGISTRY_USER, TestNet, World, eventually};
-
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output()?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
-}
+use crate::common::{self, REGISTRY_USER, TestNet, World, eventually, run};
 
 const NAME: &str = "registry.test.example:5000";
 

@@ -8,21 +8,9 @@
 
 use std::process::Command;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
-use crate::common;
-
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output()?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
-}
+use crate::common::{self, run};
 
 #[test]
 fn skopeo_and_oras_push_into_the_cluster_registry_and_the_images_run() -> Result<()> {

@@ -17,36 +17,15 @@ use crate::controllers::framework::{
     Action, Controller, ControllerError, Informer, Key, Queue, Reconciler, Result, enqueue_self,
 };
 use crate::controllers::registration::{Ctx, all_keys};
-
-/// A string field of a JSON object ("" when absent).
-fn s<'a>(v: &'a Value, p: &str) -> &'a str {
-    v.pointer(p).and_then(Value::as_str).unwrap_or_default()
-}
+use crate::controllers::servicelb::{ready_internal_ips, to_value};
 
 /// The ingress list a served Ingress should show: the Ready nodes'
-/// InternalIPs, sorted.
+/// InternalIPs (loopback ones too).
 pub fn addresses(nodes: &[Value]) -> Vec<Value> {
-    let mut ips: Vec<String> = nodes
-        .iter()
-        .filter(|n| {
-            n.pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True")
-        })
-        .filter_map(|n| {
-            n.pointer("/status/addresses")?
-                .as_array()?
-                .iter()
-                .find(|a| s(a, "/type") == "InternalIP")
-                .map(|a| s(a, "/address").to_string())
-        })
-        .filter(|ip| !ip.is_empty())
-        .collect();
-    ips.sort();
-    ips.dedup();
-    ips.into_iter().map(|ip| json!({"ip": ip})).collect()
+    ready_internal_ips(nodes)
+        .into_iter()
+        .map(|ip| json!({"ip": ip}))
+        .collect()
 }
 
 /// The status an Ingress should carry, or `None` when it does already (or
@@ -76,10 +55,6 @@ pub struct IngressStatus {
     pub ingresses: Arc<Informer<Ingress>>,
     pub classes: Arc<Informer<IngressClass>>,
     pub nodes: Arc<Informer<Node>>,
-}
-
-fn to_value<T: serde::Serialize>(what: &'static str, o: &T) -> Result<Value> {
-    serde_json::to_value(o).map_err(|source| ControllerError::Encode { what, source })
 }
 
 impl IngressStatus {

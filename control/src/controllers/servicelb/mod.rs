@@ -22,8 +22,8 @@ fn s<'a>(v: &'a Value, p: &str) -> &'a str {
     v.pointer(p).and_then(Value::as_str).unwrap_or_default()
 }
 
-/// The ingress list every LoadBalancer Service should show.
-pub fn ingress(nodes: &[Value]) -> Vec<Value> {
+/// The InternalIPs of the Ready nodes, sorted, each once.
+pub fn ready_internal_ips(nodes: &[Value]) -> Vec<String> {
     let mut ips: Vec<String> = nodes
         .iter()
         .filter(|n| {
@@ -40,14 +40,22 @@ pub fn ingress(nodes: &[Value]) -> Vec<Value> {
                 .find(|a| s(a, "/type") == "InternalIP")
                 .map(|a| s(a, "/address").to_string())
         })
+        .filter(|ip| !ip.is_empty())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+/// The ingress list every LoadBalancer Service should show (loopback
+/// addresses excepted).
+pub fn ingress(nodes: &[Value]) -> Vec<Value> {
+    ready_internal_ips(nodes)
+        .into_iter()
         .filter(|ip| {
             ip.parse::<std::net::Ipv4Addr>()
                 .is_ok_and(|ip| !ip.is_loopback())
         })
-        .collect();
-    ips.sort();
-    ips.dedup();
-    ips.into_iter()
         .map(|ip| json!({"ip": ip, "ipMode": "VIP"}))
         .collect()
 }
@@ -58,7 +66,7 @@ pub struct ServiceLb {
     pub nodes: Arc<Informer<Node>>,
 }
 
-fn to_value<T: serde::Serialize>(what: &'static str, o: &T) -> Result<Value> {
+pub(crate) fn to_value<T: serde::Serialize>(what: &'static str, o: &T) -> Result<Value> {
     serde_json::to_value(o).map_err(|source| ControllerError::Encode { what, source })
 }
 
