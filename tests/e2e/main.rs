@@ -26,6 +26,7 @@ mod user {
     mod api_semantics;
     mod at_rest;
     mod crash_cycles;
+    mod helm;
     mod images;
     mod kubectl_api;
     mod limits;

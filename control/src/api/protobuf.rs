@@ -139,6 +139,19 @@ enum Wire<'a> {
 
 /// The protobuf message of an apiVersion/kind.
 fn message_of(api_version: &str, kind: &str) -> String {
+    // Options and Status are meta types whatever group they are sent in.
+    if matches!(
+        kind,
+        "DeleteOptions"
+            | "Status"
+            | "ListOptions"
+            | "GetOptions"
+            | "CreateOptions"
+            | "UpdateOptions"
+            | "PatchOptions"
+    ) {
+        return format!("apimachinery.pkg.apis.meta.v1.{kind}");
+    }
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let pkg = match group {
         "" => "core",
@@ -353,6 +366,8 @@ fn is_unset(name: &str, v: &Value) -> bool {
         "completions",
         "backoffLimit",
         "terminationGracePeriodSeconds",
+        // DeleteOptions: 0 is "now".
+        "gracePeriodSeconds",
         "partition",
         "minReplicas",
     ];
@@ -454,6 +469,36 @@ mod tests {
         let mut truncated = body.clone();
         truncated.truncate(body.len() - 3);
         assert!(decode(&truncated, &reg).is_err());
+    }
+
+    #[test]
+    fn decodes_delete_options_as_client_go_sends_them() {
+        // What Helm's typed client sends on DELETE since client-go 1.32:
+        // DeleteOptions{gracePeriodSeconds=0, propagationPolicy="Background",
+        // preconditions{uid="u1"}}, typed as v1 (the resource's group).
+        let mut opts = Vec::new();
+        varint(1 << 3, &mut opts);
+        varint(0, &mut opts);
+        let mut pre = Vec::new();
+        field(1, b"u1", &mut pre);
+        field(2, &pre, &mut opts);
+        field(4, b"Background", &mut opts);
+        let mut tm = Vec::new();
+        field(1, b"v1", &mut tm);
+        field(2, b"DeleteOptions", &mut tm);
+        let mut unknown = Vec::new();
+        field(1, &tm, &mut unknown);
+        field(2, &opts, &mut unknown);
+        let mut body = MAGIC.to_vec();
+        body.extend_from_slice(&unknown);
+        let v = decode(&body, &Registry::builtin()).unwrap();
+        assert_eq!(v["propagationPolicy"], "Background", "{v}");
+        assert_eq!(v["gracePeriodSeconds"], 0, "0 means now: {v}");
+        assert_eq!(v["preconditions"]["uid"], "u1", "{v}");
+        assert_eq!(
+            message_of("meta.k8s.io/v1", "DeleteOptions"),
+            "apimachinery.pkg.apis.meta.v1.DeleteOptions"
+        );
     }
 
     #[test]

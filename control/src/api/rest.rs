@@ -316,7 +316,7 @@ impl Rest {
             }
             (&Method::DELETE, Some(name), None) => {
                 let bytes = body::read(body).await?;
-                let opts = delete_options(&bytes, q)?;
+                let opts = delete_options(headers, &bytes, q, &self.objects.registry)?;
                 let obj = o.delete(t, ns, name, &opts).await?;
                 Ok(json_response(StatusCode::OK, &obj))
             }
@@ -498,7 +498,15 @@ impl Rest {
     }
 }
 
-fn delete_options(bytes: &[u8], q: &Query) -> ApiResult<DeleteOptions> {
+/// The DeleteOptions of a DELETE: query parameters, then the body in the
+/// encoding its Content-Type names (JSON, YAML, or Kubernetes protobuf, as
+/// client-go's typed clients send since 1.32; `kind`/`apiVersion` optional).
+fn delete_options(
+    headers: &HeaderMap,
+    bytes: &[u8],
+    q: &Query,
+    registry: &crate::model::Registry,
+) -> ApiResult<DeleteOptions> {
     let mut opts = DeleteOptions {
         dry_run: q.dry_run()?,
         grace: q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()),
@@ -518,7 +526,7 @@ fn delete_options(bytes: &[u8], q: &Query) -> ApiResult<DeleteOptions> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(opts);
     }
-    let v = body::json(bytes)?;
+    let v = body::object(headers, bytes, registry)?;
     opts.uid = v
         .pointer("/preconditions/uid")
         .and_then(Value::as_str)
