@@ -64,3 +64,16 @@ mod tests {
         assert_eq!(kind_of("x/y", &[tar]), None);
     }
 }
+
+/// This host's architecture as Go (and so OCI platforms and the
+/// `kubernetes.io/arch` node label) spell it.
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        "loongarch64" => "loong64",
+        other => other,
+    }
+}

@@ -37,7 +37,11 @@ pub fn apply(api_version: &str, kind: &str, v: &mut Value) {
             set(obj(v, "spec"), "finalizers", json!(["kubernetes"]));
             set(obj(v, "status"), "phase", json!("Active"));
         }
-        ("v1", "Service") => service(obj(v, "spec")),
+        ("v1", "Service") => {
+            service(obj(v, "spec"));
+            // Kubernetes returns every Service with this much status.
+            set(obj(v, "status"), "loadBalancer", json!({}));
+        }
         ("v1", "Secret") => {
             let m = v.as_object_mut().expect("object");
             set(m, "type", json!("Opaque"));

@@ -88,17 +88,22 @@ fn status(cfg: &AgentConfig, ready: bool, port: u16, pressure: &Pressure) -> ser
             "kernelVersion": kernel(), "osImage": os_image(),
             "containerRuntimeVersion": format!("skiff://{}", env!("CARGO_PKG_VERSION")),
             "kubeletVersion": "v1.37.0-skiff", "kubeProxyVersion": "",
-            "operatingSystem": "linux", "architecture": if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH },
+            "operatingSystem": "linux", "architecture": skiff_common::media::go_arch(),
         },
     }})
 }
 
-/// Create the Node (labels: hostname, os, the runtimes offered) if it is new.
+/// Create the Node (labels: hostname, os, arch, the runtimes offered), or
+/// put those labels on the one that exists.
 pub async fn register(client: &Client, cfg: &AgentConfig) -> Result<(), AgentError> {
     let nodes: Api<Node> = Api::all(client.clone());
     let mut labels = std::collections::BTreeMap::new();
     labels.insert("kubernetes.io/hostname".to_string(), cfg.node_name.clone());
+    let arch = skiff_common::media::go_arch().to_string();
     labels.insert("kubernetes.io/os".to_string(), "linux".to_string());
+    labels.insert("kubernetes.io/arch".to_string(), arch.clone());
+    labels.insert("beta.kubernetes.io/os".to_string(), "linux".to_string());
+    labels.insert("beta.kubernetes.io/arch".to_string(), arch);
     for r in &cfg.runtimes {
         labels.insert(format!("runtime.skiff.dev/{r}"), "true".to_string());
     }
@@ -112,7 +117,18 @@ pub async fn register(client: &Client, cfg: &AgentConfig) -> Result<(), AgentErr
     };
     match nodes.create(&PostParams::default(), &node).await {
         Ok(_) => tracing::info!(node = %cfg.node_name, "registered node"),
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        // Known already: make sure it carries the well-known labels (a node
+        // registered by an older agent lacks the arch ones).
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let patch = serde_json::json!({"metadata": {"labels": node.metadata.labels}});
+            nodes
+                .patch(
+                    &cfg.node_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+        }
         Err(e) => return Err(e.into()),
     }
     Ok(())

@@ -92,11 +92,7 @@ pub use skiff_runtimes::Content;
 
 /// The `platform.architecture` of this host as OCI indexes spell it.
 fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
+    skiff_common::media::go_arch()
 }
 
 /// The node's image cache.
