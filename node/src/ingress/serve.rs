@@ -148,9 +148,13 @@ impl Router {
                 PortRef::Name(n) => p.name == *n,
             });
         let Some(port) = port else {
+            let want = match &b.port {
+                PortRef::Number(n) => n.to_string(),
+                PortRef::Name(n) => format!("{n:?}"),
+            };
             return Err(format!(
-                "service \"{}/{}\" has no port {:?}",
-                b.namespace, b.service, b.port
+                "service \"{}/{}\" has no TCP port {want}",
+                b.namespace, b.service
             ));
         };
         if port.endpoints.is_empty() {
