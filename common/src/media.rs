@@ -49,6 +49,19 @@ pub fn kind_of(config_type: &str, layer_types: &[&str]) -> Option<ImageKind> {
     container.then_some(ImageKind::Container)
 }
 
+/// This host's architecture as Go (and so OCI platforms and the
+/// `kubernetes.io/arch` node label) spell it.
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        "loongarch64" => "loong64",
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,18 +75,5 @@ mod tests {
         assert_eq!(kind_of(oci, &[]), None);
         assert_eq!(kind_of(oci, &[tar, "a/b"]), None);
         assert_eq!(kind_of("x/y", &[tar]), None);
-    }
-}
-
-/// This host's architecture as Go (and so OCI platforms and the
-/// `kubernetes.io/arch` node label) spell it.
-pub fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        "loongarch64" => "loong64",
-        other => other,
     }
 }
