@@ -8,7 +8,7 @@ use k8s_openapi::api::{
     apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
     certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core,
     discovery::v1 as discovery, networking::v1 as networking, node::v1 as node,
-    policy::v1 as policy, rbac::v1 as rbac,
+    policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -181,6 +181,8 @@ impl Registry {
             entry::<coordination::Lease>(&[], &[], &[]),
             entry::<discovery::EndpointSlice>(&[], &[], &[]),
             entry::<node::RuntimeClass>(&[], &[], &[]),
+            entry::<scheduling::PriorityClass>(&["pc"], &[], &[]),
+            entry::<core::PodTemplate>(&[], &[], &[]),
             entry::<policy::PodDisruptionBudget>(&["pdb"], &[], STATUS),
             entry::<networking::Ingress>(&["ing"], &[], STATUS),
             entry::<networking::IngressClass>(&[], &[], &[]),
@@ -305,7 +307,7 @@ mod tests {
             let t = r.lookup(g, v, plural).unwrap();
             assert_eq!((t.kind, t.namespaced), (kind, ns));
         }
-        assert_eq!(r.all().len(), 33);
+        assert_eq!(r.all().len(), 35);
         let pod = r.by_kind("v1", "Pod").unwrap();
         assert_eq!(pod.key(Some("default"), "x"), "/core/pods/default/x");
         assert_eq!(pod.schema_name, "io.k8s.api.core.v1.Pod");

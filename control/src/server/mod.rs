@@ -303,6 +303,19 @@ pub(crate) async fn ensure_defaults(
         .map(|(name, handler)| serde_json::json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": name}, "handler": handler}))
         .collect();
     ensure_objects(state, "node.k8s.io/v1", "RuntimeClass", classes).await;
+    // The PriorityClasses every Kubernetes cluster has (charts name them).
+    let priorities = [
+        ("system-cluster-critical", 2_000_000_000),
+        ("system-node-critical", 2_000_001_000),
+    ]
+    .iter()
+    .map(|(name, value)| {
+        serde_json::json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name}, "value": value,
+            "description": "Used for system critical pods that must run in the cluster."})
+    })
+    .collect();
+    ensure_objects(state, "scheduling.k8s.io/v1", "PriorityClass", priorities).await;
     // Every node's Ingress router serves this class, the default one.
     let ingress_class = serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
         "metadata": {"name": skiff_common::ingress::CLASS, "annotations": {skiff_common::ingress::DEFAULT_CLASS: "true"}},

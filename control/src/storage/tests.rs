@@ -933,7 +933,19 @@ async fn a_delete_that_races_other_writes_is_retried_and_preconditions_still_hol
             }
             unreachable!()
         });
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // The writer is under way (seen, not slept for: on a loaded machine
+        // a sleep does not make it run).
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let now = f.o.get(&t, Some("default"), &name).await.unwrap();
+                if s(&now, "/data/n") != "0" {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the writer writes");
         // A stale uid is a conflict no retry fixes, and deletes nothing.
         let e = f
             .delete(
